@@ -1,0 +1,1 @@
+"""Entry points: one Blueprint per trigger family. Parse, call one service, respond."""

@@ -1,0 +1,1 @@
+"""Booking Sync for Microsoft 365: the application (domain, services, adapters)."""

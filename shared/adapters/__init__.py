@@ -1,0 +1,1 @@
+"""Adapters: the ports implemented against Azure Storage and Microsoft Graph."""

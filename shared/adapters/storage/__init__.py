@@ -1,0 +1,1 @@
+"""Azure Table Storage and Queue Storage adapters (the SDKs' aio clients)."""

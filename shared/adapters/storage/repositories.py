@@ -1,0 +1,246 @@
+"""One repository per entity kind, over Table Storage.
+
+Key scheme (table name = TABLE_NAME_PREFIX + kind). Partitions follow the resource (or
+the subscription / booking they belong to); no partition is keyed by time.
+
+| kind            | PartitionKey     | RowKey                                   |
+|-----------------|------------------|------------------------------------------|
+| resources       | resource id      | "resource"                               |
+| bookings        | booking id       | "booking"                                |
+| eventmappings   | resource id      | "booking|<booking id>" (the mapping)     |
+|                 | resource id      | "event|<event id>" (index → booking id)  |
+| unavailability  | resource id      | "<event or series id>|<start, ISO UTC>"  |
+| subscriptions   | subscription id  | "subscription"                           |
+| synclog         | resource id      | "<inverted epoch ms>-<random>" (newest first) |
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from shared.adapters.storage.tables import EntityTable, Transaction, encode_key
+from shared.domain.bookings import Booking
+from shared.domain.calendar import EventMapping, SubscriptionRecord, Unavailability
+from shared.domain.resources import Resource
+from shared.domain.sync_log import SyncLogEntry
+from shared.ports import Stored
+
+RESOURCES = "resources"
+BOOKINGS = "bookings"
+EVENT_MAPPINGS = "eventmappings"
+UNAVAILABILITY = "unavailability"
+SUBSCRIPTIONS = "subscriptions"
+SYNC_LOG = "synclog"
+
+RESOURCE_ROW = "resource"
+BOOKING_ROW = "booking"
+SUBSCRIPTION_ROW = "subscription"
+MAPPING_ROW_PREFIX = "booking|"
+EVENT_INDEX_ROW_PREFIX = "event|"
+# Row keys of one group share "<group>|"; "}" sorts right after "|", closing the range.
+_GROUP_END = "}"
+_SYNC_LOG_CEILING_MS = 10**13 - 1
+
+
+class ResourceTable(EntityTable[Resource]):
+    kind = RESOURCES
+    model = Resource
+
+    def keys(self, value: Resource) -> tuple[str, str]:
+        return value.resource_id, RESOURCE_ROW
+
+    def index_properties(self, value: Resource) -> Mapping[str, Any]:
+        return {"Mailbox": value.settings.mailbox, "Active": value.settings.active}
+
+    async def get(self, resource_id: str) -> Stored[Resource] | None:
+        return await self.get_by_keys(resource_id, RESOURCE_ROW)
+
+    async def add(self, resource: Resource) -> Stored[Resource]:
+        return await self.insert(resource)
+
+    async def update(self, resource: Resource, etag: str) -> Stored[Resource]:
+        return await self.replace(resource, etag)
+
+    async def delete(self, resource_id: str) -> None:
+        await self.delete_by_keys(resource_id, RESOURCE_ROW)
+
+    async def list_all(self) -> list[Stored[Resource]]:
+        return await self.query()
+
+
+class BookingTable(EntityTable[Booking]):
+    kind = BOOKINGS
+    model = Booking
+
+    def keys(self, value: Booking) -> tuple[str, str]:
+        return value.booking_id, BOOKING_ROW
+
+    def index_properties(self, value: Booking) -> Mapping[str, Any]:
+        return {"Start": value.start, "End": value.end, "Status": value.status.value}
+
+    async def get(self, booking_id: str) -> Stored[Booking] | None:
+        return await self.get_by_keys(booking_id, BOOKING_ROW)
+
+    async def add(self, booking: Booking) -> Stored[Booking]:
+        return await self.insert(booking)
+
+    async def update(self, booking: Booking, etag: str) -> Stored[Booking]:
+        return await self.replace(booking, etag)
+
+
+class EventMappingTable(EntityTable[EventMapping]):
+    """Mappings plus an event-id index row in the same partition, written together."""
+
+    kind = EVENT_MAPPINGS
+    model = EventMapping
+
+    def keys(self, value: EventMapping) -> tuple[str, str]:
+        return value.resource_id, MAPPING_ROW_PREFIX + value.booking_id
+
+    def index_properties(self, value: EventMapping) -> Mapping[str, Any]:
+        return {"EventId": value.event_id or "", "BookingId": value.booking_id}
+
+    def _index_row(self, mapping: EventMapping) -> dict[str, Any] | None:
+        if mapping.event_id is None:
+            return None
+        return {
+            "PartitionKey": encode_key(mapping.resource_id),
+            "RowKey": encode_key(EVENT_INDEX_ROW_PREFIX + mapping.event_id),
+            "BookingId": mapping.booking_id,
+        }
+
+    async def get(self, resource_id: str, booking_id: str) -> Stored[EventMapping] | None:
+        return await self.get_by_keys(resource_id, MAPPING_ROW_PREFIX + booking_id)
+
+    async def find_by_event(self, resource_id: str, event_id: str) -> Stored[EventMapping] | None:
+        client = await self._client()
+        row_key = encode_key(EVENT_INDEX_ROW_PREFIX + event_id)
+        rows = [
+            entity
+            async for entity in client.query_entities(
+                "PartitionKey eq @pk and RowKey eq @rk",
+                parameters={"pk": encode_key(resource_id), "rk": row_key},
+            )
+        ]
+        if not rows:
+            return None
+        return await self.get(resource_id, str(rows[0]["BookingId"]))
+
+    async def add(self, mapping: EventMapping) -> Stored[EventMapping]:
+        transaction = Transaction()
+        transaction.create(self.to_entity(mapping))
+        index = self._index_row(mapping)
+        if index is not None:
+            transaction.upsert(index)
+        etags = await self.commit(transaction)
+        return Stored(value=mapping, etag=etags[0])
+
+    async def update(self, mapping: EventMapping, etag: str) -> Stored[EventMapping]:
+        transaction = Transaction()
+        transaction.update(self.to_entity(mapping), etag)
+        index = self._index_row(mapping)
+        if index is not None:
+            transaction.upsert(index)
+        etags = await self.commit(transaction)
+        return Stored(value=mapping, etag=etags[0])
+
+    async def list_for_resource(self, resource_id: str) -> list[Stored[EventMapping]]:
+        return await self.query(
+            resource_id,
+            "RowKey ge @lo and RowKey lt @hi",
+            {"lo": MAPPING_ROW_PREFIX, "hi": MAPPING_ROW_PREFIX[:-1] + _GROUP_END},
+        )
+
+
+class UnavailabilityTable(EntityTable[Unavailability]):
+    kind = UNAVAILABILITY
+    model = Unavailability
+
+    def keys(self, value: Unavailability) -> tuple[str, str]:
+        group = value.series_master_id or value.event_id
+        return value.resource_id, f"{group}|{value.start.isoformat()}"
+
+    def index_properties(self, value: Unavailability) -> Mapping[str, Any]:
+        return {"Start": value.start, "End": value.end}
+
+    async def replace_event(
+        self, resource_id: str, event_id: str, blocks: list[Unavailability]
+    ) -> None:
+        group = encode_key(event_id + "|")
+        existing = await self.query(
+            resource_id,
+            "RowKey ge @lo and RowKey lt @hi",
+            {"lo": group, "hi": group[:-1] + _GROUP_END},
+        )
+        wanted = {encode_key(self.keys(block)[1]): block for block in blocks}
+        stale = [
+            row_key
+            for row_key in (encode_key(self.keys(row.value)[1]) for row in existing)
+            if row_key not in wanted
+        ]
+        current = {encode_key(self.keys(row.value)[1]): row.value for row in existing}
+        changed = [block for key, block in wanted.items() if current.get(key) != block]
+        # Each chunk is one partition and ≤100 entities; the whole is idempotent, so a
+        # failure halfway is healed by the next notification or reconcile.
+        operations: list[tuple[str, Unavailability | str]] = [("upsert", b) for b in changed]
+        operations += [("delete", key) for key in stale]
+        for start in range(0, len(operations), 100):
+            transaction = Transaction()
+            for _op, item in operations[start : start + 100]:
+                if isinstance(item, Unavailability):
+                    transaction.upsert(self.to_entity(item))
+                else:
+                    transaction.delete(encode_key(resource_id), item)
+            await self.commit(transaction)
+
+    async def list_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Unavailability]:
+        rows = await self.query(
+            resource_id, "Start lt @end and End gt @start", {"start": start, "end": end}
+        )
+        return sorted((row.value for row in rows), key=lambda block: block.start)
+
+    async def list_for_resource(self, resource_id: str) -> list[Unavailability]:
+        return [row.value for row in await self.query(resource_id)]
+
+
+class SubscriptionTable(EntityTable[SubscriptionRecord]):
+    kind = SUBSCRIPTIONS
+    model = SubscriptionRecord
+
+    def keys(self, value: SubscriptionRecord) -> tuple[str, str]:
+        return value.subscription_id, SUBSCRIPTION_ROW
+
+    # The stored JSON needs the real clientState, not SecretStr's mask.
+    dump_context: ClassVar[dict[str, Any] | None] = {"reveal_secrets": True}
+
+    def index_properties(self, value: SubscriptionRecord) -> Mapping[str, Any]:
+        return {"ResourceId": value.resource_id, "ExpiresAt": value.expires_at}
+
+    async def get(self, subscription_id: str) -> Stored[SubscriptionRecord] | None:
+        return await self.get_by_keys(subscription_id, SUBSCRIPTION_ROW)
+
+    async def save(self, record: SubscriptionRecord) -> Stored[SubscriptionRecord]:
+        return await self.upsert(record)
+
+    async def delete(self, subscription_id: str) -> None:
+        await self.delete_by_keys(subscription_id, SUBSCRIPTION_ROW)
+
+
+class SyncLogTable(EntityTable[SyncLogEntry]):
+    kind = SYNC_LOG
+    model = SyncLogEntry
+
+    def keys(self, value: SyncLogEntry) -> tuple[str, str]:
+        inverted = _SYNC_LOG_CEILING_MS - int(value.at.timestamp() * 1000)
+        return value.resource_id, f"{inverted:013d}-{secrets.token_hex(4)}"
+
+    async def append(self, entry: SyncLogEntry) -> None:
+        await self.insert(entry)
+
+    async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
+        return [row.value for row in await self.query(resource_id, limit=limit)]

@@ -1,0 +1,1 @@
+"""Domain models and errors. No azure.* or msgraph imports here."""

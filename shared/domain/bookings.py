@@ -1,0 +1,116 @@
+"""Bookings and their lifecycle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from shared.domain.base import (
+    BookingId,
+    DomainModel,
+    EmailAddress,
+    LongText,
+    PositiveVersion,
+    ResourceId,
+    ShortText,
+    UtcDatetime,
+)
+
+MAX_RESOURCES_PER_BOOKING = 20
+MAX_BOOKING_DAYS = 31
+
+
+class BookingStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    RESCHEDULED = "rescheduled"
+    CANCELLED = "cancelled"
+
+    @property
+    def holds_time(self) -> bool:
+        """Whether a booking in this status occupies its resources' time."""
+        return self is not BookingStatus.CANCELLED
+
+
+class Customer(DomainModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    email: EmailAddress
+
+
+class TimeRange(DomainModel):
+    """A half-open interval [start, end) in UTC; touching ranges do not overlap."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> TimeRange:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def overlaps(self, other: TimeRange) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+class BookingRequest(DomainModel):
+    """The body of POST /api/bookings."""
+
+    resource_ids: Annotated[
+        list[ResourceId], Field(min_length=1, max_length=MAX_RESOURCES_PER_BOOKING)
+    ]
+    start: UtcDatetime
+    end: UtcDatetime
+    title: ShortText
+    customer: Customer
+    location: Annotated[str, StringConstraints(max_length=255)] | None = None
+    notes: LongText | None = None
+    external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BookingRequest:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if (self.end - self.start).days >= MAX_BOOKING_DAYS:
+            raise ValueError(f"a booking may last at most {MAX_BOOKING_DAYS} days")
+        if len(set(self.resource_ids)) != len(self.resource_ids):
+            raise ValueError("resourceIds must not repeat a resource")
+        return self
+
+
+class Booking(DomainModel):
+    booking_id: BookingId
+    resource_ids: Annotated[
+        list[ResourceId], Field(min_length=1, max_length=MAX_RESOURCES_PER_BOOKING)
+    ]
+    start: UtcDatetime
+    end: UtcDatetime
+    title: ShortText
+    customer: Customer
+    location: Annotated[str, StringConstraints(max_length=255)] | None = None
+    notes: LongText | None = None
+    external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    status: BookingStatus = BookingStatus.CONFIRMED
+    # Bumped on every change; pushes and transactionIds are keyed by it.
+    version: PositiveVersion = 1
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> Booking:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    @property
+    def primary_resource_id(self) -> str:
+        return self.resource_ids[0]
+
+    @property
+    def time_range(self) -> TimeRange:
+        return TimeRange(start=self.start, end=self.end)
+
+    def is_in_past(self, now: datetime) -> bool:
+        return self.end <= now

@@ -1,0 +1,83 @@
+"""What we know of Outlook calendars: our event mappings, busy time, subscriptions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, SecretStr, SerializationInfo, StringConstraints, field_serializer
+
+from shared.domain.base import BookingId, DomainModel, EmailAddress, ResourceId, UtcDatetime
+
+
+class ShowAs(StrEnum):
+    FREE = "free"
+    TENTATIVE = "tentative"
+    BUSY = "busy"
+    OOF = "oof"
+    WORKING_ELSEWHERE = "workingElsewhere"
+    UNKNOWN = "unknown"
+
+
+class Sensitivity(StrEnum):
+    NORMAL = "normal"
+    PERSONAL = "personal"
+    PRIVATE = "private"
+    CONFIDENTIAL = "confidential"
+
+    @property
+    def hides_details(self) -> bool:
+        return self in (Sensitivity.PRIVATE, Sensitivity.CONFIDENTIAL)
+
+
+class EventMapping(DomainModel):
+    """The Outlook event we wrote for one booking in one resource's calendar."""
+
+    resource_id: ResourceId
+    booking_id: BookingId
+    mailbox: EmailAddress
+    event_id: str | None = None  # None until the push created it
+    # changeKey our last write returned: a notification carrying it is our own echo.
+    change_key: str | None = None
+    pushed_start: UtcDatetime | None = None
+    pushed_end: UtcDatetime | None = None
+    pushed_subject: str | None = None
+    booking_version: int = Field(default=0, ge=0)
+    synced_at: UtcDatetime | None = None
+    last_error: str | None = None
+    deleted: bool = False  # the event was removed on purpose (cancel, disconnect)
+
+
+class Unavailability(DomainModel):
+    """A busy block mirrored from a foreign Outlook event (or one occurrence of a series).
+
+    Private and confidential events keep no subject or body: `summary` is None.
+    """
+
+    resource_id: ResourceId
+    event_id: str  # the occurrence's id for recurring series
+    series_master_id: str | None = None
+    start: UtcDatetime
+    end: UtcDatetime
+    show_as: ShowAs
+    is_all_day: bool = False
+    private: bool = False
+    summary: Annotated[str, StringConstraints(max_length=500)] | None = None
+    change_key: str | None = None
+
+
+class SubscriptionRecord(DomainModel):
+    """A Graph change-notification subscription on one mailbox's events."""
+
+    subscription_id: str
+    resource_id: ResourceId
+    mailbox: EmailAddress
+    client_state: SecretStr  # random per subscription; compared in constant time
+    expires_at: UtcDatetime
+    created_at: UtcDatetime
+
+    @field_serializer("client_state", when_used="json")
+    def _dump_client_state(self, value: SecretStr, info: SerializationInfo) -> str:
+        # Masked everywhere except where storage asks for it explicitly.
+        context = info.context or {}
+        return value.get_secret_value() if context.get("reveal_secrets") else str(value)

@@ -1,0 +1,91 @@
+"""Domain errors. Entry points translate them into statuses; adapters raise them."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the services and adapters raise on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class AlreadyExists(DomainError):
+    """An insert-if-absent found the entity present: the claim belongs to someone else."""
+
+    code = "already_exists"
+
+
+class ConcurrencyConflict(DomainError):
+    """The entity changed since it was read (ETag mismatch); re-read and decide again."""
+
+    code = "concurrency_conflict"
+
+
+class InvalidInput(DomainError):
+    code = "invalid_input"
+
+
+class SlotUnavailable(DomainError):
+    code = "slot_unavailable"
+
+
+class CalendarUnavailable(DomainError):
+    """The resource's calendar cannot be trusted right now (fail closed)."""
+
+    code = "calendar_unavailable"
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "idempotency_key_reused"
+
+
+class StorageUnavailable(DomainError):
+    code = "storage_unavailable"
+
+
+class TransactionTooLarge(DomainError):
+    """A table transaction broke Azure's rules (one partition, at most 100 entities)."""
+
+    code = "transaction_invalid"
+
+
+# Microsoft Graph, translated at the gateway.
+class GraphError(DomainError):
+    code = "graph_error"
+
+
+class GraphNotFound(GraphError):
+    code = "graph_not_found"
+
+
+class GraphAccessDenied(GraphError):
+    """Token, permission or mailbox-scope failure: the resource's connection is failing."""
+
+    code = "graph_access_denied"
+
+
+class GraphThrottled(GraphError):
+    code = "graph_throttled"
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class GraphTransient(GraphError):
+    code = "graph_transient"
+
+
+class GraphSyncStateLost(GraphError):
+    """A delta token was refused (410 syncStateNotFound): start over with a full sync."""
+
+    code = "graph_sync_state_lost"

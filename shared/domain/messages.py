@@ -1,0 +1,103 @@
+"""Queue message models. Serialized with model_dump_json / model_validate_json."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from shared.domain.base import BookingId, DomainModel, ResourceId, UtcDatetime
+
+SYNC_OUTBOUND_QUEUE = "sync-outbound"
+SYNC_INBOUND_QUEUE = "sync-inbound"
+BOOKING_EVENTS_QUEUE = "booking-events"
+QUEUES = (SYNC_OUTBOUND_QUEUE, SYNC_INBOUND_QUEUE, BOOKING_EVENTS_QUEUE)
+
+
+def poison_queue(name: str) -> str:
+    return f"{name}-poison"
+
+
+class PushBooking(DomainModel):
+    """sync-outbound: make every out-direction resource's calendar match this booking."""
+
+    kind: Literal["push_booking"] = "push_booking"
+    booking_id: BookingId
+    booking_version: int = Field(ge=1)
+    include_past: bool = False  # resyncs push past bookings too
+
+
+class ResyncResource(DomainModel):
+    """sync-outbound: delete our events in one calendar and recreate them; re-pull."""
+
+    kind: Literal["resync_resource"] = "resync_resource"
+    resource_id: ResourceId
+    reason: str
+
+
+class ReconcileResource(DomainModel):
+    """sync-outbound: one reconcile round for one resource (fanned out by the timer)."""
+
+    kind: Literal["reconcile_resource"] = "reconcile_resource"
+    resource_id: ResourceId
+    scheduled_at: UtcDatetime
+
+
+OutboundWork = Annotated[
+    PushBooking | ResyncResource | ReconcileResource, Field(discriminator="kind")
+]
+
+
+class EventChange(DomainModel):
+    """sync-inbound: one change notification Graph delivered, validated and trimmed."""
+
+    kind: Literal["event_change"] = "event_change"
+    subscription_id: str
+    resource_id: ResourceId
+    change_type: Literal["created", "updated", "deleted"]
+    event_id: str
+    change_key: str | None = None
+    received_at: UtcDatetime
+
+
+class LifecycleEvent(DomainModel):
+    """sync-inbound: a Graph lifecycle notification for one subscription."""
+
+    kind: Literal["lifecycle"] = "lifecycle"
+    subscription_id: str
+    resource_id: ResourceId
+    lifecycle_event: Literal["reauthorizationRequired", "subscriptionRemoved", "missed"]
+    received_at: UtcDatetime
+
+
+InboundWork = Annotated[EventChange | LifecycleEvent, Field(discriminator="kind")]
+
+
+class BookingEventType(StrEnum):
+    CREATED = "booking.created"
+    CANCELLED = "booking.cancelled"
+    RESCHEDULED = "booking.rescheduled"
+    SYNC_FAILED = "booking.sync_failed"
+    CONFLICT = "booking.conflict"
+
+
+class EventSource(StrEnum):
+    API = "api"
+    OUTLOOK = "outlook"
+    RECONCILE = "reconcile"
+
+
+class BookingEvent(DomainModel):
+    """booking-events: `{type, bookingId, occurredAt, source, data}` for the booking system.
+
+    `event_id` is stable for one change, so consumers (and the webhook's `webhook-id`)
+    can drop duplicates.
+    """
+
+    event_id: str
+    type: BookingEventType
+    booking_id: BookingId
+    occurred_at: UtcDatetime
+    source: EventSource
+    data: dict[str, Any] = Field(default_factory=dict)

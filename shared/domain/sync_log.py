@@ -1,0 +1,34 @@
+"""The per-resource sync log: every action taken in either direction."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import StringConstraints
+
+from shared.domain.base import DomainModel, ResourceId, UtcDatetime
+
+
+class SyncDirection(StrEnum):
+    OUTBOUND = "outbound"  # booking → Outlook
+    INBOUND = "inbound"  # Outlook → booking system
+    RECONCILE = "reconcile"
+    CONNECTION = "connection"
+
+
+class SyncOutcome(StrEnum):
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class SyncLogEntry(DomainModel):
+    resource_id: ResourceId
+    at: UtcDatetime
+    direction: SyncDirection
+    action: Annotated[str, StringConstraints(max_length=100)]
+    outcome: SyncOutcome
+    booking_id: str | None = None
+    event_id: str | None = None
+    detail: Annotated[str, StringConstraints(max_length=1000)] | None = None

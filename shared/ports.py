@@ -1,0 +1,94 @@
+"""Ports: what the services need from the outside world, as typing.Protocols.
+
+Adapters in shared/adapters implement them against Azure and Microsoft Graph; unit tests
+implement them in memory. Every repository method that changes an entity either inserts
+it if absent (raising AlreadyExists) or replaces it under the ETag it was read with
+(raising ConcurrencyConflict), so concurrent writers never overwrite each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from shared.domain.bookings import Booking
+from shared.domain.calendar import EventMapping, SubscriptionRecord, Unavailability
+from shared.domain.resources import Resource
+from shared.domain.sync_log import SyncLogEntry
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Stored(Generic[M]):
+    """A model as read from storage, with the ETag a later update must match."""
+
+    value: M
+    etag: str
+
+
+class ResourceRepository(Protocol):
+    async def get(self, resource_id: str) -> Stored[Resource] | None: ...
+    async def add(self, resource: Resource) -> Stored[Resource]: ...
+    async def update(self, resource: Resource, etag: str) -> Stored[Resource]: ...
+    async def delete(self, resource_id: str) -> None: ...
+    async def list_all(self) -> list[Stored[Resource]]: ...
+
+
+class BookingRepository(Protocol):
+    async def get(self, booking_id: str) -> Stored[Booking] | None: ...
+    async def add(self, booking: Booking) -> Stored[Booking]: ...
+    async def update(self, booking: Booking, etag: str) -> Stored[Booking]: ...
+
+
+class EventMappingRepository(Protocol):
+    async def get(self, resource_id: str, booking_id: str) -> Stored[EventMapping] | None: ...
+    async def find_by_event(
+        self, resource_id: str, event_id: str
+    ) -> Stored[EventMapping] | None: ...
+    async def add(self, mapping: EventMapping) -> Stored[EventMapping]: ...
+    async def update(self, mapping: EventMapping, etag: str) -> Stored[EventMapping]: ...
+    async def list_for_resource(self, resource_id: str) -> list[Stored[EventMapping]]: ...
+
+
+class UnavailabilityRepository(Protocol):
+    async def replace_event(
+        self, resource_id: str, event_id: str, blocks: list[Unavailability]
+    ) -> None:
+        """Make the blocks stored for one event (a series: all its occurrences) exactly
+        `blocks`; an empty list removes them. Idempotent."""
+        ...
+
+    async def list_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Unavailability]: ...
+
+    async def list_for_resource(self, resource_id: str) -> list[Unavailability]: ...
+
+
+class SubscriptionRepository(Protocol):
+    async def get(self, subscription_id: str) -> Stored[SubscriptionRecord] | None: ...
+    async def save(self, record: SubscriptionRecord) -> Stored[SubscriptionRecord]: ...
+    async def delete(self, subscription_id: str) -> None: ...
+
+
+class SyncLog(Protocol):
+    async def append(self, entry: SyncLogEntry) -> None: ...
+    async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]: ...
+
+
+class MessageQueue(Protocol):
+    """Sends queue messages in the encoding the Functions host expects."""
+
+    async def send(
+        self, queue_name: str, message: BaseModel, *, delay_seconds: int = 0
+    ) -> None: ...
+
+
+class StorageProbe(Protocol):
+    async def check(self) -> None:
+        """Raises StorageUnavailable when storage does not answer."""
+        ...

@@ -1,0 +1,1 @@
+"""Use cases: booking, availability, sync, reconciliation. Depend on ports only."""

@@ -1,0 +1,91 @@
+"""Configuration, read from app settings (environment variables).
+
+Field names are the app-setting names (matched case-insensitively). Settings are loaded
+lazily through `get_settings()` so that a missing value fails the invocation that needs
+it with a clear message instead of breaking function discovery at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+
+from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GraphAuthMode(StrEnum):
+    """How the app obtains tokens for Microsoft Graph."""
+
+    MANAGED_IDENTITY = "managed_identity"
+    CLIENT_SECRET = "client_secret"  # noqa: S105 - a mode name, not a secret
+    EMULATOR = "emulator"
+
+
+class Settings(BaseSettings):
+    """Every setting the app reads. Required values have no default."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Storage for the app's tables and queues. Azurite: a connection string. Azure: the
+    # account name, reached with the managed identity (shared keys are off).
+    storage_connection_string: SecretStr | None = None
+    storage_account_name: str | None = None
+    # Client id of the user-assigned managed identity (read by azure-identity as well).
+    azure_client_id: str | None = None
+    table_name_prefix: str = Field(default="bookingsync", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$")
+
+    # Microsoft Graph.
+    graph_tenant_id: str
+    graph_base_url: HttpUrl = HttpUrl("https://graph.microsoft.com/v1.0")
+    graph_auth_mode: GraphAuthMode = GraphAuthMode.MANAGED_IDENTITY
+    graph_client_id: str | None = None
+    graph_client_secret: SecretStr | None = None
+
+    # Where Graph reaches our webhook routes, e.g. https://<app>.azurewebsites.net
+    public_base_url: HttpUrl
+    # Function key appended as ?code= to the notification URLs when the routes need one.
+    graph_webhook_function_key: SecretStr | None = None
+    subscription_expiry_minutes: int = Field(default=10_000, ge=45, le=10_070)
+    subscription_renew_within_hours: int = Field(default=24, ge=1, le=120)
+
+    # Timers (NCRONTAB, 6 fields). The host reads these names from app settings too.
+    reconcile_schedule: str = "0 */15 * * * *"
+    subscription_upkeep_schedule: str = "0 5 * * * *"
+
+    # Unavailability mirror window and freshness bound (fail closed past it).
+    mirror_days_back: int = Field(default=1, ge=0, le=31)
+    mirror_days_ahead: int = Field(default=180, ge=1, le=730)
+    mirror_freshness_minutes: int = Field(default=60, ge=5)
+
+    # Booking events: always to the booking-events queue; also POSTed when a URL is set.
+    booking_events_webhook_url: HttpUrl | None = None
+    booking_events_webhook_secret: SecretStr | None = None
+
+    idempotency_retention_hours: int = Field(default=48, ge=24)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.storage_connection_string is None and self.storage_account_name is None:
+            raise ValueError(
+                "set STORAGE_CONNECTION_STRING (Azurite) or STORAGE_ACCOUNT_NAME (Azure)"
+            )
+        if self.graph_auth_mode is GraphAuthMode.CLIENT_SECRET and (
+            self.graph_client_id is None or self.graph_client_secret is None
+        ):
+            raise ValueError(
+                "GRAPH_AUTH_MODE=client_secret needs GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET"
+            )
+        webhook = self.booking_events_webhook_url
+        if webhook is not None and self.booking_events_webhook_secret is None:
+            raise ValueError("BOOKING_EVENTS_WEBHOOK_URL needs BOOKING_EVENTS_WEBHOOK_SECRET")
+        return self
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use.
+
+    Raises pydantic's ValidationError naming each missing or invalid setting.
+    """
+    return Settings()

@@ -1,0 +1,6 @@
+"""Shared fixtures, grouped by what they start: see tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.azurite",
+    "tests.fixtures.storage",
+]

@@ -1,0 +1,205 @@
+"""The Table Storage adapter against Azurite: claims, conflicts, paging, transactions."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from shared.adapters.storage.tables import Transaction, encode_key
+from shared.composition import Adapters
+from shared.domain.calendar import EventMapping, SubscriptionRecord
+from shared.domain.errors import AlreadyExists, ConcurrencyConflict, TransactionTooLarge
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from tests.builders import T0, booking, busy_block, resource
+
+pytestmark = pytest.mark.integration
+
+
+async def test_two_concurrent_updates_of_one_entity_exactly_one_wins(adapters: Adapters) -> None:
+    stored = await adapters.resources.add(resource("room-1"))
+    renamed = [
+        stored.value.model_copy(
+            update={"settings": stored.value.settings.model_copy(update={"display_name": name})}
+        )
+        for name in ("Room A", "Room B")
+    ]
+
+    results = await asyncio.gather(
+        *(adapters.resources.update(value, stored.etag) for value in renamed),
+        return_exceptions=True,
+    )
+
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    conflicts = [r for r in results if isinstance(r, ConcurrencyConflict)]
+    assert len(winners) == 1
+    assert len(conflicts) == 1
+    current = await adapters.resources.get("room-1")
+    assert current is not None
+    assert current.value.settings.display_name == winners[0].value.settings.display_name
+    assert current.etag == winners[0].etag
+
+
+async def test_insert_is_a_claim_the_second_insert_gets_already_exists(adapters: Adapters) -> None:
+    await adapters.bookings.add(booking("bk-1"))
+
+    with pytest.raises(AlreadyExists):
+        await adapters.bookings.add(booking("bk-1", title="Someone else"))
+
+    current = await adapters.bookings.get("bk-1")
+    assert current is not None
+    assert current.value.title == "Intro call"
+
+
+async def test_stale_etag_update_is_a_conflict_and_changes_nothing(adapters: Adapters) -> None:
+    first = await adapters.bookings.add(booking("bk-1"))
+    await adapters.bookings.update(first.value.model_copy(update={"version": 2}), first.etag)
+
+    with pytest.raises(ConcurrencyConflict):
+        await adapters.bookings.update(first.value.model_copy(update={"version": 3}), first.etag)
+
+    current = await adapters.bookings.get("bk-1")
+    assert current is not None
+    assert current.value.version == 2
+
+
+async def test_query_follows_continuation_tokens_past_one_page(adapters: Adapters) -> None:
+    # 1,050 rows: Table Storage returns at most 1,000 per page.
+    blocks = [busy_block(f"ev-{i}", T0 + timedelta(minutes=30 * i)) for i in range(1050)]
+    for chunk_start in range(0, len(blocks), 100):
+        transaction = Transaction()
+        for block in blocks[chunk_start : chunk_start + 100]:
+            transaction.create(adapters.unavailability.to_entity(block))
+        await adapters.unavailability.commit(transaction)
+
+    stored = await adapters.unavailability.list_for_resource("room-1")
+
+    assert len(stored) == 1050
+    assert {b.event_id for b in stored} == {f"ev-{i}" for i in range(1050)}
+
+
+async def test_transaction_over_100_entities_is_refused_before_sending(adapters: Adapters) -> None:
+    transaction = Transaction()
+    for i in range(101):
+        transaction.create(adapters.unavailability.to_entity(busy_block(f"ev-{i}", T0)))
+
+    with pytest.raises(TransactionTooLarge, match="at most 100"):
+        await adapters.unavailability.commit(transaction)
+
+    assert await adapters.unavailability.list_for_resource("room-1") == []
+
+
+async def test_transaction_across_partitions_is_refused(adapters: Adapters) -> None:
+    transaction = Transaction()
+    transaction.create(adapters.unavailability.to_entity(busy_block("a", T0)))
+    other = busy_block("b", T0, resource_id="room-2")
+    transaction.create(adapters.unavailability.to_entity(other))
+
+    with pytest.raises(TransactionTooLarge, match="one partition"):
+        await adapters.unavailability.commit(transaction)
+
+    assert await adapters.unavailability.list_for_resource("room-1") == []
+
+
+async def test_failed_transaction_writes_nothing(adapters: Adapters) -> None:
+    await adapters.unavailability.replace_event("room-1", "taken", [busy_block("taken", T0)])
+    transaction = Transaction()
+    transaction.create(adapters.unavailability.to_entity(busy_block("new", T0)))
+    transaction.create(adapters.unavailability.to_entity(busy_block("taken", T0)))
+
+    with pytest.raises(AlreadyExists):
+        await adapters.unavailability.commit(transaction)
+
+    stored = await adapters.unavailability.list_for_resource("room-1")
+    assert [b.event_id for b in stored] == ["taken"]
+
+
+async def test_event_ids_with_slashes_are_legal_keys_and_indexed(adapters: Adapters) -> None:
+    event_id = "AAMkAGI2T/+G=="
+    mapping = EventMapping(
+        resource_id="room-1", booking_id="bk-1", mailbox="room-1@contoso.com", event_id=event_id
+    )
+    added = await adapters.event_mappings.add(mapping)
+    moved = mapping.model_copy(update={"change_key": "ck2"})
+    await adapters.event_mappings.update(moved, added.etag)
+
+    found = await adapters.event_mappings.find_by_event("room-1", event_id)
+
+    assert found is not None
+    assert found.value.change_key == "ck2"
+    assert encode_key(event_id) != event_id
+    assert await adapters.event_mappings.find_by_event("room-1", "other") is None
+    assert [
+        m.value.booking_id for m in await adapters.event_mappings.list_for_resource("room-1")
+    ] == ["bk-1"]
+
+
+async def test_replace_event_blocks_is_exact_and_idempotent(adapters: Adapters) -> None:
+    series = [
+        busy_block(f"occ-{i}", T0 + timedelta(days=i), series_master_id="master") for i in range(3)
+    ]
+    await adapters.unavailability.replace_event("room-1", "master", series)
+    await adapters.unavailability.replace_event("room-1", "single", [busy_block("single", T0)])
+
+    # One occurrence deleted in Outlook: the series is re-expanded without it.
+    await adapters.unavailability.replace_event("room-1", "master", [series[0], series[2]])
+    await adapters.unavailability.replace_event("room-1", "master", [series[0], series[2]])
+
+    stored = await adapters.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in stored) == ["occ-0", "occ-2", "single"]
+
+    await adapters.unavailability.replace_event("room-1", "master", [])
+    assert [b.event_id for b in await adapters.unavailability.list_for_resource("room-1")] == [
+        "single"
+    ]
+
+
+async def test_list_between_uses_half_open_overlap(adapters: Adapters) -> None:
+    blocks = [
+        busy_block("before", T0 - timedelta(minutes=30)),  # ends exactly at the window start
+        busy_block("inside", T0 + timedelta(minutes=10)),
+        busy_block("after", T0 + timedelta(hours=1)),  # starts exactly at the window end
+    ]
+    for block in blocks:
+        await adapters.unavailability.replace_event("room-1", block.event_id, [block])
+
+    found = await adapters.unavailability.list_between("room-1", T0, T0 + timedelta(hours=1))
+
+    assert [b.event_id for b in found] == ["inside"]
+
+
+async def test_subscription_client_state_is_stored_but_never_dumped(adapters: Adapters) -> None:
+    record = SubscriptionRecord(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        mailbox="room-1@contoso.com",
+        client_state=SecretStr("s3cret-state"),
+        expires_at=T0,
+        created_at=T0,
+    )
+    await adapters.subscriptions.save(record)
+
+    stored = await adapters.subscriptions.get("sub-1")
+
+    assert stored is not None
+    assert stored.value.client_state.get_secret_value() == "s3cret-state"
+    assert "s3cret-state" not in stored.value.model_dump_json()
+
+
+async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:
+    for minutes in (0, 2, 1):
+        await adapters.sync_log.append(
+            SyncLogEntry(
+                resource_id="room-1",
+                at=T0 + timedelta(minutes=minutes),
+                direction=SyncDirection.OUTBOUND,
+                action=f"push-{minutes}",
+                outcome=SyncOutcome.OK,
+            )
+        )
+
+    newest = await adapters.sync_log.newest("room-1", limit=2)
+
+    assert [entry.action for entry in newest] == ["push-2", "push-1"]
