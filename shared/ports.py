@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from shared.domain.bookings import Booking
-from shared.domain.calendar import EventMapping, SubscriptionRecord, Unavailability
+from shared.domain.calendar import (
+    CalendarEvent,
+    DeltaRound,
+    EventDraft,
+    EventMapping,
+    GraphSubscription,
+    SubscriptionRecord,
+    Unavailability,
+)
+from shared.domain.errors import DomainError
 from shared.domain.resources import Resource
 from shared.domain.sync_log import SyncLogEntry
 
@@ -92,3 +101,75 @@ class StorageProbe(Protocol):
     async def check(self) -> None:
         """Raises StorageUnavailable when storage does not answer."""
         ...
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """One write in a batch: create (needs draft + transaction_id), update (event_id +
+    draft) or delete (event_id)."""
+
+    mailbox: str
+    op: Literal["create", "update", "delete"]
+    draft: EventDraft | None = None
+    event_id: str | None = None
+    transaction_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventWriteResult:
+    """The outcome of one EventWrite: the event written, or the domain error it met.
+    A delete has neither (success) or an error."""
+
+    event: CalendarEvent | None = None
+    error: DomainError | None = None
+
+
+class CalendarGateway(Protocol):
+    """Microsoft Graph, as the services need it. Raises the Graph* domain errors.
+
+    Every create carries a transactionId so a retried POST never duplicates an event.
+    """
+
+    async def check_mailbox(self, mailbox: str) -> None: ...
+    async def create_event(
+        self, mailbox: str, draft: EventDraft, transaction_id: str
+    ) -> CalendarEvent: ...
+    async def update_event(
+        self, mailbox: str, event_id: str, draft: EventDraft
+    ) -> CalendarEvent: ...
+    async def delete_event(self, mailbox: str, event_id: str) -> None:
+        """Idempotent: an event already gone is not an error."""
+        ...
+
+    async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None: ...
+    async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
+        """Every event carrying our booking-id extended property (never a foreign one)."""
+        ...
+
+    async def find_event_for_booking(
+        self, mailbox: str, booking_id: str
+    ) -> CalendarEvent | None: ...
+    async def calendar_view(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[CalendarEvent]: ...
+    async def delta(
+        self, mailbox: str, start: datetime, end: datetime, delta_link: str | None
+    ) -> DeltaRound: ...
+    async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
+        """Many writes, possibly across mailboxes, sent as $batch (20 per request);
+        results in the order of `writes`."""
+        ...
+
+    async def create_subscription(
+        self,
+        mailbox: str,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> GraphSubscription: ...
+    async def renew_subscription(
+        self, subscription_id: str, expires_at: datetime
+    ) -> GraphSubscription: ...
+    async def reauthorize_subscription(self, subscription_id: str) -> None: ...
+    async def delete_subscription(self, subscription_id: str) -> None: ...

@@ -81,3 +81,55 @@ class SubscriptionRecord(DomainModel):
         # Masked everywhere except where storage asks for it explicitly.
         context = info.context or {}
         return value.get_secret_value() if context.get("reveal_secrets") else str(value)
+
+
+class EventType(StrEnum):
+    SINGLE_INSTANCE = "singleInstance"
+    OCCURRENCE = "occurrence"
+    EXCEPTION = "exception"
+    SERIES_MASTER = "seriesMaster"
+
+
+class EventDraft(DomainModel):
+    """An event as we want it written in one calendar (subject/body already rendered)."""
+
+    subject: Annotated[str, StringConstraints(max_length=255)]
+    body: Annotated[str, StringConstraints(max_length=8000)] = ""
+    location: Annotated[str, StringConstraints(max_length=255)] | None = None
+    start: UtcDatetime
+    end: UtcDatetime
+    time_zone: str = "UTC"  # the resource's IANA zone; Graph gets explicit zones
+    booking_id: BookingId  # written to our single-value extended property
+    show_as: ShowAs = ShowAs.BUSY
+
+
+class CalendarEvent(DomainModel):
+    """An Outlook event as Graph returned it, trimmed to what the sync uses."""
+
+    event_id: str
+    change_key: str | None = None
+    subject: str | None = None
+    body_preview: str | None = None
+    start: UtcDatetime
+    end: UtcDatetime
+    is_all_day: bool = False
+    show_as: ShowAs = ShowAs.BUSY
+    sensitivity: Sensitivity = Sensitivity.NORMAL
+    type: EventType = EventType.SINGLE_INSTANCE
+    series_master_id: str | None = None
+    is_cancelled: bool = False
+    booking_id: str | None = None  # our extended property, when the event is ours
+    last_modified_at: UtcDatetime | None = None
+
+
+class DeltaRound(DomainModel):
+    """One complete calendarView/delta round (all pages followed)."""
+
+    events: list[CalendarEvent]
+    removed_ids: list[str]
+    delta_link: str  # pass back next round; refused links raise GraphSyncStateLost
+
+
+class GraphSubscription(DomainModel):
+    subscription_id: str
+    expires_at: UtcDatetime
