@@ -19,7 +19,9 @@ from shared.adapters.storage.queues import QueueSender
 from shared.adapters.storage.repositories import (
     BookingTable,
     EventMappingTable,
+    IdempotencyTable,
     ResourceTable,
+    SlotLedgerTable,
     SubscriptionTable,
     SyncLogTable,
     UnavailabilityTable,
@@ -40,6 +42,8 @@ class Adapters:
     unavailability: UnavailabilityTable
     subscriptions: SubscriptionTable
     sync_log: SyncLogTable
+    slot_ledger: SlotLedgerTable
+    idempotency: IdempotencyTable
 
     async def close(self) -> None:
         await self.tables.close()
@@ -71,6 +75,8 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
         unavailability=UnavailabilityTable(store),
         subscriptions=SubscriptionTable(store),
         sync_log=SyncLogTable(store),
+        slot_ledger=SlotLedgerTable(store),
+        idempotency=IdempotencyTable(store),
     )
 
 

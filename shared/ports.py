@@ -24,6 +24,7 @@ from shared.domain.calendar import (
     SubscriptionRecord,
     Unavailability,
 )
+from shared.domain.claims import DayLedger
 from shared.domain.errors import DomainError
 from shared.domain.resources import Resource
 from shared.domain.sync_log import SyncLogEntry
@@ -84,6 +85,36 @@ class SubscriptionRepository(Protocol):
     async def delete(self, subscription_id: str) -> None: ...
 
 
+class SlotLedger(Protocol):
+    async def read_days(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Stored[DayLedger]]:
+        """The existing day rows touched by [start, end), oldest day first."""
+        ...
+
+    async def write_days(self, rows: list[tuple[DayLedger, str | None]]) -> None:
+        """Write one resource's day rows atomically: an ETag replaces exactly that
+        version, None inserts. Raises ConcurrencyConflict or AlreadyExists when another
+        writer got there first (nothing is written then)."""
+        ...
+
+
+class IdempotencyRecord(BaseModel):
+    key: str
+    request_hash: str
+    booking_id: str
+    status_code: int | None = None  # None while the first request is still running
+    response_body: str | None = None
+    created_at: datetime
+
+
+class IdempotencyStore(Protocol):
+    async def get(self, key: str) -> Stored[IdempotencyRecord] | None: ...
+    async def add(self, record: IdempotencyRecord) -> Stored[IdempotencyRecord]: ...
+    async def update(self, record: IdempotencyRecord, etag: str) -> Stored[IdempotencyRecord]: ...
+    async def delete(self, key: str) -> None: ...
+
+
 class SyncLog(Protocol):
     async def append(self, entry: SyncLogEntry) -> None: ...
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]: ...
@@ -93,8 +124,10 @@ class MessageQueue(Protocol):
     """Sends queue messages in the encoding the Functions host expects."""
 
     async def send(
-        self, queue_name: str, message: BaseModel, *, delay_seconds: int = 0
-    ) -> None: ...
+        self, queue_name: str, message: BaseModel | str, *, delay_seconds: int = 0
+    ) -> None:
+        """Enqueue a model (or JSON already rendered from one)."""
+        ...
 
 
 class StorageProbe(Protocol):

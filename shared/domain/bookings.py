@@ -80,6 +80,11 @@ class BookingRequest(DomainModel):
         return self
 
 
+class OutboxMessage(DomainModel):
+    queue: Annotated[str, StringConstraints(min_length=3, max_length=63)]
+    body: str  # the message model's JSON
+
+
 class Booking(DomainModel):
     booking_id: BookingId
     resource_ids: Annotated[
@@ -97,6 +102,10 @@ class Booking(DomainModel):
     version: PositiveVersion = 1
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    cancelled_at: UtcDatetime | None = None
+    # Transactional outbox: queue messages written with the change that caused them and
+    # sent afterwards, so a crash between the two loses nothing (sending is retried).
+    outbox: list[OutboxMessage] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _start_before_end(self) -> Booking:

@@ -54,16 +54,20 @@ class QueueSender:
             raise StorageUnavailable(f"queue {queue_name} could not be created") from exc
         self._ready.add(queue_name)
 
-    async def send(self, queue_name: str, message: BaseModel, *, delay_seconds: int = 0) -> None:
-        """Enqueue `message`; raises StorageUnavailable when the queue cannot take it."""
+    async def send(
+        self, queue_name: str, message: BaseModel | str, *, delay_seconds: int = 0
+    ) -> None:
+        """Enqueue `message` (a model, or its JSON); raises StorageUnavailable when the
+        queue cannot take it."""
         await self._ensure(queue_name)
+        text = message if isinstance(message, str) else message.model_dump_json()
         try:
             await self._client(queue_name).send_message(
-                message.model_dump_json(), visibility_timeout=delay_seconds or None
+                text, visibility_timeout=delay_seconds or None
             )
         except AzureError as exc:
             raise StorageUnavailable(f"could not enqueue to {queue_name}") from exc
-        logger.debug("enqueued %s to %s", type(message).__name__, queue_name)
+        logger.debug("enqueued a message to %s", queue_name)
 
     async def close(self) -> None:
         for client in self._clients.values():

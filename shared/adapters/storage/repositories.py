@@ -12,10 +12,13 @@ the subscription / booking they belong to); no partition is keyed by time.
 | unavailability  | resource id      | "<event or series id>|<start, ISO UTC>"  |
 | subscriptions   | subscription id  | "subscription"                           |
 | synclog         | resource id      | "<inverted epoch ms>-<random>" (newest first) |
+| slotledger      | resource id      | "day|<YYYY-MM-DD>" (UTC day)             |
+| idempotency     | sha256(key)      | "request"                                |
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from datetime import datetime
@@ -24,9 +27,10 @@ from typing import Any, ClassVar
 from shared.adapters.storage.tables import EntityTable, Transaction, encode_key
 from shared.domain.bookings import Booking
 from shared.domain.calendar import EventMapping, SubscriptionRecord, Unavailability
+from shared.domain.claims import DayLedger, days_touched
 from shared.domain.resources import Resource
 from shared.domain.sync_log import SyncLogEntry
-from shared.ports import Stored
+from shared.ports import IdempotencyRecord, Stored
 
 RESOURCES = "resources"
 BOOKINGS = "bookings"
@@ -34,10 +38,14 @@ EVENT_MAPPINGS = "eventmappings"
 UNAVAILABILITY = "unavailability"
 SUBSCRIPTIONS = "subscriptions"
 SYNC_LOG = "synclog"
+SLOT_LEDGER = "slotledger"
+IDEMPOTENCY = "idempotency"
 
 RESOURCE_ROW = "resource"
 BOOKING_ROW = "booking"
 SUBSCRIPTION_ROW = "subscription"
+REQUEST_ROW = "request"
+DAY_ROW_PREFIX = "day|"
 MAPPING_ROW_PREFIX = "booking|"
 EVENT_INDEX_ROW_PREFIX = "event|"
 # Row keys of one group share "<group>|"; "}" sorts right after "|", closing the range.
@@ -244,3 +252,59 @@ class SyncLogTable(EntityTable[SyncLogEntry]):
 
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
         return [row.value for row in await self.query(resource_id, limit=limit)]
+
+
+class SlotLedgerTable(EntityTable[DayLedger]):
+    kind = SLOT_LEDGER
+    model = DayLedger
+
+    def keys(self, value: DayLedger) -> tuple[str, str]:
+        return value.resource_id, DAY_ROW_PREFIX + value.day.isoformat()
+
+    async def read_days(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Stored[DayLedger]]:
+        days = days_touched(start, end)
+        return await self.query(
+            resource_id,
+            "RowKey ge @lo and RowKey le @hi",
+            {
+                "lo": DAY_ROW_PREFIX + days[0].isoformat(),
+                "hi": DAY_ROW_PREFIX + days[-1].isoformat(),
+            },
+        )
+
+    async def write_days(self, rows: list[tuple[DayLedger, str | None]]) -> None:
+        # All rows belong to one resource, hence one partition: one atomic transaction.
+        transaction = Transaction()
+        for row, etag in rows:
+            if etag is None:
+                transaction.create(self.to_entity(row))
+            else:
+                transaction.update(self.to_entity(row), etag)
+        await self.commit(transaction)
+
+
+class IdempotencyTable(EntityTable[IdempotencyRecord]):
+    kind = IDEMPOTENCY
+    model = IdempotencyRecord
+
+    def keys(self, value: IdempotencyRecord) -> tuple[str, str]:
+        return _key_digest(value.key), REQUEST_ROW
+
+    async def get(self, key: str) -> Stored[IdempotencyRecord] | None:
+        return await self.get_by_keys(_key_digest(key), REQUEST_ROW)
+
+    async def add(self, record: IdempotencyRecord) -> Stored[IdempotencyRecord]:
+        return await self.insert(record)
+
+    async def update(self, record: IdempotencyRecord, etag: str) -> Stored[IdempotencyRecord]:
+        return await self.replace(record, etag)
+
+    async def delete(self, key: str) -> None:
+        await self.delete_by_keys(_key_digest(key), REQUEST_ROW)
+
+
+def _key_digest(key: str) -> str:
+    # Keys are caller-chosen strings of any shape; their digest is a safe, even key.
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,197 @@
+"""Availability of a resource: busy time from the mirror and bookings, and free slots.
+
+Served entirely from Table Storage (the unavailability mirror and the slot ledger); no
+Graph call happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from shared.domain.base import DomainModel, UtcDatetime
+from shared.domain.bookings import TimeRange
+from shared.domain.calendar import ShowAs
+from shared.domain.errors import CalendarUnavailable, InvalidInput, NotFound
+from shared.domain.resources import ConnectionState, Resource
+from shared.ports import ResourceRepository, UnavailabilityRepository
+from shared.services.slots import SlotKeeper
+
+MAX_WINDOW = timedelta(days=62)
+MAX_SLOTS = 2000
+
+
+class BusySource(StrEnum):
+    BOOKING = "booking"
+    CALENDAR = "calendar"
+
+
+class BusyInterval(DomainModel):
+    start: UtcDatetime
+    end: UtcDatetime
+    source: BusySource
+    show_as: ShowAs | None = None
+    booking_id: str | None = None
+
+
+class FreeSlot(DomainModel):
+    start: UtcDatetime
+    end: UtcDatetime
+
+
+class Availability(DomainModel):
+    resource_id: str
+    start: UtcDatetime
+    end: UtcDatetime
+    duration_minutes: int
+    busy: list[BusyInterval]
+    free_slots: list[FreeSlot]
+
+
+class AvailabilityQuery(DomainModel):
+    """The query string of GET /api/resources/{id}/availability."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    duration_minutes: Annotated[int, Field(ge=5, le=24 * 60)] = 30
+
+
+def ensure_calendar_trusted(resource: Resource, now: datetime, freshness_minutes: int) -> None:
+    """Fail closed: raise CalendarUnavailable (with the reason) while we cannot see the
+    resource's calendar well enough to promise its time."""
+    status = resource.status
+    if not resource.settings.active:
+        raise CalendarUnavailable(f"resource {resource.resource_id} is not active")
+    if status.state is ConnectionState.DISCONNECTED:
+        raise CalendarUnavailable(f"resource {resource.resource_id} is disconnected")
+    if status.state is ConnectionState.FAILING:
+        raise CalendarUnavailable(
+            f"calendar of {resource.resource_id} is failing: {status.reason or 'unknown reason'}"
+        )
+    if resource.settings.direction.pulls and not resource.mirror_is_fresh(now, freshness_minutes):
+        raise CalendarUnavailable(
+            f"busy time of {resource.resource_id} is older than {freshness_minutes} minutes"
+        )
+
+
+def blocks_time(show_as: ShowAs, block_working_elsewhere: bool) -> bool:
+    """Whether an Outlook event shown as `show_as` makes the resource unavailable."""
+    if show_as is ShowAs.WORKING_ELSEWHERE:
+        return block_working_elsewhere
+    return show_as is not ShowAs.FREE
+
+
+def free_slots(
+    window: TimeRange, busy: Iterable[TimeRange], duration: timedelta, limit: int = MAX_SLOTS
+) -> list[FreeSlot]:
+    """Back-to-back slots of `duration` in every gap of `window` not covered by `busy`.
+
+    Intervals are half-open, so a slot may start exactly when a busy interval ends and
+    end exactly when the next begins.
+    """
+    slots: list[FreeSlot] = []
+    cursor = window.start
+    for interval in sorted(busy, key=lambda r: r.start):
+        if interval.end <= cursor:
+            continue
+        gap_end = min(interval.start, window.end)
+        cursor = _fill(slots, cursor, gap_end, duration, limit)
+        cursor = max(cursor, interval.end)
+        if cursor >= window.end or len(slots) >= limit:
+            return slots
+    _fill(slots, cursor, window.end, duration, limit)
+    return slots
+
+
+def _fill(
+    slots: list[FreeSlot], start: datetime, end: datetime, duration: timedelta, limit: int
+) -> datetime:
+    cursor = start
+    while cursor + duration <= end and len(slots) < limit:
+        slots.append(FreeSlot(start=cursor, end=cursor + duration))
+        cursor += duration
+    return cursor
+
+
+class AvailabilityService:
+    def __init__(
+        self,
+        resources: ResourceRepository,
+        unavailability: UnavailabilityRepository,
+        slots: SlotKeeper,
+        clock: Callable[[], datetime],
+        *,
+        freshness_minutes: int,
+    ) -> None:
+        self._resources = resources
+        self._unavailability = unavailability
+        self._slots = slots
+        self._clock = clock
+        self._freshness = freshness_minutes
+
+    async def availability(self, resource_id: str, query: AvailabilityQuery) -> Availability:
+        """Busy intervals (no private details) and free slots of the duration.
+
+        Raises NotFound, InvalidInput (window), CalendarUnavailable (fail closed).
+        """
+        window = _window(query)
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            raise NotFound(f"resource {resource_id} does not exist")
+        resource = stored.value
+        ensure_calendar_trusted(resource, self._clock(), self._freshness)
+        busy: list[BusyInterval] = []
+        if resource.settings.direction.pulls:
+            for block in await self._unavailability.list_between(
+                resource_id, window.start, window.end
+            ):
+                if blocks_time(block.show_as, resource.settings.block_working_elsewhere):
+                    busy.append(
+                        BusyInterval(
+                            start=block.start,
+                            end=block.end,
+                            source=BusySource.CALENDAR,
+                            show_as=block.show_as,
+                        )
+                    )
+        for claim in await self._slots.claims_between(resource_id, window.start, window.end):
+            if claim.holds_time:
+                busy.append(
+                    BusyInterval(
+                        start=claim.start,
+                        end=claim.end,
+                        source=BusySource.BOOKING,
+                        booking_id=claim.booking_id,
+                    )
+                )
+        busy.sort(key=lambda b: (b.start, b.end))
+        slots = free_slots(
+            window,
+            (TimeRange(start=b.start, end=b.end) for b in busy),
+            timedelta(minutes=query.duration_minutes),
+        )
+        return Availability(
+            resource_id=resource_id,
+            start=window.start,
+            end=window.end,
+            duration_minutes=query.duration_minutes,
+            busy=busy,
+            free_slots=slots,
+        )
+
+
+def _window(query: AvailabilityQuery) -> TimeRange:
+    if query.end <= query.start:
+        raise InvalidInput(
+            "end must be after start", details=[{"field": "end", "message": "must be after start"}]
+        )
+    if query.end - query.start > MAX_WINDOW:
+        raise InvalidInput(
+            f"the window may span at most {MAX_WINDOW.days} days",
+            details=[{"field": "end", "message": f"at most {MAX_WINDOW.days} days after start"}],
+        )
+    return TimeRange(start=query.start, end=query.end)

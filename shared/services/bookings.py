@@ -1,0 +1,467 @@
+"""Booking use cases: create, cancel, reschedule, read.
+
+Every change is written together with the queue messages it causes (the booking's
+outbox) and those are sent afterwards; `flush_outbox` is safe to repeat, so a crash or a
+failed send loses nothing: the next touch of the booking, or reconciliation, sends them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from shared.domain.base import DomainModel, UtcDatetime
+from shared.domain.bookings import Booking, BookingRequest, BookingStatus, OutboxMessage, TimeRange
+from shared.domain.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    DomainError,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    SlotUnavailable,
+)
+from shared.domain.messages import (
+    BOOKING_EVENTS_QUEUE,
+    SYNC_OUTBOUND_QUEUE,
+    BookingEvent,
+    BookingEventType,
+    EventSource,
+    PushBooking,
+)
+from shared.domain.resources import Resource
+from shared.ports import (
+    BookingRepository,
+    EventMappingRepository,
+    IdempotencyRecord,
+    IdempotencyStore,
+    MessageQueue,
+    ResourceRepository,
+    Stored,
+    UnavailabilityRepository,
+)
+from shared.services.availability import blocks_time, ensure_calendar_trusted
+from shared.services.slots import SlotKeeper
+
+logger = logging.getLogger(__name__)
+
+MAX_UPDATE_ATTEMPTS = 5
+
+
+class ResourceSyncState(DomainModel):
+    resource_id: str
+    role: str  # "primary" | "additional"
+    event_id: str | None = None
+    synced_at: UtcDatetime | None = None
+    error: str | None = None
+    state: str  # "pending" | "synced" | "failed" | "not_pushed"
+
+
+class BookingView(DomainModel):
+    """A booking as the API shows it, with each resource's sync state."""
+
+    booking_id: str
+    resource_ids: list[str]
+    start: UtcDatetime
+    end: UtcDatetime
+    title: str
+    customer: dict[str, str]
+    location: str | None
+    notes: str | None
+    external_id: str | None
+    status: BookingStatus
+    version: int
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+    cancelled_at: UtcDatetime | None
+    sync: list[ResourceSyncState]
+
+
+class BookingService:
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        bookings: BookingRepository,
+        event_mappings: EventMappingRepository,
+        unavailability: UnavailabilityRepository,
+        idempotency: IdempotencyStore,
+        queue: MessageQueue,
+        slots: SlotKeeper,
+        clock: Callable[[], datetime],
+        freshness_minutes: int,
+    ) -> None:
+        self._resources = resources
+        self._bookings = bookings
+        self._mappings = event_mappings
+        self._unavailability = unavailability
+        self._idempotency = idempotency
+        self._queue = queue
+        self._slots = slots
+        self._clock = clock
+        self._freshness = freshness_minutes
+
+    # -- create ------------------------------------------------------------------
+    async def create(self, request: BookingRequest, idempotency_key: str | None) -> BookingView:
+        """Book every resource of the request, or none.
+
+        With an Idempotency-Key, the same key and body return the first response; the
+        same key with another body raises IdempotencyKeyReused. A failed attempt keeps
+        no claim and no key, so it may be retried. Raises SlotUnavailable (overlap with
+        a booking or Outlook busy time), CalendarUnavailable (fail closed), InvalidInput.
+        """
+        if idempotency_key is None:
+            stored = await self._write_booking(request, _new_booking_id())
+            return await self.view(await self.flush_outbox(stored))
+        request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
+        record = await self._begin_idempotent(idempotency_key, request_hash)
+        if record.value.response_body is not None:
+            return BookingView.model_validate_json(record.value.response_body)
+        try:
+            stored = await self._write_booking(request, record.value.booking_id)
+        except DomainError:
+            # Nothing was booked: free the key so the client may retry.
+            await self._idempotency.delete(idempotency_key)
+            raise
+        # Booked: from here on a failure keeps the key, and a retry resumes this booking.
+        view = await self.view(await self.flush_outbox(stored))
+        done = record.value.model_copy(
+            update={"status_code": 201, "response_body": view.model_dump_json()}
+        )
+        await self._idempotency.update(done, record.etag)
+        return view
+
+    async def _begin_idempotent(self, key: str, request_hash: str) -> Stored[IdempotencyRecord]:
+        existing = await self._idempotency.get(key)
+        if existing is None:
+            record = IdempotencyRecord(
+                key=key,
+                request_hash=request_hash,
+                booking_id=_new_booking_id(),
+                created_at=self._clock(),
+            )
+            try:
+                return await self._idempotency.add(record)
+            except AlreadyExists:
+                existing = await self._idempotency.get(key)
+                if existing is None:  # deleted by a failed first attempt in between
+                    raise ConcurrencyConflict(
+                        "a request with this Idempotency-Key is in progress"
+                    ) from None
+        if existing.value.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request body",
+                details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
+            )
+        # Same body: replay the stored response, or resume an attempt that never
+        # finished (its booking id is reused, so nothing is duplicated).
+        return existing
+
+    async def _write_booking(self, request: BookingRequest, booking_id: str) -> Stored[Booking]:
+        """Claim every resource and write the booking with its outbox (not yet sent)."""
+        existing = await self._bookings.get(booking_id)
+        if existing is not None:  # resuming an interrupted attempt
+            return existing
+        now = self._clock()
+        resources = await self._load_resources(request.resource_ids)
+        for resource in resources:
+            ensure_calendar_trusted(resource, now, self._freshness)
+        time_range = TimeRange(start=request.start, end=request.end)
+        await self._refuse_outlook_busy(resources, time_range)
+        await self._claim_all(request.resource_ids, booking_id, time_range)
+        booking = Booking(
+            booking_id=booking_id,
+            resource_ids=request.resource_ids,
+            start=request.start,
+            end=request.end,
+            title=request.title,
+            customer=request.customer,
+            location=request.location,
+            notes=request.notes,
+            external_id=request.external_id,
+            created_at=now,
+            updated_at=now,
+        )
+        booking = _with_changes(booking, BookingEventType.CREATED, EventSource.API, now)
+        try:
+            stored = await self._bookings.add(booking)
+        except DomainError:
+            await self._release_all(request.resource_ids, booking_id, time_range)
+            raise
+        logger.info("booking %s created on %s", booking_id, ",".join(request.resource_ids))
+        return stored
+
+    # -- cancel ------------------------------------------------------------------
+    async def cancel(self, booking_id: str, source: EventSource = EventSource.API) -> BookingView:
+        """Cancel; idempotent (a cancelled booking stays as it is and emits nothing)."""
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            stored = await self._get(booking_id)
+            booking = stored.value
+            if booking.status is BookingStatus.CANCELLED:
+                await self._release_all(
+                    booking.resource_ids,
+                    booking_id,
+                    booking.time_range,
+                    keep_as=BookingStatus.CANCELLED,
+                )
+                return await self.view(await self.flush_outbox(stored))
+            now = self._clock()
+            cancelled = booking.model_copy(
+                update={
+                    "status": BookingStatus.CANCELLED,
+                    "version": booking.version + 1,
+                    "updated_at": now,
+                    "cancelled_at": now,
+                }
+            )
+            cancelled = _with_changes(cancelled, BookingEventType.CANCELLED, source, now)
+            try:
+                updated = await self._bookings.update(cancelled, stored.etag)
+            except ConcurrencyConflict:
+                continue
+            logger.info("booking %s cancelled (source %s)", booking_id, source.value)
+            await self._release_all(
+                booking.resource_ids,
+                booking_id,
+                booking.time_range,
+                keep_as=BookingStatus.CANCELLED,
+            )
+            return await self.view(await self.flush_outbox(updated))
+        raise ConcurrencyConflict(f"booking {booking_id} kept changing; retry")
+
+    # -- reschedule --------------------------------------------------------------
+    async def reschedule(
+        self,
+        booking_id: str,
+        new_range: TimeRange,
+        source: EventSource = EventSource.API,
+    ) -> BookingView:
+        """Move the booking on every resource: the new slot is claimed before the old
+        one is released. Raises SlotUnavailable (nothing changes then)."""
+        stored = await self._get(booking_id)
+        booking = stored.value
+        if booking.status is BookingStatus.CANCELLED:
+            raise InvalidInput(f"booking {booking_id} is cancelled and cannot be rescheduled")
+        if booking.time_range == new_range:
+            return await self.view(await self.flush_outbox(stored))
+        now = self._clock()
+        resources = await self._load_resources(booking.resource_ids)
+        for resource in resources:
+            ensure_calendar_trusted(resource, now, self._freshness)
+        await self._refuse_outlook_busy(resources, new_range)
+        await self._claim_all(booking.resource_ids, booking_id, new_range)
+        moved = booking.model_copy(
+            update={
+                "start": new_range.start,
+                "end": new_range.end,
+                "status": BookingStatus.RESCHEDULED,
+                "version": booking.version + 1,
+                "updated_at": now,
+            }
+        )
+        moved = _with_changes(
+            moved,
+            BookingEventType.RESCHEDULED,
+            source,
+            now,
+            data={
+                "previousStart": booking.start.isoformat(),
+                "previousEnd": booking.end.isoformat(),
+            },
+        )
+        try:
+            updated = await self._bookings.update(moved, stored.etag)
+        except DomainError:
+            await self._release_all(booking.resource_ids, booking_id, new_range)
+            raise
+        await self._release_all(booking.resource_ids, booking_id, booking.time_range)
+        logger.info("booking %s rescheduled (source %s)", booking_id, source.value)
+        return await self.view(await self.flush_outbox(updated))
+
+    # -- reads ---------------------------------------------------------------------
+    async def get(self, booking_id: str) -> BookingView:
+        return await self.view(await self._get(booking_id))
+
+    async def list_for_resource(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[BookingView]:
+        if end <= start:
+            raise InvalidInput(
+                "end must be after start",
+                details=[{"field": "end", "message": "must be after start"}],
+            )
+        if await self._resources.get(resource_id) is None:
+            raise NotFound(f"resource {resource_id} does not exist")
+        views: list[BookingView] = []
+        seen: set[str] = set()
+        for claim in await self._slots.claims_between(resource_id, start, end):
+            if claim.booking_id in seen:
+                continue
+            seen.add(claim.booking_id)
+            stored = await self._bookings.get(claim.booking_id)
+            # Claims left by unfinished attempts have no booking, or an older time.
+            if stored is not None and stored.value.time_range.overlaps(
+                TimeRange(start=start, end=end)
+            ):
+                views.append(await self.view(stored))
+        return sorted(views, key=lambda v: (v.start, v.booking_id))
+
+    async def view(self, stored: Stored[Booking] | Booking) -> BookingView:
+        booking = stored.value if isinstance(stored, Stored) else stored
+        sync: list[ResourceSyncState] = []
+        for index, resource_id in enumerate(booking.resource_ids):
+            mapping = await self._mappings.get(resource_id, booking.booking_id)
+            value = mapping.value if mapping else None
+            if value is None:
+                state = "pending"
+            elif value.last_error:
+                state = "failed"
+            elif value.booking_version >= booking.version:
+                state = "synced"
+            else:
+                state = "pending"
+            sync.append(
+                ResourceSyncState(
+                    resource_id=resource_id,
+                    role="primary" if index == 0 else "additional",
+                    event_id=value.event_id if value else None,
+                    synced_at=value.synced_at if value else None,
+                    error=value.last_error if value else None,
+                    state=state,
+                )
+            )
+        return BookingView(
+            booking_id=booking.booking_id,
+            resource_ids=booking.resource_ids,
+            start=booking.start,
+            end=booking.end,
+            title=booking.title,
+            customer={"name": booking.customer.name, "email": booking.customer.email},
+            location=booking.location,
+            notes=booking.notes,
+            external_id=booking.external_id,
+            status=booking.status,
+            version=booking.version,
+            created_at=booking.created_at,
+            updated_at=booking.updated_at,
+            cancelled_at=booking.cancelled_at,
+            sync=sync,
+        )
+
+    # -- outbox ------------------------------------------------------------------
+    async def flush_outbox(self, stored: Stored[Booking]) -> Booking:
+        """Send the booking's pending messages, then clear them. Safe to repeat: the
+        messages are idempotent for their consumers (pushes by version, events by id)."""
+        booking = stored.value
+        if not booking.outbox:
+            return booking
+        for message in booking.outbox:
+            await self._queue.send(message.queue, message.body)
+        try:
+            cleared = await self._bookings.update(
+                booking.model_copy(update={"outbox": []}), stored.etag
+            )
+        except ConcurrencyConflict:
+            # Someone changed the booking meanwhile; they will flush what is left.
+            return booking
+        return cleared.value
+
+    # -- helpers -------------------------------------------------------------------
+    async def _get(self, booking_id: str) -> Stored[Booking]:
+        stored = await self._bookings.get(booking_id)
+        if stored is None:
+            raise NotFound(f"booking {booking_id} does not exist")
+        return stored
+
+    async def _load_resources(self, resource_ids: list[str]) -> list[Resource]:
+        resources: list[Resource] = []
+        for index, resource_id in enumerate(resource_ids):
+            stored = await self._resources.get(resource_id)
+            if stored is None:
+                raise InvalidInput(
+                    f"resource {resource_id} does not exist",
+                    details=[{"field": f"resourceIds.{index}", "message": "unknown resource"}],
+                )
+            resources.append(stored.value)
+        return resources
+
+    async def _refuse_outlook_busy(self, resources: list[Resource], time_range: TimeRange) -> None:
+        for resource in resources:
+            if not resource.settings.direction.pulls:
+                continue
+            for block in await self._unavailability.list_between(
+                resource.resource_id, time_range.start, time_range.end
+            ):
+                if blocks_time(block.show_as, resource.settings.block_working_elsewhere):
+                    raise SlotUnavailable(
+                        f"{resource.resource_id} is busy in Outlook at the requested time"
+                    )
+
+    async def _claim_all(
+        self, resource_ids: list[str], booking_id: str, time_range: TimeRange
+    ) -> None:
+        claimed: list[str] = []
+        try:
+            # A fixed order keeps two panel bookings from blocking each other forever.
+            for resource_id in sorted(resource_ids):
+                await self._slots.claim(resource_id, booking_id, time_range)
+                claimed.append(resource_id)
+        except BaseException:
+            await self._release_all(claimed, booking_id, time_range)
+            raise
+
+    async def _release_all(
+        self,
+        resource_ids: list[str],
+        booking_id: str,
+        time_range: TimeRange,
+        *,
+        keep_as: BookingStatus | None = None,
+    ) -> None:
+        for resource_id in resource_ids:
+            await self._slots.release(resource_id, booking_id, time_range, keep_as=keep_as)
+
+
+def _new_booking_id() -> str:
+    return "bk-" + uuid.uuid4().hex
+
+
+def _with_changes(
+    booking: Booking,
+    event_type: BookingEventType,
+    source: EventSource,
+    now: datetime,
+    *,
+    data: dict[str, Any] | None = None,
+) -> Booking:
+    """The booking with its push and its booking event added to the outbox."""
+    push = PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
+    event = BookingEvent(
+        # Stable per change, so a re-sent message is recognisably the same event.
+        event_id=f"{booking.booking_id}.v{booking.version}.{event_type.value}",
+        type=event_type,
+        booking_id=booking.booking_id,
+        occurred_at=now,
+        source=source,
+        data={
+            "status": booking.status.value,
+            "start": booking.start.isoformat(),
+            "end": booking.end.isoformat(),
+            "resourceIds": booking.resource_ids,
+            "externalId": booking.external_id,
+            **(data or {}),
+        },
+    )
+    return booking.model_copy(
+        update={
+            "outbox": [
+                *booking.outbox,
+                OutboxMessage(queue=SYNC_OUTBOUND_QUEUE, body=push.model_dump_json()),
+                OutboxMessage(queue=BOOKING_EVENTS_QUEUE, body=event.model_dump_json()),
+            ]
+        }
+    )

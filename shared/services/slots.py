@@ -1,0 +1,197 @@
+"""Claiming time on a resource's slot ledger, safely under concurrency.
+
+Of N concurrent overlapping claims exactly one commits: each attempt reads the day rows
+it touches, refuses if a live claim overlaps, and writes all of them in one transaction
+conditioned on the ETags it read. A writer that lost the race re-reads and decides again.
+
+A claim is "live" when its booking holds that time. Claims younger than CLAIM_GRACE
+count as live without a look-up (their booking may still be being written); older ones
+are checked against the booking record, and stale ones (crash mid-create, a reschedule
+that never finished, a release that failed) are pruned by the next writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from shared.domain.bookings import Booking, BookingStatus, TimeRange
+from shared.domain.claims import Claim, DayLedger, days_touched
+from shared.domain.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    SlotUnavailable,
+    StorageUnavailable,
+)
+from shared.ports import BookingRepository, SlotLedger, Stored
+
+logger = logging.getLogger(__name__)
+
+CLAIM_GRACE = timedelta(seconds=60)
+MAX_ATTEMPTS = 25
+
+
+class SlotKeeper:
+    """Claims and releases time for bookings on resources."""
+
+    def __init__(
+        self,
+        ledger: SlotLedger,
+        bookings: BookingRepository,
+        clock: Callable[[], datetime],
+        *,
+        backoff_seconds: float = 0.02,
+    ) -> None:
+        self._ledger = ledger
+        self._bookings = bookings
+        self._clock = clock
+        self._backoff = backoff_seconds
+
+    async def claim(self, resource_id: str, booking_id: str, time_range: TimeRange) -> None:
+        """Hold `time_range` on the resource for the booking.
+
+        Idempotent for the same booking and range. Raises SlotUnavailable when another
+        live booking overlaps it.
+        """
+
+        def change(rows: dict[str, DayLedger], now: datetime) -> None:
+            claim = Claim(
+                booking_id=booking_id,
+                start=time_range.start,
+                end=time_range.end,
+                status=BookingStatus.CONFIRMED,
+                claimed_at=now,
+            )
+            for day in days_touched(time_range.start, time_range.end):
+                key = day.isoformat()
+                row = rows.get(key) or DayLedger(resource_id=resource_id, day=day)
+                kept = [c for c in row.claims if not _same(c, booking_id, time_range)]
+                rows[key] = row.model_copy(update={"claims": [*kept, claim]})
+
+        await self._write(resource_id, time_range, change, refuse_overlap=(booking_id, time_range))
+
+    async def release(
+        self,
+        resource_id: str,
+        booking_id: str,
+        time_range: TimeRange,
+        *,
+        keep_as: BookingStatus | None = None,
+    ) -> None:
+        """Stop holding `time_range` for the booking. With `keep_as` (cancelled) the
+        claim stays listed with that status but holds no time. Idempotent."""
+
+        def change(rows: dict[str, DayLedger], now: datetime) -> None:
+            for key, row in rows.items():
+                claims: list[Claim] = []
+                for claim in row.claims:
+                    if _same(claim, booking_id, time_range):
+                        if keep_as is None:
+                            continue
+                        claim = claim.model_copy(update={"status": keep_as})
+                    claims.append(claim)
+                rows[key] = row.model_copy(update={"claims": claims})
+
+        await self._write(resource_id, time_range, change, refuse_overlap=None)
+
+    async def claims_between(self, resource_id: str, start: datetime, end: datetime) -> list[Claim]:
+        """Claims overlapping [start, end), each once, live or not."""
+        window = TimeRange(start=start, end=end)
+        seen: dict[tuple[str, datetime], Claim] = {}
+        for row in await self._ledger.read_days(resource_id, start, end):
+            for claim in row.value.claims:
+                if claim.time_range.overlaps(window):
+                    seen[(claim.booking_id, claim.start)] = claim
+        return sorted(seen.values(), key=lambda c: c.start)
+
+    async def _write(
+        self,
+        resource_id: str,
+        time_range: TimeRange,
+        change: Callable[[dict[str, DayLedger], datetime], None],
+        *,
+        refuse_overlap: tuple[str, TimeRange] | None,
+    ) -> None:
+        for attempt in range(MAX_ATTEMPTS):
+            now = self._clock()
+            stored = await self._ledger.read_days(resource_id, time_range.start, time_range.end)
+            etags = {row.value.day.isoformat(): row.etag for row in stored}
+            rows = {row.value.day.isoformat(): row.value for row in stored}
+            if refuse_overlap is not None:
+                stale = await self._refuse_overlap(stored, *refuse_overlap, now=now)
+                for key, row in rows.items():
+                    rows[key] = row.model_copy(
+                        update={
+                            "claims": [
+                                c for c in row.claims if (c.booking_id, c.start) not in stale
+                            ]
+                        }
+                    )
+            before = dict(rows)
+            change(rows, now)
+            writes = [
+                (row, etags.get(key))
+                for key, row in rows.items()
+                if row != before.get(key) or key not in etags
+            ]
+            writes = [(row, etag) for row, etag in writes if etag is not None or row.claims]
+            if not writes:
+                return
+            try:
+                await self._ledger.write_days(writes)
+                return
+            except (ConcurrencyConflict, AlreadyExists):
+                # Someone else wrote one of these days: read again and decide again.
+                await asyncio.sleep(random.uniform(0, self._backoff * (attempt + 1)))  # noqa: S311 - jitter
+        logger.warning(
+            "slot ledger of %s stayed contended for %d attempts", resource_id, MAX_ATTEMPTS
+        )
+        raise StorageUnavailable("the resource's calendar is busy; retry shortly")
+
+    async def _refuse_overlap(
+        self,
+        stored: list[Stored[DayLedger]],
+        booking_id: str,
+        time_range: TimeRange,
+        *,
+        now: datetime,
+    ) -> set[tuple[str, datetime]]:
+        """Raise SlotUnavailable if a live claim of another booking overlaps; return the
+        stale claims found on the way, for pruning."""
+        stale: set[tuple[str, datetime]] = set()
+        checked: dict[str, Booking | None] = {}
+        for row in stored:
+            for claim in row.value.claims:
+                if claim.booking_id == booking_id or not claim.holds_time:
+                    continue
+                if not claim.time_range.overlaps(time_range):
+                    continue
+                if now - claim.claimed_at < CLAIM_GRACE:
+                    raise SlotUnavailable("the requested time is already booked")
+                if claim.booking_id not in checked:
+                    found = await self._bookings.get(claim.booking_id)
+                    checked[claim.booking_id] = found.value if found else None
+                if _booking_holds(checked[claim.booking_id], claim):
+                    raise SlotUnavailable("the requested time is already booked")
+                stale.add((claim.booking_id, claim.start))
+        return stale
+
+
+def _same(claim: Claim, booking_id: str, time_range: TimeRange) -> bool:
+    return (
+        claim.booking_id == booking_id
+        and claim.start == time_range.start
+        and claim.end == time_range.end
+    )
+
+
+def _booking_holds(booking: Booking | None, claim: Claim) -> bool:
+    return (
+        booking is not None
+        and booking.status.holds_time
+        and booking.start == claim.start
+        and booking.end == claim.end
+    )
