@@ -1,0 +1,130 @@
+// The Function App on Flex Consumption, Python 3.11, running as the user-assigned identity.
+// Every app setting it gets is in the delimited block below.
+
+param name string
+param location string = resourceGroup().location
+param tags object = {}
+@description('Name of the service in azure.yaml; azd finds the app by this tag.')
+param serviceName string = 'api'
+param appServicePlanId string
+param storageAccountName string
+param deploymentStorageContainerName string
+param applicationInsightsName string
+@description('Resource id of the user-assigned identity.')
+param identityId string
+@description('Client (application) id of the user-assigned identity.')
+param identityClientId string
+param instanceMemoryMB int = 2048
+param maximumInstanceCount int = 40
+param httpAlwaysReadyInstances int = 1
+
+param graphTenantId string
+param publicBaseUrl string
+param reconcileSchedule string
+param subscriptionUpkeepSchedule string
+@description('Empty disables the booking-events webhook settings.')
+param bookingEventsWebhookUrl string = ''
+@description('Key Vault holding the webhook signing secret; used only with a webhook URL.')
+param keyVaultName string
+
+var bookingEventsWebhookSecretName = 'booking-events-webhook-secret'
+
+// Warm instances for the HTTP trigger group (all HTTP functions), none when 0.
+var httpAlwaysReady = httpAlwaysReadyInstances > 0 ? [
+  {
+    name: 'http'
+    instanceCount: httpAlwaysReadyInstances
+  }
+] : []
+
+resource stg 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+// <app-settings>
+// Every app setting of the Function App, one per line as `NAME: value`, nothing else between
+// these markers. Names are shared.settings.Settings fields (upper-cased) or settings the
+// Functions host reads; tests/unit/test_infra_settings.py parses these lines and fails when
+// either side sets or reads a name the other does not know. No secret values: a secret is a
+// Key Vault reference. Settings left out keep the defaults in shared/settings.py.
+var appSettings = {
+  // Functions host storage, identity-based (shared keys are off on the account).
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  AzureWebJobsStorage__blobServiceUri: stg.properties.primaryEndpoints.blob
+  AzureWebJobsStorage__queueServiceUri: stg.properties.primaryEndpoints.queue
+  AzureWebJobsStorage__tableServiceUri: stg.properties.primaryEndpoints.table
+  // Functions host telemetry (and the app's OpenTelemetry exporter), Entra ID auth for ingestion.
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The app's own tables and queues: same account, reached with the identity below.
+  STORAGE_ACCOUNT_NAME: storageAccountName
+  AZURE_CLIENT_ID: identityClientId
+  GRAPH_TENANT_ID: graphTenantId
+  GRAPH_AUTH_MODE: 'managed_identity'
+  PUBLIC_BASE_URL: publicBaseUrl
+  // Timer triggers use schedule="%RECONCILE_SCHEDULE%" and "%SUBSCRIPTION_UPKEEP_SCHEDULE%".
+  RECONCILE_SCHEDULE: reconcileSchedule
+  SUBSCRIPTION_UPKEEP_SCHEDULE: subscriptionUpkeepSchedule
+}
+
+// Added only when a booking-events webhook URL is given (the app requires both together).
+var bookingEventsWebhookSettings = {
+  BOOKING_EVENTS_WEBHOOK_URL: bookingEventsWebhookUrl
+  BOOKING_EVENTS_WEBHOOK_SECRET: '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${bookingEventsWebhookSecretName})'
+}
+// </app-settings>
+
+module api 'br/public:avm/res/web/site:0.15.1' = {
+  name: '${serviceName}-flex-consumption'
+  params: {
+    kind: 'functionapp,linux'
+    name: name
+    location: location
+    tags: union(tags, { 'azd-service-name': serviceName })
+    serverFarmResourceId: appServicePlanId
+    httpsOnly: true
+    clientAffinityEnabled: false
+    managedIdentities: {
+      systemAssigned: false
+      userAssignedResourceIds: [
+        identityId
+      ]
+    }
+    // Key Vault references resolve with the user-assigned identity, not a system-assigned one.
+    keyVaultAccessIdentityResourceId: identityId
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${stg.properties.primaryEndpoints.blob}${deploymentStorageContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+        alwaysReady: httpAlwaysReady
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+    siteConfig: {
+      alwaysOn: false
+      minTlsVersion: '1.2'
+    }
+    appSettingsKeyValuePairs: union(appSettings, empty(bookingEventsWebhookUrl) ? {} : bookingEventsWebhookSettings)
+  }
+}
+
+output SERVICE_API_NAME string = api.outputs.name
+output SERVICE_API_URI string = 'https://${api.outputs.defaultHostname}'
