@@ -1,0 +1,46 @@
+"""A local Azure Functions host, for machines without Core Tools (`func start`).
+
+It loads a Python v2-model FunctionApp (default `function_app:app`) and runs what it
+registers the way `func start` would:
+
+- HTTP triggers at http://127.0.0.1:7071/<routePrefix>/<route> (aiohttp, one event loop,
+  requests served concurrently). Route templates, methods (405 otherwise), 404s, and
+  500s with the traceback logged. **Keys are not enforced**: `authLevel` is ignored,
+  as `func start` ignores it locally too, so never expose this host beyond localhost.
+- Queue triggers polling Storage (Azurite) with host.json's queue settings: base64 or
+  plain encoding, batchSize/newBatchThreshold concurrency, a renewed lease while a
+  message is processed, retries after visibilityTimeout and `<queue>-poison` after
+  maxDequeueCount.
+- Timer triggers on NCRONTAB schedules (6 fields, or 5; croniter) or TimeSpans,
+  `%SETTING%` resolved, and runOnStartup honoured.
+
+Only trigger bindings run here; an app with output or input bindings is refused at
+startup with a message naming the binding. SIGINT/SIGTERM stop it gracefully.
+
+Command line (from the repository root):
+
+    python -m local.functions_host [--host 127.0.0.1] [--port 7071]
+        [--app function_app:app] [--script-root .]
+
+In-process (tests): `host = await start_host(app, port=0, host_config=...)`, then
+`host.url` and `await host.close()`.
+"""
+
+from local.functions_host.config import (
+    HostConfig,
+    HostStartupError,
+    QueuesOptions,
+    load_host_config,
+    load_local_settings,
+)
+from local.functions_host.host import RunningHost, start_host
+
+__all__ = [
+    "HostConfig",
+    "HostStartupError",
+    "QueuesOptions",
+    "RunningHost",
+    "load_host_config",
+    "load_local_settings",
+    "start_host",
+]

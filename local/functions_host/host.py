@@ -1,0 +1,153 @@
+"""Start and stop everything a FunctionApp registers, in the current event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import azure.functions as func
+
+from local.functions_host.app_index import ALL_METHODS, AppIndex, index_app
+from local.functions_host.config import HostConfig
+from local.functions_host.http import AdminInvoke, HttpTriggerServer
+from local.functions_host.invocation import Invoker, ThreadRunner
+from local.functions_host.queues import DEFAULT_PROCESSING_LEASE_SECONDS, QueueTriggerListener
+from local.functions_host.timers import TimerTriggerListener
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE_PERIOD_SECONDS = 10.0
+
+
+class RunningHost:
+    """A started host. `url` is its base, e.g. http://127.0.0.1:7071 (routes add /api/...)."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        config: HostConfig,
+        index: AppIndex,
+        grace_period: float,
+        http: HttpTriggerServer,
+        queues: list[QueueTriggerListener],
+        timers: list[TimerTriggerListener],
+    ) -> None:
+        self.url = url
+        self.config = config
+        self.index = index
+        self.grace_period = grace_period
+        self._http = http
+        self._queues = queues
+        self._timers = timers
+        self._closed = False
+
+    async def close(self) -> None:
+        """Stop accepting requests and polling; let invocations in flight finish within
+        the grace period, then cancel them. Queue messages are never deleted unless their
+        function succeeded, so abandoned ones reappear after their lease. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        logger.info("Stopping the local Functions host (grace period %.1f s)", self.grace_period)
+        await _stop_all(self._http, self._queues, self._timers, self.grace_period)
+        logger.info("Local Functions host stopped")
+
+    async def __aenter__(self) -> RunningHost:
+        return self
+
+    async def __aexit__(self, *_exc_info: object) -> None:
+        await self.close()
+
+
+async def start_host(
+    app: func.FunctionRegister,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    host_config: HostConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+    script_root: Path | None = None,
+    processing_lease: float = DEFAULT_PROCESSING_LEASE_SECONDS,
+    grace_period: float = DEFAULT_GRACE_PERIOD_SECONDS,
+) -> RunningHost:
+    """Run the app's HTTP, queue and timer functions until `close()` on the result.
+
+    `environ` (default os.environ) supplies app settings: `%NAME%` references, queue
+    connections. `processing_lease` is how long a queue message stays invisible while its
+    function runs (renewed half-way); the host's is 10 minutes. local.settings.json is not
+    read here (the command line does it; see `load_local_settings`).
+
+    Raises HostStartupError if the app cannot run here (before anything starts) or the
+    port is taken.
+    """
+    config = host_config or HostConfig()
+    settings = os.environ if environ is None else environ
+    index = index_app(app, config, settings)
+    invoker = Invoker(threads=ThreadRunner(), function_directory=str(script_root or Path.cwd()))
+    queues = [
+        QueueTriggerListener(q, invoker, config.queues, processing_lease=processing_lease)
+        for q in index.queues
+    ]
+    timers = [TimerTriggerListener(t, invoker) for t in index.timers]
+    admin: dict[str, AdminInvoke] = {}
+    for queue_listener in queues:
+        admin[queue_listener.function.function.name] = queue_listener.invoke_now
+    for timer_listener in timers:
+        admin[timer_listener.function.function.name] = timer_listener.invoke_now
+    http = HttpTriggerServer(index.http, invoker, admin_invokers=admin)
+
+    started_queues: list[QueueTriggerListener] = []
+    started_timers: list[TimerTriggerListener] = []
+    try:
+        for queue in queues:
+            await queue.start()
+            started_queues.append(queue)
+        for timer in timers:
+            await timer.start()
+            started_timers.append(timer)
+        url = await http.start(host, port, grace_period=grace_period)
+    except BaseException:
+        await _stop_all(http, started_queues, started_timers, grace_period=0)
+        raise
+    _log_functions(index, url)
+    return RunningHost(
+        url=url,
+        config=config,
+        index=index,
+        grace_period=grace_period,
+        http=http,
+        queues=started_queues,
+        timers=started_timers,
+    )
+
+
+async def _stop_all(
+    http: HttpTriggerServer,
+    queues: list[QueueTriggerListener],
+    timers: list[TimerTriggerListener],
+    grace_period: float,
+) -> None:
+    # One after another would add the grace periods up; all stop at once instead.
+    results = await asyncio.gather(
+        http.stop(grace_period),
+        *(q.stop(grace_period) for q in queues),
+        *(t.stop(grace_period) for t in timers),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            logger.error("Stopping a trigger failed", exc_info=result)
+
+
+def _log_functions(index: AppIndex, url: str) -> None:
+    lines = []
+    for h in index.http:
+        methods = "all methods" if set(h.methods) == set(ALL_METHODS) else ",".join(h.methods)
+        lines.append(f"  {h.function.name}: [{methods}] {url}{h.route.path_template}")
+    lines.extend(f"  {q.function.name}: queueTrigger ({q.queue_name})" for q in index.queues)
+    lines.extend(f"  {t.function.name}: timerTrigger ({t.schedule_text})" for t in index.timers)
+    logger.info("Local Functions host listening on %s\nFunctions:\n%s", url, "\n".join(lines))

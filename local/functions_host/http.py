@@ -1,0 +1,189 @@
+"""HTTP triggers served by aiohttp, one event loop, many requests at once.
+
+A request becomes a `func.HttpRequest`; the returned `func.HttpResponse` (or str) becomes
+the answer, with Content-Type built from mimetype and charset as the worker does. No
+route → 404; a route without the method → 405 with `Allow`; a failing function → 500
+with the traceback logged. Keys (`authLevel`) are not checked, as `func start` does not
+check them either.
+
+Two host endpoints exist besides the functions: `GET /admin/host/status` (readiness) and
+`POST /admin/functions/{name}` (run a queue or timer function now; body
+`{"input": "..."}`, answered with 202 like the host does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from urllib.parse import unquote
+
+import azure.functions as func
+from aiohttp import web
+from multidict import CIMultiDict
+
+from local.functions_host.app_index import HttpFunction
+from local.functions_host.config import HostStartupError
+from local.functions_host.invocation import Invoker
+
+logger = logging.getLogger(__name__)
+
+# The host's default limit on request bodies (100 MB).
+MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
+
+AdminInvoke = Callable[[str], Awaitable[object]]
+_DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+class HttpTriggerServer:
+    """Serves the HTTP functions (and the admin endpoints) until `stop()`."""
+
+    def __init__(
+        self,
+        functions: Sequence[HttpFunction],
+        invoker: Invoker,
+        *,
+        admin_invokers: Mapping[str, AdminInvoke] | None = None,
+    ) -> None:
+        # Most specific routes first, as ASP.NET orders them; then by name for stability.
+        self._routes = sorted(
+            functions, key=lambda f: (f.route.precedence, f.route.path_template, f.function.name)
+        )
+        self._invoker = invoker
+        self._admin_invokers = dict(admin_invokers or {})
+        self._admin_tasks: set[asyncio.Task[object]] = set()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self, host: str, port: int, *, grace_period: float) -> str:
+        """Listen on host:port (0 picks a free port). Returns the base URL.
+
+        Raises HostStartupError if the address is taken or unusable.
+        """
+        app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_period)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as error:
+            await runner.cleanup()
+            raise HostStartupError(f"cannot listen on {host}:{port}: {error}") from error
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        self.url = f"http://{_url_host(bound_host)}:{bound_port}"
+        return self.url
+
+    async def stop(self, grace_period: float) -> None:
+        """Stop listening, let requests in flight finish within the grace period."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if self._admin_tasks:
+            _, pending = await asyncio.wait(self._admin_tasks, timeout=grace_period)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raw_path = request.rel_url.raw_path
+        if raw_path.lower().startswith("/admin/"):
+            return await self._admin(request, raw_path)
+        allowed: set[str] = set()
+        for entry in self._routes:
+            values = entry.route.match(raw_path)
+            if values is None:
+                continue
+            if request.method.upper() not in entry.methods:
+                allowed.update(entry.methods)
+                continue
+            return await self._invoke(entry, request, values)
+        if allowed:
+            return web.Response(status=405, headers={"Allow": ", ".join(sorted(allowed))})
+        return web.Response(status=404)
+
+    async def _invoke(
+        self, entry: HttpFunction, request: web.Request, route_values: dict[str, str]
+    ) -> web.StreamResponse:
+        http_request = func.HttpRequest(
+            method=request.method,
+            url=str(request.url),
+            headers=_joined(request.headers, ", ", lower_names=True),
+            params=_joined(request.query, ",", lower_names=False),
+            route_params=route_values,
+            body=await request.read(),
+        )
+        outcome = await self._invoker.invoke(
+            entry.function, http_request, reason=f"HTTP {request.method} {request.path}"
+        )
+        if not outcome.succeeded:
+            return web.Response(status=500)
+        try:
+            return to_web_response(outcome.value)
+        except TypeError:
+            logger.exception("Function '%s' returned no usable HTTP response", entry.function.name)
+            return web.Response(status=500)
+
+    async def _admin(self, request: web.Request, raw_path: str) -> web.StreamResponse:
+        segments = [unquote(s) for s in raw_path.split("/") if s]
+        lowered = [s.lower() for s in segments]
+        if lowered == ["admin", "host", "status"] and request.method == "GET":
+            return web.json_response({"state": "Running", "version": "local"})
+        if len(segments) == 3 and lowered[:2] == ["admin", "functions"]:
+            invoke = _lookup(self._admin_invokers, segments[2])
+            if invoke is None:
+                return web.Response(status=404)
+            if request.method != "POST":
+                return web.Response(status=405, headers={"Allow": "POST"})
+            try:
+                document = json.loads(await request.read() or b"{}")
+            except json.JSONDecodeError:
+                return web.Response(status=400, text='expected a JSON body like {"input": ""}')
+            text = document.get("input", "") if isinstance(document, dict) else ""
+            task: asyncio.Task[object] = asyncio.ensure_future(invoke(str(text or "")))
+            self._admin_tasks.add(task)
+            task.add_done_callback(self._admin_tasks.discard)
+            return web.Response(status=202)
+        return web.Response(status=404)
+
+
+def to_web_response(value: object) -> web.Response:
+    """The HTTP answer for a function's return value. Raises TypeError for anything else."""
+    if isinstance(value, func.HttpResponse):
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, header_value in value.headers.items():
+            if name.lower() not in _DROPPED_RESPONSE_HEADERS:
+                headers.add(name, header_value)
+        if "Content-Type" not in headers:
+            mimetype = value.mimetype
+            headers["Content-Type"] = (
+                f"{mimetype}; charset={value.charset}" if mimetype.startswith("text/") else mimetype
+            )
+        return web.Response(status=value.status_code, body=value.get_body(), headers=headers)
+    if isinstance(value, str):
+        return web.Response(
+            status=200, body=value.encode("utf-8"), content_type="text/plain", charset="utf-8"
+        )
+    raise TypeError(f"expected func.HttpResponse or str, got {type(value).__name__}")
+
+
+def _joined(values: Mapping[str, str], separator: str, *, lower_names: bool) -> dict[str, str]:
+    """One value per name; repeated names joined, as the host's StringValues does."""
+    joined: dict[str, list[str]] = {}
+    for name, value in values.items():
+        joined.setdefault(name.lower() if lower_names else name, []).append(value)
+    return {name: separator.join(parts) for name, parts in joined.items()}
+
+
+def _lookup(invokers: Mapping[str, AdminInvoke], name: str) -> AdminInvoke | None:
+    # Function names are case-insensitive in the host's admin API.
+    for candidate, invoke in invokers.items():
+        if candidate.lower() == name.lower():
+            return invoke
+    return None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

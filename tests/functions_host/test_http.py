@@ -1,0 +1,161 @@
+"""HTTP triggers through the local host: routing, request and response mapping, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from local.functions_host import HostStartupError, RunningHost
+from tests.functions_host.harness import HostStarter, eventually
+from tests.functions_host.sample_app import SampleState
+
+HTTP_FUNCTIONS = ("item", "slow", "greet", "teapot", "boom")
+
+
+@pytest.fixture
+async def host(run_host: HostStarter) -> RunningHost:
+    return await run_host(*HTTP_FUNCTIONS)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_route_params_query_and_headers_reach_the_function(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    async with client.get(
+        f"{host.url}/api/items/42?colour=red&size=s&size=m", headers={"X-Sample": "yes"}
+    ) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        answer = await response.json()
+    assert answer["id"] == "42"
+    assert answer["method"] == "GET"
+    # Repeated query names arrive joined, as the host passes them.
+    assert answer["query"] == {"colour": "red", "size": "s,m"}
+    assert answer["sample_header"] == "yes"
+    assert answer["url"] == f"{host.url}/api/items/42?colour=red&size=s&size=m"
+
+
+async def test_post_body_reaches_the_function(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    async with client.post(f"{host.url}/api/items/abc", data='{"n": 1}') as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert (answer["id"], answer["method"], answer["body"]) == ("abc", "POST", '{"n": 1}')
+
+
+async def test_a_method_the_route_does_not_allow_is_405(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    async with client.delete(f"{host.url}/api/items/42") as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET, POST"
+
+
+@pytest.mark.parametrize("path", ["/api/nothing-here", "/api/items", "/items/42", "/api/items/1/2"])
+async def test_an_unknown_route_is_404(
+    host: RunningHost, client: aiohttp.ClientSession, path: str
+) -> None:
+    async with client.get(host.url + path) as response:
+        assert response.status == 404
+
+
+async def test_many_requests_are_served_at_once(
+    host: RunningHost, client: aiohttp.ClientSession, fresh_sample_state: SampleState
+) -> None:
+    async def call() -> int:
+        async with client.get(f"{host.url}/api/slow") as response:
+            await response.read()
+            return response.status
+
+    statuses = await asyncio.gather(*(call() for _ in range(50)))
+
+    assert statuses == [200] * 50
+    # Each call sleeps 0.2 s; served one after another, at most one would be in flight.
+    assert fresh_sample_state.http_max_in_flight >= 25
+
+
+async def test_a_sync_function_runs_on_a_worker_thread_with_its_context(
+    host: RunningHost, client: aiohttp.ClientSession, fresh_sample_state: SampleState
+) -> None:
+    async with client.get(f"{host.url}/api/greet/ada") as named:
+        assert await named.text() == "hello ada from greet"
+    async with client.get(f"{host.url}/api/greet") as unnamed:  # {name?} may be left out
+        assert await unnamed.text() == "hello nobody from greet"
+    assert unnamed.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert fresh_sample_state.sync_threads
+    assert "MainThread" not in fresh_sample_state.sync_threads
+
+
+async def test_status_mimetype_charset_and_repeated_headers_make_the_answer(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    async with client.get(f"{host.url}/api/teapot") as response:
+        assert response.status == 418
+        assert response.headers["Content-Type"] == "text/html; charset=iso-8859-1"
+        assert response.headers.getall("Set-Cookie") == ["a=1", "b=2"]
+        assert await response.read() == b"<p>short and stout</p>"
+
+
+async def test_a_failing_function_is_a_500_with_the_traceback_logged(
+    host: RunningHost, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with client.get(f"{host.url}/api/boom") as response:
+        assert response.status == 500
+    failures = [r for r in caplog.records if "Executed 'Functions.boom' (Failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "boom on purpose" in str(failures[0].exc_info[1])
+
+
+async def test_route_prefix_comes_from_host_json(
+    run_host: HostStarter, client: aiohttp.ClientSession
+) -> None:
+    host = await run_host("item", host_json={"extensions": {"http": {"routePrefix": ""}}})
+    async with client.get(f"{host.url}/items/7") as response:
+        assert response.status == 200
+        assert (await response.json())["id"] == "7"
+    async with client.get(f"{host.url}/api/items/7") as response:
+        assert response.status == 404
+
+
+async def test_closing_the_host_stops_accepting_requests(
+    run_host: HostStarter, client: aiohttp.ClientSession
+) -> None:
+    host = await run_host("item")
+    await host.close()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with client.get(f"{host.url}/api/items/1"):
+            pass
+
+
+async def test_closing_lets_requests_in_flight_finish(
+    run_host: HostStarter, client: aiohttp.ClientSession, fresh_sample_state: SampleState
+) -> None:
+    host = await run_host("slow", grace_period=5.0)
+
+    async def call() -> tuple[int, str]:
+        async with client.get(f"{host.url}/api/slow") as response:
+            return response.status, await response.text()
+
+    request = asyncio.ensure_future(call())
+    await eventually(lambda: fresh_sample_state.http_in_flight == 1)
+    await host.close()
+
+    assert await request == (200, "done")
+
+
+async def test_a_taken_port_is_a_startup_error(run_host: HostStarter) -> None:
+    first = await run_host("item")
+    taken = int(first.url.rsplit(":", 1)[1])
+
+    with pytest.raises(HostStartupError, match="cannot listen"):
+        await run_host("item", port=taken)
