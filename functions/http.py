@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
@@ -24,9 +26,22 @@ from shared.domain.errors import (
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
-# Domain error → HTTP status. Anything not listed is a 500 (and a bug to look at).
+
+class MalformedJson(InvalidInput):
+    code = "malformed_json"
+
+
+class BodyTooLarge(InvalidInput):
+    code = "body_too_large"
+
+
+# Domain error → HTTP status; the first matching class wins, so specific ones come first.
+# Anything not listed is a 500 (and a bug to look at).
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    MalformedJson: 400,
+    BodyTooLarge: 413,
     InvalidInput: 422,
     NotFound: 404,
     SlotUnavailable: 409,
@@ -57,15 +72,65 @@ def domain_error_response(error: DomainError) -> func.HttpResponse:
     return error_response(status, error.code, error.message, list(error.details))
 
 
-def validation_error_response(error: ValidationError, *, status: int = 422) -> func.HttpResponse:
-    """A 4xx naming every offending field (camelCase paths, as the API spells them)."""
+MAX_BODY_BYTES = 64 * 1024
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
+    """The JSON body as `model`; InvalidInput (naming the fields) when it is not."""
+    body = req.get_body()
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"the body may hold at most {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body or b"null")
+    except ValueError as exc:
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MalformedJson("the body must be a JSON object")
+    return validate(model, data)
+
+
+def parse_query(req: func.HttpRequest, model: type[ModelT], names: dict[str, str]) -> ModelT:
+    """Query parameters (`names`: query name → field alias) as `model`."""
+    data = {alias: req.params[name] for name, alias in names.items() if name in req.params}
+    return validate(model, data)
+
+
+def validate(model: type[ModelT], data: object) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc) from exc
+
+
+def invalid_input(error: ValidationError) -> InvalidInput:
+    """InvalidInput naming every offending field (camelCase paths, as the API spells them)."""
     details = [
         {
             "field": ".".join(str(part) for part in item["loc"]) or "body",
             "message": item["msg"],
-            "type": item["type"],
         }
         for item in error.errors(include_url=False, include_input=False)
     ]
-    fields = ", ".join(detail["field"] for detail in details)
-    return error_response(status, "invalid_input", f"invalid value for: {fields}", details)
+    fields = ", ".join(sorted({detail["field"] for detail in details}))
+    return InvalidInput(f"invalid value for: {fields}", details=details)
+
+
+def route_id(req: func.HttpRequest, name: str) -> str:
+    """A `{name}` route parameter, checked to be a well-formed id."""
+    value = str(req.route_params.get(name, ""))
+    if not ID_PATTERN.match(value):
+        raise InvalidInput(
+            f"{name} must be 1-64 letters, digits, '.', '_' or '-'",
+            details=[{"field": name, "message": "not a valid id"}],
+        )
+    return value
+
+
+async def respond(call: Callable[[], Awaitable[func.HttpResponse]]) -> func.HttpResponse:
+    """Run a handler, turning domain errors into their statuses."""
+    try:
+        return await call()
+    except DomainError as error:
+        return domain_error_response(error)

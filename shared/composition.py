@@ -8,13 +8,16 @@ their own `Adapters` against Azurite or swap in fakes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.data.tables.aio import TableServiceClient
 from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.queue.aio import QueueServiceClient
 
+from shared.adapters.graph.gateway import build_calendar_gateway
 from shared.adapters.storage.queues import QueueSender
 from shared.adapters.storage.repositories import (
     BookingTable,
@@ -27,7 +30,28 @@ from shared.adapters.storage.repositories import (
     UnavailabilityTable,
 )
 from shared.adapters.storage.tables import TableStore
-from shared.settings import Settings, get_settings
+from shared.domain.base import utc_now
+from shared.ports import (
+    BookingRepository,
+    CalendarGateway,
+    EventMappingRepository,
+    IdempotencyStore,
+    MessageQueue,
+    ResourceRepository,
+    SlotLedger,
+    StorageProbe,
+    SubscriptionRepository,
+    SyncLog,
+    UnavailabilityRepository,
+)
+from shared.services.availability import AvailabilityService
+from shared.services.bookings import BookingService
+from shared.services.connection import ConnectionTracker
+from shared.services.mirror import MirrorService
+from shared.services.push import PushService
+from shared.services.resources import NoSubscriptions, ResourceService
+from shared.services.slots import SlotKeeper
+from shared.settings import GraphAuthMode, Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,36 @@ class Adapters:
     async def close(self) -> None:
         await self.tables.close()
         await self.queues.close()
+
+    def ports(self) -> Ports:
+        return Ports(
+            storage=self.tables,
+            queue=self.queues,
+            resources=self.resources,
+            bookings=self.bookings,
+            event_mappings=self.event_mappings,
+            unavailability=self.unavailability,
+            subscriptions=self.subscriptions,
+            sync_log=self.sync_log,
+            slot_ledger=self.slot_ledger,
+            idempotency=self.idempotency,
+        )
+
+
+@dataclass(frozen=True)
+class Ports:
+    """What the services need from storage, as protocols (tests pass in-memory fakes)."""
+
+    storage: StorageProbe
+    queue: MessageQueue
+    resources: ResourceRepository
+    bookings: BookingRepository
+    event_mappings: EventMappingRepository
+    unavailability: UnavailabilityRepository
+    subscriptions: SubscriptionRepository
+    sync_log: SyncLog
+    slot_ledger: SlotLedger
+    idempotency: IdempotencyStore
 
 
 def build_adapters(settings: Settings, credential: AsyncTokenCredential | None = None) -> Adapters:
@@ -90,3 +144,91 @@ def azure_credential(client_id: str | None) -> AsyncTokenCredential:
 def get_adapters() -> Adapters:
     """The process-wide adapters (built on first use)."""
     return build_adapters(get_settings())
+
+
+@dataclass(frozen=True)
+class Services:
+    """The use cases, wired to their adapters. Entry points call these."""
+
+    ports: Ports
+    gateway: CalendarGateway
+    connection: ConnectionTracker
+    mirror: MirrorService
+    resources: ResourceService
+    bookings: BookingService
+    availability: AvailabilityService
+    push: PushService
+
+
+def build_services(
+    settings: Settings,
+    ports: Ports,
+    gateway: CalendarGateway,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+) -> Services:
+    slots = SlotKeeper(ports.slot_ledger, ports.bookings, clock)
+    connection = ConnectionTracker(ports.resources, ports.sync_log, clock)
+    mirror = MirrorService(
+        gateway,
+        ports.unavailability,
+        clock,
+        days_back=settings.mirror_days_back,
+        days_ahead=settings.mirror_days_ahead,
+    )
+    return Services(
+        ports=ports,
+        gateway=gateway,
+        connection=connection,
+        mirror=mirror,
+        resources=ResourceService(
+            resources=ports.resources,
+            event_mappings=ports.event_mappings,
+            gateway=gateway,
+            mirror=mirror,
+            subscriptions=NoSubscriptions(),
+            connection=connection,
+            sync_log=ports.sync_log,
+            clock=clock,
+        ),
+        bookings=BookingService(
+            resources=ports.resources,
+            bookings=ports.bookings,
+            event_mappings=ports.event_mappings,
+            unavailability=ports.unavailability,
+            idempotency=ports.idempotency,
+            queue=ports.queue,
+            slots=slots,
+            clock=clock,
+            freshness_minutes=settings.mirror_freshness_minutes,
+        ),
+        availability=AvailabilityService(
+            ports.resources,
+            ports.unavailability,
+            slots,
+            clock,
+            freshness_minutes=settings.mirror_freshness_minutes,
+        ),
+        push=PushService(
+            resources=ports.resources,
+            bookings=ports.bookings,
+            event_mappings=ports.event_mappings,
+            gateway=gateway,
+            sync_log=ports.sync_log,
+            connection=connection,
+            clock=clock,
+        ),
+    )
+
+
+@functools.cache
+def get_services() -> Services:
+    """The process-wide services (built on first use, sharing one set of clients)."""
+    settings = get_settings()
+    managed_identity = (
+        azure_credential(settings.azure_client_id)
+        if settings.graph_auth_mode is GraphAuthMode.MANAGED_IDENTITY
+        else None
+    )
+    gateway = build_calendar_gateway(settings, managed_identity)
+    return build_services(settings, get_adapters().ports(), gateway)

@@ -4,17 +4,37 @@ Table Storage adapter, for fast unit tests of the services."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
+from shared.composition import Ports, Services, build_services
 from shared.domain.bookings import Booking
-from shared.domain.calendar import EventMapping, Unavailability
+from shared.domain.calendar import (
+    CalendarEvent,
+    DeltaRound,
+    EventDraft,
+    EventMapping,
+    GraphSubscription,
+    SubscriptionRecord,
+    Unavailability,
+)
 from shared.domain.claims import DayLedger, days_touched
-from shared.domain.errors import AlreadyExists, ConcurrencyConflict, StorageUnavailable
+from shared.domain.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    DomainError,
+    GraphNotFound,
+    InvalidInput,
+    StorageUnavailable,
+)
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, PushBooking
 from shared.domain.resources import Resource
-from shared.ports import IdempotencyRecord, Stored
+from shared.domain.sync_log import SyncLogEntry
+from shared.ports import EventWrite, EventWriteResult, IdempotencyRecord, Stored
+from shared.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 _etags = itertools.count(1)
@@ -183,3 +203,221 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+class FakeCalendar:
+    """An in-memory Microsoft 365: mailboxes of events, transactionId dedupe, injectable
+    errors per mailbox. Implements the CalendarGateway port."""
+
+    def __init__(self, mailboxes: tuple[str, ...] = ()) -> None:
+        self.events: dict[str, dict[str, CalendarEvent]] = {m: {} for m in mailboxes}
+        self.transactions: dict[tuple[str, str], str] = {}
+        self.errors: dict[str, list[DomainError]] = {}
+        self.batches: list[int] = []
+        self._ids = itertools.count(1)
+
+    def fail(self, mailbox: str, *errors: DomainError) -> None:
+        self.errors.setdefault(mailbox, []).extend(errors)
+
+    def _check(self, mailbox: str) -> None:
+        queued = self.errors.get(mailbox)
+        if queued:
+            raise queued.pop(0)
+        if mailbox not in self.events:
+            raise GraphNotFound(f"mailbox {mailbox} not found")
+
+    def _store(self, mailbox: str, event_id: str, draft: EventDraft) -> CalendarEvent:
+        event = CalendarEvent(
+            event_id=event_id,
+            change_key=f"ck{next(self._ids)}",
+            subject=draft.subject,
+            start=draft.start,
+            end=draft.end,
+            booking_id=draft.booking_id,
+        )
+        self.events[mailbox][event_id] = event
+        return event
+
+    async def check_mailbox(self, mailbox: str) -> None:
+        self._check(mailbox)
+
+    async def create_event(
+        self, mailbox: str, draft: EventDraft, transaction_id: str
+    ) -> CalendarEvent:
+        self._check(mailbox)
+        existing = self.transactions.get((mailbox, transaction_id))
+        if existing is not None and existing in self.events[mailbox]:
+            return self.events[mailbox][existing]
+        event_id = f"ev{next(self._ids)}"
+        self.transactions[(mailbox, transaction_id)] = event_id
+        return self._store(mailbox, event_id, draft)
+
+    async def update_event(self, mailbox: str, event_id: str, draft: EventDraft) -> CalendarEvent:
+        self._check(mailbox)
+        if event_id not in self.events[mailbox]:
+            raise GraphNotFound(f"event {event_id} not found")
+        return self._store(mailbox, event_id, draft)
+
+    async def delete_event(self, mailbox: str, event_id: str) -> None:
+        self._check(mailbox)
+        self.events[mailbox].pop(event_id, None)
+
+    async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None:
+        self._check(mailbox)
+        return self.events[mailbox].get(event_id)
+
+    async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
+        self._check(mailbox)
+        return [e for e in self.events[mailbox].values() if e.booking_id is not None]
+
+    async def find_event_for_booking(self, mailbox: str, booking_id: str) -> CalendarEvent | None:
+        return next(
+            (e for e in await self.list_our_events(mailbox) if e.booking_id == booking_id), None
+        )
+
+    async def calendar_view(
+        self, mailbox: str, start: datetime, end: datetime
+    ) -> list[CalendarEvent]:
+        self._check(mailbox)
+        return [e for e in self.events[mailbox].values() if e.start <= end and e.end >= start]
+
+    async def delta(
+        self, mailbox: str, start: datetime, end: datetime, delta_link: str | None
+    ) -> DeltaRound:
+        return DeltaRound(
+            events=await self.calendar_view(mailbox, start, end), removed_ids=[], delta_link="d"
+        )
+
+    async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
+        self.batches.append(len(writes))
+        results: list[EventWriteResult] = []
+        for write in writes:
+            try:
+                if write.op == "create" and write.draft and write.transaction_id:
+                    event = await self.create_event(
+                        write.mailbox, write.draft, write.transaction_id
+                    )
+                elif write.op == "update" and write.draft and write.event_id:
+                    event = await self.update_event(write.mailbox, write.event_id, write.draft)
+                elif write.op == "delete" and write.event_id:
+                    await self.delete_event(write.mailbox, write.event_id)
+                    event = None
+                else:
+                    raise InvalidInput(f"malformed write {write}")
+                results.append(EventWriteResult(event=event))
+            except DomainError as error:
+                results.append(EventWriteResult(error=error))
+        return results
+
+    async def create_subscription(
+        self,
+        mailbox: str,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires_at: datetime,
+    ) -> GraphSubscription:
+        self._check(mailbox)
+        return GraphSubscription(subscription_id=f"sub{next(self._ids)}", expires_at=expires_at)
+
+    async def renew_subscription(
+        self, subscription_id: str, expires_at: datetime
+    ) -> GraphSubscription:
+        return GraphSubscription(subscription_id=subscription_id, expires_at=expires_at)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        return None
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        return None
+
+
+class FakeProbe:
+    def __init__(self) -> None:
+        self.down = False
+
+    async def check(self) -> None:
+        if self.down:
+            raise StorageUnavailable("storage down")
+
+
+class FakeSubscriptions(FakeTable[SubscriptionRecord]):
+    async def get(self, subscription_id: str) -> Stored[SubscriptionRecord] | None:
+        return self.rows.get((subscription_id, ""))
+
+    async def save(self, record: SubscriptionRecord) -> Stored[SubscriptionRecord]:
+        self.rows[(record.subscription_id, "")] = Stored(value=record, etag=f"e{next(_etags)}")
+        return self.rows[(record.subscription_id, "")]
+
+    async def delete(self, subscription_id: str) -> None:
+        self.rows.pop((subscription_id, ""), None)
+
+
+class FakeSyncLog:
+    def __init__(self) -> None:
+        self.entries: list[SyncLogEntry] = []
+
+    async def append(self, entry: SyncLogEntry) -> None:
+        self.entries.append(entry)
+
+    async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
+        mine = [e for e in self.entries if e.resource_id == resource_id]
+        return sorted(mine, key=lambda e: e.at, reverse=True)[:limit]
+
+
+@dataclass
+class FakeWorld:
+    """Services wired to in-memory ports and a fake Microsoft 365."""
+
+    services: Services
+    ports: Ports
+    calendar: FakeCalendar
+    clock: Clock
+    resources: FakeResources = field(init=False)
+    bookings: FakeBookings = field(init=False)
+    queue: FakeQueue = field(init=False)
+    sync_log: FakeSyncLog = field(init=False)
+    mappings: FakeEventMappings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resources = self.ports.resources  # type: ignore[assignment]
+        self.bookings = self.ports.bookings  # type: ignore[assignment]
+        self.queue = self.ports.queue  # type: ignore[assignment]
+        self.sync_log = self.ports.sync_log  # type: ignore[assignment]
+        self.mappings = self.ports.event_mappings  # type: ignore[assignment]
+
+    def outbound(self) -> list[PushBooking]:
+        return [PushBooking.model_validate_json(b) for b in self.queue.bodies(SYNC_OUTBOUND_QUEUE)]
+
+    async def push_all(self) -> None:
+        """Run the push worker over every queued push, as the host would."""
+        pending = self.outbound()
+        self.queue.sent = [(q, b) for q, b in self.queue.sent if q != SYNC_OUTBOUND_QUEUE]
+        for message in pending:
+            await self.services.push.push(message)
+
+
+def fake_world(clock: Clock, mailboxes: tuple[str, ...]) -> FakeWorld:
+    ports = Ports(
+        storage=FakeProbe(),
+        queue=FakeQueue(),
+        resources=FakeResources(),
+        bookings=FakeBookings(),
+        event_mappings=FakeEventMappings(),
+        unavailability=FakeUnavailability(),
+        subscriptions=FakeSubscriptions(),
+        sync_log=FakeSyncLog(),
+        slot_ledger=FakeLedger(),
+        idempotency=FakeIdempotency(),
+    )
+    calendar = FakeCalendar(mailboxes)
+    settings = Settings.model_validate(
+        {
+            "storage_connection_string": "UseDevelopmentStorage=true",
+            "graph_tenant_id": "00000000-0000-0000-0000-0000000000aa",
+            "graph_auth_mode": "emulator",
+            "public_base_url": "http://127.0.0.1:7071",
+        }
+    )
+    services = build_services(settings, ports, calendar, clock=clock)
+    return FakeWorld(services=services, ports=ports, calendar=calendar, clock=clock)

@@ -45,7 +45,9 @@ class EventMapping(DomainModel):
     booking_version: int = Field(default=0, ge=0)
     synced_at: UtcDatetime | None = None
     last_error: str | None = None
-    deleted: bool = False  # the event was removed on purpose (cancel, disconnect)
+    # Written before a create is sent: a retry re-sends the same transactionId, so Graph
+    # returns the event it made instead of making a second one.
+    pending_transaction_id: str | None = None
 
 
 class Unavailability(DomainModel):

@@ -1,0 +1,101 @@
+"""Booking API: create, read, list, cancel, reschedule."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from functions.http import json_response, parse_body, parse_query, respond, route_id
+from shared.composition import get_services
+from shared.domain.base import DomainModel, ResourceId, UtcDatetime
+from shared.domain.bookings import BookingRequest, TimeRange
+from shared.domain.errors import InvalidInput
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class RescheduleRequest(DomainModel):
+    start: UtcDatetime
+    end: UtcDatetime
+
+
+class BookingListQuery(DomainModel):
+    resource_id: ResourceId
+    start: UtcDatetime
+    end: UtcDatetime
+
+
+def _idempotency_key(req: func.HttpRequest) -> str | None:
+    key: str | None = req.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
+            details=[{"field": "Idempotency-Key", "message": "empty or too long"}],
+        )
+    return key
+
+
+@bp.route(route="bookings", methods=["POST"])
+async def create_booking(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        request = parse_body(req, BookingRequest)
+        view = await get_services().bookings.create(request, _idempotency_key(req))
+        return json_response(view, status=201)
+
+    return await respond(handle)
+
+
+@bp.route(route="bookings/{bookingId}", methods=["GET"])
+async def get_booking(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        view = await get_services().bookings.get(route_id(req, "bookingId"))
+        return json_response(view)
+
+    return await respond(handle)
+
+
+@bp.route(route="bookings", methods=["GET"])
+async def list_bookings(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        query = parse_query(
+            req,
+            BookingListQuery,
+            {"resourceId": "resourceId", "start": "start", "end": "end"},
+        )
+        views = await get_services().bookings.list_for_resource(
+            query.resource_id, query.start, query.end
+        )
+        return json_response({"value": [view.model_dump(mode="json") for view in views]})
+
+    return await respond(handle)
+
+
+@bp.route(route="bookings/{bookingId}/cancel", methods=["POST"])
+async def cancel_booking(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        view = await get_services().bookings.cancel(route_id(req, "bookingId"))
+        return json_response(view)
+
+    return await respond(handle)
+
+
+@bp.route(route="bookings/{bookingId}/reschedule", methods=["POST"])
+async def reschedule_booking(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        booking_id = route_id(req, "bookingId")
+        body = parse_body(req, RescheduleRequest)
+        if body.end <= body.start:
+            raise InvalidInput(
+                "end must be after start",
+                details=[{"field": "end", "message": "must be after start"}],
+            )
+        view = await get_services().bookings.reschedule(
+            booking_id, TimeRange(start=body.start, end=body.end)
+        )
+        return json_response(view)
+
+    return await respond(handle)

@@ -1,0 +1,80 @@
+"""Resource API: connect/update, read, disconnect, availability, sync log, resync."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import azure.functions as func
+from pydantic import Field
+
+from functions.http import json_response, parse_body, parse_query, respond, route_id
+from shared.composition import get_services
+from shared.domain.base import DomainModel
+from shared.domain.resources import ResourceSettings
+from shared.services.availability import AvailabilityQuery
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
+
+
+class SyncLogQuery(DomainModel):
+    limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+class DisconnectQuery(DomainModel):
+    remove_events: bool = False
+
+
+@bp.route(route="resources/{resourceId}", methods=["PUT"])
+async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        resource_id = route_id(req, "resourceId")
+        settings = parse_body(req, ResourceSettings)
+        view, created = await get_services().resources.put(resource_id, settings)
+        return json_response(view, status=201 if created else 200)
+
+    return await respond(handle)
+
+
+@bp.route(route="resources/{resourceId}", methods=["GET"])
+async def get_resource(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        return json_response(await get_services().resources.get(route_id(req, "resourceId")))
+
+    return await respond(handle)
+
+
+@bp.route(route="resources/{resourceId}", methods=["DELETE"])
+async def delete_resource(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        query = parse_query(req, DisconnectQuery, {"removeEvents": "removeEvents"})
+        view = await get_services().resources.disconnect(
+            route_id(req, "resourceId"), remove_events=query.remove_events
+        )
+        return json_response(view)
+
+    return await respond(handle)
+
+
+@bp.route(route="resources/{resourceId}/availability", methods=["GET"])
+async def get_availability(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        resource_id = route_id(req, "resourceId")
+        query = parse_query(
+            req,
+            AvailabilityQuery,
+            {"start": "start", "end": "end", "durationMinutes": "durationMinutes"},
+        )
+        return json_response(await get_services().availability.availability(resource_id, query))
+
+    return await respond(handle)
+
+
+@bp.route(route="resources/{resourceId}/sync-log", methods=["GET"])
+async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        resource_id = route_id(req, "resourceId")
+        query = parse_query(req, SyncLogQuery, {"limit": "limit"})
+        entries = await get_services().resources.sync_log(resource_id, query.limit)
+        return json_response({"value": [entry.model_dump(mode="json") for entry in entries]})
+
+    return await respond(handle)

@@ -1,0 +1,127 @@
+"""`make run`: the whole service on this machine, without Azure.
+
+Starts Azurite (data under .azurite/), the Graph emulator on 127.0.0.1:7072 and the
+local Functions host on 127.0.0.1:7071 serving function_app.py, wired together through
+configuration only (GRAPH_BASE_URL, GRAPH_AUTH_MODE=emulator, STORAGE_CONNECTION_STRING).
+Ctrl-C stops all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from local.azurite import REPO_ROOT, AzuritePorts, start_azurite
+
+logger = logging.getLogger("local.run")
+
+LOCAL_TENANT_ID = "00000000-0000-0000-0000-00000000e1e1"
+DEMO_MAILBOXES = ("alice@contoso.com", "bob@contoso.com", "room-1@contoso.com")
+DEFAULT_AZURITE_PORTS = AzuritePorts(blob=10000, queue=10001, table=10002)
+
+
+def app_environment(connection_string: str, host_port: int, graph_port: int) -> dict[str, str]:
+    """The app settings of the local stack (what local.settings.json holds for func)."""
+    return {
+        "AzureWebJobsStorage": connection_string,
+        "STORAGE_CONNECTION_STRING": connection_string,
+        "GRAPH_TENANT_ID": LOCAL_TENANT_ID,
+        "GRAPH_AUTH_MODE": "emulator",
+        "GRAPH_BASE_URL": f"http://127.0.0.1:{graph_port}/v1.0",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{host_port}",
+        "RECONCILE_SCHEDULE": os.environ.get("RECONCILE_SCHEDULE", "0 */15 * * * *"),
+        "SUBSCRIPTION_UPKEEP_SCHEDULE": os.environ.get(
+            "SUBSCRIPTION_UPKEEP_SCHEDULE", "0 5 * * * *"
+        ),
+    }
+
+
+def wait_for(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback URL we built
+                if answer.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.run", description=__doc__)
+    parser.add_argument("--host-port", type=int, default=7071)
+    parser.add_argument("--graph-port", type=int, default=7072)
+    parser.add_argument("--mailbox", action="append", help="emulator mailbox (repeatable)")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".azurite")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+    azurite = start_azurite(DEFAULT_AZURITE_PORTS, data_dir=args.data_dir)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        mailboxes = args.mailbox or list(DEMO_MAILBOXES)
+        emulator_args = [sys.executable, "-m", "local.graph_emulator", "--host", "127.0.0.1"]
+        emulator_args += ["--port", str(args.graph_port), "--tenant-id", LOCAL_TENANT_ID]
+        for mailbox in mailboxes:
+            emulator_args += ["--mailbox", mailbox]
+        emulator = subprocess.Popen(emulator_args, cwd=REPO_ROOT)  # noqa: S603 - our own module
+        children.append(emulator)
+        wait_for(f"http://127.0.0.1:{args.graph_port}/_emulator/mailboxes", 30, emulator)
+
+        env = {
+            **os.environ,
+            **app_environment(azurite.connection_string, args.host_port, args.graph_port),
+        }
+        host_args = [sys.executable, "-m", "local.functions_host", "--host", "127.0.0.1"]
+        host_args += ["--port", str(args.host_port), "--script-root", str(REPO_ROOT)]
+        host = subprocess.Popen(host_args, cwd=REPO_ROOT, env=env)  # noqa: S603 - our own module
+        children.append(host)
+        wait_for(f"http://127.0.0.1:{args.host_port}/api/health", 60, host)
+        logger.info(
+            "ready: API http://127.0.0.1:%d/api, Graph emulator http://127.0.0.1:%d/v1.0 "
+            "(mailboxes %s), Azurite ports %s",
+            args.host_port,
+            args.graph_port,
+            ", ".join(mailboxes),
+            DEFAULT_AZURITE_PORTS,
+        )
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        failed = [child for child in children if child.poll() not in (None, 0)]
+        return 1 if failed else 0
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in reversed(children):
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        azurite.stop()
+        logger.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The push: make each resource's calendar match its booking (booking → Outlook).
+
+For every resource of the booking whose direction pushes, the desired state is computed
+from the booking (an event with the rendered templates, a `Cancelled: ` event, or no
+event) and compared with the event mapping. Writes for all calendars go to Graph as one
+`$batch`. Creates are recorded as intents first (a pending transactionId), so a retry
+re-sends the same transactionId and never makes a second event.
+
+Permanent failures (access denied, mailbox gone) make the resource failing and are kept
+on the mapping; transient ones are raised after recording, so the queue retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from shared.domain.bookings import Booking, BookingStatus
+from shared.domain.calendar import CalendarEvent, EventDraft, EventMapping
+from shared.domain.errors import (
+    DomainError,
+    GraphAccessDenied,
+    GraphNotFound,
+    GraphThrottled,
+    GraphTransient,
+)
+from shared.domain.messages import PushBooking
+from shared.domain.resources import CancelledEventMode, Resource
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import (
+    BookingRepository,
+    CalendarGateway,
+    EventMappingRepository,
+    EventWrite,
+    ResourceRepository,
+    Stored,
+    SyncLog,
+)
+from shared.services.connection import ConnectionTracker
+
+logger = logging.getLogger(__name__)
+
+CANCELLED_PREFIX = "Cancelled: "
+
+
+class PushIncomplete(DomainError):
+    """Some calendars could not be written for a transient reason; retry the message."""
+
+    code = "push_incomplete"
+
+
+def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
+    """The event the resource's calendar should hold for the booking (None: no event)."""
+    settings = resource.settings
+    cancelled = booking.status is BookingStatus.CANCELLED
+    if cancelled and settings.cancelled_event_mode is CancelledEventMode.DELETE:
+        return None
+    zone = ZoneInfo(settings.time_zone)
+    values = {
+        "title": booking.title,
+        "customerName": booking.customer.name,
+        "customerEmail": booking.customer.email,
+        "location": booking.location or "",
+        "notes": booking.notes or "",
+        "bookingId": booking.booking_id,
+        "start": booking.start.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+        "end": booking.end.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+    }
+    subject = settings.subject_template.format_map(values)[:255]
+    if cancelled:
+        subject = (CANCELLED_PREFIX + subject)[:255]
+    return EventDraft(
+        subject=subject,
+        body=settings.body_template.format_map(values).strip()[:8000],
+        location=booking.location,
+        start=booking.start,
+        end=booking.end,
+        time_zone=settings.time_zone,
+        booking_id=booking.booking_id,
+    )
+
+
+def transaction_id(booking: Booking, resource_id: str) -> str:
+    """Deterministic per booking, resource and version: a retried create is recognised."""
+    return f"{booking.booking_id}.{resource_id}.v{booking.version}"
+
+
+@dataclass
+class _Planned:
+    resource: Resource
+    mapping: Stored[EventMapping]
+    draft: EventDraft | None  # None for a delete
+    write: EventWrite
+
+
+class PushService:
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        bookings: BookingRepository,
+        event_mappings: EventMappingRepository,
+        gateway: CalendarGateway,
+        sync_log: SyncLog,
+        connection: ConnectionTracker,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._resources = resources
+        self._bookings = bookings
+        self._mappings = event_mappings
+        self._gateway = gateway
+        self._sync_log = sync_log
+        self._connection = connection
+        self._clock = clock
+
+    async def push(self, message: PushBooking) -> None:
+        """Idempotent. Raises PushIncomplete when a transient failure should be retried."""
+        stored = await self._bookings.get(message.booking_id)
+        if stored is None:
+            logger.warning("push of unknown booking %s dropped", message.booking_id)
+            return
+        booking = stored.value
+        now = self._clock()
+        planned: list[_Planned] = []
+        for resource_id in booking.resource_ids:
+            plan = await self._plan(booking, resource_id, now, message.include_past)
+            if plan is not None:
+                planned.append(plan)
+        if not planned:
+            return
+        results = await self._gateway.write_batch([p.write for p in planned])
+        transient: list[str] = []
+        for plan, result in zip(planned, results, strict=True):
+            if result.error is None:
+                await self._record_success(booking, plan, result.event, now)
+            elif await self._record_failure(booking, plan, result.error, now):
+                transient.append(plan.resource.resource_id)
+        if transient:
+            raise PushIncomplete(f"booking {booking.booking_id}: retry for {', '.join(transient)}")
+
+    async def _plan(
+        self, booking: Booking, resource_id: str, now: datetime, include_past: bool
+    ) -> _Planned | None:
+        stored_resource = await self._resources.get(resource_id)
+        if stored_resource is None:
+            return None
+        resource = stored_resource.value
+        if not resource.settings.direction.pushes or not resource.settings.active:
+            return None
+        mapping = await self._mappings.get(resource_id, booking.booking_id)
+        current = mapping.value if mapping else None
+        draft = render_draft(booking, resource)
+        mailbox = resource.settings.mailbox
+        if draft is None:
+            if mapping is None or current is None or current.event_id is None:
+                return None
+            write = EventWrite(mailbox=mailbox, op="delete", event_id=current.event_id)
+            return _Planned(resource, mapping, None, write)
+        if mapping is not None and current is not None and current.event_id is not None:
+            if current.booking_version >= booking.version and current.last_error is None:
+                return None  # already in sync
+            write = EventWrite(mailbox=mailbox, op="update", event_id=current.event_id, draft=draft)
+            return _Planned(resource, mapping, draft, write)
+        if booking.is_in_past(now) and not include_past:
+            return None
+        mapping, tx = await self._record_intent(booking, resource, mapping)
+        write = EventWrite(mailbox=mailbox, op="create", draft=draft, transaction_id=tx)
+        return _Planned(resource, mapping, draft, write)
+
+    async def _record_intent(
+        self, booking: Booking, resource: Resource, mapping: Stored[EventMapping] | None
+    ) -> tuple[Stored[EventMapping], str]:
+        if mapping is not None and mapping.value.pending_transaction_id is not None:
+            # A create was sent before: send the same transactionId again.
+            return mapping, mapping.value.pending_transaction_id
+        tx = transaction_id(booking, resource.resource_id)
+        if mapping is None:
+            added = await self._mappings.add(
+                EventMapping(
+                    resource_id=resource.resource_id,
+                    booking_id=booking.booking_id,
+                    mailbox=resource.settings.mailbox,
+                    pending_transaction_id=tx,
+                )
+            )
+            return added, tx
+        updated = await self._mappings.update(
+            mapping.value.model_copy(update={"pending_transaction_id": tx}), mapping.etag
+        )
+        return updated, tx
+
+    async def _record_success(
+        self, booking: Booking, plan: _Planned, event: CalendarEvent | None, now: datetime
+    ) -> None:
+        resource_id = plan.resource.resource_id
+        base = plan.mapping.value
+        if plan.write.op == "delete":
+            mapping = base.model_copy(
+                update={
+                    "event_id": None,
+                    "change_key": None,
+                    "booking_version": booking.version,
+                    "synced_at": now,
+                    "last_error": None,
+                }
+            )
+        elif event is not None and plan.draft is not None:
+            mapping = base.model_copy(
+                update={
+                    "event_id": event.event_id,
+                    "change_key": event.change_key,
+                    "pushed_start": plan.draft.start,
+                    "pushed_end": plan.draft.end,
+                    "pushed_subject": plan.draft.subject,
+                    "booking_version": booking.version,
+                    "synced_at": now,
+                    "last_error": None,
+                    "pending_transaction_id": None,
+                }
+            )
+        else:
+            raise GraphTransient("Graph acknowledged a write without returning the event")
+        await self._mappings.update(mapping, plan.mapping.etag)
+        await self._connection.mark_synced(resource_id)
+        await self._log(booking, plan, SyncOutcome.OK, None, now)
+
+    async def _record_failure(
+        self, booking: Booking, plan: _Planned, error: DomainError, now: datetime
+    ) -> bool:
+        """Keep the error on the mapping and in the log; True when worth retrying."""
+        resource_id = plan.resource.resource_id
+        permanent = isinstance(error, GraphAccessDenied) or (
+            isinstance(error, GraphNotFound)
+            and plan.write is not None
+            and plan.write.op == "create"
+        )
+        if (
+            isinstance(error, GraphNotFound)
+            and plan.write is not None
+            and plan.write.op == "delete"
+        ):
+            # Already gone: that is what we wanted.
+            await self._record_success(booking, plan, None, now)
+            return False
+        message = f"{error.code}: {error.message}"[:500]
+        await self._mappings.update(
+            plan.mapping.value.model_copy(update={"last_error": message}), plan.mapping.etag
+        )
+        if permanent:
+            await self._connection.mark_failing(resource_id, message)
+        await self._log(booking, plan, SyncOutcome.FAILED, message, now)
+        logger.warning(
+            "push of booking %s to %s failed: %s", booking.booking_id, resource_id, error.code
+        )
+        return isinstance(error, GraphThrottled | GraphTransient)
+
+    async def _log(
+        self,
+        booking: Booking,
+        plan: _Planned,
+        outcome: SyncOutcome,
+        detail: str | None,
+        now: datetime,
+    ) -> None:
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=plan.resource.resource_id,
+                at=now,
+                direction=SyncDirection.OUTBOUND,
+                action=f"{plan.write.op}_event",
+                outcome=outcome,
+                booking_id=booking.booking_id,
+                event_id=plan.write.event_id,
+                detail=detail,
+            )
+        )

@@ -1,0 +1,224 @@
+"""Resources: connect (check the mailbox, subscribe, pull busy time), read, disconnect."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from shared.domain.base import DomainModel, UtcDatetime
+from shared.domain.errors import (
+    ConcurrencyConflict,
+    GraphAccessDenied,
+    GraphError,
+    GraphNotFound,
+    InvalidInput,
+    NotFound,
+)
+from shared.domain.resources import ConnectionState, ConnectionStatus, Resource, ResourceSettings
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import (
+    CalendarGateway,
+    EventMappingRepository,
+    ResourceRepository,
+    Stored,
+    SyncLog,
+)
+from shared.services.connection import ConnectionTracker
+from shared.services.mirror import MirrorService
+
+logger = logging.getLogger(__name__)
+
+
+class SubscriptionKeeper(Protocol):
+    """Creates and drops a resource's Graph subscription (the inbound side fills it)."""
+
+    async def subscribe(self, resource: Resource) -> Resource: ...
+    async def unsubscribe(self, resource: Resource) -> Resource: ...
+
+
+class NoSubscriptions:
+    """Until the inbound side exists: no subscription, nothing to drop."""
+
+    async def subscribe(self, resource: Resource) -> Resource:
+        return resource
+
+    async def unsubscribe(self, resource: Resource) -> Resource:
+        return resource
+
+
+class SubscriptionView(DomainModel):
+    id: str | None
+    expires_at: UtcDatetime | None
+
+
+class ResourceView(DomainModel):
+    resource_id: str
+    settings: ResourceSettings
+    status: ConnectionStatus
+    subscription: SubscriptionView
+    mapped_events: int
+
+
+class ResourceService:
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        event_mappings: EventMappingRepository,
+        gateway: CalendarGateway,
+        mirror: MirrorService,
+        subscriptions: SubscriptionKeeper,
+        connection: ConnectionTracker,
+        sync_log: SyncLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._resources = resources
+        self._mappings = event_mappings
+        self._gateway = gateway
+        self._mirror = mirror
+        self._subscriptions = subscriptions
+        self._connection = connection
+        self._sync_log = sync_log
+        self._clock = clock
+
+    async def put(self, resource_id: str, settings: ResourceSettings) -> tuple[ResourceView, bool]:
+        """Create or update; returns the view and whether it was created.
+
+        Connecting (a new resource, a changed mailbox, or one that was disconnected)
+        checks that the mailbox answers, subscribes and pulls its busy time. Raises
+        InvalidInput when the mailbox does not exist or cannot be read.
+        """
+        for _ in range(5):
+            stored = await self._resources.get(resource_id)
+            reconnect = (
+                stored is None
+                or stored.value.settings.mailbox != settings.mailbox
+                or stored.value.status.state is ConnectionState.DISCONNECTED
+            )
+            if reconnect:
+                await self._check_mailbox(settings.mailbox)
+            now = self._clock()
+            try:
+                if stored is None:
+                    saved = await self._resources.add(
+                        Resource(
+                            resource_id=resource_id,
+                            settings=settings,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                else:
+                    update: dict[str, object] = {"settings": settings, "updated_at": now}
+                    if reconnect:
+                        update["status"] = ConnectionStatus(
+                            state=ConnectionState.CONNECTED, since=now
+                        )
+                    saved = await self._resources.update(
+                        stored.value.model_copy(update=update), stored.etag
+                    )
+            except ConcurrencyConflict:
+                continue
+            if reconnect:
+                await self._connect(saved)
+            return await self.get(resource_id), stored is None
+        raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
+
+    async def _check_mailbox(self, mailbox: str) -> None:
+        try:
+            await self._gateway.check_mailbox(mailbox)
+        except GraphNotFound as exc:
+            raise InvalidInput(
+                f"mailbox {mailbox} was not found in the tenant",
+                details=[{"field": "mailbox", "message": "not found in Microsoft 365"}],
+            ) from exc
+        except GraphAccessDenied as exc:
+            raise InvalidInput(
+                f"the app may not read mailbox {mailbox}: grant Calendars.ReadWrite for it",
+                details=[{"field": "mailbox", "message": "access denied by Microsoft 365"}],
+            ) from exc
+
+    async def _connect(self, stored: Stored[Resource]) -> None:
+        resource = await self._subscriptions.subscribe(stored.value)
+        if resource.settings.direction.pulls:
+            try:
+                await self._mirror.pull(resource)
+            except GraphError as exc:
+                await self._connection.mark_failing(
+                    resource.resource_id, f"initial pull failed: {exc.code}"
+                )
+                return
+            await self._connection.mark_synced(resource.resource_id, mirror_refreshed=True)
+        await self._log(resource.resource_id, "connected", SyncOutcome.OK)
+
+    async def get(self, resource_id: str) -> ResourceView:
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            raise NotFound(f"resource {resource_id} does not exist")
+        resource = stored.value
+        mappings = await self._mappings.list_for_resource(resource_id)
+        return ResourceView(
+            resource_id=resource.resource_id,
+            settings=resource.settings,
+            status=resource.status,
+            subscription=SubscriptionView(
+                id=resource.subscription_id, expires_at=resource.subscription_expires_at
+            ),
+            mapped_events=sum(1 for m in mappings if m.value.event_id is not None),
+        )
+
+    async def disconnect(self, resource_id: str, *, remove_events: bool) -> ResourceView:
+        """Drop the subscription (and, if asked, our events). Idempotent."""
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            raise NotFound(f"resource {resource_id} does not exist")
+        resource = await self._subscriptions.unsubscribe(stored.value)
+        if remove_events:
+            await self._remove_our_events(resource)
+        for _ in range(5):
+            current = await self._resources.get(resource_id)
+            if current is None:
+                break
+            status = current.value.status.model_copy(
+                update={
+                    "state": ConnectionState.DISCONNECTED,
+                    "reason": None,
+                    "since": self._clock(),
+                }
+            )
+            try:
+                await self._resources.update(
+                    current.value.model_copy(update={"status": status}), current.etag
+                )
+                break
+            except ConcurrencyConflict:
+                continue
+        await self._log(resource_id, "disconnected", SyncOutcome.OK)
+        return await self.get(resource_id)
+
+    async def _remove_our_events(self, resource: Resource) -> None:
+        mailbox = resource.settings.mailbox
+        for event in await self._gateway.list_our_events(mailbox):
+            await self._gateway.delete_event(mailbox, event.event_id)
+        for mapping in await self._mappings.list_for_resource(resource.resource_id):
+            if mapping.value.event_id is not None:
+                cleared = mapping.value.model_copy(update={"event_id": None, "change_key": None})
+                await self._mappings.update(cleared, mapping.etag)
+
+    async def sync_log(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
+        if await self._resources.get(resource_id) is None:
+            raise NotFound(f"resource {resource_id} does not exist")
+        return await self._sync_log.newest(resource_id, limit)
+
+    async def _log(self, resource_id: str, action: str, outcome: SyncOutcome) -> None:
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource_id,
+                at=self._clock(),
+                direction=SyncDirection.CONNECTION,
+                action=action,
+                outcome=outcome,
+            )
+        )

@@ -1,0 +1,268 @@
+"""The HTTP API, calling the decorated functions with func.HttpRequest over fake ports:
+bad input gets a clear 4xx naming the field, never a 500."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+import function_app
+from functions import bookings, openapi, resources
+from functions.openapi import OPERATIONS
+from shared.domain.resources import ConnectionStatus
+from tests.builders import T0
+from tests.fakes import Clock, FakeWorld, fake_world
+
+MAILBOXES = ("room-1@contoso.com", "alice@contoso.com")
+
+
+@pytest.fixture
+async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    w = fake_world(Clock(T0 - timedelta(days=1)), MAILBOXES)
+    for module in (bookings, resources):
+        monkeypatch.setattr(module, "get_services", lambda: w.services)
+    for resource_id in ("room-1", "alice"):
+        status, _ = await call(
+            resources.put_resource,
+            "PUT",
+            {"resourceId": resource_id},
+            {"mailbox": f"{resource_id}@contoso.com", "displayName": resource_id},
+        )
+        assert status == 201
+    return w
+
+
+async def call(
+    function: Any,
+    method: str,
+    route_params: dict[str, str] | None = None,
+    body: object = None,
+    *,
+    raw: bytes | None = None,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    handler: Callable[[func.HttpRequest], Any] = function.build().get_user_function()
+    data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    request = func.HttpRequest(
+        method=method,
+        url="http://localhost/api/x",
+        body=data,
+        headers=headers or {},
+        params=params or {},
+        route_params=route_params or {},
+    )
+    response: func.HttpResponse = await handler(request)
+    payload = response.get_body()
+    return response.status_code, json.loads(payload) if payload else None
+
+
+def booking_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceIds": ["room-1"],
+        "start": (T0).isoformat(),
+        "end": (T0 + timedelta(hours=1)).isoformat(),
+        "title": "Intro call",
+        "customer": {"name": "Ada", "email": "ada@example.com"},
+    }
+    body.update(overrides)
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> set[str]:
+    return {detail["field"] for detail in body["error"]["details"]}
+
+
+async def test_create_get_cancel_round_trip(world: FakeWorld) -> None:
+    status, created = await call(bookings.create_booking, "POST", body=booking_body())
+    assert status == 201
+    assert created["status"] == "confirmed"
+    assert created["sync"][0]["resourceId"] == "room-1"
+
+    status, fetched = await call(bookings.get_booking, "GET", {"bookingId": created["bookingId"]})
+    assert (status, fetched["bookingId"]) == (200, created["bookingId"])
+
+    status, cancelled = await call(
+        bookings.cancel_booking, "POST", {"bookingId": created["bookingId"]}
+    )
+    assert (status, cancelled["status"]) == (200, "cancelled")
+    status, again = await call(bookings.cancel_booking, "POST", {"bookingId": created["bookingId"]})
+    assert (status, again["status"]) == (200, "cancelled")
+
+
+async def test_overlap_is_409_slot_unavailable(world: FakeWorld) -> None:
+    await call(bookings.create_booking, "POST", body=booking_body())
+    status, body = await call(bookings.create_booking, "POST", body=booking_body())
+    assert status == 409
+    assert body["error"]["code"] == "slot_unavailable"
+
+
+async def test_idempotency_replay_and_other_body(world: FakeWorld) -> None:
+    headers = {"Idempotency-Key": "abc"}
+    s1, first = await call(bookings.create_booking, "POST", body=booking_body(), headers=headers)
+    s2, second = await call(bookings.create_booking, "POST", body=booking_body(), headers=headers)
+    s3, other = await call(
+        bookings.create_booking, "POST", body=booking_body(title="Else"), headers=headers
+    )
+    assert (s1, s2) == (201, 201)
+    assert first == second
+    assert s3 == 422
+    assert other["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_reschedule_into_taken_slot_is_409(world: FakeWorld) -> None:
+    _, a = await call(bookings.create_booking, "POST", body=booking_body())
+    later = T0 + timedelta(hours=2)
+    await call(
+        bookings.create_booking,
+        "POST",
+        body=booking_body(start=later.isoformat(), end=(later + timedelta(hours=1)).isoformat()),
+    )
+    status, _ = await call(
+        bookings.reschedule_booking,
+        "POST",
+        {"bookingId": a["bookingId"]},
+        {"start": later.isoformat(), "end": (later + timedelta(minutes=30)).isoformat()},
+    )
+    assert status == 409
+    _, unchanged = await call(bookings.get_booking, "GET", {"bookingId": a["bookingId"]})
+    assert unchanged["start"] == a["start"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"{not json", 400, "malformed_json"),
+        (b"[1, 2]", 400, "malformed_json"),
+        (b"", 400, "malformed_json"),
+        (b"{" + b'"a":"' + b"x" * 70_000 + b'"}', 413, "body_too_large"),
+    ],
+)
+async def test_malformed_bodies(world: FakeWorld, raw: bytes, status: int, code: str) -> None:
+    got, body = await call(bookings.create_booking, "POST", raw=raw)
+    assert (got, body["error"]["code"]) == (status, code)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"start": "2030-01-07T09:00:00"}, "start"),
+        ({"end": T0.isoformat()}, "body"),
+        ({"resourceIds": [f"r{i}" for i in range(21)]}, "resourceIds"),
+        ({"resourceIds": ["room-1", "ghost"]}, "resourceIds.1"),
+        ({"title": ""}, "title"),
+        ({"customer": {"name": "Ada"}}, "customer.email"),
+        ({"resourceIds": None}, "resourceIds"),
+    ],
+)
+async def test_invalid_booking_names_the_field(
+    world: FakeWorld, overrides: dict[str, Any], field: str
+) -> None:
+    status, body = await call(bookings.create_booking, "POST", body=booking_body(**overrides))
+    assert status == 422
+    assert field in error_fields(body)
+    assert body["error"]["message"]
+
+
+async def test_missing_fields_are_all_named(world: FakeWorld) -> None:
+    status, body = await call(bookings.create_booking, "POST", body={})
+    assert status == 422
+    assert {"resourceIds", "start", "end", "title", "customer"} <= error_fields(body)
+
+
+async def test_unknown_booking_and_bad_ids(world: FakeWorld) -> None:
+    status, body = await call(bookings.get_booking, "GET", {"bookingId": "nope"})
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    status, body = await call(bookings.get_booking, "GET", {"bookingId": "../etc"})
+    assert (status, error_fields(body)) == (422, {"bookingId"})
+
+
+async def test_availability_and_its_query_errors(world: FakeWorld) -> None:
+    await call(bookings.create_booking, "POST", body=booking_body())
+    params = {
+        "start": T0.isoformat(),
+        "end": (T0 + timedelta(hours=2)).isoformat(),
+        "durationMinutes": "30",
+    }
+    status, body = await call(
+        resources.get_availability, "GET", {"resourceId": "room-1"}, params=params
+    )
+    assert status == 200
+    assert [b["source"] for b in body["busy"]] == ["booking"]
+    assert [s["start"] for s in body["freeSlots"]] == [
+        (T0 + timedelta(minutes=60)).isoformat().replace("+00:00", "Z"),
+        (T0 + timedelta(minutes=90)).isoformat().replace("+00:00", "Z"),
+    ]
+
+    status, body = await call(
+        resources.get_availability, "GET", {"resourceId": "room-1"}, params={"start": "x"}
+    )
+    assert status == 422
+    assert {"start", "end"} <= error_fields(body)
+
+
+async def test_stale_mirror_answers_503(world: FakeWorld) -> None:
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    stale = ConnectionStatus(mirror_refreshed_at=T0 - timedelta(days=30))
+    await world.resources.update(stored.value.model_copy(update={"status": stale}), stored.etag)
+
+    status, body = await call(bookings.create_booking, "POST", body=booking_body())
+
+    assert status == 503
+    assert body["error"]["code"] == "calendar_unavailable"
+    assert "older than" in body["error"]["message"]
+
+
+async def test_put_resource_validates_and_checks_the_mailbox(world: FakeWorld) -> None:
+    status, body = await call(
+        resources.put_resource,
+        "PUT",
+        {"resourceId": "r2"},
+        {"mailbox": "nobody@contoso.com", "displayName": "R2"},
+    )
+    assert (status, error_fields(body)) == (422, {"mailbox"})
+    status, body = await call(
+        resources.put_resource,
+        "PUT",
+        {"resourceId": "r2"},
+        {"mailbox": "alice@contoso.com", "displayName": "R2", "direction": "up", "timeZone": "X/Y"},
+    )
+    assert (status, error_fields(body)) == (422, {"direction", "timeZone"})
+
+
+async def test_get_resource_shows_status(world: FakeWorld) -> None:
+    status, body = await call(resources.get_resource, "GET", {"resourceId": "room-1"})
+    assert status == 200
+    assert body["status"]["state"] == "connected"
+    assert body["status"]["mirrorRefreshedAt"] is not None
+    assert body["settings"]["mailbox"] == "room-1@contoso.com"
+
+
+def registered_routes() -> set[tuple[str, str]]:
+    routes: set[tuple[str, str]] = set()
+    for function in function_app.app.get_functions():
+        trigger = function.get_trigger().get_dict_repr()
+        if trigger["type"] == "httpTrigger":
+            for method in trigger["methods"]:
+                routes.add((str(method.value), trigger["route"]))
+    return routes
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    documented = {(op.method, op.route) for op in OPERATIONS}
+    assert documented == registered_routes()
+
+
+async def test_openapi_document_is_served() -> None:
+    status, spec = await call(openapi.openapi, "GET")
+    assert status == 200
+    assert spec["openapi"] == "3.1.0"
+    schema = spec["paths"]["/api/bookings"]["post"]["requestBody"]["content"]["application/json"]
+    assert schema["schema"]["$ref"] == "#/components/schemas/BookingRequest"
+    assert "resourceIds" in spec["components"]["schemas"]["BookingRequest"]["properties"]
