@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.storage",
+    "tests.fixtures.graph_emulator",
 ]

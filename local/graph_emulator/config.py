@@ -1,0 +1,59 @@
+"""Start-up configuration of the Graph emulator (fixed for the life of one server)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# A fixed tenant so that an app configured once keeps matching the emulator across restarts.
+DEFAULT_TENANT_ID = "8d1c7a4e-2f3b-4c5d-9e6f-a1b2c3d4e5f6"
+# The application id reported in subscriptions (Graph reports the caller's app id).
+DEFAULT_APPLICATION_ID = "0c5e8b7a-1d2f-4a3b-8c9d-e0f1a2b3c4d5"
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Tunables. Defaults follow Microsoft Graph where Graph documents a figure, and are
+    short where Graph's real figure (hours of retries) would make tests slow."""
+
+    tenant_id: str = DEFAULT_TENANT_ID
+    application_id: str = DEFAULT_APPLICATION_ID
+    startup_mailboxes: tuple[str, ...] = ()
+
+    # Auth: any non-empty bearer token unless strict; strict accepts only tokens issued by
+    # the emulator's token endpoint. An empty client map accepts any client id and secret.
+    strict_auth: bool = False
+    client_credentials: Mapping[str, str] = field(default_factory=dict)
+    token_lifetime_s: int = 3599
+
+    # Outlook limits per app per mailbox.
+    mailbox_concurrency: int = 4
+    mailbox_budget: int = 10_000
+    mailbox_budget_window_s: float = 600.0
+    concurrency_retry_after_s: int = 1
+
+    # Subscriptions: live tenants refuse more than 10,070 minutes for Outlook events.
+    max_subscription_minutes: int = 10_070
+    max_client_state_length: int = 128
+    validation_timeout_s: float = 10.0
+
+    # Change-notification delivery.
+    notification_batch_window_s: float = 0.05
+    notification_delay_s: float = 0.0
+    notification_timeout_s: float = 3.0
+    notification_retry_delays_s: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    duplicate_notifications: bool = False
+    missed_on_give_up: bool = True
+
+    # Paging and batching.
+    default_page_size: int = 10
+    max_page_size: int = 1000
+    max_batch_requests: int = 20
+    batch_parallelism: int = 4
+
+    # Added to every Graph route (milliseconds); can also be changed at run time.
+    latency_ms: int = 0
+
+    @property
+    def notification_max_attempts(self) -> int:
+        return len(self.notification_retry_delays_s) + 1

@@ -1,0 +1,144 @@
+"""``/users/{id}/events`` (and ``/calendar/events``): create, list, get, update, delete.
+
+Writes publish change notifications whoever makes them, the app or a test playing the
+Outlook user. Occurrences of a series are addressed by their own ids: updating one turns it
+into an exception, deleting one removes it from the series, and both notify an update of
+the series master (the only notification Graph sends when one occurrence is deleted).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from local.graph_emulator.calendar_view import find_event, make_exception
+from local.graph_emulator.errors import not_found_item
+from local.graph_emulator.events import create_event, patch_event, render_event, touch
+from local.graph_emulator.lookups import (
+    check_if_match,
+    context_url,
+    path_url,
+    preference_headers,
+    preferred_zone,
+    require_mailbox,
+)
+from local.graph_emulator.odata import (
+    apply_orderby,
+    apply_select,
+    link_with,
+    page_window,
+    parse_expand,
+    parse_filter,
+)
+from local.graph_emulator.router import GraphRequest, GraphResponse, Params, no_content, ok
+from local.graph_emulator.state import Mailbox
+from local.graph_emulator.timezones import utc_now
+
+if TYPE_CHECKING:
+    from local.graph_emulator.emulator import GraphEmulator
+
+
+def _entity(request: GraphRequest, mailbox: Mailbox, rendered: dict[str, Any]) -> dict[str, Any]:
+    context = context_url(request, f"users('{mailbox.upn}')/events/$entity")
+    return {"@odata.context": context, **rendered}
+
+
+async def list_events(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    mailbox = require_mailbox(emu, params)
+    zone = preferred_zone(request)
+    expansion = parse_expand(request.param("$expand"))
+    predicate = parse_filter(request.param("$filter"))
+    records = [r for r in mailbox.events.values() if predicate is None or predicate(r)]
+    records = apply_orderby(records, request.param("$orderby"))
+    skip, size, _ = page_window(
+        request.query, request.prefs, emu.config.default_page_size, emu.config.max_page_size
+    )
+    select = request.param("$select")
+    page = records[skip : skip + size]
+    body: dict[str, Any] = {
+        "@odata.context": context_url(request, f"users('{mailbox.upn}')/events"),
+        "value": [
+            apply_select(render_event(r, zone=zone, expansion=expansion), select) for r in page
+        ],
+    }
+    if skip + size < len(records):
+        body["@odata.nextLink"] = link_with(path_url(request), request.query, skip=str(skip + size))
+    return ok(body, headers=preference_headers(request, page_size_applied=True))
+
+
+async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    mailbox = require_mailbox(emu, params)
+    body = request.json_object()
+    zone = preferred_zone(request)
+    transaction_id = body.get("transactionId")
+    if transaction_id:
+        existing = mailbox.events.get(mailbox.transactions.get(str(transaction_id), ""))
+        if existing is not None:
+            # A retried create: Graph answers with the first event and creates nothing.
+            return ok(_entity(request, mailbox, render_event(existing, zone=zone)), 201)
+    record = create_event(mailbox, body, utc_now())
+    mailbox.events[record.id] = record
+    if record.transaction_id:
+        mailbox.transactions[record.transaction_id] = record.id
+    emu.notifier.publish_change(mailbox, record.id, "created", record.change_key)
+    rendered = render_event(record, zone=zone)
+    return ok(_entity(request, mailbox, rendered), 201, preference_headers(request))
+
+
+async def get(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    mailbox = require_mailbox(emu, params)
+    record = find_event(mailbox, params["eventId"])
+    if record is None:
+        raise not_found_item()
+    rendered = render_event(
+        record,
+        zone=preferred_zone(request),
+        expansion=parse_expand(request.param("$expand")),
+    )
+    rendered = apply_select(rendered, request.param("$select"))
+    return ok(_entity(request, mailbox, rendered), headers=preference_headers(request))
+
+
+async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    mailbox = require_mailbox(emu, params)
+    record = find_event(mailbox, params["eventId"])
+    if record is None:
+        raise not_found_item()
+    check_if_match(request, record.change_key)
+    body = request.json_object()
+    now = utc_now()
+    if record.type in ("occurrence", "exception"):
+        master = mailbox.events[str(record.series_master_id)]
+        assert record.original_start is not None
+        changed = make_exception(record) if record.type == "occurrence" else record
+        patch_event(changed, body, now)
+        master.exceptions[record.original_start] = changed
+        touch(master, now)
+        emu.notifier.publish_change(mailbox, changed.id, "updated", changed.change_key)
+        emu.notifier.publish_change(mailbox, master.id, "updated", master.change_key)
+        record = changed
+    else:
+        patch_event(record, body, now)
+        emu.notifier.publish_change(mailbox, record.id, "updated", record.change_key)
+    rendered = render_event(record, zone=preferred_zone(request))
+    return ok(_entity(request, mailbox, rendered), headers=preference_headers(request))
+
+
+async def delete(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    mailbox = require_mailbox(emu, params)
+    record = find_event(mailbox, params["eventId"])
+    if record is None:
+        raise not_found_item()
+    check_if_match(request, record.change_key)
+    if record.type in ("occurrence", "exception"):
+        master = mailbox.events[str(record.series_master_id)]
+        assert record.original_start is not None
+        master.exceptions.pop(record.original_start, None)
+        master.cancelled_occurrences.add(record.original_start)
+        touch(master, utc_now())
+        emu.notifier.publish_change(mailbox, master.id, "updated", master.change_key)
+        return no_content()
+    del mailbox.events[record.id]
+    if record.transaction_id:
+        mailbox.transactions.pop(record.transaction_id, None)
+    emu.notifier.publish_change(mailbox, record.id, "deleted", record.change_key)
+    return no_content()

@@ -1,0 +1,120 @@
+"""Injected faults: a status (and code, Retry-After) and/or latency for matching Graph requests."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from local.graph_emulator.errors import GraphError, default_code_for
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Fault:
+    id: int
+    mailbox: str | None
+    path_contains: str | None
+    status: int | None
+    code: str | None
+    message: str | None
+    remaining: int | None  # None: until cleared
+    retry_after: int | None
+    latency_ms: int
+
+    def matches(self, mailbox_keys: set[str], path: str) -> bool:
+        if self.mailbox is not None and self.mailbox not in mailbox_keys:
+            return False
+        return self.path_contains is None or self.path_contains.lower() in path.lower()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "mailbox": self.mailbox,
+            "pathContains": self.path_contains,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "count": self.remaining,
+            "retryAfter": self.retry_after,
+            "latencyMs": self.latency_ms,
+        }
+
+    def to_error(self) -> GraphError:
+        assert self.status is not None
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        return GraphError(
+            self.status,
+            self.code or default_code_for(self.status),
+            self.message or "Fault injected by the Graph emulator.",
+            headers=headers,
+        )
+
+
+def _optional_int(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"'{key}' must be an integer")
+    return value
+
+
+class FaultRegistry:
+    """Faults in the order added; the first match wins and spends one of its count."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+
+    def add(self, body: dict[str, Any]) -> Fault:
+        """Validate a control-API body and register it. Raises ValueError when malformed."""
+        status = _optional_int(body, "status")
+        latency = _optional_int(body, "latencyMs") or 0
+        if status is None and latency <= 0:
+            raise ValueError("a fault needs a 'status' or a positive 'latencyMs'")
+        if status is not None and not 100 <= status <= 599:
+            raise ValueError("'status' must be an HTTP status")
+        count = _optional_int(body, "count")
+        if count is not None and count < 1:
+            raise ValueError("'count' must be at least 1 (omit it for until-cleared)")
+        mailbox = body.get("mailbox")
+        path_contains = body.get("pathContains")
+        fault = Fault(
+            id=next(self._ids),
+            mailbox=str(mailbox).lower() if mailbox else None,
+            path_contains=str(path_contains) if path_contains else None,
+            status=status,
+            code=str(body["code"]) if body.get("code") else None,
+            message=str(body["message"]) if body.get("message") else None,
+            remaining=count,
+            retry_after=_optional_int(body, "retryAfter"),
+            latency_ms=latency,
+        )
+        self._faults.append(fault)
+        logger.info("fault %s added: status=%s latency=%sms", fault.id, status, latency)
+        return fault
+
+    def take(self, mailbox_keys: set[str], path: str) -> Fault | None:
+        """The first matching fault, its count spent (and removed when used up)."""
+        for fault in self._faults:
+            if fault.matches(mailbox_keys, path):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                return fault
+        return None
+
+    def remove(self, fault_id: int) -> bool:
+        before = len(self._faults)
+        self._faults = [f for f in self._faults if f.id != fault_id]
+        return len(self._faults) != before
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def list(self) -> list[Fault]:
+        return list(self._faults)
