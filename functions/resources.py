@@ -10,6 +10,7 @@ from pydantic import Field
 from functions.http import json_response, parse_body, parse_query, respond, route_id
 from shared.composition import get_services
 from shared.domain.base import DomainModel
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ResyncResource
 from shared.domain.resources import ResourceSettings
 from shared.services.availability import AvailabilityQuery
 
@@ -76,5 +77,18 @@ async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
         query = parse_query(req, SyncLogQuery, {"limit": "limit"})
         entries = await get_services().resources.sync_log(resource_id, query.limit)
         return json_response({"value": [entry.model_dump(mode="json") for entry in entries]})
+
+    return await respond(handle)
+
+
+@bp.route(route="resources/{resourceId}/resync", methods=["POST"])
+async def resync_resource(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        resource_id = route_id(req, "resourceId")
+        await get_services().resources.get(resource_id)  # 404 for unknown resources
+        await get_services().ports.queue.send(
+            SYNC_OUTBOUND_QUEUE, ResyncResource(resource_id=resource_id, reason="requested")
+        )
+        return json_response({"resourceId": resource_id, "status": "accepted"}, status=202)
 
     return await respond(handle)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.data.tables.aio import TableServiceClient
@@ -47,10 +47,15 @@ from shared.ports import (
 from shared.services.availability import AvailabilityService
 from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
+from shared.services.inbound import InboundService, NotificationIntake
 from shared.services.mirror import MirrorService
+from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
-from shared.services.resources import NoSubscriptions, ResourceService
+from shared.services.reconcile import ReconcileService
+from shared.services.resources import ResourceService
 from shared.services.slots import SlotKeeper
+from shared.services.subscriptions import SubscriptionService
+from shared.services.upkeep import Upkeep
 from shared.settings import GraphAuthMode, Settings, get_settings
 
 
@@ -158,6 +163,11 @@ class Services:
     bookings: BookingService
     availability: AvailabilityService
     push: PushService
+    subscriptions: SubscriptionService
+    intake: NotificationIntake
+    inbound: InboundService
+    reconcile: ReconcileService
+    upkeep: Upkeep
 
 
 def build_services(
@@ -176,6 +186,62 @@ def build_services(
         days_back=settings.mirror_days_back,
         days_ahead=settings.mirror_days_ahead,
     )
+    subscriptions = SubscriptionService(
+        gateway=gateway,
+        subscriptions=ports.subscriptions,
+        resources=ports.resources,
+        clock=clock,
+        public_base_url=str(settings.public_base_url),
+        function_key=(
+            settings.graph_webhook_function_key.get_secret_value()
+            if settings.graph_webhook_function_key
+            else None
+        ),
+        expiry_minutes=settings.subscription_expiry_minutes,
+    )
+    bookings = BookingService(
+        resources=ports.resources,
+        bookings=ports.bookings,
+        event_mappings=ports.event_mappings,
+        unavailability=ports.unavailability,
+        idempotency=ports.idempotency,
+        queue=ports.queue,
+        slots=slots,
+        clock=clock,
+        freshness_minutes=settings.mirror_freshness_minutes,
+    )
+    push = PushService(
+        resources=ports.resources,
+        bookings=ports.bookings,
+        event_mappings=ports.event_mappings,
+        gateway=gateway,
+        sync_log=ports.sync_log,
+        connection=connection,
+        clock=clock,
+    )
+    applier = OutlookChangeApplier(
+        bookings=ports.bookings,
+        booking_service=bookings,
+        event_mappings=ports.event_mappings,
+        push=push,
+        queue=ports.queue,
+        sync_log=ports.sync_log,
+        clock=clock,
+    )
+    reconcile = ReconcileService(
+        resources=ports.resources,
+        bookings=ports.bookings,
+        booking_service=bookings,
+        event_mappings=ports.event_mappings,
+        gateway=gateway,
+        mirror=mirror,
+        applier=applier,
+        push=push,
+        slots=slots,
+        connection=connection,
+        sync_log=ports.sync_log,
+        clock=clock,
+    )
     return Services(
         ports=ports,
         gateway=gateway,
@@ -186,22 +252,12 @@ def build_services(
             event_mappings=ports.event_mappings,
             gateway=gateway,
             mirror=mirror,
-            subscriptions=NoSubscriptions(),
+            subscriptions=subscriptions,
             connection=connection,
             sync_log=ports.sync_log,
             clock=clock,
         ),
-        bookings=BookingService(
-            resources=ports.resources,
-            bookings=ports.bookings,
-            event_mappings=ports.event_mappings,
-            unavailability=ports.unavailability,
-            idempotency=ports.idempotency,
-            queue=ports.queue,
-            slots=slots,
-            clock=clock,
-            freshness_minutes=settings.mirror_freshness_minutes,
-        ),
+        bookings=bookings,
         availability=AvailabilityService(
             ports.resources,
             ports.unavailability,
@@ -209,14 +265,35 @@ def build_services(
             clock,
             freshness_minutes=settings.mirror_freshness_minutes,
         ),
-        push=PushService(
-            resources=ports.resources,
-            bookings=ports.bookings,
-            event_mappings=ports.event_mappings,
-            gateway=gateway,
-            sync_log=ports.sync_log,
-            connection=connection,
+        push=push,
+        subscriptions=subscriptions,
+        intake=NotificationIntake(
+            subscriptions=ports.subscriptions,
+            queue=ports.queue,
+            tenant_id=settings.graph_tenant_id,
             clock=clock,
+        ),
+        inbound=InboundService(
+            resources=ports.resources,
+            event_mappings=ports.event_mappings,
+            unavailability=ports.unavailability,
+            gateway=gateway,
+            mirror=mirror,
+            applier=applier,
+            subscriptions=subscriptions,
+            connection=connection,
+            reconcile=reconcile.reconcile,
+            sync_log=ports.sync_log,
+            clock=clock,
+        ),
+        reconcile=reconcile,
+        upkeep=Upkeep(
+            resources=ports.resources,
+            subscriptions=subscriptions,
+            connection=connection,
+            queue=ports.queue,
+            clock=clock,
+            renew_within=timedelta(hours=settings.subscription_renew_within_hours),
         ),
     )
 

@@ -48,6 +48,11 @@ class EventMapping(DomainModel):
     # Written before a create is sent: a retry re-sends the same transactionId, so Graph
     # returns the event it made instead of making a second one.
     pending_transaction_id: str | None = None
+    # Events recreated after an Outlook delete (restore_event, resync): part of the next
+    # create's transactionId, so Graph never hands back the deleted event.
+    recreations: int = Field(default=0, ge=0)
+    # The Outlook user deleted the event and the policy said ignore: not pushed again.
+    detached: bool = False
 
 
 class Unavailability(DomainModel):

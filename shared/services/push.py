@@ -83,9 +83,11 @@ def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
     )
 
 
-def transaction_id(booking: Booking, resource_id: str) -> str:
-    """Deterministic per booking, resource and version: a retried create is recognised."""
-    return f"{booking.booking_id}.{resource_id}.v{booking.version}"
+def transaction_id(booking: Booking, resource_id: str, recreations: int = 0) -> str:
+    """Deterministic per booking, resource, version (and recreation): a retried create
+    is recognised, a deliberate re-create is not mistaken for one."""
+    suffix = f".r{recreations}" if recreations else ""
+    return f"{booking.booking_id}.{resource_id}.v{booking.version}{suffix}"
 
 
 @dataclass
@@ -152,6 +154,8 @@ class PushService:
             return None
         mapping = await self._mappings.get(resource_id, booking.booking_id)
         current = mapping.value if mapping else None
+        if current is not None and current.detached:
+            return None  # removed in Outlook under the ignore policy
         draft = render_draft(booking, resource)
         mailbox = resource.settings.mailbox
         if draft is None:
@@ -176,7 +180,8 @@ class PushService:
         if mapping is not None and mapping.value.pending_transaction_id is not None:
             # A create was sent before: send the same transactionId again.
             return mapping, mapping.value.pending_transaction_id
-        tx = transaction_id(booking, resource.resource_id)
+        recreations = mapping.value.recreations if mapping is not None else 0
+        tx = transaction_id(booking, resource.resource_id, recreations)
         if mapping is None:
             added = await self._mappings.add(
                 EventMapping(

@@ -38,16 +38,6 @@ class SubscriptionKeeper(Protocol):
     async def unsubscribe(self, resource: Resource) -> Resource: ...
 
 
-class NoSubscriptions:
-    """Until the inbound side exists: no subscription, nothing to drop."""
-
-    async def subscribe(self, resource: Resource) -> Resource:
-        return resource
-
-    async def unsubscribe(self, resource: Resource) -> Resource:
-        return resource
-
-
 class SubscriptionView(DomainModel):
     id: str | None
     expires_at: UtcDatetime | None

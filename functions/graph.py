@@ -1,0 +1,66 @@
+"""Microsoft Graph's webhooks: change notifications and lifecycle notifications.
+
+Anonymous routes: a notification is trusted only when its clientState matches its
+subscription's (constant-time) and its tenantId ours. They answer within Graph's limits
+by only validating and enqueueing — never calling Graph inline.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.http import error_response, parse_body, respond
+from shared.composition import get_services
+from shared.domain.errors import InvalidInput
+from shared.services.inbound import NotificationBatch
+
+logger = logging.getLogger(__name__)
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
+
+# Graph batches at most a few hundred small items; anything bigger is not Graph.
+MAX_NOTIFICATION_BYTES = 1024 * 1024
+MAX_VALIDATION_TOKEN = 2048
+
+
+def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
+    """Graph's handshake: echo the (already URL-decoded) token as text/plain, verbatim."""
+    token = req.params.get("validationToken")
+    if token is None:
+        return None
+    if len(token) > MAX_VALIDATION_TOKEN:
+        return error_response(400, "invalid_input", "validationToken is too long")
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8")
+
+
+async def _accept(req: func.HttpRequest) -> func.HttpResponse:
+    handshake = _validation(req)
+    if handshake is not None:
+        return handshake
+    if len(req.get_body()) > MAX_NOTIFICATION_BYTES:
+        return error_response(400, "body_too_large", "notification body too large")
+
+    try:
+        batch = parse_body(req, NotificationBatch)
+    except InvalidInput as exc:
+        return error_response(400, exc.code, exc.message, list(exc.details))
+
+    async def handle() -> func.HttpResponse:
+        enqueued, dropped = await get_services().intake.accept(batch)
+        logger.info("graph notifications: %d enqueued, %d dropped", enqueued, dropped)
+        return func.HttpResponse(status_code=202)
+
+    # A failure to enqueue answers 503, so Graph delivers again later.
+    return await respond(handle)
+
+
+@bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    return await _accept(req)
+
+
+@bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return await _accept(req)

@@ -1,0 +1,19 @@
+"""Timers: reconciliation fan-out and subscription upkeep (schedules from app settings)."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.composition import get_services
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%RECONCILE_SCHEDULE%")
+async def reconcile_timer(timer: func.TimerRequest) -> None:
+    await get_services().upkeep.fan_out_reconcile()
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_UPKEEP_SCHEDULE%")
+async def subscription_upkeep_timer(timer: func.TimerRequest) -> None:
+    await get_services().upkeep.renew_subscriptions()

@@ -1,0 +1,322 @@
+"""Outlook → bookings: the webhook's intake and the inbound worker.
+
+The intake (called by the webhook within Graph's 3 s) only validates and enqueues: each
+item's clientState is compared in constant time with its subscription's, and its
+tenantId with ours; anything else is dropped and logged without the secret. The worker
+then fetches the event's current state from Graph and applies it: our events by the
+resource's policies, foreign events into the unavailability mirror.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.domain.calendar import EventType, SubscriptionRecord
+from shared.domain.errors import GraphAccessDenied, GraphNotFound
+from shared.domain.messages import (
+    SYNC_INBOUND_QUEUE,
+    EventChange,
+    LifecycleEvent,
+)
+from shared.domain.resources import ChangeKind, Direction, Resource
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import (
+    CalendarGateway,
+    EventMappingRepository,
+    MessageQueue,
+    ResourceRepository,
+    SubscriptionRepository,
+    SyncLog,
+    UnavailabilityRepository,
+)
+from shared.services.connection import ConnectionTracker
+from shared.services.mirror import MirrorService, group_blocks, to_block
+from shared.services.outlook_changes import OutlookChangeApplier
+from shared.services.subscriptions import SubscriptionService
+
+logger = logging.getLogger(__name__)
+
+LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+_RECORD_TTL_SECONDS = 60.0
+_ENQUEUE_CONCURRENCY = 16
+
+
+class ResourceData(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str | None = None
+    etag: str | None = Field(default=None, alias="@odata.etag")
+
+
+class GraphNotification(BaseModel):
+    """One item of a Graph notification POST (change or lifecycle)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    subscription_id: Annotated[str, Field(alias="subscriptionId", max_length=200)]
+    client_state: Annotated[str | None, Field(alias="clientState", max_length=256)] = None
+    tenant_id: Annotated[str | None, Field(alias="tenantId", max_length=100)] = None
+    change_type: Annotated[str | None, Field(alias="changeType")] = None
+    lifecycle_event: Annotated[str | None, Field(alias="lifecycleEvent")] = None
+    resource_data: Annotated[ResourceData | None, Field(alias="resourceData")] = None
+
+
+class NotificationBatch(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    value: Annotated[list[GraphNotification], Field(max_length=1000)]
+
+
+def change_key_from_etag(etag: str | None) -> str | None:
+    """Graph sends the changeKey as a weak ETag: W/"<changeKey>"."""
+    if not etag:
+        return None
+    value = etag[2:] if etag.startswith("W/") else etag
+    return value.strip('"') or None
+
+
+class NotificationIntake:
+    """Validates notifications against stored subscriptions and enqueues the good ones."""
+
+    def __init__(
+        self,
+        *,
+        subscriptions: SubscriptionRepository,
+        queue: MessageQueue,
+        tenant_id: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._subscriptions = subscriptions
+        self._queue = queue
+        self._tenant_id = tenant_id.lower()
+        self._clock = clock
+        # subscription id → (record or None, read at): the webhook must answer fast.
+        self._cache: dict[str, tuple[SubscriptionRecord | None, float]] = {}
+
+    async def accept(self, batch: NotificationBatch) -> tuple[int, int]:
+        """Enqueue every trusted item; returns (enqueued, dropped). Raises
+        StorageUnavailable when the queue cannot take them (Graph will retry)."""
+        messages: list[EventChange | LifecycleEvent] = []
+        dropped = 0
+        now = self._clock()
+        for item in batch.value:
+            record = await self._record(item.subscription_id)
+            reason = self._untrusted(item, record)
+            if reason is not None or record is None:
+                dropped += 1
+                logger.warning(
+                    "notification for subscription %s dropped: %s", item.subscription_id, reason
+                )
+                continue
+            message = self._message(item, record, now)
+            if message is None:
+                dropped += 1
+                continue
+            messages.append(message)
+        gate = asyncio.Semaphore(_ENQUEUE_CONCURRENCY)
+
+        async def send(message: EventChange | LifecycleEvent) -> None:
+            async with gate:
+                await self._queue.send(SYNC_INBOUND_QUEUE, message)
+
+        await asyncio.gather(*(send(m) for m in messages))
+        return len(messages), dropped
+
+    def _untrusted(self, item: GraphNotification, record: SubscriptionRecord | None) -> str | None:
+        if record is None:
+            return "unknown subscription"
+        expected = record.client_state.get_secret_value().encode()
+        if not hmac.compare_digest((item.client_state or "").encode(), expected):
+            return "clientState mismatch"
+        if (item.tenant_id or "").lower() != self._tenant_id:
+            return "tenantId mismatch"
+        return None
+
+    @staticmethod
+    def _message(
+        item: GraphNotification, record: SubscriptionRecord, now: datetime
+    ) -> EventChange | LifecycleEvent | None:
+        if item.lifecycle_event is not None:
+            if item.lifecycle_event not in LIFECYCLE_EVENTS:
+                logger.warning("unknown lifecycle event %s ignored", item.lifecycle_event)
+                return None
+            return LifecycleEvent(
+                subscription_id=record.subscription_id,
+                resource_id=record.resource_id,
+                lifecycle_event=item.lifecycle_event,  # checked above
+                received_at=now,
+            )
+        event_id = item.resource_data.id if item.resource_data else None
+        if item.change_type not in ("created", "updated", "deleted") or not event_id:
+            logger.warning("malformed change notification for %s ignored", record.subscription_id)
+            return None
+        return EventChange(
+            subscription_id=record.subscription_id,
+            resource_id=record.resource_id,
+            change_type=item.change_type,  # checked above
+            event_id=event_id,
+            change_key=change_key_from_etag(
+                item.resource_data.etag if item.resource_data else None
+            ),
+            received_at=now,
+        )
+
+    async def _record(self, subscription_id: str) -> SubscriptionRecord | None:
+        cached = self._cache.get(subscription_id)
+        if cached is not None and time.monotonic() - cached[1] < _RECORD_TTL_SECONDS:
+            return cached[0]
+        stored = await self._subscriptions.get(subscription_id)
+        record = stored.value if stored else None
+        self._cache[subscription_id] = (record, time.monotonic())
+        return record
+
+
+class InboundService:
+    """The inbound worker: one EventChange or LifecycleEvent at a time, idempotently."""
+
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        event_mappings: EventMappingRepository,
+        unavailability: UnavailabilityRepository,
+        gateway: CalendarGateway,
+        mirror: MirrorService,
+        applier: OutlookChangeApplier,
+        subscriptions: SubscriptionService,
+        connection: ConnectionTracker,
+        reconcile: Callable[[str], Any],
+        sync_log: SyncLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._resources = resources
+        self._mappings = event_mappings
+        self._unavailability = unavailability
+        self._gateway = gateway
+        self._mirror = mirror
+        self._applier = applier
+        self._subscriptions = subscriptions
+        self._connection = connection
+        self._reconcile = reconcile
+        self._sync_log = sync_log
+        self._clock = clock
+
+    async def handle_change(self, change: EventChange) -> None:
+        stored = await self._resources.get(change.resource_id)
+        if stored is None:
+            return
+        resource = stored.value
+        settings = resource.settings
+        if not settings.active or settings.direction is Direction.NONE:
+            await self._log(
+                resource,
+                change,
+                "skipped: resource inactive or direction none",
+                SyncOutcome.SKIPPED,
+            )
+            return
+        if ChangeKind(change.change_type) not in settings.inbound_changes:
+            await self._log(
+                resource,
+                change,
+                f"skipped: {change.change_type} changes are filtered out",
+                SyncOutcome.SKIPPED,
+            )
+            return
+        try:
+            mapping = await self._mappings.find_by_event(resource.resource_id, change.event_id)
+            if mapping is not None:
+                if change.change_key is not None and change.change_key == mapping.value.change_key:
+                    logger.debug("echo of our own write to event %s ignored", change.event_id)
+                    return
+                if not settings.direction.pushes:
+                    return
+                event = await self._gateway.get_event(settings.mailbox, change.event_id)
+                await self._applier.apply(resource, mapping, event, SyncDirection.INBOUND)
+            elif settings.direction.pulls:
+                await self._mirror_change(resource, change)
+        except GraphAccessDenied as exc:
+            await self._connection.mark_failing(resource.resource_id, f"{exc.code}: {exc.message}")
+            raise
+
+    async def _mirror_change(self, resource: Resource, change: EventChange) -> None:
+        mailbox = resource.settings.mailbox
+        event = None
+        if change.change_type != "deleted":
+            event = await self._gateway.get_event(mailbox, change.event_id)
+        if event is None:
+            await self._unavailability.replace_event(resource.resource_id, change.event_id, [])
+            await self._log(resource, change, "mirror: removed", SyncOutcome.OK)
+            return
+        if event.booking_id is not None:
+            # Ours but not mapped (a crash between write and mapping): reconcile adopts it.
+            await self._log(
+                resource, change, "unmapped event of ours; left to reconcile", SyncOutcome.SKIPPED
+            )
+            return
+        if event.type is EventType.SINGLE_INSTANCE:
+            block = to_block(resource.resource_id, event)
+            await self._unavailability.replace_event(
+                resource.resource_id, event.event_id, [block] if block else []
+            )
+        else:
+            # A series (or one of its occurrences) changed: re-expand the whole series.
+            master_id = event.series_master_id or event.event_id
+            start, end = self._mirror.window()
+            occurrences = [
+                e
+                for e in await self._gateway.calendar_view(mailbox, start, end)
+                if e.series_master_id == master_id
+            ]
+            blocks = group_blocks(resource.resource_id, occurrences).get(master_id, [])
+            await self._unavailability.replace_event(resource.resource_id, master_id, blocks)
+        await self._log(resource, change, "mirror: updated", SyncOutcome.OK)
+
+    async def handle_lifecycle(self, event: LifecycleEvent) -> None:
+        stored = await self._resources.get(event.resource_id)
+        if stored is None or stored.value.subscription_id != event.subscription_id:
+            logger.info("lifecycle %s for a replaced subscription ignored", event.lifecycle_event)
+            return
+        resource = stored.value
+        try:
+            if event.lifecycle_event == "reauthorizationRequired":
+                await self._subscriptions.reauthorize(resource)
+            elif event.lifecycle_event == "subscriptionRemoved":
+                await self._subscriptions.subscribe(resource)
+                await self._reconcile(resource.resource_id)
+            else:  # missed: notifications were lost; catch up from the calendar itself
+                await self._reconcile(resource.resource_id)
+        except (GraphAccessDenied, GraphNotFound) as exc:
+            await self._connection.mark_failing(resource.resource_id, f"{exc.code}: {exc.message}")
+            raise
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource.resource_id,
+                at=self._clock(),
+                direction=SyncDirection.INBOUND,
+                action=f"lifecycle:{event.lifecycle_event}",
+                outcome=SyncOutcome.OK,
+            )
+        )
+
+    async def _log(
+        self, resource: Resource, change: EventChange, action: str, outcome: SyncOutcome
+    ) -> None:
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource.resource_id,
+                at=self._clock(),
+                direction=SyncDirection.INBOUND,
+                action=action[:100],
+                outcome=outcome,
+                event_id=change.event_id,
+            )
+        )

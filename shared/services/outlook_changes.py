@@ -1,0 +1,234 @@
+"""Apply what the Outlook user did to an event we wrote, by the resource's policy.
+
+Used by the inbound worker (one notification) and by reconciliation (drift found by
+comparing mappings with the calendar). Both pass the event's *current* state as Graph
+reports it (None when it is gone), never the notification's claim, so duplicates and
+out-of-order notifications converge on the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from shared.domain.bookings import Booking, TimeRange
+from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.errors import SlotUnavailable
+from shared.domain.messages import (
+    BOOKING_EVENTS_QUEUE,
+    BookingEvent,
+    BookingEventType,
+    EventSource,
+    PushBooking,
+)
+from shared.domain.resources import Resource
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import (
+    BookingRepository,
+    EventMappingRepository,
+    MessageQueue,
+    Stored,
+    SyncLog,
+)
+from shared.services.bookings import BookingService
+from shared.services.policies import Action, on_delete, on_move
+from shared.services.push import PushService
+
+logger = logging.getLogger(__name__)
+
+
+class OutlookChangeApplier:
+    def __init__(
+        self,
+        *,
+        bookings: BookingRepository,
+        booking_service: BookingService,
+        event_mappings: EventMappingRepository,
+        push: PushService,
+        queue: MessageQueue,
+        sync_log: SyncLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._bookings = bookings
+        self._booking_service = booking_service
+        self._mappings = event_mappings
+        self._push = push
+        self._queue = queue
+        self._sync_log = sync_log
+        self._clock = clock
+
+    async def apply(
+        self,
+        resource: Resource,
+        mapping: Stored[EventMapping],
+        event: CalendarEvent | None,
+        direction: SyncDirection,
+    ) -> Action | None:
+        """Decide and act; returns the action taken (None: nothing changed, e.g. an
+        echo of our own write). Idempotent. Raises on transient failures."""
+        current = mapping.value
+        if current.event_id is None or current.detached:
+            return None
+        if (
+            event is not None
+            and event.change_key is not None
+            and event.change_key == current.change_key
+        ):
+            return None  # our own write, or a change already handled
+        stored_booking = await self._bookings.get(current.booking_id)
+        if stored_booking is None:
+            return None
+        booking = stored_booking.value
+        settings = resource.settings
+        is_primary = booking.primary_resource_id == resource.resource_id
+        if event is None:
+            action = on_delete(
+                settings.on_outlook_delete, is_primary=is_primary, status=booking.status
+            )
+            await self._on_deleted(resource, mapping, booking, action, direction)
+            return action
+        moved = (event.start, event.end) != (current.pushed_start, current.pushed_end)
+        if not moved:
+            # Another kind of edit (subject, body): remember its changeKey, change nothing.
+            await self._mappings.update(
+                current.model_copy(update={"change_key": event.change_key}), mapping.etag
+            )
+            return None
+        action = on_move(settings.on_outlook_move, is_primary=is_primary, status=booking.status)
+        await self._on_moved(resource, mapping, booking, event, action, direction)
+        return action
+
+    async def _on_deleted(
+        self,
+        resource: Resource,
+        mapping: Stored[EventMapping],
+        booking: Booking,
+        action: Action,
+        direction: SyncDirection,
+    ) -> None:
+        current = mapping.value
+        if action is Action.CANCEL_BOOKING:
+            # Cancel first: if anything after fails, the retry finds the booking
+            # cancelled and only tidies the mapping.
+            await self._booking_service.cancel(booking.booking_id, EventSource.OUTLOOK)
+            latest = await self._mappings.get(current.resource_id, current.booking_id)
+            if latest is not None and latest.value.event_id is not None:
+                await self._mappings.update(
+                    latest.value.model_copy(update={"event_id": None, "change_key": None}),
+                    latest.etag,
+                )
+        elif action is Action.RESTORE_EVENT:
+            await self._restore(mapping, booking, recreate=True)
+        else:
+            await self._mappings.update(
+                current.model_copy(update={"event_id": None, "change_key": None, "detached": True}),
+                mapping.etag,
+            )
+        await self._log(
+            resource, booking, current.event_id, f"outlook_delete:{action.value}", direction
+        )
+
+    async def _on_moved(
+        self,
+        resource: Resource,
+        mapping: Stored[EventMapping],
+        booking: Booking,
+        event: CalendarEvent,
+        action: Action,
+        direction: SyncDirection,
+    ) -> None:
+        current = mapping.value
+        if action is Action.RESCHEDULE_BOOKING:
+            try:
+                await self._booking_service.reschedule(
+                    booking.booking_id,
+                    TimeRange(start=event.start, end=event.end),
+                    EventSource.OUTLOOK,
+                )
+            except SlotUnavailable as conflict:
+                # The new time is taken: the booking stays, the event goes back.
+                await self._restore(mapping, booking, recreate=False)
+                await self._emit_conflict(booking, event, conflict.message)
+                await self._log(
+                    resource,
+                    booking,
+                    current.event_id,
+                    "outlook_move:conflict",
+                    direction,
+                    SyncOutcome.FAILED,
+                    detail=conflict.message,
+                )
+                return
+        elif action is Action.RESTORE_EVENT:
+            await self._restore(mapping, booking, recreate=False)
+        else:
+            await self._mappings.update(
+                current.model_copy(update={"change_key": event.change_key}), mapping.etag
+            )
+        await self._log(
+            resource, booking, current.event_id, f"outlook_move:{action.value}", direction
+        )
+
+    async def _restore(
+        self, mapping: Stored[EventMapping], booking: Booking, *, recreate: bool
+    ) -> None:
+        """Put the event back as the booking says, at once (not via the queue)."""
+        current = mapping.value
+        update: dict[str, object] = {"booking_version": 0, "last_error": None}
+        if recreate:
+            update.update(
+                event_id=None,
+                change_key=None,
+                pending_transaction_id=None,
+                recreations=current.recreations + 1,
+            )
+        await self._mappings.update(current.model_copy(update=update), mapping.etag)
+        await self._push.push(
+            PushBooking(
+                booking_id=booking.booking_id, booking_version=booking.version, include_past=True
+            )
+        )
+
+    async def _emit_conflict(self, booking: Booking, event: CalendarEvent, reason: str) -> None:
+        attempt = event.change_key or event.event_id
+        conflict = BookingEvent(
+            event_id=f"{booking.booking_id}.v{booking.version}.conflict.{attempt}",
+            type=BookingEventType.CONFLICT,
+            booking_id=booking.booking_id,
+            occurred_at=self._clock(),
+            source=EventSource.OUTLOOK,
+            data={
+                "reason": reason,
+                "requestedStart": event.start.isoformat(),
+                "requestedEnd": event.end.isoformat(),
+                "start": booking.start.isoformat(),
+                "end": booking.end.isoformat(),
+            },
+        )
+        await self._queue.send(BOOKING_EVENTS_QUEUE, conflict)
+
+    async def _log(
+        self,
+        resource: Resource,
+        booking: Booking,
+        event_id: str | None,
+        action: str,
+        direction: SyncDirection,
+        outcome: SyncOutcome = SyncOutcome.OK,
+        *,
+        detail: str | None = None,
+    ) -> None:
+        logger.info("booking %s: %s on %s", booking.booking_id, action, resource.resource_id)
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource.resource_id,
+                at=self._clock(),
+                direction=direction,
+                action=action,
+                outcome=outcome,
+                booking_id=booking.booking_id,
+                event_id=event_id,
+                detail=detail,
+            )
+        )

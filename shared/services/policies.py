@@ -1,0 +1,42 @@
+"""What to do when the Outlook user deletes or moves an event we wrote.
+
+Pure decisions (PRODUCT.md "Outlook → bookings"): a primary member's change applies to
+the booking (and so to every panel member's event); an additional member's change is
+disregarded, or undone under `restore_event`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from shared.domain.bookings import BookingStatus
+from shared.domain.resources import OnOutlookDelete, OnOutlookMove
+
+
+class Action(StrEnum):
+    CANCEL_BOOKING = "cancel_booking"
+    RESCHEDULE_BOOKING = "reschedule_booking"
+    RESTORE_EVENT = "restore_event"
+    IGNORE = "ignore"
+
+
+def on_delete(policy: OnOutlookDelete, *, is_primary: bool, status: BookingStatus) -> Action:
+    """Our event was deleted in Outlook."""
+    if not status.holds_time:
+        return Action.IGNORE  # the booking is cancelled already: the event was meant to go
+    if policy is OnOutlookDelete.RESTORE_EVENT:
+        return Action.RESTORE_EVENT
+    if policy is OnOutlookDelete.CANCEL_BOOKING and is_primary:
+        return Action.CANCEL_BOOKING
+    return Action.IGNORE
+
+
+def on_move(policy: OnOutlookMove, *, is_primary: bool, status: BookingStatus) -> Action:
+    """Our event's start or end was changed in Outlook."""
+    if not status.holds_time:
+        return Action.IGNORE
+    if policy is OnOutlookMove.RESTORE_EVENT:
+        return Action.RESTORE_EVENT
+    if policy is OnOutlookMove.RESCHEDULE_BOOKING and is_primary:
+        return Action.RESCHEDULE_BOOKING
+    return Action.IGNORE

@@ -1,0 +1,338 @@
+"""Reconciliation and resync of one resource.
+
+Reconcile (timer, `missed` lifecycle events): read the calendar over the mirror window,
+refresh the unavailability mirror, and heal drift of our events by the same policies the
+inbound worker uses — events gone or moved while notifications were lost, events of ours
+that no mapping knows (a crash between the Graph write and the mapping write: adopted,
+never duplicated), duplicates, cancelled bookings' leftovers, bookings never pushed.
+
+Resync (on request): delete every event we own in the calendar (found by our extended
+property, never a foreign one), recreate future bookings' events, re-pull busy time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
+
+from shared.domain.base import DomainModel
+from shared.domain.bookings import Booking
+from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.errors import GraphAccessDenied, GraphNotFound
+from shared.domain.messages import PushBooking
+from shared.domain.resources import ConnectionState, Resource
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import (
+    BookingRepository,
+    CalendarGateway,
+    EventMappingRepository,
+    EventWrite,
+    ResourceRepository,
+    Stored,
+    SyncLog,
+)
+from shared.services.bookings import BookingService
+from shared.services.connection import ConnectionTracker
+from shared.services.mirror import MirrorService
+from shared.services.outlook_changes import OutlookChangeApplier
+from shared.services.push import PushService
+from shared.services.slots import SlotKeeper
+
+logger = logging.getLogger(__name__)
+
+
+class ReconcileReport(DomainModel):
+    resource_id: str
+    events_read: int = 0
+    policies_applied: int = 0
+    adopted: int = 0
+    duplicates_removed: int = 0
+    pushed: int = 0
+    skipped: str | None = None
+
+
+class ReconcileService:
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        bookings: BookingRepository,
+        booking_service: BookingService,
+        event_mappings: EventMappingRepository,
+        gateway: CalendarGateway,
+        mirror: MirrorService,
+        applier: OutlookChangeApplier,
+        push: PushService,
+        slots: SlotKeeper,
+        connection: ConnectionTracker,
+        sync_log: SyncLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._resources = resources
+        self._bookings = bookings
+        self._booking_service = booking_service
+        self._mappings = event_mappings
+        self._gateway = gateway
+        self._mirror = mirror
+        self._applier = applier
+        self._push = push
+        self._slots = slots
+        self._connection = connection
+        self._sync_log = sync_log
+        self._clock = clock
+
+    async def reconcile(self, resource_id: str) -> ReconcileReport:
+        """One round for one resource. Idempotent; Graph access errors make the resource
+        failing (and are raised so a queue retry or the next round tries again)."""
+        report = ReconcileReport(resource_id=resource_id)
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            return report.model_copy(update={"skipped": "unknown resource"})
+        resource = stored.value
+        settings = resource.settings
+        if not settings.active or resource.status.state is ConnectionState.DISCONNECTED:
+            return report.model_copy(update={"skipped": "inactive or disconnected"})
+        if not (settings.direction.pulls or settings.direction.pushes):
+            return report.model_copy(update={"skipped": "direction none"})
+        start, end = self._mirror.window()
+        try:
+            events = await self._gateway.calendar_view(settings.mailbox, start, end)
+            if settings.direction.pulls:
+                await self._mirror.replace_all(resource_id, events)
+            if settings.direction.pushes:
+                report = await self._heal(resource, events, report)
+        except (GraphAccessDenied, GraphNotFound) as exc:
+            await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
+            raise
+        report = report.model_copy(update={"events_read": len(events)})
+        await self._connection.mark_synced(resource_id, mirror_refreshed=settings.direction.pulls)
+        await self._log(
+            resource_id,
+            "reconcile",
+            SyncOutcome.OK,
+            report.model_dump_json(exclude={"resource_id"}),
+        )
+        return report
+
+    async def _heal(
+        self, resource: Resource, events: list[CalendarEvent], report: ReconcileReport
+    ) -> ReconcileReport:
+        mailbox = resource.settings.mailbox
+        ours: dict[str, list[CalendarEvent]] = defaultdict(list)
+        for event in events:
+            if event.booking_id is not None:
+                ours[event.booking_id].append(event)
+        counts = report.model_dump()
+        mappings = {
+            m.value.booking_id: m
+            for m in await self._mappings.list_for_resource(resource.resource_id)
+        }
+        start, end = self._mirror.window()
+        claimed = {
+            c.booking_id for c in await self._slots.claims_between(resource.resource_id, start, end)
+        }
+        for booking_id in sorted(set(mappings) | set(ours) | claimed):
+            stored_booking = await self._bookings.get(booking_id)
+            if stored_booking is None:
+                continue  # an unfinished attempt's claim, or an id we never wrote
+            if stored_booking.value.outbox:
+                await self._booking_service.flush_outbox(stored_booking)
+            booking = stored_booking.value
+            if resource.resource_id not in booking.resource_ids:
+                continue
+            found = ours.get(booking_id, [])
+            mapping = mappings.get(booking_id)
+            mapping, adopted, removed = await self._adopt_and_dedupe(
+                resource, booking, mapping, found
+            )
+            counts["adopted"] += adopted
+            counts["duplicates_removed"] += removed
+            if (
+                mapping is not None
+                and mapping.value.event_id is not None
+                and not mapping.value.detached
+            ):
+                seen = next((e for e in found if e.event_id == mapping.value.event_id), None)
+                if seen is None:  # outside the window, or gone: ask for it directly
+                    seen = await self._gateway.get_event(mailbox, mapping.value.event_id)
+                if await self._applier.apply(resource, mapping, seen, SyncDirection.RECONCILE):
+                    counts["policies_applied"] += 1
+                    continue
+            if await self._needs_push(booking, mapping):
+                await self._push.push(
+                    PushBooking(booking_id=booking_id, booking_version=booking.version)
+                )
+                counts["pushed"] += 1
+        return ReconcileReport.model_validate(counts)
+
+    async def _adopt_and_dedupe(
+        self,
+        resource: Resource,
+        booking: Booking,
+        mapping: Stored[EventMapping] | None,
+        found: list[CalendarEvent],
+    ) -> tuple[Stored[EventMapping] | None, int, int]:
+        """Make the mapping point at exactly one of the booking's events in the calendar;
+        delete the rest. Returns (mapping, adopted, duplicates removed)."""
+        if not found:
+            return mapping, 0, 0
+        mapped_id = mapping.value.event_id if mapping is not None else None
+        keep = next((e for e in found if e.event_id == mapped_id), None)
+        adopted = 0
+        if keep is None:
+            keep = min(found, key=lambda e: (e.last_modified_at is None, e.event_id))
+            adopted = 1
+            mapping = await self._adopt(resource, booking, mapping, keep)
+        mailbox = resource.settings.mailbox
+        extras = [e for e in found if e.event_id != keep.event_id]
+        if extras:
+            await self._gateway.write_batch(
+                [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in extras]
+            )
+            logger.warning(
+                "booking %s: %d duplicate events removed", booking.booking_id, len(extras)
+            )
+        return mapping, adopted, len(extras)
+
+    async def _adopt(
+        self,
+        resource: Resource,
+        booking: Booking,
+        mapping: Stored[EventMapping] | None,
+        event: CalendarEvent,
+    ) -> Stored[EventMapping]:
+        in_step = (event.start, event.end) == (booking.start, booking.end)
+        fields = {
+            "event_id": event.event_id,
+            "change_key": event.change_key,
+            "pushed_start": event.start,
+            "pushed_end": event.end,
+            # Times as the booking says: in sync; otherwise the push corrects it.
+            "booking_version": booking.version if in_step else 0,
+            "pending_transaction_id": None,
+            "detached": False,
+            "synced_at": self._clock(),
+        }
+        await self._log(
+            resource.resource_id,
+            "adopted_event",
+            SyncOutcome.OK,
+            None,
+            booking.booking_id,
+            event.event_id,
+        )
+        if mapping is None:
+            return await self._mappings.add(
+                EventMapping(
+                    resource_id=resource.resource_id,
+                    booking_id=booking.booking_id,
+                    mailbox=resource.settings.mailbox,
+                    **fields,
+                )
+            )
+        return await self._mappings.update(mapping.value.model_copy(update=fields), mapping.etag)
+
+    async def _needs_push(self, booking: Booking, mapping: Stored[EventMapping] | None) -> bool:
+        if mapping is None:
+            return booking.status.holds_time and not booking.is_in_past(self._clock())
+        value = mapping.value
+        if value.detached:
+            return False
+        return (
+            value.booking_version < booking.version
+            or value.last_error is not None
+            or value.pending_transaction_id is not None
+            or (
+                value.event_id is None
+                and booking.status.holds_time
+                and not booking.is_in_past(self._clock())
+            )
+        )
+
+    async def resync(self, resource_id: str) -> int:
+        """Delete the events we own in the calendar, recreate future bookings' events,
+        re-pull busy time. Returns the number of events recreated."""
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            return 0
+        resource = stored.value
+        mailbox = resource.settings.mailbox
+        await self._log(resource_id, "resync_started", SyncOutcome.OK)
+        try:
+            ours = await self._gateway.list_our_events(mailbox)
+            if ours:
+                await self._gateway.write_batch(
+                    [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in ours]
+                )
+            mappings = await self._mappings.list_for_resource(resource_id)
+            for mapping in mappings:
+                value = mapping.value
+                await self._mappings.update(
+                    value.model_copy(
+                        update={
+                            "event_id": None,
+                            "change_key": None,
+                            "pending_transaction_id": None,
+                            "booking_version": 0,
+                            "recreations": value.recreations + 1,
+                            "detached": False,
+                            "last_error": None,
+                        }
+                    ),
+                    mapping.etag,
+                )
+            start, end = self._mirror.window()
+            booking_ids = {m.value.booking_id for m in mappings}
+            booking_ids |= {
+                c.booking_id for c in await self._slots.claims_between(resource_id, start, end)
+            }
+            recreated = 0
+            for booking_id in sorted(booking_ids):
+                booking = await self._bookings.get(booking_id)
+                if booking is None or resource_id not in booking.value.resource_ids:
+                    continue
+                if booking.value.is_in_past(self._clock()):
+                    continue
+                await self._push.push(
+                    PushBooking(booking_id=booking_id, booking_version=booking.value.version)
+                )
+                recreated += 1
+            if resource.settings.direction.pulls:
+                await self._mirror.pull(resource)
+        except (GraphAccessDenied, GraphNotFound) as exc:
+            await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
+            raise
+        await self._connection.mark_synced(
+            resource_id, mirror_refreshed=resource.settings.direction.pulls
+        )
+        await self._log(
+            resource_id,
+            "resync_finished",
+            SyncOutcome.OK,
+            f"{len(ours)} removed, {recreated} recreated",
+        )
+        return recreated
+
+    async def _log(
+        self,
+        resource_id: str,
+        action: str,
+        outcome: SyncOutcome,
+        detail: str | None = None,
+        booking_id: str | None = None,
+        event_id: str | None = None,
+    ) -> None:
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource_id,
+                at=self._clock(),
+                direction=SyncDirection.RECONCILE,
+                action=action,
+                outcome=outcome,
+                booking_id=booking_id,
+                event_id=event_id,
+                detail=detail[:1000] if detail else None,
+            )
+        )

@@ -1,0 +1,156 @@
+"""Graph change-notification subscriptions, one per connected resource.
+
+Each subscription gets its own random clientState (stored, never logged); the webhook
+trusts a notification only when its clientState matches in constant time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+
+from shared.domain.calendar import SubscriptionRecord
+from shared.domain.errors import ConcurrencyConflict, GraphNotFound
+from shared.domain.resources import Direction, Resource
+from shared.ports import CalendarGateway, ResourceRepository, SubscriptionRepository
+
+logger = logging.getLogger(__name__)
+
+NOTIFICATIONS_ROUTE = "/api/graph/notifications"
+LIFECYCLE_ROUTE = "/api/graph/lifecycle"
+
+
+def client_state() -> str:
+    """A random clientState: 64 URL-safe characters (Graph allows up to 128)."""
+    return secrets.token_urlsafe(48)
+
+
+def webhook_url(public_base_url: str, route: str, function_key: str | None) -> str:
+    url = public_base_url.rstrip("/") + route
+    return f"{url}?code={function_key}" if function_key else url
+
+
+class SubscriptionService:
+    def __init__(
+        self,
+        *,
+        gateway: CalendarGateway,
+        subscriptions: SubscriptionRepository,
+        resources: ResourceRepository,
+        clock: Callable[[], datetime],
+        public_base_url: str,
+        function_key: str | None,
+        expiry_minutes: int,
+    ) -> None:
+        self._gateway = gateway
+        self._subscriptions = subscriptions
+        self._resources = resources
+        self._clock = clock
+        self._base_url = public_base_url
+        self._function_key = function_key
+        self._expiry = timedelta(minutes=expiry_minutes)
+
+    async def subscribe(self, resource: Resource) -> Resource:
+        """Create a fresh subscription on the mailbox's events (replacing any old one).
+        Resources with direction `none` get none. Raises the gateway's Graph errors."""
+        if resource.settings.direction is Direction.NONE:
+            return await self.unsubscribe(resource)
+        now = self._clock()
+        state = client_state()
+        created = await self._gateway.create_subscription(
+            resource.settings.mailbox,
+            webhook_url(self._base_url, NOTIFICATIONS_ROUTE, self._function_key),
+            webhook_url(self._base_url, LIFECYCLE_ROUTE, self._function_key),
+            state,
+            now + self._expiry,
+        )
+        await self._subscriptions.save(
+            SubscriptionRecord(
+                subscription_id=created.subscription_id,
+                resource_id=resource.resource_id,
+                mailbox=resource.settings.mailbox,
+                client_state=SecretStr(state),
+                expires_at=created.expires_at,
+                created_at=now,
+            )
+        )
+        previous = resource.subscription_id
+        updated = await self._record_on_resource(
+            resource.resource_id, created.subscription_id, created.expires_at
+        )
+        if previous and previous != created.subscription_id:
+            await self._drop(previous)
+        logger.info(
+            "subscription %s created for resource %s, expires %s",
+            created.subscription_id,
+            resource.resource_id,
+            created.expires_at.isoformat(),
+        )
+        return updated or resource
+
+    async def unsubscribe(self, resource: Resource) -> Resource:
+        """Delete the resource's subscription, if any. Idempotent."""
+        if resource.subscription_id is None:
+            return resource
+        await self._drop(resource.subscription_id)
+        updated = await self._record_on_resource(resource.resource_id, None, None)
+        return updated or resource
+
+    async def renew(self, resource: Resource) -> Resource:
+        """Extend the subscription; a subscription Graph no longer knows is recreated.
+        Returns the resource; `.subscription_id` changes when it was recreated."""
+        if resource.subscription_id is None:
+            return await self.subscribe(resource)
+        try:
+            renewed = await self._gateway.renew_subscription(
+                resource.subscription_id, self._clock() + self._expiry
+            )
+        except GraphNotFound:
+            logger.warning("subscription %s is gone; recreating", resource.subscription_id)
+            await self._subscriptions.delete(resource.subscription_id)
+            return await self.subscribe(resource.model_copy(update={"subscription_id": None}))
+        stored = await self._subscriptions.get(renewed.subscription_id)
+        if stored is not None:
+            await self._subscriptions.save(
+                stored.value.model_copy(update={"expires_at": renewed.expires_at})
+            )
+        updated = await self._record_on_resource(
+            resource.resource_id, renewed.subscription_id, renewed.expires_at
+        )
+        return updated or resource
+
+    async def reauthorize(self, resource: Resource) -> Resource:
+        """Answer `reauthorizationRequired`: reauthorize, then renew."""
+        if resource.subscription_id is not None:
+            try:
+                await self._gateway.reauthorize_subscription(resource.subscription_id)
+            except GraphNotFound:
+                return await self.subscribe(resource.model_copy(update={"subscription_id": None}))
+        return await self.renew(resource)
+
+    async def _drop(self, subscription_id: str) -> None:
+        await self._gateway.delete_subscription(subscription_id)
+        await self._subscriptions.delete(subscription_id)
+
+    async def _record_on_resource(
+        self, resource_id: str, subscription_id: str | None, expires_at: datetime | None
+    ) -> Resource | None:
+        for _ in range(5):
+            stored = await self._resources.get(resource_id)
+            if stored is None:
+                return None
+            changed = stored.value.model_copy(
+                update={
+                    "subscription_id": subscription_id,
+                    "subscription_expires_at": expires_at,
+                }
+            )
+            try:
+                return (await self._resources.update(changed, stored.etag)).value
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
