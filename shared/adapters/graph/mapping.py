@@ -1,0 +1,207 @@
+"""Graph event models ↔ domain models, in one place.
+
+Writes are SDK models (kiota serializes them). Reads are mapped from Graph's JSON, not
+from SDK models: msgraph-sdk's model deserialization costs tens of milliseconds of CPU per
+event (msgraph-sdk-python#584: `Entity.get_field_deserializers` runs thousands of imports
+per call), which a mirror of several hundred events would spend on the event loop.
+
+Writes carry an explicit time zone (the draft's IANA zone, with the UTC instants turned into
+that zone's wall time); reads ask for UTC (`Prefer: outlook.timezone="UTC"`), so a
+`dateTime` without offset is read as UTC. Our booking id travels in one single-value
+extended property, `BOOKING_ID_PROPERTY`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from msgraph.generated.models.body_type import BodyType
+from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
+from msgraph.generated.models.event import Event
+from msgraph.generated.models.free_busy_status import FreeBusyStatus
+from msgraph.generated.models.item_body import ItemBody
+from msgraph.generated.models.location import Location
+from msgraph.generated.models.single_value_legacy_extended_property import (
+    SingleValueLegacyExtendedProperty,
+)
+
+from shared.domain.calendar import CalendarEvent, EventDraft, EventType, Sensitivity, ShowAs
+from shared.domain.errors import GraphError, InvalidInput
+
+# Our property set. Fixed forever: changing it would orphan every event already written.
+BOOKING_PROPERTY_SET = "6f0f3b1c-8c4e-4a57-9d1e-2b7a5c9e4f10"
+BOOKING_ID_PROPERTY = f"String {{{BOOKING_PROPERTY_SET}}} Name BookingId"
+# Reads expand only our property; Graph returns the others only when asked.
+EXPAND_BOOKING_ID = f"singleValueExtendedProperties($filter=id eq '{BOOKING_ID_PROPERTY}')"
+# Graph documents `eq` on the id plus `eq`/`ne`/`contains`/`startswith` on a string value
+# (not `ne null`): "has our property with a value" is `ne ''`.
+HAS_BOOKING_ID_FILTER = (
+    f"singleValueExtendedProperties/Any(ep: ep/id eq '{BOOKING_ID_PROPERTY}' and ep/value ne '')"
+)
+
+_UTC_NAMES = frozenset({"utc", "etc/utc", "coordinated universal time", "tzone://microsoft/utc"})
+_NAMED_PROPERTY = re.compile(r"^\s*(\w+)\s+\{([0-9a-fA-F-]{36})\}\s+Name\s+(.+?)\s*$", re.I)
+
+
+def booking_id_filter(booking_id: str) -> str:
+    """$filter for the events carrying one booking id (value compared case-insensitively)."""
+    quoted = booking_id.replace("'", "''")
+    return (
+        f"singleValueExtendedProperties/Any(ep: ep/id eq '{BOOKING_ID_PROPERTY}'"
+        f" and ep/value eq '{quoted}')"
+    )
+
+
+def is_booking_property(property_id: str | None) -> bool:
+    """Whether an extended-property id is ours (type and GUID compare case-insensitively,
+    the name case-sensitively, as Graph does)."""
+    if not property_id:
+        return False
+    match = _NAMED_PROPERTY.match(property_id)
+    if match is None:
+        return False
+    kind, guid, name = match.groups()
+    return kind.lower() == "string" and guid.lower() == BOOKING_PROPERTY_SET and name == "BookingId"
+
+
+def _zone(name: str) -> tzinfo:
+    if name.strip().lower() in _UTC_NAMES:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInput(f"unknown time zone {name!r}") from exc
+
+
+def _wall_time(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def event_from_draft(draft: EventDraft, *, transaction_id: str | None = None) -> Event:
+    """The Graph event to POST (with `transaction_id`) or PATCH for a draft.
+
+    Raises InvalidInput when the draft's zone is not an IANA zone.
+    """
+    zone = _zone(draft.time_zone)
+    return Event(
+        subject=draft.subject,
+        body=ItemBody(content_type=BodyType.Text, content=draft.body),
+        start=DateTimeTimeZone(date_time=_wall_time(draft.start, zone), time_zone=draft.time_zone),
+        end=DateTimeTimeZone(date_time=_wall_time(draft.end, zone), time_zone=draft.time_zone),
+        is_all_day=False,
+        location=Location(display_name=draft.location or ""),
+        show_as=FreeBusyStatus(draft.show_as.value),
+        single_value_extended_properties=[
+            SingleValueLegacyExtendedProperty(id=BOOKING_ID_PROPERTY, value=draft.booking_id)
+        ],
+        transaction_id=transaction_id,
+    )
+
+
+def parse_graph_time(value: Any, what: str) -> datetime:
+    """An aware UTC datetime from Graph's dateTimeTimeZone JSON (all-day events too: their
+    midnight in the zone asked for, UTC here)."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("dateTime"), str):
+        raise GraphError(f"Graph returned an event without {what}")
+    parsed = datetime.fromisoformat(value["dateTime"].replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        zone_name = value.get("timeZone") or "UTC"
+        try:
+            zone = _zone(str(zone_name))
+        except InvalidInput as exc:
+            raise GraphError(f"Graph returned {what} in unknown zone {zone_name!r}") from exc
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.astimezone(UTC)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def show_as_of(value: Any) -> ShowAs:
+    """Graph's freeBusyStatus as ShowAs (a value added later reads as unknown)."""
+    try:
+        return ShowAs(value or "busy")
+    except ValueError:
+        return ShowAs.UNKNOWN
+
+
+def _sensitivity(value: Any) -> Sensitivity:
+    try:
+        return Sensitivity(value or "normal")
+    except ValueError:
+        # A value Graph adds later is treated as the most private one: hide, never leak.
+        return Sensitivity.PRIVATE
+
+
+def _event_type(value: Any) -> EventType:
+    try:
+        return EventType(value or "singleInstance")
+    except ValueError:
+        return EventType.SINGLE_INSTANCE
+
+
+def booking_id_of(item: Mapping[str, Any]) -> str | None:
+    """Our booking id from an event's expanded extended properties, if it carries one."""
+    for prop in item.get("singleValueExtendedProperties") or []:
+        if isinstance(prop, Mapping) and is_booking_property(prop.get("id")):
+            value = prop.get("value")
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def calendar_event(item: Mapping[str, Any], *, booking_id: str | None = None) -> CalendarEvent:
+    """The domain view of one Graph event (JSON) read with `outlook.timezone="UTC"`.
+
+    `booking_id` fills in our id when the answer does not carry the property (a create or
+    update answer does not expand it). Raises GraphError when the answer lacks an id or a
+    start/end.
+    """
+    event_id = item.get("id")
+    if not isinstance(event_id, str) or not event_id:
+        raise GraphError("Graph returned an event without id")
+    return CalendarEvent(
+        event_id=event_id,
+        change_key=_text(item.get("changeKey")),
+        subject=_text(item.get("subject")),
+        body_preview=_text(item.get("bodyPreview")),
+        start=parse_graph_time(item.get("start"), "start"),
+        end=parse_graph_time(item.get("end"), "end"),
+        is_all_day=item.get("isAllDay") is True,
+        show_as=show_as_of(item.get("showAs")),
+        sensitivity=_sensitivity(item.get("sensitivity")),
+        type=_event_type(item.get("type")),
+        series_master_id=_text(item.get("seriesMasterId")),
+        is_cancelled=item.get("isCancelled") is True,
+        booking_id=booking_id_of(item) or booking_id,
+        last_modified_at=_timestamp(item.get("lastModifiedDateTime")),
+    )
+
+
+def is_removed(item: Mapping[str, Any]) -> bool:
+    """A delta entry that only says the event left the view (deleted or moved out)."""
+    return "@removed" in item
+
+
+@dataclass(frozen=True)
+class ScheduleBlock:
+    """One busy block from getSchedule (no subject when the event is private)."""
+
+    mailbox: str
+    start: datetime
+    end: datetime
+    show_as: ShowAs
+    subject: str | None

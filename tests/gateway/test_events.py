@@ -1,0 +1,158 @@
+"""Writing and reading our events: round trip, explicit time zones, transactionId,
+our extended property and nothing foreign in `list_our_events`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from shared.adapters.graph import BOOKING_ID_PROPERTY, GraphCalendarGateway
+from shared.domain.calendar import EventDraft, EventType, ShowAs
+from shared.ports import EventWrite
+from tests.gateway.conftest import ALICE, BOB, EmulatorControl
+
+START = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+
+
+def draft(booking_id: str, start: datetime = START, **changes: object) -> EventDraft:
+    values: dict[str, object] = {
+        "subject": f"Booking {booking_id}",
+        "body": "Booked through the booking system.",
+        "location": "Room 1",
+        "start": start,
+        "end": start + timedelta(hours=1),
+        "time_zone": "Europe/Berlin",
+        "booking_id": booking_id,
+    }
+    values.update(changes)
+    return EventDraft.model_validate(values)
+
+
+async def test_event_round_trip(gateway: GraphCalendarGateway, control: EmulatorControl) -> None:
+    created = await gateway.create_event(ALICE, draft("bk-1"), transaction_id="tx-bk-1")
+    assert created.booking_id == "bk-1"
+    assert (created.start, created.end) == (START, START + timedelta(hours=1))
+    assert created.change_key
+
+    # Written with the draft's zone as wall time, not as UTC.
+    raw = await control.graph("GET", f"/users/{ALICE}/events/{quote(created.event_id, safe='')}")
+    assert raw["start"]["timeZone"] == "UTC"  # read back in UTC: nothing asked otherwise
+    assert raw["originalStartTimeZone"] == "Europe/Berlin"
+    assert raw["transactionId"] == "tx-bk-1"
+
+    fetched = await gateway.get_event(ALICE, created.event_id)
+    assert fetched is not None
+    assert fetched.booking_id == "bk-1"
+    assert fetched.type is EventType.SINGLE_INSTANCE
+    assert fetched.show_as is ShowAs.BUSY
+    assert fetched.subject == "Booking bk-1"
+
+    later = START + timedelta(days=1, hours=2)
+    updated = await gateway.update_event(
+        ALICE, created.event_id, draft("bk-1", later, subject="Moved", show_as=ShowAs.TENTATIVE)
+    )
+    assert updated.event_id == created.event_id
+    assert updated.change_key != created.change_key
+    assert updated.start == later
+    assert updated.show_as is ShowAs.TENTATIVE
+
+    again = await gateway.get_event(ALICE, created.event_id)
+    assert again is not None
+    assert (again.subject, again.start, again.booking_id) == ("Moved", later, "bk-1")
+    assert await gateway.find_event_for_booking(ALICE, "bk-1") == again
+
+    await gateway.delete_event(ALICE, created.event_id)
+    assert await gateway.get_event(ALICE, created.event_id) is None
+    await gateway.delete_event(ALICE, created.event_id)  # idempotent
+    assert await gateway.find_event_for_booking(ALICE, "bk-1") is None
+
+
+async def test_a_repeated_create_with_the_same_transaction_id_makes_one_event(
+    gateway: GraphCalendarGateway,
+) -> None:
+    first = await gateway.create_event(ALICE, draft("bk-2"), transaction_id="tx-bk-2")
+    second = await gateway.create_event(ALICE, draft("bk-2"), transaction_id="tx-bk-2")
+
+    assert second.event_id == first.event_id
+    assert [e.event_id for e in await gateway.list_our_events(ALICE)] == [first.event_id]
+
+
+async def test_list_our_events_never_returns_a_foreign_event(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    ours = [
+        await gateway.create_event(ALICE, draft(f"bk-{n}", START + timedelta(days=n)), f"tx-{n}")
+        for n in range(12)  # more than one page of the emulator's default page size
+    ]
+    foreign_property = BOOKING_ID_PROPERTY.replace("BookingId", "OtherId")
+    window = {"dateTime": "2030-03-05T12:00:00", "timeZone": "UTC"}
+    for body in (
+        {"subject": "Lunch"},
+        {
+            "subject": "Other app",
+            "singleValueExtendedProperties": [{"id": foreign_property, "value": "bk-1"}],
+        },
+        {
+            "subject": "Emptied",
+            "singleValueExtendedProperties": [{"id": BOOKING_ID_PROPERTY, "value": ""}],
+        },
+    ):
+        await control.graph(
+            "POST", f"/users/{ALICE}/events", {**body, "start": window, "end": window}
+        )
+
+    listed = await gateway.list_our_events(ALICE)
+
+    assert sorted(e.event_id for e in listed) == sorted(e.event_id for e in ours)
+    assert {e.booking_id for e in listed} == {f"bk-{n}" for n in range(12)}
+    assert await gateway.find_event_for_booking(ALICE, "bk-404") is None
+
+
+async def test_all_day_event_reads_as_utc_midnights(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    await control.graph(
+        "POST",
+        f"/users/{ALICE}/events",
+        {
+            "subject": "Holiday",
+            "isAllDay": True,
+            "showAs": "oof",
+            "sensitivity": "private",
+            "start": {"dateTime": "2030-03-06T00:00:00", "timeZone": "Europe/Berlin"},
+            "end": {"dateTime": "2030-03-07T00:00:00", "timeZone": "Europe/Berlin"},
+        },
+    )
+
+    (event,) = await gateway.calendar_view(ALICE, START, START + timedelta(days=5))
+
+    assert event.is_all_day
+    assert (event.start, event.end) == (
+        datetime(2030, 3, 6, tzinfo=UTC),
+        datetime(2030, 3, 7, tzinfo=UTC),
+    )
+    assert event.show_as is ShowAs.OOF
+    assert event.sensitivity.hides_details
+    assert event.booking_id is None
+
+
+async def test_a_time_zone_graph_refuses_is_written_in_utc(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    refusal = {"status": 400, "code": "TimeZoneNotSupportedException", "count": 1}
+    await control.add_fault(mailbox=ALICE, pathContains="/events", **refusal)
+
+    created = await gateway.create_event(ALICE, draft("bk-tz"), transaction_id="tx-tz")
+
+    raw = await control.graph("GET", f"/users/{ALICE}/events/{quote(created.event_id, safe='')}")
+    assert raw["originalStartTimeZone"] == "UTC"
+    assert (created.start, created.end) == (START, START + timedelta(hours=1))
+
+    await control.add_fault(mailbox=BOB, pathContains="/events", **refusal)
+    writes = [
+        EventWrite(mailbox=BOB, op="create", draft=draft(f"bk-{n}"), transaction_id=f"tx-{n}")
+        for n in range(3)
+    ]
+    results = await gateway.write_batch(writes)
+    assert [r.error for r in results] == [None] * 3
+    assert [r.event.start for r in results if r.event] == [START] * 3
