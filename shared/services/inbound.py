@@ -234,7 +234,9 @@ class InboundService:
         try:
             mapping = await self._mappings.find_by_event(resource.resource_id, change.event_id)
             if mapping is not None:
-                if change.change_key is not None and change.change_key == mapping.value.change_key:
+                # A delete carries the event's last changeKey, which may be ours: never an echo.
+                echo = change.change_type != "deleted" and change.change_key is not None
+                if echo and change.change_key == mapping.value.change_key:
                     logger.debug("echo of our own write to event %s ignored", change.event_id)
                     return
                 if not settings.direction.pushes:

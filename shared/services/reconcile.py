@@ -124,7 +124,7 @@ class ReconcileService:
         for event in events:
             if event.booking_id is not None:
                 ours[event.booking_id].append(event)
-        counts = report.model_dump()
+        counts = report.model_dump(by_alias=False)
         mappings = {
             m.value.booking_id: m
             for m in await self._mappings.list_for_resource(resource.resource_id)

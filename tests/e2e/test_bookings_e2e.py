@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from shared.adapters.graph.mapping import EXPAND_BOOKING_ID
-from tests.fixtures.stack import Stack, eventually
+from tests.fixtures.stack import Mailboxes, Stack, eventually
 
 pytestmark = pytest.mark.integration
 
-ALICE, BOB, ROOM = "alice@contoso.com", "bob@contoso.com", "room-1@contoso.com"
 START = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
 
 
@@ -46,10 +45,10 @@ async def synced(stack: Stack, booking_id: str) -> dict[str, Any] | None:
     return view if all(s["state"] == "synced" for s in view["sync"]) else None
 
 
-async def test_panel_booking_puts_one_event_in_each_calendar(stack: Stack) -> None:
-    room = await stack.connect(ROOM, subjectTemplate="Training: {title}")
-    alice = await stack.connect(ALICE)
-    bob = await stack.connect(BOB)
+async def test_panel_booking_puts_one_event_in_each_calendar(stack: Stack, mb: Mailboxes) -> None:
+    room = await stack.connect(mb.room, subjectTemplate="Training: {title}")
+    alice = await stack.connect(mb.alice)
+    bob = await stack.connect(mb.bob)
 
     status, created = await stack.call("POST", "/bookings", booking([room, alice, bob]))
     assert status == 201, created
@@ -57,17 +56,17 @@ async def test_panel_booking_puts_one_event_in_each_calendar(stack: Stack) -> No
     view = await eventually(lambda: synced(stack, created["bookingId"]))
     assert [s["role"] for s in view["sync"]] == ["primary", "additional", "additional"]
     for mailbox, subject in (
-        (ROOM, "Training: Interview"),
-        (ALICE, "Interview"),
-        (BOB, "Interview"),
+        (mb.room, "Training: Interview"),
+        (mb.alice, "Interview"),
+        (mb.bob, "Interview"),
     ):
         [event] = await our_events(stack, mailbox)
         assert event["subject"] == subject
         assert event["singleValueExtendedProperties"][0]["value"] == created["bookingId"]
 
 
-async def test_fifty_concurrent_overlapping_creates_one_wins(stack: Stack) -> None:
-    room = await stack.connect(ROOM)
+async def test_fifty_concurrent_overlapping_creates_one_wins(stack: Stack, mb: Mailboxes) -> None:
+    room = await stack.connect(mb.room)
     bodies = [booking([room], **slot(minutes=30 + i % 5 * 10)) for i in range(50)]
 
     results = await asyncio.gather(*(stack.call("POST", "/bookings", body) for body in bodies))
@@ -77,11 +76,13 @@ async def test_fifty_concurrent_overlapping_creates_one_wins(stack: Stack) -> No
     assert statuses.count(409) == 49
     [winner] = [payload for status, payload in results if status == 201]
     await eventually(lambda: synced(stack, winner["bookingId"]))
-    assert len(await our_events(stack, ROOM)) == 1
+    assert len(await our_events(stack, mb.room)) == 1
 
 
-async def test_idempotency_key_replays_and_refuses_other_bodies(stack: Stack) -> None:
-    room = await stack.connect(ROOM)
+async def test_idempotency_key_replays_and_refuses_other_bodies(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
     headers = {"Idempotency-Key": "order-42"}
 
     first = await stack.call("POST", "/bookings", booking([room]), headers=headers)
@@ -92,12 +93,12 @@ async def test_idempotency_key_replays_and_refuses_other_bodies(stack: Stack) ->
     assert first[1] == again[1]
     assert other[0] == 422
     await eventually(lambda: synced(stack, first[1]["bookingId"]))
-    assert len(await our_events(stack, ROOM)) == 1
+    assert len(await our_events(stack, mb.room)) == 1
 
 
-async def test_cancel_removes_every_event_once(stack: Stack) -> None:
-    room = await stack.connect(ROOM)
-    alice = await stack.connect(ALICE, cancelledEventMode="prefix")
+async def test_cancel_removes_every_event_once(stack: Stack, mb: Mailboxes) -> None:
+    room = await stack.connect(mb.room)
+    alice = await stack.connect(mb.alice, cancelledEventMode="prefix")
     _, created = await stack.call("POST", "/bookings", booking([room, alice]))
     await eventually(lambda: synced(stack, created["bookingId"]))
 
@@ -105,8 +106,8 @@ async def test_cancel_removes_every_event_once(stack: Stack) -> None:
     again, _ = await stack.call("POST", f"/bookings/{created['bookingId']}/cancel")
 
     assert (status, cancelled["status"], again) == (200, "cancelled", 200)
-    await eventually(lambda: _no_events(stack, ROOM))
-    [kept] = await eventually(lambda: _subjects(stack, ALICE, "Cancelled: Interview"))
+    await eventually(lambda: _no_events(stack, mb.room))
+    [kept] = await eventually(lambda: _subjects(stack, mb.alice, "Cancelled: Interview"))
     assert kept == "Cancelled: Interview"
 
 
@@ -119,9 +120,11 @@ async def _subjects(stack: Stack, mailbox: str, wanted: str) -> list[str] | None
     return subjects if subjects == [wanted] else None
 
 
-async def test_reschedule_moves_every_event_and_refuses_taken_slots(stack: Stack) -> None:
-    room = await stack.connect(ROOM)
-    alice = await stack.connect(ALICE)
+async def test_reschedule_moves_every_event_and_refuses_taken_slots(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
+    alice = await stack.connect(mb.alice)
     _, first = await stack.call("POST", "/bookings", booking([room, alice]))
     _, second = await stack.call("POST", "/bookings", booking([room], **slot(hours=4)))
     await eventually(lambda: synced(stack, first["bookingId"]))
@@ -134,28 +137,32 @@ async def test_reschedule_moves_every_event_and_refuses_taken_slots(stack: Stack
     assert taken == 409
     assert (status, moved["status"]) == (200, "rescheduled")
     await eventually(lambda: synced(stack, first["bookingId"]))
-    for mailbox in (ROOM, ALICE):
+    for mailbox in (mb.room, mb.alice):
         starts = sorted(e["start"]["dateTime"][:16] for e in await our_events(stack, mailbox))
         assert (START + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M") in starts
     assert second["status"] == "confirmed"
 
 
-async def test_transient_503s_during_a_push_still_leave_one_event(stack: Stack) -> None:
-    room = await stack.connect(ROOM)
+async def test_transient_503s_during_a_push_still_leave_one_event(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
     await stack.control(
-        "POST", "/faults", {"mailbox": ROOM, "status": 503, "count": 2, "pathContains": "/events"}
+        "POST",
+        "/faults",
+        {"mailbox": mb.room, "status": 503, "count": 2, "pathContains": "/events"},
     )
 
     _, created = await stack.call("POST", "/bookings", booking([room]))
 
     await eventually(lambda: synced(stack, created["bookingId"]), within=10)
-    assert len(await our_events(stack, ROOM)) == 1
+    assert len(await our_events(stack, mb.room)) == 1
 
 
-async def test_access_denied_fails_the_resource_closed(stack: Stack) -> None:
-    room = await stack.connect(ROOM)
+async def test_access_denied_fails_the_resource_closed(stack: Stack, mb: Mailboxes) -> None:
+    room = await stack.connect(mb.room)
     await stack.control(
-        "POST", "/faults", {"mailbox": ROOM, "status": 403, "code": "ErrorAccessDenied"}
+        "POST", "/faults", {"mailbox": mb.room, "status": 403, "code": "ErrorAccessDenied"}
     )
     _, created = await stack.call("POST", "/bookings", booking([room]))
 
@@ -172,10 +179,12 @@ async def test_access_denied_fails_the_resource_closed(stack: Stack) -> None:
     await stack.control("DELETE", "/faults")
 
 
-async def test_availability_merges_outlook_busy_time_and_bookings(stack: Stack) -> None:
+async def test_availability_merges_outlook_busy_time_and_bookings(
+    stack: Stack, mb: Mailboxes
+) -> None:
     await stack.graph(
         "POST",
-        f"/users/{ROOM}/events",
+        f"/users/{mb.room}/events",
         {
             "subject": "Board meeting",
             "showAs": "busy",
@@ -189,7 +198,7 @@ async def test_availability_merges_outlook_busy_time_and_bookings(stack: Stack) 
             },
         },
     )
-    room = await stack.connect(ROOM)
+    room = await stack.connect(mb.room)
     await stack.call("POST", "/bookings", booking([room]))
     window = {
         "start": START.isoformat(),
