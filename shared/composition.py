@@ -23,6 +23,7 @@ from shared.adapters.storage.repositories import (
     BookingTable,
     EventMappingTable,
     IdempotencyTable,
+    LeaseTable,
     ResourceTable,
     SlotLedgerTable,
     SubscriptionTable,
@@ -36,6 +37,7 @@ from shared.ports import (
     CalendarGateway,
     EventMappingRepository,
     IdempotencyStore,
+    Leases,
     MessageQueue,
     ResourceRepository,
     SlotLedger,
@@ -47,7 +49,7 @@ from shared.ports import (
 from shared.services.availability import AvailabilityService
 from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
-from shared.services.inbound import InboundService, NotificationIntake
+from shared.services.inbound import EventChangeHandler, InboundService, NotificationIntake
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
@@ -73,6 +75,7 @@ class Adapters:
     sync_log: SyncLogTable
     slot_ledger: SlotLedgerTable
     idempotency: IdempotencyTable
+    leases: LeaseTable
 
     async def close(self) -> None:
         await self.tables.close()
@@ -90,6 +93,7 @@ class Adapters:
             sync_log=self.sync_log,
             slot_ledger=self.slot_ledger,
             idempotency=self.idempotency,
+            leases=self.leases,
         )
 
 
@@ -107,6 +111,7 @@ class Ports:
     sync_log: SyncLog
     slot_ledger: SlotLedger
     idempotency: IdempotencyStore
+    leases: Leases
 
 
 def build_adapters(settings: Settings, credential: AsyncTokenCredential | None = None) -> Adapters:
@@ -136,6 +141,7 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
         sync_log=SyncLogTable(store),
         slot_ledger=SlotLedgerTable(store),
         idempotency=IdempotencyTable(store),
+        leases=LeaseTable(store),
     )
 
 
@@ -228,6 +234,17 @@ def build_services(
         sync_log=ports.sync_log,
         clock=clock,
     )
+    changes = EventChangeHandler(
+        resources=ports.resources,
+        event_mappings=ports.event_mappings,
+        unavailability=ports.unavailability,
+        gateway=gateway,
+        mirror=mirror,
+        applier=applier,
+        connection=connection,
+        sync_log=ports.sync_log,
+        clock=clock,
+    )
     reconcile = ReconcileService(
         resources=ports.resources,
         bookings=ports.bookings,
@@ -236,8 +253,10 @@ def build_services(
         gateway=gateway,
         mirror=mirror,
         applier=applier,
+        changes=changes,
         push=push,
         slots=slots,
+        leases=ports.leases,
         connection=connection,
         sync_log=ports.sync_log,
         clock=clock,
@@ -275,11 +294,7 @@ def build_services(
         ),
         inbound=InboundService(
             resources=ports.resources,
-            event_mappings=ports.event_mappings,
-            unavailability=ports.unavailability,
-            gateway=gateway,
-            mirror=mirror,
-            applier=applier,
+            changes=changes,
             subscriptions=subscriptions,
             connection=connection,
             reconcile=reconcile.reconcile,

@@ -115,6 +115,14 @@ class IdempotencyStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class Leases(Protocol):
+    async def acquire(self, name: str, holder: str, seconds: float) -> bool:
+        """Take the named lease for `seconds` unless someone else holds it unexpired."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None: ...
+
+
 class SyncLog(Protocol):
     async def append(self, entry: SyncLogEntry) -> None: ...
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]: ...
@@ -162,6 +170,10 @@ class CalendarGateway(Protocol):
 
     Every create carries a transactionId so a retried POST never duplicates an event.
     """
+
+    async def check_reachable(self) -> None:
+        """Raises a Graph* error unless Graph answers our token (for health)."""
+        ...
 
     async def check_mailbox(self, mailbox: str) -> None: ...
     async def create_event(

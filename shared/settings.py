@@ -8,6 +8,7 @@ it with a clear message instead of breaking function discovery at import time.
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import Field, HttpUrl, SecretStr, model_validator
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     booking_events_webhook_secret: SecretStr | None = None
 
     idempotency_retention_hours: int = Field(default=48, ge=24)
+
+    @property
+    def subscription_renewal_horizon(self) -> timedelta:
+        return timedelta(hours=self.subscription_renew_within_hours)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:

@@ -27,6 +27,7 @@ from shared.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     GraphNotFound,
+    GraphTransient,
     InvalidInput,
     StorageUnavailable,
 )
@@ -214,6 +215,7 @@ class FakeCalendar:
         self.transactions: dict[tuple[str, str], str] = {}
         self.errors: dict[str, list[DomainError]] = {}
         self.batches: list[int] = []
+        self.unreachable = False
         self._ids = itertools.count(1)
 
     def fail(self, mailbox: str, *errors: DomainError) -> None:
@@ -237,6 +239,10 @@ class FakeCalendar:
         )
         self.events[mailbox][event_id] = event
         return event
+
+    async def check_reachable(self) -> None:
+        if self.unreachable:
+            raise GraphTransient("Graph did not answer")
 
     async def check_mailbox(self, mailbox: str) -> None:
         self._check(mailbox)
@@ -353,6 +359,21 @@ class FakeSubscriptions(FakeTable[SubscriptionRecord]):
         self.rows.pop((subscription_id, ""), None)
 
 
+class FakeLeases:
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+
+    async def acquire(self, name: str, holder: str, seconds: float) -> bool:
+        if self.held.get(name, holder) != holder:
+            return False
+        self.held[name] = holder
+        return True
+
+    async def release(self, name: str, holder: str) -> None:
+        if self.held.get(name) == holder:
+            del self.held[name]
+
+
 class FakeSyncLog:
     def __init__(self) -> None:
         self.entries: list[SyncLogEntry] = []
@@ -409,6 +430,7 @@ def fake_world(clock: Clock, mailboxes: tuple[str, ...]) -> FakeWorld:
         sync_log=FakeSyncLog(),
         slot_ledger=FakeLedger(),
         idempotency=FakeIdempotency(),
+        leases=FakeLeases(),
     )
     calendar = FakeCalendar(mailboxes)
     settings = Settings.model_validate(

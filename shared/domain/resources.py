@@ -133,6 +133,9 @@ class Resource(DomainModel):
     status: ConnectionStatus = Field(default_factory=ConnectionStatus)
     subscription_id: str | None = None
     subscription_expires_at: UtcDatetime | None = None
+    # calendarView/delta state: the link of the last round and the window it covers.
+    delta_link: str | None = None
+    delta_window_start: UtcDatetime | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

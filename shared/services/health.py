@@ -1,14 +1,21 @@
-"""Health: is the service able to do its work right now?"""
+"""Health: can the service do its work right now, and which resources cannot?"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 
 from shared.domain.base import DomainModel
-from shared.domain.errors import StorageUnavailable
-from shared.ports import StorageProbe
+from shared.domain.errors import DomainError
+from shared.domain.resources import ConnectionState
+from shared.ports import CalendarGateway, ResourceRepository, StorageProbe
 
 logger = logging.getLogger(__name__)
+
+PROBE_SECONDS = 5.0
+LISTED = 50
 
 
 class ComponentHealth(DomainModel):
@@ -16,17 +23,65 @@ class ComponentHealth(DomainModel):
     detail: str | None = None
 
 
+class ResourcesHealth(DomainModel):
+    total: int
+    failing: list[str]  # resource ids (at most 50)
+    subscriptions_expiring: list[str]  # within the renewal horizon, or missing
+
+
 class HealthReport(DomainModel):
     ok: bool
     storage: ComponentHealth
+    graph: ComponentHealth | None = None
+    resources: ResourcesHealth | None = None
 
 
-async def check_health(storage: StorageProbe) -> HealthReport:
-    """Probe each dependency; never raises (a failing probe is reported, not thrown)."""
+async def check_health(
+    storage: StorageProbe,
+    gateway: CalendarGateway | None = None,
+    resources: ResourceRepository | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    expiring_within: timedelta = timedelta(hours=24),
+) -> HealthReport:
+    """Probe each dependency; never raises (a failing probe is reported, not thrown).
+    `ok` means storage and Graph answer; failing resources are listed, not fatal."""
+    storage_health = await _probe(storage.check(), "storage")
+    graph_health = await _probe(gateway.check_reachable(), "graph") if gateway else None
+    resources_health = None
+    if resources is not None and storage_health.ok and clock is not None:
+        now = clock()
+        listed = [stored.value for stored in await resources.list_all()]
+        in_scope = [r for r in listed if r.status.state is not ConnectionState.DISCONNECTED]
+        resources_health = ResourcesHealth(
+            total=len(listed),
+            failing=[r.resource_id for r in in_scope if r.status.state is ConnectionState.FAILING][
+                :LISTED
+            ],
+            subscriptions_expiring=[
+                r.resource_id
+                for r in in_scope
+                if r.settings.active
+                and r.settings.direction.value != "none"
+                and (
+                    r.subscription_expires_at is None
+                    or r.subscription_expires_at - now < expiring_within
+                )
+            ][:LISTED],
+        )
+    ok = storage_health.ok and (graph_health is None or graph_health.ok)
+    return HealthReport(
+        ok=ok, storage=storage_health, graph=graph_health, resources=resources_health
+    )
+
+
+async def _probe(check: Awaitable[None], name: str) -> ComponentHealth:
     try:
-        await storage.check()
-        storage_health = ComponentHealth(ok=True)
-    except StorageUnavailable as exc:
-        logger.warning("health: storage unavailable: %s", exc.message)
-        storage_health = ComponentHealth(ok=False, detail=exc.message)
-    return HealthReport(ok=storage_health.ok, storage=storage_health)
+        await asyncio.wait_for(check, PROBE_SECONDS)
+    except (DomainError, TimeoutError) as exc:
+        detail = (
+            exc.message if isinstance(exc, DomainError) else f"no answer in {PROBE_SECONDS:.0f} s"
+        )
+        logger.warning("health: %s unavailable: %s", name, detail)
+        return ComponentHealth(ok=False, detail=detail)
+    return ComponentHealth(ok=True)

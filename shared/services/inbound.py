@@ -13,9 +13,9 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -179,8 +179,13 @@ class NotificationIntake:
         return record
 
 
-class InboundService:
-    """The inbound worker: one EventChange or LifecycleEvent at a time, idempotently."""
+class EventChangeHandler:
+    """Applies one changed event of a mailbox: ours by policy, foreign into the mirror.
+
+    Used for notifications and for the changes a delta round reports. It reads the
+    event's current state from Graph rather than trusting the change's claim, so
+    duplicates and out-of-order changes converge on the same result.
+    """
 
     def __init__(
         self,
@@ -191,9 +196,7 @@ class InboundService:
         gateway: CalendarGateway,
         mirror: MirrorService,
         applier: OutlookChangeApplier,
-        subscriptions: SubscriptionService,
         connection: ConnectionTracker,
-        reconcile: Callable[[str], Any],
         sync_log: SyncLog,
         clock: Callable[[], datetime],
     ) -> None:
@@ -203,13 +206,11 @@ class InboundService:
         self._gateway = gateway
         self._mirror = mirror
         self._applier = applier
-        self._subscriptions = subscriptions
         self._connection = connection
-        self._reconcile = reconcile
         self._sync_log = sync_log
         self._clock = clock
 
-    async def handle_change(self, change: EventChange) -> None:
+    async def handle(self, change: EventChange) -> None:
         stored = await self._resources.get(change.resource_id)
         if stored is None:
             return
@@ -282,6 +283,46 @@ class InboundService:
             await self._unavailability.replace_event(resource.resource_id, master_id, blocks)
         await self._log(resource, change, "mirror: updated", SyncOutcome.OK)
 
+    async def _log(
+        self, resource: Resource, change: EventChange, action: str, outcome: SyncOutcome
+    ) -> None:
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource.resource_id,
+                at=self._clock(),
+                direction=SyncDirection.INBOUND,
+                action=action[:100],
+                outcome=outcome,
+                event_id=change.event_id,
+            )
+        )
+
+
+class InboundService:
+    """The inbound worker: one EventChange or LifecycleEvent at a time, idempotently."""
+
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        changes: EventChangeHandler,
+        subscriptions: SubscriptionService,
+        connection: ConnectionTracker,
+        reconcile: Callable[[str], Awaitable[object]],
+        sync_log: SyncLog,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._resources = resources
+        self._changes = changes
+        self._subscriptions = subscriptions
+        self._connection = connection
+        self._reconcile = reconcile
+        self._sync_log = sync_log
+        self._clock = clock
+
+    async def handle_change(self, change: EventChange) -> None:
+        await self._changes.handle(change)
+
     async def handle_lifecycle(self, event: LifecycleEvent) -> None:
         stored = await self._resources.get(event.resource_id)
         if stored is None or stored.value.subscription_id != event.subscription_id:
@@ -306,19 +347,5 @@ class InboundService:
                 direction=SyncDirection.INBOUND,
                 action=f"lifecycle:{event.lifecycle_event}",
                 outcome=SyncOutcome.OK,
-            )
-        )
-
-    async def _log(
-        self, resource: Resource, change: EventChange, action: str, outcome: SyncOutcome
-    ) -> None:
-        await self._sync_log.append(
-            SyncLogEntry(
-                resource_id=resource.resource_id,
-                at=self._clock(),
-                direction=SyncDirection.INBOUND,
-                action=action[:100],
-                outcome=outcome,
-                event_id=change.event_id,
             )
         )

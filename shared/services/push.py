@@ -251,11 +251,12 @@ class PushService:
             await self._record_success(booking, plan, None, now)
             return False
         message = f"{error.code}: {error.message}"[:500]
+        if permanent:
+            # First, so that new bookings are refused before anyone sees this failure.
+            await self._connection.mark_failing(resource_id, message)
         await self._mappings.update(
             plan.mapping.value.model_copy(update={"last_error": message}), plan.mapping.etag
         )
-        if permanent:
-            await self._connection.mark_failing(resource_id, message)
         await self._log(booking, plan, SyncOutcome.FAILED, message, now)
         logger.warning(
             "push of booking %s to %s failed: %s", booking.booking_id, resource_id, error.code

@@ -13,15 +13,21 @@ property, never a foreign one), recreate future bookings' events, re-pull busy t
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
 from shared.domain.base import DomainModel
 from shared.domain.bookings import Booking
-from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import GraphAccessDenied, GraphNotFound
-from shared.domain.messages import PushBooking
+from shared.domain.calendar import CalendarEvent, DeltaRound, EventMapping, EventType
+from shared.domain.errors import (
+    ConcurrencyConflict,
+    GraphAccessDenied,
+    GraphNotFound,
+    GraphSyncStateLost,
+)
+from shared.domain.messages import EventChange, PushBooking
 from shared.domain.resources import ConnectionState, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
@@ -29,12 +35,14 @@ from shared.ports import (
     CalendarGateway,
     EventMappingRepository,
     EventWrite,
+    Leases,
     ResourceRepository,
     Stored,
     SyncLog,
 )
 from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
+from shared.services.inbound import EventChangeHandler
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
@@ -43,8 +51,12 @@ from shared.services.slots import SlotKeeper
 logger = logging.getLogger(__name__)
 
 
+LEASE_SECONDS = 300.0
+
+
 class ReconcileReport(DomainModel):
     resource_id: str
+    full: bool = False
     events_read: int = 0
     policies_applied: int = 0
     adopted: int = 0
@@ -64,8 +76,10 @@ class ReconcileService:
         gateway: CalendarGateway,
         mirror: MirrorService,
         applier: OutlookChangeApplier,
+        changes: EventChangeHandler,
         push: PushService,
         slots: SlotKeeper,
+        leases: Leases,
         connection: ConnectionTracker,
         sync_log: SyncLog,
         clock: Callable[[], datetime],
@@ -77,15 +91,31 @@ class ReconcileService:
         self._gateway = gateway
         self._mirror = mirror
         self._applier = applier
+        self._changes = changes
         self._push = push
         self._slots = slots
+        self._leases = leases
         self._connection = connection
         self._sync_log = sync_log
         self._clock = clock
 
     async def reconcile(self, resource_id: str) -> ReconcileReport:
-        """One round for one resource. Idempotent; Graph access errors make the resource
-        failing (and are raised so a queue retry or the next round tries again)."""
+        """One round for one resource, under a per-resource lease (a concurrent round for
+        the same mailbox, from an overlapping timer or another instance, skips).
+
+        A calendarView/delta round: an unchanged mailbox costs one Graph request. The
+        first round, a moved mirror window, or a delta link Graph no longer knows
+        (410) make it a full round that rebuilds the mirror and checks every mapping.
+        Graph access errors make the resource failing and are raised."""
+        holder = uuid.uuid4().hex
+        if not await self._leases.acquire(f"reconcile:{resource_id}", holder, LEASE_SECONDS):
+            return ReconcileReport(resource_id=resource_id, skipped="another round is running")
+        try:
+            return await self._reconcile(resource_id)
+        finally:
+            await self._leases.release(f"reconcile:{resource_id}", holder)
+
+    async def _reconcile(self, resource_id: str) -> ReconcileReport:
         report = ReconcileReport(resource_id=resource_id)
         stored = await self._resources.get(resource_id)
         if stored is None:
@@ -97,16 +127,25 @@ class ReconcileService:
         if not (settings.direction.pulls or settings.direction.pushes):
             return report.model_copy(update={"skipped": "direction none"})
         start, end = self._mirror.window()
+        link = resource.delta_link if resource.delta_window_start == start else None
         try:
-            events = await self._gateway.calendar_view(settings.mailbox, start, end)
-            if settings.direction.pulls:
-                await self._mirror.replace_all(resource_id, events)
-            if settings.direction.pushes:
-                report = await self._heal(resource, events, report)
+            try:
+                delta = await self._gateway.delta(settings.mailbox, start, end, link)
+            except GraphSyncStateLost:
+                logger.warning("delta state of %s was lost; full round", resource_id)
+                link = None
+                delta = await self._gateway.delta(settings.mailbox, start, end, None)
+            if link is None:
+                report = await self._full_round(resource, delta.events, report)
+            else:
+                report = await self._incremental_round(resource, delta, report)
         except (GraphAccessDenied, GraphNotFound) as exc:
             await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
             raise
-        report = report.model_copy(update={"events_read": len(events)})
+        report = report.model_copy(
+            update={"events_read": len(delta.events) + len(delta.removed_ids), "full": link is None}
+        )
+        await self._save_delta(resource_id, delta.delta_link, start)
         await self._connection.mark_synced(resource_id, mirror_refreshed=settings.direction.pulls)
         await self._log(
             resource_id,
@@ -115,6 +154,81 @@ class ReconcileService:
             report.model_dump_json(exclude={"resource_id"}),
         )
         return report
+
+    async def _full_round(
+        self, resource: Resource, events: list[CalendarEvent], report: ReconcileReport
+    ) -> ReconcileReport:
+        # Delta items carry no extended properties: ask which events are ours by them.
+        ours = await self._gateway.list_our_events(resource.settings.mailbox)
+        our_ids = {e.event_id for e in ours}
+        if resource.settings.direction.pulls:
+            await self._mirror.replace_all(
+                resource.resource_id, (e for e in events if e.event_id not in our_ids)
+            )
+        if resource.settings.direction.pushes:
+            return await self._heal(resource, ours, report)
+        return report
+
+    async def _incremental_round(
+        self, resource: Resource, delta: DeltaRound, report: ReconcileReport
+    ) -> ReconcileReport:
+        now = self._clock()
+        changes = [
+            EventChange(
+                subscription_id="delta",
+                resource_id=resource.resource_id,
+                change_type="deleted",
+                event_id=event_id,
+                received_at=now,
+            )
+            for event_id in delta.removed_ids
+        ]
+        changes += [
+            EventChange(
+                subscription_id="delta",
+                resource_id=resource.resource_id,
+                change_type="updated",
+                event_id=event.event_id,
+                change_key=event.change_key,
+                received_at=now,
+            )
+            for event in delta.events
+            if event.type is not EventType.OCCURRENCE or event.series_master_id is None
+        ]
+        # Occurrences of one series are handled once, through their master.
+        masters = {
+            e.series_master_id
+            for e in delta.events
+            if e.type is EventType.OCCURRENCE and e.series_master_id
+        }
+        changes += [
+            EventChange(
+                subscription_id="delta",
+                resource_id=resource.resource_id,
+                change_type="updated",
+                event_id=master_id,
+                received_at=now,
+            )
+            for master_id in sorted(masters)
+            if master_id not in {c.event_id for c in changes}
+        ]
+        for change in changes:
+            await self._changes.handle(change)
+        return report.model_copy(update={"policies_applied": len(changes)})
+
+    async def _save_delta(self, resource_id: str, link: str, window_start: datetime) -> None:
+        for _ in range(5):
+            stored = await self._resources.get(resource_id)
+            if stored is None:
+                return
+            changed = stored.value.model_copy(
+                update={"delta_link": link, "delta_window_start": window_start}
+            )
+            try:
+                await self._resources.update(changed, stored.etag)
+                return
+            except ConcurrencyConflict:
+                continue
 
     async def _heal(
         self, resource: Resource, events: list[CalendarEvent], report: ReconcileReport

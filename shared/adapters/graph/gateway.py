@@ -23,6 +23,9 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.httpx_request_adapter import HttpxRequestAdapter
 from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 from msgraph.generated.models.subscription import Subscription
+from msgraph.generated.subscriptions.subscriptions_request_builder import (
+    SubscriptionsRequestBuilder,
+)
 from msgraph.generated.users.item.calendar.get_schedule.get_schedule_post_request_body import (
     GetSchedulePostRequestBody,
 )
@@ -52,6 +55,7 @@ from shared.adapters.graph.errors import (
     GraphItemNotFound,
     GraphTimeZoneRefused,
     failure_from_exception,
+    to_domain_error,
 )
 from shared.adapters.graph.mapping import (
     EXPAND_BOOKING_ID,
@@ -243,6 +247,16 @@ class GraphCalendarGateway:
         return _Page(value=items, next_link=None, delta_link=page.delta_link)
 
     # Events --------------------------------------------------------------------------
+
+    async def check_reachable(self) -> None:
+        """One light request (the app's subscriptions, a single item), without retries:
+        raises a Graph* error when Graph does not answer or refuses our token."""
+        query = SubscriptionsRequestBuilder.SubscriptionsRequestBuilderGetQueryParameters(top=1)
+        request = self._client.subscriptions.to_get_request_information(_config(query, prefer=()))
+        try:
+            await self._send_json(request)
+        except GRAPH_CALL_ERRORS as exc:
+            raise to_domain_error(failure_from_exception(exc), "health probe") from exc
 
     async def check_mailbox(self, mailbox: str) -> None:
         """Raises GraphNotFound (no such mailbox) or GraphAccessDenied (not ours to read)."""

@@ -14,20 +14,25 @@ the subscription / booking they belong to); no partition is keyed by time.
 | synclog         | resource id      | "<inverted epoch ms>-<random>" (newest first) |
 | slotledger      | resource id      | "day|<YYYY-MM-DD>" (UTC day)             |
 | idempotency     | sha256(key)      | "request"                                |
+| leases          | lease name       | "lease"                                  |
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from shared.adapters.storage.tables import EntityTable, Transaction, encode_key
 from shared.domain.bookings import Booking
 from shared.domain.calendar import EventMapping, SubscriptionRecord, Unavailability
 from shared.domain.claims import DayLedger, days_touched
+from shared.domain.errors import AlreadyExists, ConcurrencyConflict
 from shared.domain.resources import Resource
 from shared.domain.sync_log import SyncLogEntry
 from shared.ports import IdempotencyRecord, Stored
@@ -40,11 +45,13 @@ SUBSCRIPTIONS = "subscriptions"
 SYNC_LOG = "synclog"
 SLOT_LEDGER = "slotledger"
 IDEMPOTENCY = "idempotency"
+LEASES = "leases"
 
 RESOURCE_ROW = "resource"
 BOOKING_ROW = "booking"
 SUBSCRIPTION_ROW = "subscription"
 REQUEST_ROW = "request"
+LEASE_ROW = "lease"
 DAY_ROW_PREFIX = "day|"
 MAPPING_ROW_PREFIX = "booking|"
 EVENT_INDEX_ROW_PREFIX = "event|"
@@ -308,3 +315,42 @@ class IdempotencyTable(EntityTable[IdempotencyRecord]):
 def _key_digest(key: str) -> str:
     # Keys are caller-chosen strings of any shape; their digest is a safe, even key.
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Lease(BaseModel):
+    name: str
+    holder: str
+    expires_at: datetime
+
+
+class LeaseTable(EntityTable[Lease]):
+    """Named leases: insert-if-absent to take a free one, ETag replace to take an
+    expired one, so two holders never both succeed."""
+
+    kind = LEASES
+    model = Lease
+
+    def keys(self, value: Lease) -> tuple[str, str]:
+        return value.name, LEASE_ROW
+
+    async def acquire(self, name: str, holder: str, seconds: float) -> bool:
+        now = datetime.now(UTC)
+        lease = Lease(name=name, holder=holder, expires_at=now + timedelta(seconds=seconds))
+        current = await self.get_by_keys(name, LEASE_ROW)
+        try:
+            if current is None:
+                await self.insert(lease)
+            elif current.value.holder == holder or current.value.expires_at <= now:
+                await self.replace(lease, current.etag)
+            else:
+                return False
+        except (AlreadyExists, ConcurrencyConflict):
+            return False
+        return True
+
+    async def release(self, name: str, holder: str) -> None:
+        current = await self.get_by_keys(name, LEASE_ROW)
+        if current is not None and current.value.holder == holder:
+            # Taken over after expiry meanwhile: then it is theirs now.
+            with contextlib.suppress(ConcurrencyConflict):
+                await self.delete_by_keys(name, LEASE_ROW, etag=current.etag)
