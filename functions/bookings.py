@@ -9,6 +9,7 @@ from shared.composition import get_services
 from shared.domain.base import DomainModel, ResourceId, UtcDatetime
 from shared.domain.bookings import BookingRequest, TimeRange
 from shared.domain.errors import InvalidInput
+from shared.observability import correlate
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
 
@@ -52,8 +53,10 @@ async def create_booking(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="bookings/{bookingId}", methods=["GET"])
 async def get_booking(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
-        view = await get_services().bookings.get(route_id(req, "bookingId"))
-        return json_response(view)
+        booking_id = route_id(req, "bookingId")
+        with correlate(booking_id=booking_id):
+            view = await get_services().bookings.get(booking_id)
+            return json_response(view)
 
     return await respond(handle)
 
@@ -66,10 +69,11 @@ async def list_bookings(req: func.HttpRequest) -> func.HttpResponse:
             BookingListQuery,
             {"resourceId": "resourceId", "start": "start", "end": "end"},
         )
-        views = await get_services().bookings.list_for_resource(
-            query.resource_id, query.start, query.end
-        )
-        return json_response({"value": [view.model_dump(mode="json") for view in views]})
+        with correlate(resource_id=query.resource_id):
+            views = await get_services().bookings.list_for_resource(
+                query.resource_id, query.start, query.end
+            )
+            return json_response({"value": [view.model_dump(mode="json") for view in views]})
 
     return await respond(handle)
 
@@ -77,8 +81,10 @@ async def list_bookings(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="bookings/{bookingId}/cancel", methods=["POST"])
 async def cancel_booking(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
-        view = await get_services().bookings.cancel(route_id(req, "bookingId"))
-        return json_response(view)
+        booking_id = route_id(req, "bookingId")
+        with correlate(booking_id=booking_id):
+            view = await get_services().bookings.cancel(booking_id)
+            return json_response(view)
 
     return await respond(handle)
 
@@ -93,9 +99,10 @@ async def reschedule_booking(req: func.HttpRequest) -> func.HttpResponse:
                 "end must be after start",
                 details=[{"field": "end", "message": "must be after start"}],
             )
-        view = await get_services().bookings.reschedule(
-            booking_id, TimeRange(start=body.start, end=body.end)
-        )
-        return json_response(view)
+        with correlate(booking_id=booking_id):
+            view = await get_services().bookings.reschedule(
+                booking_id, TimeRange(start=body.start, end=body.end)
+            )
+            return json_response(view)
 
     return await respond(handle)

@@ -14,6 +14,7 @@ import azure.functions as func
 from functions.http import error_response, parse_body, respond
 from shared.composition import get_services
 from shared.domain.errors import InvalidInput
+from shared.observability import correlate
 from shared.services.inbound import NotificationBatch
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,15 @@ async def _accept(req: func.HttpRequest) -> func.HttpResponse:
     except InvalidInput as exc:
         return error_response(400, exc.code, exc.message, list(exc.details))
 
+    # Graph batches per subscription as a rule; a mixed batch carries no subscription id.
+    subscriptions = {item.subscription_id for item in batch.value}
+    only = subscriptions.pop() if len(subscriptions) == 1 else None
+
     async def handle() -> func.HttpResponse:
-        enqueued, dropped = await get_services().intake.accept(batch)
-        logger.info("graph notifications: %d enqueued, %d dropped", enqueued, dropped)
-        return func.HttpResponse(status_code=202)
+        with correlate(subscription_id=only):
+            enqueued, dropped = await get_services().intake.accept(batch)
+            logger.info("graph notifications: %d enqueued, %d dropped", enqueued, dropped)
+            return func.HttpResponse(status_code=202)
 
     # A failure to enqueue answers 503, so Graph delivers again later.
     return await respond(handle)

@@ -12,6 +12,7 @@ from shared.composition import get_services
 from shared.domain.base import DomainModel
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ResyncResource
 from shared.domain.resources import ResourceSettings
+from shared.observability import correlate
 from shared.services.availability import AvailabilityQuery
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
@@ -30,8 +31,9 @@ async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
         settings = parse_body(req, ResourceSettings)
-        view, created = await get_services().resources.put(resource_id, settings)
-        return json_response(view, status=201 if created else 200)
+        with correlate(resource_id=resource_id, mailbox=settings.mailbox):
+            view, created = await get_services().resources.put(resource_id, settings)
+            return json_response(view, status=201 if created else 200)
 
     return await respond(handle)
 
@@ -39,7 +41,9 @@ async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="resources/{resourceId}", methods=["GET"])
 async def get_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
-        return json_response(await get_services().resources.get(route_id(req, "resourceId")))
+        resource_id = route_id(req, "resourceId")
+        with correlate(resource_id=resource_id):
+            return json_response(await get_services().resources.get(resource_id))
 
     return await respond(handle)
 
@@ -47,11 +51,13 @@ async def get_resource(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="resources/{resourceId}", methods=["DELETE"])
 async def delete_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
+        resource_id = route_id(req, "resourceId")
         query = parse_query(req, DisconnectQuery, {"removeEvents": "removeEvents"})
-        view = await get_services().resources.disconnect(
-            route_id(req, "resourceId"), remove_events=query.remove_events
-        )
-        return json_response(view)
+        with correlate(resource_id=resource_id):
+            view = await get_services().resources.disconnect(
+                resource_id, remove_events=query.remove_events
+            )
+            return json_response(view)
 
     return await respond(handle)
 
@@ -65,7 +71,9 @@ async def get_availability(req: func.HttpRequest) -> func.HttpResponse:
             AvailabilityQuery,
             {"start": "start", "end": "end", "durationMinutes": "durationMinutes"},
         )
-        return json_response(await get_services().availability.availability(resource_id, query))
+        with correlate(resource_id=resource_id):
+            availability = await get_services().availability.availability(resource_id, query)
+            return json_response(availability)
 
     return await respond(handle)
 
@@ -75,8 +83,9 @@ async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
         query = parse_query(req, SyncLogQuery, {"limit": "limit"})
-        entries = await get_services().resources.sync_log(resource_id, query.limit)
-        return json_response({"value": [entry.model_dump(mode="json") for entry in entries]})
+        with correlate(resource_id=resource_id):
+            entries = await get_services().resources.sync_log(resource_id, query.limit)
+            return json_response({"value": [entry.model_dump(mode="json") for entry in entries]})
 
     return await respond(handle)
 
@@ -85,10 +94,11 @@ async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
 async def resync_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
-        await get_services().resources.get(resource_id)  # 404 for unknown resources
-        await get_services().ports.queue.send(
-            SYNC_OUTBOUND_QUEUE, ResyncResource(resource_id=resource_id, reason="requested")
-        )
-        return json_response({"resourceId": resource_id, "status": "accepted"}, status=202)
+        with correlate(resource_id=resource_id):
+            await get_services().resources.get(resource_id)  # 404 for unknown resources
+            await get_services().ports.queue.send(
+                SYNC_OUTBOUND_QUEUE, ResyncResource(resource_id=resource_id, reason="requested")
+            )
+            return json_response({"resourceId": resource_id, "status": "accepted"}, status=202)
 
     return await respond(handle)

@@ -32,6 +32,7 @@ from shared.adapters.storage.repositories import (
 )
 from shared.adapters.storage.tables import TableStore
 from shared.domain.base import utc_now
+from shared.observability import configure_observability
 from shared.ports import (
     BookingRepository,
     CalendarGateway,
@@ -154,6 +155,7 @@ def azure_credential(client_id: str | None) -> AsyncTokenCredential:
 @functools.cache
 def get_adapters() -> Adapters:
     """The process-wide adapters (built on first use)."""
+    configure_observability(get_settings())
     return build_adapters(get_settings())
 
 
@@ -317,6 +319,7 @@ def build_services(
 def get_services() -> Services:
     """The process-wide services (built on first use, sharing one set of clients)."""
     settings = get_settings()
+    configure_observability(settings)
     managed_identity = (
         azure_credential(settings.azure_client_id)
         if settings.graph_auth_mode is GraphAuthMode.MANAGED_IDENTITY

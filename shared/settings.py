@@ -65,6 +65,10 @@ class Settings(BaseSettings):
 
     idempotency_retention_hours: int = Field(default=48, ge=24)
 
+    # Application Insights (the Functions host reads it too). When set, the app exports its
+    # logs and traces with OpenTelemetry, authenticating as AZURE_CLIENT_ID's identity.
+    applicationinsights_connection_string: str | None = None
+
     @property
     def subscription_renewal_horizon(self) -> timedelta:
         return timedelta(hours=self.subscription_renew_within_hours)

@@ -38,8 +38,8 @@ HOST_SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__blobServiceUri": "host blob endpoint",
     "AzureWebJobsStorage__queueServiceUri": "queue triggers' endpoint",
     "AzureWebJobsStorage__tableServiceUri": "host table endpoint",
-    # The host sends telemetry here; the app's OpenTelemetry exporter reads it as well (it may
-    # become a Settings field; then it is simply both).
+    # The host sends telemetry here; so does the app's OpenTelemetry exporter, which reads it
+    # as Settings.applicationinsights_connection_string: the one name that is both.
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights resource",
     # Ingestion with a Microsoft Entra token, because local auth is off on Application Insights.
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=<identity>;Authorization=AAD",
@@ -247,6 +247,12 @@ def test_infra_sets_nothing_the_app_or_host_does_not_know(infra_names: set[str])
     known = {name.lower() for name in Settings.model_fields} | {n.lower() for n in HOST_SETTINGS}
 
     assert infra_names - known == set()
+
+
+def test_only_the_application_insights_connection_is_both_an_app_and_a_host_setting() -> None:
+    host = {name.lower() for name in HOST_SETTINGS}
+
+    assert host & set(Settings.model_fields) == {"applicationinsights_connection_string"}
 
 
 def test_infra_sets_every_host_setting(infra_names: set[str]) -> None:

@@ -1,0 +1,213 @@
+"""Structured logs: correlation ids on every record, secrets masked, export to Azure Monitor.
+
+- `correlate(booking_id=..., resource_id=..., ...)` puts ids into a context variable for a
+  block (nested blocks merge; each asyncio task sees its own); `CorrelationFilter` copies
+  them onto every LogRecord as attributes, which OpenTelemetry's logging handler exports
+  as Application Insights custom dimensions.
+- `RedactionFilter` masks bearer tokens, clientState values, OAuth tokens and signed-URL
+  or connection-string keys in messages. It is the last line of defence only: the code
+  itself never logs tokens, clientState, or event subjects and bodies.
+- `configure_observability(settings)` installs both filters on the root logger's handlers
+  once per process and, when APPLICATIONINSIGHTS_CONNECTION_STRING is set, starts the
+  Azure Monitor OpenTelemetry distro (imported only then, so cold starts without it pay
+  nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any
+
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+# The ids a record can carry, as attribute names (and custom-dimension names).
+CORRELATION_FIELDS = ("booking_id", "resource_id", "mailbox", "subscription_id", "event_id")
+
+# Loggers exported at every level; any other logger only from WARNING up.
+APP_LOGGERS = ("shared", "functions", "function_app")
+# The exporter's own loggers are never exported (a failing export must not feed itself).
+EXPORTER_LOGGERS = ("azure.monitor.opentelemetry", "opentelemetry")
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+_correlation: ContextVar[Mapping[str, str]] = ContextVar("correlation", default=_EMPTY)
+
+
+@contextmanager
+def correlate(
+    *,
+    booking_id: str | None = None,
+    resource_id: str | None = None,
+    mailbox: str | None = None,
+    subscription_id: str | None = None,
+    event_id: str | None = None,
+) -> Iterator[None]:
+    """Within the block, every log record carries the given ids (None ones are left out)
+    on top of those of any enclosing block; the previous ids are back after it."""
+    given = {
+        "booking_id": booking_id,
+        "resource_id": resource_id,
+        "mailbox": mailbox,
+        "subscription_id": subscription_id,
+        "event_id": event_id,
+    }
+    merged = {**_correlation.get(), **{k: v for k, v in given.items() if v is not None}}
+    token = _correlation.set(MappingProxyType(merged))
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
+
+
+def correlation_ids() -> Mapping[str, str]:
+    """The ids in effect here (read-only)."""
+    return _correlation.get()
+
+
+class CorrelationFilter(logging.Filter):
+    """Copies the current correlation ids onto each record as attributes. An id the log
+    call passed itself (`extra={"booking_id": ...}`) is kept. Never drops a record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in _correlation.get().items():
+            record.__dict__.setdefault(name, value)
+        return True
+
+
+MASK = "***"
+_BASE64ISH = r"[A-Za-z0-9\-._~+/]+=*"
+SECRET_PATTERNS = (
+    # Authorization header values: `Bearer <token>`, storage `SharedKey account:signature`.
+    re.compile(rf"(?i)(\bbearer\s+){_BASE64ISH}"),
+    re.compile(r"(?i)(\bSharedKey(?:Lite)?\s+[^:\s]+:)[A-Za-z0-9+/=]+"),
+    # `name=value`, `name: value`, `"name": "value"`, `name='value'` (a model's repr).
+    re.compile(
+        r"""(?i)(\b(?:client_?state|access_token|refresh_token|id_token|client_secret)"""
+        r"""["']?\s*[:=]\s*["']?)[^"'\s,;&)}]+"""
+    ),
+    # Function keys and SAS signatures in URLs (`?code=`, `&sig=`).
+    re.compile(r"""(?i)([?&;](?:code|sig)=)[^&\s"'#;]+"""),
+    # Keys inside connection strings.
+    re.compile(r"""(?i)(\b(?:AccountKey|SharedAccessKey|SharedAccessSignature)=)[^;\s"']+"""),
+)
+
+# Attributes every LogRecord has; anything else was added by `extra=` or a filter.
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def redact(text: str) -> str:
+    """`text` with every secret SECRET_PATTERNS recognises replaced by MASK."""
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(rf"\g<1>{MASK}", text)
+    return text
+
+
+class RedactionFilter(logging.Filter):
+    """Masks secrets in a record's message (merging its args), its string attributes and
+    its formatted traceback. The record is changed in place, so every handler after this
+    one sees the masked version too. Never drops a record. (OpenTelemetry's handler formats
+    exceptions from `exc_info` itself; those are out of a filter's reach.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format: left as is
+            message = None
+        if message is not None:
+            masked = redact(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, name, redact(value))
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text instead of formatting the exception again.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+class ExportScopeFilter(logging.Filter):
+    """For the Azure Monitor handler: the app's loggers at every level, other libraries'
+    from WARNING up (azure-core logs each HTTP request at INFO), never the exporter's own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _within(record.name, EXPORTER_LOGGERS):
+            return False
+        return record.levelno >= logging.WARNING or _within(record.name, APP_LOGGERS)
+
+
+def _within(name: str, roots: tuple[str, ...]) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in roots)
+
+
+def install_filters(handler: logging.Handler) -> None:
+    """Adds CorrelationFilter then RedactionFilter to `handler`, each at most once."""
+    for kind in (CorrelationFilter, RedactionFilter):
+        if not any(isinstance(existing, kind) for existing in handler.filters):
+            handler.addFilter(kind())
+
+
+_configured = False
+_configure_lock = threading.Lock()
+
+
+def configure_observability(settings: Settings) -> None:
+    """Once per process (later calls return at once): export to Application Insights when
+    APPLICATIONINSIGHTS_CONNECTION_STRING is set, then the correlation and redaction
+    filters on every handler of the root logger (the Functions worker's among them).
+
+    A connection string the distro rejects is logged and export stays off: telemetry
+    must not take the app down.
+    """
+    global _configured
+    with _configure_lock:
+        if _configured:
+            return
+        _configured = True
+        root = logging.getLogger()
+        before = list(root.handlers)
+        for handler in before:
+            install_filters(handler)
+        if not settings.applicationinsights_connection_string:
+            return
+        try:
+            export_to_azure_monitor(
+                settings.applicationinsights_connection_string, settings.azure_client_id
+            )
+        except ValueError as error:
+            logger.error("Application Insights export is off: %s", redact(str(error)))
+        for handler in root.handlers:
+            if handler not in before:  # the exporter's
+                handler.addFilter(ExportScopeFilter())
+                install_filters(handler)
+
+
+def export_to_azure_monitor(connection_string: str, client_id: str | None) -> None:
+    """Starts the Azure Monitor OpenTelemetry distro: logs (root logger, scoped by
+    ExportScopeFilter afterwards), traces of the Azure SDK and httpx (Graph) calls, metrics.
+
+    Local auth is off on Application Insights, so ingestion authenticates with the
+    user-assigned managed identity `client_id` (AZURE_CLIENT_ID) when given; without it the
+    exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself.
+    """
+    # Imported here: the distro and its instrumentations are heavy, and unused without it.
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    options: dict[str, Any] = {"connection_string": connection_string, "logger_name": ""}
+    if client_id is not None:
+        # The exporter takes a synchronous credential; the app's shared one is async.
+        from azure.identity import ManagedIdentityCredential
+
+        options["credential"] = ManagedIdentityCredential(client_id=client_id)
+    configure_azure_monitor(**options)
