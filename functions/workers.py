@@ -13,11 +13,15 @@ from shared.domain.messages import (
     SYNC_INBOUND_QUEUE,
     SYNC_OUTBOUND_QUEUE,
     EventChange,
+    EventChanges,
     InboundWork,
+    LifecycleEvent,
     OutboundWork,
     PushBooking,
     ReconcileResource,
+    ResyncResource,
 )
+from shared.observability import correlate
 
 logger = logging.getLogger(__name__)
 
@@ -27,29 +31,56 @@ _outbound = TypeAdapter[OutboundWork](OutboundWork)
 _inbound = TypeAdapter[InboundWork](InboundWork)
 
 
+def _ids(
+    work: PushBooking
+    | ResyncResource
+    | ReconcileResource
+    | EventChange
+    | EventChanges
+    | LifecycleEvent,
+) -> dict[str, str]:
+    """The correlation ids a queue message carries."""
+    if isinstance(work, PushBooking):
+        return {"booking_id": work.booking_id}
+    if isinstance(work, EventChange):
+        return {
+            "resource_id": work.resource_id,
+            "subscription_id": work.subscription_id,
+            "event_id": work.event_id,
+        }
+    if isinstance(work, LifecycleEvent | EventChanges):
+        return {"resource_id": work.resource_id, "subscription_id": work.subscription_id}
+    return {"resource_id": work.resource_id}
+
+
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_OUTBOUND_QUEUE, connection="AzureWebJobsStorage")
 async def sync_outbound(msg: func.QueueMessage) -> None:
     work = _outbound.validate_json(msg.get_body())
     services = get_services()
-    if isinstance(work, PushBooking):
-        logger.info(
-            "push booking %s v%d (try %s)", work.booking_id, work.booking_version, msg.dequeue_count
-        )
-        await services.push.push(work)
-    elif isinstance(work, ReconcileResource):
-        report = await services.reconcile.reconcile(work.resource_id)
-        logger.info("reconciled %s: %s", work.resource_id, report.model_dump_json())
-    else:
-        logger.info("resync of %s (%s)", work.resource_id, work.reason)
-        await services.reconcile.resync(work.resource_id)
+    with correlate(**_ids(work)):
+        if isinstance(work, PushBooking):
+            logger.info(
+                "push booking %s v%d (try %s)",
+                work.booking_id,
+                work.booking_version,
+                msg.dequeue_count,
+            )
+            await services.push.push(work)
+        elif isinstance(work, ReconcileResource):
+            report = await services.reconcile.reconcile(work.resource_id)
+            logger.info("reconciled %s: %s", work.resource_id, report.model_dump_json())
+        else:
+            logger.info("resync of %s (%s)", work.resource_id, work.reason)
+            await services.reconcile.resync(work.resource_id)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_INBOUND_QUEUE, connection="AzureWebJobsStorage")
 async def sync_inbound(msg: func.QueueMessage) -> None:
     work = _inbound.validate_json(msg.get_body())
     services = get_services()
-    if isinstance(work, EventChange):
-        await services.inbound.handle_change(work)
-    else:
-        logger.info("lifecycle %s for %s", work.lifecycle_event, work.resource_id)
-        await services.inbound.handle_lifecycle(work)
+    with correlate(**_ids(work)):
+        if isinstance(work, EventChange | EventChanges):
+            await services.inbound.handle_change(work)
+        else:
+            logger.info("lifecycle %s for %s", work.lifecycle_event, work.resource_id)
+            await services.inbound.handle_lifecycle(work)

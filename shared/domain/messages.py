@@ -15,6 +15,10 @@ BOOKING_EVENTS_QUEUE = "booking-events"
 QUEUES = (SYNC_OUTBOUND_QUEUE, SYNC_INBOUND_QUEUE, BOOKING_EVENTS_QUEUE)
 
 
+# A queue message holds at most 64 KiB; a change is well under 400 bytes of JSON.
+MAX_CHANGES_PER_MESSAGE = 100
+
+
 def poison_queue(name: str) -> str:
     return f"{name}-poison"
 
@@ -61,6 +65,16 @@ class EventChange(DomainModel):
     received_at: UtcDatetime
 
 
+class EventChanges(DomainModel):
+    """sync-inbound: the changes one notification POST carried for one subscription, in
+    one queue message, so the webhook writes once per POST rather than once per item."""
+
+    kind: Literal["event_changes"] = "event_changes"
+    subscription_id: str
+    resource_id: ResourceId
+    changes: Annotated[list[EventChange], Field(min_length=1, max_length=MAX_CHANGES_PER_MESSAGE)]
+
+
 class LifecycleEvent(DomainModel):
     """sync-inbound: a Graph lifecycle notification for one subscription."""
 
@@ -71,7 +85,7 @@ class LifecycleEvent(DomainModel):
     received_at: UtcDatetime
 
 
-InboundWork = Annotated[EventChange | LifecycleEvent, Field(discriminator="kind")]
+InboundWork = Annotated[EventChange | EventChanges | LifecycleEvent, Field(discriminator="kind")]
 
 
 class BookingEventType(StrEnum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.domain.errors import ConcurrencyConflict
 from shared.domain.resources import ConnectionState, Resource
@@ -19,6 +19,8 @@ from shared.ports import ResourceRepository, Stored, SyncLog
 logger = logging.getLogger(__name__)
 
 _ATTEMPTS = 5
+# lastSyncAt is refreshed at most this often by pushes (reconciles always refresh it).
+_QUIET = timedelta(seconds=30)
 
 
 class ConnectionTracker:
@@ -70,6 +72,9 @@ class ConnectionTracker:
             if status.state is ConnectionState.DISCONNECTED:
                 return None
             recovered = status.state is ConnectionState.FAILING
+            recent = status.last_sync_at is not None and now - status.last_sync_at < _QUIET
+            if status.state is ConnectionState.CONNECTED and recent and not mirror_refreshed:
+                return None  # keep the resource row cool under bursts of pushes
             update: dict[str, object] = {
                 "state": ConnectionState.CONNECTED,
                 "reason": None,

@@ -22,8 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.domain.calendar import EventType, SubscriptionRecord
 from shared.domain.errors import GraphAccessDenied, GraphNotFound
 from shared.domain.messages import (
+    MAX_CHANGES_PER_MESSAGE,
     SYNC_INBOUND_QUEUE,
     EventChange,
+    EventChanges,
     LifecycleEvent,
 )
 from shared.domain.resources import ChangeKind, Direction, Resource
@@ -46,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 _RECORD_TTL_SECONDS = 60.0
-_ENQUEUE_CONCURRENCY = 16
 
 
 class ResourceData(BaseModel):
@@ -121,13 +122,24 @@ class NotificationIntake:
                 dropped += 1
                 continue
             messages.append(message)
-        gate = asyncio.Semaphore(_ENQUEUE_CONCURRENCY)
-
-        async def send(message: EventChange | LifecycleEvent) -> None:
-            async with gate:
-                await self._queue.send(SYNC_INBOUND_QUEUE, message)
-
-        await asyncio.gather(*(send(m) for m in messages))
+        outgoing: list[EventChanges | LifecycleEvent] = [
+            m for m in messages if isinstance(m, LifecycleEvent)
+        ]
+        by_subscription: dict[str, list[EventChange]] = {}
+        for message in messages:
+            if isinstance(message, EventChange):
+                by_subscription.setdefault(message.subscription_id, []).append(message)
+        for changes in by_subscription.values():
+            for start in range(0, len(changes), MAX_CHANGES_PER_MESSAGE):
+                chunk = changes[start : start + MAX_CHANGES_PER_MESSAGE]
+                outgoing.append(
+                    EventChanges(
+                        subscription_id=chunk[0].subscription_id,
+                        resource_id=chunk[0].resource_id,
+                        changes=chunk,
+                    )
+                )
+        await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
         return len(messages), dropped
 
     def _untrusted(self, item: GraphNotification, record: SubscriptionRecord | None) -> str | None:
@@ -234,6 +246,10 @@ class EventChangeHandler:
             return
         try:
             mapping = await self._mappings.find_by_event(resource.resource_id, change.event_id)
+            if mapping is not None and mapping.value.event_id != change.event_id:
+                # An event of ours that we replaced or removed ourselves (resync, restore).
+                logger.debug("change of a former event %s of ours ignored", change.event_id)
+                return
             if mapping is not None:
                 # A delete carries the event's last changeKey, which may be ours: never an echo.
                 echo = change.change_type != "deleted" and change.change_key is not None
@@ -320,8 +336,19 @@ class InboundService:
         self._sync_log = sync_log
         self._clock = clock
 
-    async def handle_change(self, change: EventChange) -> None:
-        await self._changes.handle(change)
+    async def handle_change(self, work: EventChange | EventChanges) -> None:
+        """Apply each change; every one is tried, then the first failure is raised so the
+        message is retried (handling is idempotent, so the others repeat harmlessly)."""
+        changes = work.changes if isinstance(work, EventChanges) else [work]
+        failures: list[Exception] = []
+        for change in changes:
+            try:
+                await self._changes.handle(change)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest ran
+                logger.warning("change of event %s failed: %s", change.event_id, type(exc).__name__)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     async def handle_lifecycle(self, event: LifecycleEvent) -> None:
         stored = await self._resources.get(event.resource_id)

@@ -120,36 +120,53 @@ class PushService:
 
     async def push(self, message: PushBooking) -> None:
         """Idempotent. Raises PushIncomplete when a transient failure should be retried."""
-        stored = await self._bookings.get(message.booking_id)
-        if stored is None:
-            logger.warning("push of unknown booking %s dropped", message.booking_id)
-            return
-        booking = stored.value
+        await self.push_many([message])
+
+    async def push_many(self, messages: list[PushBooking], *, only: str | None = None) -> None:
+        """Push several bookings with one batched write (resync, reconcile); `only`
+        limits it to one resource's calendar. Raises PushIncomplete after recording
+        everything when some writes failed for a transient reason."""
         now = self._clock()
-        planned: list[_Planned] = []
-        for resource_id in booking.resource_ids:
-            plan = await self._plan(booking, resource_id, now, message.include_past)
-            if plan is not None:
-                planned.append(plan)
+        planned: list[tuple[Booking, _Planned]] = []
+        resources: dict[str, Resource | None] = {}
+        for message in messages:
+            stored = await self._bookings.get(message.booking_id)
+            if stored is None:
+                logger.warning("push of unknown booking %s dropped", message.booking_id)
+                continue
+            booking = stored.value
+            for resource_id in booking.resource_ids:
+                if only is not None and resource_id != only:
+                    continue
+                if resource_id not in resources:
+                    found = await self._resources.get(resource_id)
+                    resources[resource_id] = found.value if found else None
+                resource = resources[resource_id]
+                if resource is None:
+                    continue
+                plan = await self._plan(booking, resource, now, message.include_past)
+                if plan is not None:
+                    planned.append((booking, plan))
         if not planned:
             return
-        results = await self._gateway.write_batch([p.write for p in planned])
+        results = await self._gateway.write_batch([plan.write for _, plan in planned])
         transient: list[str] = []
-        for plan, result in zip(planned, results, strict=True):
+        synced: set[str] = set()
+        for (booking, plan), result in zip(planned, results, strict=True):
             if result.error is None:
                 await self._record_success(booking, plan, result.event, now)
+                synced.add(plan.resource.resource_id)
             elif await self._record_failure(booking, plan, result.error, now):
-                transient.append(plan.resource.resource_id)
+                transient.append(f"{booking.booking_id} on {plan.resource.resource_id}")
+        for resource_id in sorted(synced):
+            await self._connection.mark_synced(resource_id)
         if transient:
-            raise PushIncomplete(f"booking {booking.booking_id}: retry for {', '.join(transient)}")
+            raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
 
     async def _plan(
-        self, booking: Booking, resource_id: str, now: datetime, include_past: bool
+        self, booking: Booking, resource: Resource, now: datetime, include_past: bool
     ) -> _Planned | None:
-        stored_resource = await self._resources.get(resource_id)
-        if stored_resource is None:
-            return None
-        resource = stored_resource.value
+        resource_id = resource.resource_id
         if not resource.settings.direction.pushes or not resource.settings.active:
             return None
         mapping = await self._mappings.get(resource_id, booking.booking_id)
@@ -229,7 +246,6 @@ class PushService:
         else:
             raise GraphTransient("Graph acknowledged a write without returning the event")
         await self._mappings.update(mapping, plan.mapping.etag)
-        await self._connection.mark_synced(resource_id)
         await self._log(booking, plan, SyncOutcome.OK, None, now)
 
     async def _record_failure(

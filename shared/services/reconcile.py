@@ -247,6 +247,7 @@ class ReconcileService:
         claimed = {
             c.booking_id for c in await self._slots.claims_between(resource.resource_id, start, end)
         }
+        pushes: list[PushBooking] = []
         for booking_id in sorted(set(mappings) | set(ours) | claimed):
             stored_booking = await self._bookings.get(booking_id)
             if stored_booking is None:
@@ -275,10 +276,10 @@ class ReconcileService:
                     counts["policies_applied"] += 1
                     continue
             if await self._needs_push(booking, mapping):
-                await self._push.push(
-                    PushBooking(booking_id=booking_id, booking_version=booking.version)
-                )
-                counts["pushed"] += 1
+                pushes.append(PushBooking(booking_id=booking_id, booking_version=booking.version))
+        # What was never pushed (or failed) goes out as one batched write.
+        await self._push.push_many(pushes, only=resource.resource_id)
+        counts["pushed"] = len(pushes)
         return ReconcileReport.model_validate(counts)
 
     async def _adopt_and_dedupe(
@@ -375,11 +376,8 @@ class ReconcileService:
         mailbox = resource.settings.mailbox
         await self._log(resource_id, "resync_started", SyncOutcome.OK)
         try:
-            ours = await self._gateway.list_our_events(mailbox)
-            if ours:
-                await self._gateway.write_batch(
-                    [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in ours]
-                )
+            # Mappings first: the deletes' notifications then find no mapping pointing at
+            # those events, and are not taken for the Outlook user's deletes.
             mappings = await self._mappings.list_for_resource(resource_id)
             for mapping in mappings:
                 value = mapping.value
@@ -397,22 +395,29 @@ class ReconcileService:
                     ),
                     mapping.etag,
                 )
+            ours = await self._gateway.list_our_events(mailbox)
+            if ours:
+                await self._gateway.write_batch(
+                    [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in ours]
+                )
             start, end = self._mirror.window()
             booking_ids = {m.value.booking_id for m in mappings}
             booking_ids |= {
                 c.booking_id for c in await self._slots.claims_between(resource_id, start, end)
             }
-            recreated = 0
+            pushes: list[PushBooking] = []
             for booking_id in sorted(booking_ids):
                 booking = await self._bookings.get(booking_id)
                 if booking is None or resource_id not in booking.value.resource_ids:
                     continue
                 if booking.value.is_in_past(self._clock()):
                     continue
-                await self._push.push(
+                pushes.append(
                     PushBooking(booking_id=booking_id, booking_version=booking.value.version)
                 )
-                recreated += 1
+            # One batched write for the whole calendar (Graph $batch, 20 per request).
+            await self._push.push_many(pushes, only=resource_id)
+            recreated = len(pushes)
             if resource.settings.direction.pulls:
                 await self._mirror.pull(resource)
         except (GraphAccessDenied, GraphNotFound) as exc:

@@ -36,7 +36,9 @@ def booking(resource_ids: list[str], **fields: Any) -> dict[str, Any]:
 async def our_events(stack: Stack, mailbox: str) -> list[dict[str, Any]]:
     status, page = await stack.graph("GET", f"/users/{mailbox}/events?$expand={EXPAND_BOOKING_ID}")
     assert status == 200
-    events: list[dict[str, Any]] = page["value"]
+    events: list[dict[str, Any]] = [
+        e for e in page["value"] if e.get("singleValueExtendedProperties")
+    ]
     return events
 
 
