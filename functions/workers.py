@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 
 from shared.composition import get_services
 from shared.domain.messages import (
+    BOOKING_WEBHOOKS_QUEUE,
     SYNC_INBOUND_QUEUE,
     SYNC_OUTBOUND_QUEUE,
     EventChange,
@@ -20,6 +21,7 @@ from shared.domain.messages import (
     PushBooking,
     ReconcileResource,
     ResyncResource,
+    WebhookDelivery,
 )
 from shared.observability import correlate
 
@@ -84,3 +86,18 @@ async def sync_inbound(msg: func.QueueMessage) -> None:
         else:
             logger.info("lifecycle %s for %s", work.lifecycle_event, work.resource_id)
             await services.inbound.handle_lifecycle(work)
+
+
+@bp.queue_trigger(
+    arg_name="msg", queue_name=BOOKING_WEBHOOKS_QUEUE, connection="AzureWebJobsStorage"
+)
+async def booking_webhooks(msg: func.QueueMessage) -> None:
+    delivery = WebhookDelivery.model_validate_json(msg.get_body())
+    sender = get_services().webhooks
+    with correlate(booking_id=delivery.event.booking_id):
+        if sender is None:
+            logger.warning(
+                "booking event %s dropped: no webhook URL is set", delivery.event.event_id
+            )
+            return
+        await sender.deliver(delivery)

@@ -31,6 +31,7 @@ from shared.adapters.storage.repositories import (
     UnavailabilityTable,
 )
 from shared.adapters.storage.tables import TableStore
+from shared.adapters.webhooks import HttpWebhookTarget
 from shared.domain.base import utc_now
 from shared.observability import configure_observability
 from shared.ports import (
@@ -50,6 +51,7 @@ from shared.ports import (
 from shared.services.availability import AvailabilityService
 from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
+from shared.services.events import EventRouting, WebhookSender
 from shared.services.inbound import EventChangeHandler, InboundService, NotificationIntake
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
@@ -176,6 +178,7 @@ class Services:
     inbound: InboundService
     reconcile: ReconcileService
     upkeep: Upkeep
+    webhooks: WebhookSender | None
 
 
 def build_services(
@@ -207,7 +210,9 @@ def build_services(
         ),
         expiry_minutes=settings.subscription_expiry_minutes,
     )
+    routing = EventRouting(webhooks=settings.booking_events_webhook_url is not None)
     bookings = BookingService(
+        routing=routing,
         resources=ports.resources,
         bookings=ports.bookings,
         event_mappings=ports.event_mappings,
@@ -228,6 +233,7 @@ def build_services(
         clock=clock,
     )
     applier = OutlookChangeApplier(
+        routing=routing,
         bookings=ports.bookings,
         booking_service=bookings,
         event_mappings=ports.event_mappings,
@@ -312,6 +318,18 @@ def build_services(
             clock=clock,
             renew_within=timedelta(hours=settings.subscription_renew_within_hours),
         ),
+        webhooks=_webhook_sender(settings, ports.queue, clock),
+    )
+
+
+def _webhook_sender(
+    settings: Settings, queue: MessageQueue, clock: Callable[[], datetime]
+) -> WebhookSender | None:
+    url, secret = settings.booking_events_webhook_url, settings.booking_events_webhook_secret
+    if url is None or secret is None:
+        return None
+    return WebhookSender(
+        url=str(url), secret=secret, target=HttpWebhookTarget(), queue=queue, clock=clock
     )
 
 

@@ -12,7 +12,10 @@ from shared.domain.base import BookingId, DomainModel, ResourceId, UtcDatetime
 SYNC_OUTBOUND_QUEUE = "sync-outbound"
 SYNC_INBOUND_QUEUE = "sync-inbound"
 BOOKING_EVENTS_QUEUE = "booking-events"
-QUEUES = (SYNC_OUTBOUND_QUEUE, SYNC_INBOUND_QUEUE, BOOKING_EVENTS_QUEUE)
+# Work queue of the signed webhook POSTs (when BOOKING_EVENTS_WEBHOOK_URL is set), kept
+# apart from booking-events so that queue stays the booking system's to consume.
+BOOKING_WEBHOOKS_QUEUE = "booking-webhooks"
+QUEUES = (SYNC_OUTBOUND_QUEUE, SYNC_INBOUND_QUEUE, BOOKING_EVENTS_QUEUE, BOOKING_WEBHOOKS_QUEUE)
 
 
 # A queue message holds at most 64 KiB; a change is well under 400 bytes of JSON.
@@ -115,3 +118,11 @@ class BookingEvent(DomainModel):
     occurred_at: UtcDatetime
     source: EventSource
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebhookDelivery(DomainModel):
+    """booking-webhooks: one booking event to POST, and how many tries it has had."""
+
+    kind: Literal["webhook_delivery"] = "webhook_delivery"
+    event: BookingEvent
+    attempt: int = Field(default=1, ge=1)

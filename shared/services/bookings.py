@@ -26,7 +26,6 @@ from shared.domain.errors import (
     SlotUnavailable,
 )
 from shared.domain.messages import (
-    BOOKING_EVENTS_QUEUE,
     SYNC_OUTBOUND_QUEUE,
     BookingEvent,
     BookingEventType,
@@ -45,6 +44,7 @@ from shared.ports import (
     UnavailabilityRepository,
 )
 from shared.services.availability import blocks_time, ensure_calendar_trusted
+from shared.services.events import EventRouting
 from shared.services.slots import SlotKeeper
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,9 @@ class BookingService:
         slots: SlotKeeper,
         clock: Callable[[], datetime],
         freshness_minutes: int,
+        routing: EventRouting,
     ) -> None:
+        self._routing = routing
         self._resources = resources
         self._bookings = bookings
         self._mappings = event_mappings
@@ -186,7 +188,7 @@ class BookingService:
             created_at=now,
             updated_at=now,
         )
-        booking = _with_changes(booking, BookingEventType.CREATED, EventSource.API, now)
+        booking = self._with_changes(booking, BookingEventType.CREATED, EventSource.API, now)
         try:
             stored = await self._bookings.add(booking)
         except DomainError:
@@ -218,7 +220,7 @@ class BookingService:
                     "cancelled_at": now,
                 }
             )
-            cancelled = _with_changes(cancelled, BookingEventType.CANCELLED, source, now)
+            cancelled = self._with_changes(cancelled, BookingEventType.CANCELLED, source, now)
             try:
                 updated = await self._bookings.update(cancelled, stored.etag)
             except ConcurrencyConflict:
@@ -263,7 +265,7 @@ class BookingService:
                 "updated_at": now,
             }
         )
-        moved = _with_changes(
+        moved = self._with_changes(
             moved,
             BookingEventType.RESCHEDULED,
             source,
@@ -370,6 +372,43 @@ class BookingService:
             return booking
         return cleared.value
 
+    def _with_changes(
+        self,
+        booking: Booking,
+        event_type: BookingEventType,
+        source: EventSource,
+        now: datetime,
+        *,
+        data: dict[str, Any] | None = None,
+    ) -> Booking:
+        """The booking with its push and its booking event added to the outbox."""
+        push = PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
+        event = BookingEvent(
+            # Stable per change, so a re-sent message is recognisably the same event.
+            event_id=f"{booking.booking_id}.v{booking.version}.{event_type.value}",
+            type=event_type,
+            booking_id=booking.booking_id,
+            occurred_at=now,
+            source=source,
+            data={
+                "status": booking.status.value,
+                "start": booking.start.isoformat(),
+                "end": booking.end.isoformat(),
+                "resourceIds": booking.resource_ids,
+                "externalId": booking.external_id,
+                **(data or {}),
+            },
+        )
+        return booking.model_copy(
+            update={
+                "outbox": [
+                    *booking.outbox,
+                    OutboxMessage(queue=SYNC_OUTBOUND_QUEUE, body=push.model_dump_json()),
+                    *self._routing.outbox(event),
+                ]
+            }
+        )
+
     # -- helpers -------------------------------------------------------------------
     async def _get(self, booking_id: str) -> Stored[Booking]:
         stored = await self._bookings.get(booking_id)
@@ -428,40 +467,3 @@ class BookingService:
 
 def _new_booking_id() -> str:
     return "bk-" + uuid.uuid4().hex
-
-
-def _with_changes(
-    booking: Booking,
-    event_type: BookingEventType,
-    source: EventSource,
-    now: datetime,
-    *,
-    data: dict[str, Any] | None = None,
-) -> Booking:
-    """The booking with its push and its booking event added to the outbox."""
-    push = PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
-    event = BookingEvent(
-        # Stable per change, so a re-sent message is recognisably the same event.
-        event_id=f"{booking.booking_id}.v{booking.version}.{event_type.value}",
-        type=event_type,
-        booking_id=booking.booking_id,
-        occurred_at=now,
-        source=source,
-        data={
-            "status": booking.status.value,
-            "start": booking.start.isoformat(),
-            "end": booking.end.isoformat(),
-            "resourceIds": booking.resource_ids,
-            "externalId": booking.external_id,
-            **(data or {}),
-        },
-    )
-    return booking.model_copy(
-        update={
-            "outbox": [
-                *booking.outbox,
-                OutboxMessage(queue=SYNC_OUTBOUND_QUEUE, body=push.model_dump_json()),
-                OutboxMessage(queue=BOOKING_EVENTS_QUEUE, body=event.model_dump_json()),
-            ]
-        }
-    )

@@ -16,7 +16,6 @@ from shared.domain.bookings import Booking, TimeRange
 from shared.domain.calendar import CalendarEvent, EventMapping
 from shared.domain.errors import SlotUnavailable
 from shared.domain.messages import (
-    BOOKING_EVENTS_QUEUE,
     BookingEvent,
     BookingEventType,
     EventSource,
@@ -32,6 +31,7 @@ from shared.ports import (
     SyncLog,
 )
 from shared.services.bookings import BookingService
+from shared.services.events import EventRouting
 from shared.services.policies import Action, on_delete, on_move
 from shared.services.push import PushService
 
@@ -49,7 +49,9 @@ class OutlookChangeApplier:
         queue: MessageQueue,
         sync_log: SyncLog,
         clock: Callable[[], datetime],
+        routing: EventRouting,
     ) -> None:
+        self._routing = routing
         self._bookings = bookings
         self._booking_service = booking_service
         self._mappings = event_mappings
@@ -206,7 +208,7 @@ class OutlookChangeApplier:
                 "end": booking.end.isoformat(),
             },
         )
-        await self._queue.send(BOOKING_EVENTS_QUEUE, conflict)
+        await self._routing.publish(self._queue, conflict)
 
     async def _log(
         self,

@@ -217,7 +217,6 @@ class PushService:
     async def _record_success(
         self, booking: Booking, plan: _Planned, event: CalendarEvent | None, now: datetime
     ) -> None:
-        resource_id = plan.resource.resource_id
         base = plan.mapping.value
         if plan.write.op == "delete":
             mapping = base.model_copy(

@@ -225,3 +225,27 @@ async def test_availability_merges_outlook_busy_time_and_bookings(
         "POST", "/bookings", booking([room], **slot(hours=2.5, minutes=15))
     )
     assert (status, body["error"]["code"]) == (409, "slot_unavailable")
+
+
+async def test_booking_events_are_posted_signed_once_each(stack: Stack, mb: Mailboxes) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    from tests.fixtures.stack import WEBHOOK_SECRET
+
+    room = await stack.connect(mb.room)
+    _, created = await stack.call("POST", "/bookings", booking([room]))
+    await stack.call("POST", f"/bookings/{created['bookingId']}/cancel")
+    await stack.call("POST", f"/bookings/{created['bookingId']}/cancel")
+
+    def mine() -> list[tuple[dict[str, str], str]]:
+        return [(h, b) for h, b in stack.webhooks if created["bookingId"] in b]
+
+    async def both() -> bool:
+        return len(mine()) >= 2
+
+    await eventually(both)
+    await asyncio.sleep(0.5)  # nothing more may arrive
+    verifier = Webhook(WEBHOOK_SECRET)
+    payloads = [verifier.verify(body, headers) for headers, body in mine()]
+    assert sorted(p["type"] for p in payloads) == ["booking.cancelled", "booking.created"]
+    assert len({headers["webhook-id"] for headers, _ in mine()}) == 2

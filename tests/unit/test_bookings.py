@@ -22,6 +22,7 @@ from shared.domain.errors import (
 from shared.domain.messages import BOOKING_EVENTS_QUEUE, SYNC_OUTBOUND_QUEUE
 from shared.domain.resources import ConnectionState, ConnectionStatus, Direction
 from shared.services.bookings import BookingService
+from shared.services.events import EventRouting
 from shared.services.slots import CLAIM_GRACE, SlotKeeper
 from tests.builders import T0, busy_block, resource
 from tests.fakes import (
@@ -72,6 +73,7 @@ async def world() -> World:
         slots=SlotKeeper(ledger, bookings, clock, backoff_seconds=0),
         clock=clock,
         freshness_minutes=60,
+        routing=EventRouting(webhooks=False),
     )
     w = World(service, resources, bookings, ledger, unavailability, queue, idem, clock)
     for resource_id in ("room-1", "alice", "bob"):
