@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from shared.domain.errors import ConcurrencyConflict
 from shared.domain.resources import ConnectionState, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
-from shared.ports import ResourceRepository, Stored, SyncLog
+from shared.ports import ResourceRepository, SyncLog
+from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
 
-_ATTEMPTS = 5
 # lastSyncAt is refreshed at most this often by pushes (reconciles always refresh it).
 _QUIET = timedelta(seconds=30)
 
@@ -100,17 +100,9 @@ class ConnectionTracker:
 
     async def _update(
         self, resource_id: str, change: Callable[[Resource], Resource | None]
-    ) -> Stored[Resource] | None:
-        for _ in range(_ATTEMPTS):
-            stored = await self._resources.get(resource_id)
-            if stored is None:
-                return None
-            changed = change(stored.value)
-            if changed is None:
-                return None
-            try:
-                return await self._resources.update(changed, stored.etag)
-            except ConcurrencyConflict:
-                continue
-        logger.warning("status of resource %s kept changing; not updated", resource_id)
-        return None
+    ) -> Resource | None:
+        try:
+            return await update_resource(self._resources, resource_id, change)
+        except ConcurrencyConflict:
+            logger.warning("status of resource %s kept changing; not updated", resource_id)
+            return None

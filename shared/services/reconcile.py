@@ -46,6 +46,7 @@ from shared.services.inbound import EventChangeHandler
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
+from shared.services.resource_updates import update_resource
 from shared.services.slots import SlotKeeper
 
 logger = logging.getLogger(__name__)
@@ -217,18 +218,17 @@ class ReconcileService:
         return report.model_copy(update={"policies_applied": len(changes)})
 
     async def _save_delta(self, resource_id: str, link: str, window_start: datetime) -> None:
-        for _ in range(5):
-            stored = await self._resources.get(resource_id)
-            if stored is None:
-                return
-            changed = stored.value.model_copy(
-                update={"delta_link": link, "delta_window_start": window_start}
+        try:
+            await update_resource(
+                self._resources,
+                resource_id,
+                lambda resource: resource.model_copy(
+                    update={"delta_link": link, "delta_window_start": window_start}
+                ),
             )
-            try:
-                await self._resources.update(changed, stored.etag)
-                return
-            except ConcurrencyConflict:
-                continue
+        except ConcurrencyConflict:
+            # Not fatal: without the link the next round is a full one.
+            logger.warning("delta link of %s not saved; the next round is full", resource_id)
 
     async def _heal(
         self, resource: Resource, events: list[CalendarEvent], report: ReconcileReport

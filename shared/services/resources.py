@@ -27,6 +27,7 @@ from shared.ports import (
 )
 from shared.services.connection import ConnectionTracker
 from shared.services.mirror import MirrorService
+from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
 
@@ -167,24 +168,18 @@ class ResourceService:
         resource = await self._subscriptions.unsubscribe(stored.value)
         if remove_events:
             await self._remove_our_events(resource)
-        for _ in range(5):
-            current = await self._resources.get(resource_id)
-            if current is None:
-                break
-            status = current.value.status.model_copy(
+        now = self._clock()
+        await update_resource(
+            self._resources,
+            resource_id,
+            lambda current: current.model_copy(
                 update={
-                    "state": ConnectionState.DISCONNECTED,
-                    "reason": None,
-                    "since": self._clock(),
+                    "status": current.status.model_copy(
+                        update={"state": ConnectionState.DISCONNECTED, "reason": None, "since": now}
+                    )
                 }
-            )
-            try:
-                await self._resources.update(
-                    current.value.model_copy(update={"status": status}), current.etag
-                )
-                break
-            except ConcurrencyConflict:
-                continue
+            ),
+        )
         await self._log(resource_id, "disconnected", SyncOutcome.OK)
         return await self.get(resource_id)
 

@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from pydantic import SecretStr
 
 from shared.domain.calendar import SubscriptionRecord
-from shared.domain.errors import ConcurrencyConflict, GraphNotFound
+from shared.domain.errors import GraphNotFound
 from shared.domain.resources import Direction, Resource
 from shared.ports import CalendarGateway, ResourceRepository, SubscriptionRepository
+from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +140,10 @@ class SubscriptionService:
     async def _record_on_resource(
         self, resource_id: str, subscription_id: str | None, expires_at: datetime | None
     ) -> Resource | None:
-        for _ in range(5):
-            stored = await self._resources.get(resource_id)
-            if stored is None:
-                return None
-            changed = stored.value.model_copy(
-                update={
-                    "subscription_id": subscription_id,
-                    "subscription_expires_at": expires_at,
-                }
-            )
-            try:
-                return (await self._resources.update(changed, stored.etag)).value
-            except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
+        return await update_resource(
+            self._resources,
+            resource_id,
+            lambda resource: resource.model_copy(
+                update={"subscription_id": subscription_id, "subscription_expires_at": expires_at}
+            ),
+        )
