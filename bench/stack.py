@@ -1,0 +1,192 @@
+"""Start and stop the local stack the benchmarks run against: Azurite in memory, the Graph
+emulator and the local Functions host serving the real `function_app`, each in its own
+process on free loopback ports.
+
+The host runs as `python -m local.functions_host` (the repository's host.json, so queue
+polling and concurrency are the shipped ones) with `local.run.app_environment(...)` plus a
+fresh table prefix and timers that never fire on their own, so that its peak memory can
+be read from `/proc/<pid>/status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from local.azurite import REPO_ROOT, Azurite, free_port, start_azurite
+from local.run import LOCAL_TENANT_ID, app_environment, wait_for
+
+logger = logging.getLogger(__name__)
+
+# NCRONTAB for "midnight on 1 January": timers run only when a benchmark asks for them.
+NEVER = "0 0 0 1 1 *"
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where the running stack answers, and the processes behind it."""
+
+    azurite: Azurite
+    emulator: subprocess.Popen[bytes]
+    host: subprocess.Popen[bytes]
+    host_port: int
+    graph_port: int
+    table_prefix: str
+
+    @property
+    def host_url(self) -> str:
+        return f"http://127.0.0.1:{self.host_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.host_url}/api"
+
+    @property
+    def graph_base(self) -> str:
+        return f"http://127.0.0.1:{self.graph_port}"
+
+    @property
+    def connection_string(self) -> str:
+        return self.azurite.connection_string
+
+    @property
+    def tenant_id(self) -> str:
+        return LOCAL_TENANT_ID
+
+    def host_peak_rss_bytes(self) -> int | None:
+        """VmHWM (peak resident set) of the host process so far; None off Linux."""
+        return peak_rss_bytes(self.host.pid)
+
+    def exited(self) -> str:
+        """Which processes of the stack have ended (e.g. killed from outside), or ""."""
+        processes = {
+            "host": self.host,
+            "emulator": self.emulator,
+            "Azurite": self.azurite.process,
+        }
+        ended = [
+            f"{name} exited with code {process.returncode}"
+            for name, process in processes.items()
+            if process.poll() is not None
+        ]
+        return ", ".join(ended)
+
+    def cpu_seconds(self) -> dict[str, float | None]:
+        """CPU time (user + system) used so far by each process of the stack and by this
+        one; None where /proc cannot tell."""
+        return {
+            "host": cpu_seconds(self.host.pid),
+            "azurite": cpu_seconds(self.azurite.process.pid),
+            "emulator": cpu_seconds(self.emulator.pid),
+            "bench": cpu_seconds(os.getpid()),
+        }
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            kilobytes = int(line.split()[1])
+            return kilobytes * 1024
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process from /proc/<pid>/stat, in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    # Fields after the command name (which may hold spaces) start at field 3 (state).
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _spawn(args: list[str], log: IO[bytes], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - our own modules, run by this interpreter
+        args, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+@contextmanager
+def running_stack(log_dir: Path, *, host_log_level: str = "INFO") -> Iterator[Stack]:
+    """Start Azurite, the emulator and the host; stop all three on exit.
+
+    The emulator's and the host's output go to `log_dir/emulator.log` and
+    `log_dir/host.log`. Raises RuntimeError when a part does not come up in time.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        azurite = start_azurite()
+        stack.callback(azurite.stop)
+        graph_port, host_port = free_port(), free_port()
+        env = dict(os.environ)
+
+        emulator_log = stack.enter_context((log_dir / "emulator.log").open("wb"))
+        emulator = _spawn(
+            [
+                sys.executable, "-m", "bench.emulator",
+                "--host", "127.0.0.1", "--port", str(graph_port),
+                "--tenant-id", LOCAL_TENANT_ID, "--log-level", "WARNING",
+            ],
+            emulator_log,
+            env,
+        )  # fmt: skip
+        stack.callback(_stop, emulator)
+        wait_for(f"http://127.0.0.1:{graph_port}/_emulator/mailboxes", READY_TIMEOUT_S, emulator)
+
+        table_prefix = "bench" + secrets.token_hex(4)
+        host_env = {
+            **env,
+            **app_environment(azurite.connection_string, host_port, graph_port),
+            "TABLE_NAME_PREFIX": table_prefix,
+            "RECONCILE_SCHEDULE": NEVER,
+            "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
+        }
+        host_log = stack.enter_context((log_dir / "host.log").open("wb"))
+        host = _spawn(
+            [
+                sys.executable, "-m", "local.functions_host",
+                "--host", "127.0.0.1", "--port", str(host_port),
+                "--script-root", str(REPO_ROOT), "--log-level", host_log_level,
+            ],
+            host_log,
+            host_env,
+        )  # fmt: skip
+        stack.callback(_stop, host)
+        wait_for(f"http://127.0.0.1:{host_port}/admin/host/status", READY_TIMEOUT_S, host)
+        logger.info(
+            "stack up: host %d, emulator %d, Azurite %s", host_port, graph_port, azurite.ports
+        )
+        yield Stack(
+            azurite=azurite,
+            emulator=emulator,
+            host=host,
+            host_port=host_port,
+            graph_port=graph_port,
+            table_prefix=table_prefix,
+        )
