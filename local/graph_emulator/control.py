@@ -87,6 +87,9 @@ async def remove_mailbox(request: web.Request) -> web.Response:
 
 
 async def add_fault(request: web.Request) -> web.Response:
+    """Body: ``mailbox``, ``pathContains``, ``status``, ``code``, ``message``, ``count``,
+    ``retryAfter``, ``latencyMs``, and ``probability`` (0-1: the share of matching requests
+    hit, e.g. 0.2 for a flaky Graph) with an optional ``seed`` for a repeatable sequence."""
     body = await _body(request)
     try:
         fault = _emulator(request).state.faults.add(body)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from typing import Any
 
 from local.graph_emulator.errors import GraphError, default_code_for
@@ -23,6 +24,10 @@ class Fault:
     remaining: int | None  # None: until cleared
     retry_after: int | None
     latency_ms: int
+    # Chance that a matching request is hit (None: every one); a miss spends no count.
+    probability: float | None = None
+    seed: int | None = None
+    draws: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def matches(self, mailbox_keys: set[str], path: str) -> bool:
         if self.mailbox is not None and self.mailbox not in mailbox_keys:
@@ -40,7 +45,13 @@ class Fault:
             "count": self.remaining,
             "retryAfter": self.retry_after,
             "latencyMs": self.latency_ms,
+            "probability": self.probability,
+            "seed": self.seed,
         }
+
+    def strikes(self) -> bool:
+        """Whether this matching request is hit (always, without a probability)."""
+        return self.probability is None or self.draws.random() < self.probability
 
     def to_error(self) -> GraphError:
         assert self.status is not None
@@ -51,6 +62,15 @@ class Fault:
             self.message or "Fault injected by the Graph emulator.",
             headers=headers,
         )
+
+
+def _optional_probability(body: dict[str, Any]) -> float | None:
+    value = body.get("probability")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError("'probability' must be a number in (0, 1]")
+    return float(value)
 
 
 def _optional_int(body: dict[str, Any], key: str) -> int | None:
@@ -80,6 +100,8 @@ class FaultRegistry:
         count = _optional_int(body, "count")
         if count is not None and count < 1:
             raise ValueError("'count' must be at least 1 (omit it for until-cleared)")
+        probability = _optional_probability(body)
+        seed = _optional_int(body, "seed")
         mailbox = body.get("mailbox")
         path_contains = body.get("pathContains")
         fault = Fault(
@@ -92,15 +114,19 @@ class FaultRegistry:
             remaining=count,
             retry_after=_optional_int(body, "retryAfter"),
             latency_ms=latency,
+            probability=probability,
+            seed=seed,
+            draws=random.Random(seed),  # noqa: S311 - fault injection, not cryptography
         )
         self._faults.append(fault)
         logger.info("fault %s added: status=%s latency=%sms", fault.id, status, latency)
         return fault
 
     def take(self, mailbox_keys: set[str], path: str) -> Fault | None:
-        """The first matching fault, its count spent (and removed when used up)."""
+        """The first matching fault that strikes, its count spent (and removed when used
+        up). A fault with a probability that does not strike lets later faults match."""
         for fault in self._faults:
-            if fault.matches(mailbox_keys, path):
+            if fault.matches(mailbox_keys, path) and fault.strikes():
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:

@@ -25,10 +25,11 @@ class DomainModel(BaseModel):
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    # Whole seconds: Outlook keeps no finer time, so a finer one would read back "moved".
+    return value.astimezone(UTC).replace(microsecond=0)
 
 
-# A datetime that must carry an offset; stored and compared in UTC.
+# A datetime that must carry an offset; stored and compared in UTC, to the second.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"

@@ -215,6 +215,18 @@ class ReconcileService:
         ]
         for change in changes:
             await self._changes.handle(change)
+        # Changes written but never sent (a crash between a booking's write and its
+        # outbox's send) are finished here too; this costs table reads, not Graph calls.
+        start, end = self._mirror.window()
+        for booking_id in sorted(
+            {
+                c.booking_id
+                for c in await self._slots.claims_between(resource.resource_id, start, end)
+            }
+        ):
+            stored = await self._bookings.get(booking_id)
+            if stored is not None and stored.value.outbox:
+                await self._booking_service.flush_outbox(stored)
         return report.model_copy(update={"policies_applied": len(changes)})
 
     async def _save_delta(self, resource_id: str, link: str, window_start: datetime) -> None:
@@ -318,7 +330,12 @@ class ReconcileService:
         mapping: Stored[EventMapping] | None,
         event: CalendarEvent,
     ) -> Stored[EventMapping]:
-        in_step = (event.start, event.end) == (booking.start, booking.end)
+        # In step only if the booking still wants this event at these times; otherwise
+        # (moved, or cancelled) the push corrects or removes it.
+        in_step = booking.status.holds_time and (event.start, event.end) == (
+            booking.start,
+            booking.end,
+        )
         fields = {
             "event_id": event.event_id,
             "change_key": event.change_key,

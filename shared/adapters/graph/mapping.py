@@ -82,17 +82,27 @@ def _wall_time(moment: datetime, zone: tzinfo) -> str:
     return moment.astimezone(zone).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
+def _ambiguous(moment: datetime, zone: tzinfo) -> bool:
+    """Whether the moment's wall time in the zone names two instants (the hour repeated
+    when DST ends)."""
+    local = moment.astimezone(zone)
+    return local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset()
+
+
 def event_from_draft(draft: EventDraft, *, transaction_id: str | None = None) -> Event:
-    """The Graph event to POST (with `transaction_id`) or PATCH for a draft.
+    """The Graph event to POST (with `transaction_id`) or PATCH for a draft: its times as
+    wall times in the draft's zone, or in UTC when a wall time there would be ambiguous.
 
     Raises InvalidInput when the draft's zone is not an IANA zone.
     """
-    zone = _zone(draft.time_zone)
+    zone, zone_name = _zone(draft.time_zone), draft.time_zone
+    if _ambiguous(draft.start, zone) or _ambiguous(draft.end, zone):
+        zone, zone_name = UTC, "UTC"
     return Event(
         subject=draft.subject,
         body=ItemBody(content_type=BodyType.Text, content=draft.body),
-        start=DateTimeTimeZone(date_time=_wall_time(draft.start, zone), time_zone=draft.time_zone),
-        end=DateTimeTimeZone(date_time=_wall_time(draft.end, zone), time_zone=draft.time_zone),
+        start=DateTimeTimeZone(date_time=_wall_time(draft.start, zone), time_zone=zone_name),
+        end=DateTimeTimeZone(date_time=_wall_time(draft.end, zone), time_zone=zone_name),
         is_all_day=False,
         location=Location(display_name=draft.location or ""),
         show_as=FreeBusyStatus(draft.show_as.value),

@@ -1,0 +1,115 @@
+"""The app in a local Functions host of its own, a child process, for tests that kill it
+or take its storage away.
+
+It needs a storage account of its own too: the queue names are fixed, so two hosts on
+one account (the session's in-process stack is one) would take each other's messages;
+TABLE_NAME_PREFIX separates only the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from local.azurite import REPO_ROOT
+from local.graph_emulator import RunningEmulator
+from local.run import app_environment
+
+NEVER = "0 0 0 1 1 *"  # timers never fire on their own; tests run what they need
+PROCESSING_LEASE_SECONDS = 3  # so that messages of a killed host come back soon
+
+
+class HostProcess:
+    """`python -m local.functions_host` serving function_app.py on a fixed port (so that
+    Graph's subscriptions reach it again after a restart)."""
+
+    def __init__(
+        self, *, port: int, connection_string: str, emulator: RunningEmulator, log_path: Path
+    ) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.environment = {
+            **os.environ,
+            **app_environment(connection_string, port, emulator.port),
+            "GRAPH_TENANT_ID": emulator.config.tenant_id,
+            "TABLE_NAME_PREFIX": "rel" + secrets.token_hex(4),
+            "RECONCILE_SCHEDULE": NEVER,
+            "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
+        }
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def api(self) -> str:
+        return f"{self.url}/api"
+
+    async def start(self, *, within: float = 60.0) -> None:
+        """Start and wait until it answers; fails with the end of its log otherwise."""
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "local.functions_host",
+                "--port",
+                str(self.port),
+                "--script-root",
+                str(REPO_ROOT),
+                "--processing-lease",
+                str(PROCESSING_LEASE_SECONDS),
+                "--grace-period",
+                "2",
+                "--log-level",
+                "WARNING",
+                cwd=REPO_ROOT,
+                env=self.environment,
+                stdout=log,
+                stderr=log,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self._process.returncode is not None:
+                    raise AssertionError(f"the host exited at start:\n{self.log_tail()}")
+                try:
+                    async with http.get(f"{self.url}/admin/host/status") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if loop.time() > deadline:
+                    raise AssertionError(f"the host did not start in {within} s\n{self.log_tail()}")
+                await asyncio.sleep(0.2)
+
+    def kill(self) -> None:
+        """SIGKILL: no grace, nothing flushed, messages in flight stay leased."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGKILL)
+
+    async def wait_killed(self) -> None:
+        assert self._process is not None
+        await self._process.wait()
+
+    async def stop(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    def log_tail(self, records: int = 30) -> str:
+        """The first line of each of its last log records (tracebacks left out)."""
+        if not self.log_path.exists():
+            return "(no log)"
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join([line for line in lines if line[:2] == "20"][-records:])

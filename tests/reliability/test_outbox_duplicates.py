@@ -1,0 +1,90 @@
+"""Each booking change reaches booking-events once, even when two requests touch the
+booking at the same moment (found by the fault workload; reproduced here over fakes).
+
+The outbox is sent, then cleared with the booking's ETag; a second request that read the
+booking before the clear sends the same messages again. Identical copies carry one event
+id, so a consumer can drop them, but PRODUCT.md promises one event per change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from pydantic import BaseModel
+
+from shared.domain.bookings import BookingRequest, TimeRange
+from shared.domain.messages import BOOKING_EVENTS_QUEUE
+from shared.domain.resources import ConnectionStatus
+from tests.builders import T0, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+from tests.reliability.workload import KNOWN_DUPLICATES
+
+
+@pytest.fixture
+async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    """One room; sending to a queue takes a moment, as over the network, so that other
+    requests run meanwhile."""
+    w = fake_world(Clock(T0 - timedelta(days=1)), ("room-1@contoso.com",))
+    await w.resources.add(
+        resource("room-1").model_copy(
+            update={"status": ConnectionStatus(mirror_refreshed_at=w.clock.now)}
+        )
+    )
+    send = w.queue.send
+
+    async def slow_send(
+        queue_name: str, message: BaseModel | str, *, delay_seconds: int = 0
+    ) -> None:
+        await asyncio.sleep(0)
+        await send(queue_name, message, delay_seconds=delay_seconds)
+
+    monkeypatch.setattr(w.queue, "send", slow_send)
+    return w
+
+
+async def booked(world: FakeWorld) -> str:
+    request = BookingRequest.model_validate(
+        {
+            "resourceIds": ["room-1"],
+            "start": T0,
+            "end": T0 + timedelta(hours=1),
+            "title": "Intro call",
+            "customer": {"name": "Ada", "email": "ada@example.com"},
+        }
+    )
+    return (await world.services.bookings.create(request, None)).booking_id
+
+
+def emitted(world: FakeWorld) -> list[str]:
+    return [json.loads(body)["eventId"] for body in world.queue.bodies(BOOKING_EVENTS_QUEUE)]
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_DUPLICATES)
+async def test_two_concurrent_cancels_emit_one_cancelled_event(world: FakeWorld) -> None:
+    booking_id = await booked(world)
+    bookings = world.services.bookings
+
+    await asyncio.gather(bookings.cancel(booking_id), bookings.cancel(booking_id))
+
+    assert emitted(world) == [
+        f"{booking_id}.v1.booking.created",
+        f"{booking_id}.v2.booking.cancelled",
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_DUPLICATES)
+async def test_a_cancel_racing_a_reschedule_emits_each_change_once(world: FakeWorld) -> None:
+    booking_id = await booked(world)
+    bookings = world.services.bookings
+    later = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+
+    results = await asyncio.gather(
+        bookings.reschedule(booking_id, later), bookings.cancel(booking_id), return_exceptions=True
+    )
+
+    assert not [r for r in results if isinstance(r, BaseException)]
+    ids = emitted(world)
+    assert len(ids) == len(set(ids)), ids
