@@ -65,7 +65,7 @@ class HostProcess:
                 "--grace-period",
                 "2",
                 "--log-level",
-                "WARNING",
+                "INFO",
                 cwd=REPO_ROOT,
                 env=self.environment,
                 stdout=log,
@@ -108,8 +108,14 @@ class HostProcess:
             await process.wait()
 
     def log_tail(self, records: int = 30) -> str:
-        """The first line of each of its last log records (tracebacks left out)."""
+        """The first line of each of its last warnings and errors (tracebacks left out);
+        the whole log, at INFO, is at `log_path`."""
         if not self.log_path.exists():
             return "(no log)"
         lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join([line for line in lines if line[:2] == "20"][-records:])
+        wanted = [
+            line
+            for line in lines
+            if line[:2] == "20" and (" WARNING " in line or " ERROR " in line)
+        ]
+        return "\n".join([*wanted[-records:], f"(whole log: {self.log_path})"])

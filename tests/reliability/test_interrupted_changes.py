@@ -2,21 +2,25 @@
 storage-restart workload; reproduced here over fakes):
 - a booking change that was written but whose messages were never sent (the queue
   failed, or the host died, right after the write), whichever kind of round it is;
-- an event a push wrote to Graph but never recorded, once its booking is cancelled."""
+- an event a push wrote to Graph but never recorded, once its booking is cancelled;
+- an event a push wrote to Graph but never recorded, and that the Outlook user then
+  moved: the retried push gets it back by its transactionId, as it is now."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from shared.domain.bookings import BookingRequest
 from shared.domain.errors import StorageUnavailable
-from shared.domain.messages import BOOKING_EVENTS_QUEUE
+from shared.domain.messages import BOOKING_EVENTS_QUEUE, PushBooking
 from shared.domain.resources import ConnectionStatus
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
+from tests.reliability.workload import KNOWN_REPLAYED_CREATE
 
 ROOM = "room-1@contoso.com"
 
@@ -97,3 +101,52 @@ async def test_an_unrecorded_event_of_a_cancelled_booking_is_removed(world: Fake
 
     assert report.full
     assert world.calendar.events[ROOM] == {}
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_REPLAYED_CREATE)
+async def test_a_move_made_before_the_push_was_recorded_gets_the_policy(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    restoring = stored.value.settings.model_copy(update={"on_outlook_move": "restore_event"})
+    await world.resources.update(
+        stored.value.model_copy(update={"settings": restoring}), stored.etag
+    )
+    request = BookingRequest.model_validate(
+        {
+            "resourceIds": ["room-1"],
+            "start": T0,
+            "end": T0 + timedelta(hours=1),
+            "title": "Intro call",
+            "customer": {"name": "Ada", "email": "ada@example.com"},
+        }
+    )
+    booking_id = (await world.services.bookings.create(request, None)).booking_id
+    # The push dies after Graph created the event, before the mapping recorded it.
+    update = world.mappings.update
+
+    async def storage_down(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(world.mappings, "update", update)
+        raise StorageUnavailable("storage down")
+
+    monkeypatch.setattr(world.mappings, "update", storage_down)
+    with pytest.raises(StorageUnavailable):
+        await world.push_all()
+    # Meanwhile the Outlook user moves the event half an hour on.
+    [event] = world.calendar.events[ROOM].values()
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={
+            "start": event.start + timedelta(minutes=30),
+            "end": event.end + timedelta(minutes=30),
+            "change_key": "changed-in-outlook",
+        }
+    )
+    # The push is retried: Graph answers its transactionId with the event as it is now.
+    await world.services.push.push(PushBooking(booking_id=booking_id, booking_version=1))
+
+    await world.services.reconcile.reconcile("room-1")  # a full round
+    await world.push_all()
+
+    [event] = world.calendar.events[ROOM].values()
+    assert (event.start, event.end) == (T0, T0 + timedelta(hours=1))  # restored
