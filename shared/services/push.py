@@ -229,10 +229,14 @@ class PushService:
                 }
             )
         elif event is not None and plan.draft is not None:
+            # Graph answers a retried create by its transactionId with the event as it is
+            # now: if the Outlook user moved it meanwhile, that version is not our write,
+            # so its changeKey is not kept as ours and the next look applies the policy.
+            as_drafted = (event.start, event.end) == (plan.draft.start, plan.draft.end)
             mapping = base.model_copy(
                 update={
                     "event_id": event.event_id,
-                    "change_key": event.change_key,
+                    "change_key": event.change_key if as_drafted else None,
                     "pushed_start": plan.draft.start,
                     "pushed_end": plan.draft.end,
                     "pushed_subject": plan.draft.subject,

@@ -17,10 +17,9 @@ import pytest
 from shared.domain.bookings import BookingRequest
 from shared.domain.errors import StorageUnavailable
 from shared.domain.messages import BOOKING_EVENTS_QUEUE, PushBooking
-from shared.domain.resources import ConnectionStatus
+from shared.domain.resources import ConnectionStatus, OnOutlookMove
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
-from tests.reliability.workload import KNOWN_REPLAYED_CREATE
 
 ROOM = "room-1@contoso.com"
 
@@ -103,13 +102,14 @@ async def test_an_unrecorded_event_of_a_cancelled_booking_is_removed(world: Fake
     assert world.calendar.events[ROOM] == {}
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_REPLAYED_CREATE)
 async def test_a_move_made_before_the_push_was_recorded_gets_the_policy(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stored = await world.resources.get("room-1")
     assert stored is not None
-    restoring = stored.value.settings.model_copy(update={"on_outlook_move": "restore_event"})
+    restoring = stored.value.settings.model_copy(
+        update={"on_outlook_move": OnOutlookMove.RESTORE_EVENT}
+    )
     await world.resources.update(
         stored.value.model_copy(update={"settings": restoring}), stored.etag
     )
