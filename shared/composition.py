@@ -222,6 +222,7 @@ def build_services(
         slots=slots,
         clock=clock,
         freshness_minutes=settings.mirror_freshness_minutes,
+        outbox_lease=timedelta(seconds=settings.outbox_lease_seconds),
     )
     push = PushService(
         resources=ports.resources,

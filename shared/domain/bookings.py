@@ -81,8 +81,24 @@ class BookingRequest(DomainModel):
 
 
 class OutboxMessage(DomainModel):
+    """A queue message written with the booking change that causes it, sent afterwards.
+
+    `claimed_by` names the one request sending it until `claimed_until`: the request
+    that wrote the change, or one that took the message over after that claim lapsed
+    (its writer died before sending)."""
+
     queue: Annotated[str, StringConstraints(min_length=3, max_length=63)]
     body: str  # the message model's JSON
+    claimed_by: str | None = None
+    claimed_until: UtcDatetime | None = None
+
+    def held_for_another(self, owner: str, now: datetime) -> bool:
+        return (
+            self.claimed_by is not None
+            and self.claimed_by != owner
+            and self.claimed_until is not None
+            and self.claimed_until > now
+        )
 
 
 class Booking(DomainModel):

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.base import DomainModel, UtcDatetime
@@ -95,7 +95,11 @@ class BookingService:
         clock: Callable[[], datetime],
         freshness_minutes: int,
         routing: EventRouting,
+        outbox_lease: timedelta = timedelta(seconds=30),
     ) -> None:
+        """`outbox_lease`: how long the request that wrote a change alone may send its
+        messages; after that (it died before sending) whoever flushes the booking next,
+        reconciliation at the latest, sends them."""
         self._routing = routing
         self._resources = resources
         self._bookings = bookings
@@ -106,6 +110,7 @@ class BookingService:
         self._slots = slots
         self._clock = clock
         self._freshness = freshness_minutes
+        self._outbox_lease = outbox_lease
 
     # -- create ------------------------------------------------------------------
     async def create(self, request: BookingRequest, idempotency_key: str | None) -> BookingView:
@@ -116,21 +121,22 @@ class BookingService:
         no claim and no key, so it may be retried. Raises SlotUnavailable (overlap with
         a booking or Outlook busy time), CalendarUnavailable (fail closed), InvalidInput.
         """
+        owner = _new_owner()
         if idempotency_key is None:
-            stored = await self._write_booking(request, _new_booking_id())
-            return await self.view(await self.flush_outbox(stored))
+            stored = await self._write_booking(request, _new_booking_id(), owner)
+            return await self.view(await self.flush_outbox(stored, owner=owner))
         request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         record = await self._begin_idempotent(idempotency_key, request_hash)
         if record.value.response_body is not None:
             return BookingView.model_validate_json(record.value.response_body)
         try:
-            stored = await self._write_booking(request, record.value.booking_id)
+            stored = await self._write_booking(request, record.value.booking_id, owner)
         except DomainError:
             # Nothing was booked: free the key so the client may retry.
             await self._idempotency.delete(idempotency_key)
             raise
         # Booked: from here on a failure keeps the key, and a retry resumes this booking.
-        view = await self.view(await self.flush_outbox(stored))
+        view = await self.view(await self.flush_outbox(stored, owner=owner))
         done = record.value.model_copy(
             update={"status_code": 201, "response_body": view.model_dump_json()}
         )
@@ -163,7 +169,9 @@ class BookingService:
         # finished (its booking id is reused, so nothing is duplicated).
         return existing
 
-    async def _write_booking(self, request: BookingRequest, booking_id: str) -> Stored[Booking]:
+    async def _write_booking(
+        self, request: BookingRequest, booking_id: str, owner: str
+    ) -> Stored[Booking]:
         """Claim every resource and write the booking with its outbox (not yet sent)."""
         existing = await self._bookings.get(booking_id)
         if existing is not None:  # resuming an interrupted attempt
@@ -188,7 +196,7 @@ class BookingService:
             created_at=now,
             updated_at=now,
         )
-        booking = self._with_changes(booking, BookingEventType.CREATED, EventSource.API, now)
+        booking = self._with_changes(booking, BookingEventType.CREATED, EventSource.API, now, owner)
         try:
             stored = await self._bookings.add(booking)
         except DomainError:
@@ -212,6 +220,7 @@ class BookingService:
                 )
                 return await self.view(await self.flush_outbox(stored))
             now = self._clock()
+            owner = _new_owner()
             cancelled = booking.model_copy(
                 update={
                     "status": BookingStatus.CANCELLED,
@@ -220,7 +229,9 @@ class BookingService:
                     "cancelled_at": now,
                 }
             )
-            cancelled = self._with_changes(cancelled, BookingEventType.CANCELLED, source, now)
+            cancelled = self._with_changes(
+                cancelled, BookingEventType.CANCELLED, source, now, owner
+            )
             try:
                 updated = await self._bookings.update(cancelled, stored.etag)
             except ConcurrencyConflict:
@@ -232,7 +243,7 @@ class BookingService:
                 booking.time_range,
                 keep_as=BookingStatus.CANCELLED,
             )
-            return await self.view(await self.flush_outbox(updated))
+            return await self.view(await self.flush_outbox(updated, owner=owner))
         raise ConcurrencyConflict(f"booking {booking_id} kept changing; retry")
 
     # -- reschedule --------------------------------------------------------------
@@ -256,6 +267,36 @@ class BookingService:
             ensure_calendar_trusted(resource, now, self._freshness)
         await self._refuse_outlook_busy(resources, new_range)
         await self._claim_all(booking.resource_ids, booking_id, new_range)
+        try:
+            for _ in range(MAX_UPDATE_ATTEMPTS):
+                if not booking.status.holds_time:  # cancelled meanwhile
+                    raise InvalidInput(
+                        f"booking {booking_id} is cancelled and cannot be rescheduled"
+                    )
+                if booking.time_range == new_range:
+                    # A concurrent request moved it here: the claim is that booking's now.
+                    return await self.view(await self.flush_outbox(stored))
+                owner = _new_owner()
+                try:
+                    updated = await self._bookings.update(
+                        self._moved(booking, new_range, source, owner), stored.etag
+                    )
+                except ConcurrencyConflict:
+                    stored = await self._get(booking_id)
+                    booking = stored.value
+                    continue
+                await self._release_all(booking.resource_ids, booking_id, booking.time_range)
+                logger.info("booking %s rescheduled (source %s)", booking_id, source.value)
+                return await self.view(await self.flush_outbox(updated, owner=owner))
+            raise ConcurrencyConflict(f"booking {booking_id} kept changing; retry")
+        except BaseException:
+            await self._release_unheld(booking_id, new_range)
+            raise
+
+    def _moved(
+        self, booking: Booking, new_range: TimeRange, source: EventSource, owner: str
+    ) -> Booking:
+        now = self._clock()
         moved = booking.model_copy(
             update={
                 "start": new_range.start,
@@ -265,24 +306,25 @@ class BookingService:
                 "updated_at": now,
             }
         )
-        moved = self._with_changes(
+        return self._with_changes(
             moved,
             BookingEventType.RESCHEDULED,
             source,
             now,
+            owner,
             data={
                 "previousStart": booking.start.isoformat(),
                 "previousEnd": booking.end.isoformat(),
             },
         )
-        try:
-            updated = await self._bookings.update(moved, stored.etag)
-        except DomainError:
-            await self._release_all(booking.resource_ids, booking_id, new_range)
-            raise
-        await self._release_all(booking.resource_ids, booking_id, booking.time_range)
-        logger.info("booking %s rescheduled (source %s)", booking_id, source.value)
-        return await self.view(await self.flush_outbox(updated))
+
+    async def _release_unheld(self, booking_id: str, time_range: TimeRange) -> None:
+        """Undo a claim this request made, unless the booking now holds that time (a
+        concurrent request of the same booking claimed it too, and won)."""
+        current = (await self._get(booking_id)).value
+        if current.status.holds_time and current.time_range == time_range:
+            return
+        await self._release_all(current.resource_ids, booking_id, time_range)
 
     # -- reads ---------------------------------------------------------------------
     async def get(self, booking_id: str) -> BookingView:
@@ -355,22 +397,71 @@ class BookingService:
         )
 
     # -- outbox ------------------------------------------------------------------
-    async def flush_outbox(self, stored: Stored[Booking]) -> Booking:
-        """Send the booking's pending messages, then clear them. Safe to repeat: the
-        messages are idempotent for their consumers (pushes by version, events by id)."""
-        booking = stored.value
-        if not booking.outbox:
-            return booking
-        for message in booking.outbox:
-            await self._queue.send(message.queue, message.body)
+    async def flush_outbox(self, stored: Stored[Booking], *, owner: str | None = None) -> Booking:
+        """Send the booking's pending messages, then remove them from its outbox.
+
+        Each message is sent by one request: the one that wrote it (`owner`) holds it
+        for the lease; anyone else first claims, with the booking's ETag, only the
+        messages nobody holds, so two requests touching the booking at once never send
+        the same message twice. Safe to repeat; a crash after sending and before the
+        removal sends again (same event id), never loses."""
+        owner = owner or _new_owner()
+        booking_id = stored.value.booking_id
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            now = self._clock()
+            outbox = stored.value.outbox
+            if all(m.claimed_by == owner or m.held_for_another(owner, now) for m in outbox):
+                break
+            until = now + self._outbox_lease
+            claimed = [
+                m
+                if m.claimed_by == owner or m.held_for_another(owner, now)
+                else m.model_copy(update={"claimed_by": owner, "claimed_until": until})
+                for m in outbox
+            ]
+            try:
+                stored = await self._bookings.update(
+                    stored.value.model_copy(update={"outbox": claimed}), stored.etag
+                )
+            except ConcurrencyConflict:
+                stored = await self._get(booking_id)
+        mine = [m for m in stored.value.outbox if m.claimed_by == owner]
+        if not mine:
+            return stored.value
+        sent: set[tuple[str, str]] = set()
         try:
-            cleared = await self._bookings.update(
-                booking.model_copy(update={"outbox": []}), stored.etag
-            )
-        except ConcurrencyConflict:
-            # Someone changed the booking meanwhile; they will flush what is left.
-            return booking
-        return cleared.value
+            for message in mine:
+                await self._queue.send(message.queue, message.body)
+                sent.add((message.queue, message.body))
+        finally:
+            # Remove what was sent; give back the rest at once, for the next touch.
+            stored = await self._settle_outbox(stored, owner, sent)
+        return stored.value
+
+    async def _settle_outbox(
+        self, stored: Stored[Booking], owner: str, sent: set[tuple[str, str]]
+    ) -> Stored[Booking]:
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            outbox = [
+                m
+                if m.claimed_by != owner
+                else m.model_copy(update={"claimed_by": None, "claimed_until": None})
+                for m in stored.value.outbox
+                if (m.queue, m.body) not in sent
+            ]
+            if outbox == stored.value.outbox:
+                return stored
+            try:
+                return await self._bookings.update(
+                    stored.value.model_copy(update={"outbox": outbox}), stored.etag
+                )
+            except ConcurrencyConflict:
+                stored = await self._get(stored.value.booking_id)
+        # Still held by us: once the lease ends, the next flush sends what is left.
+        logger.warning(
+            "outbox of booking %s not settled; kept for the next flush", stored.value.booking_id
+        )
+        return stored
 
     def _with_changes(
         self,
@@ -378,10 +469,12 @@ class BookingService:
         event_type: BookingEventType,
         source: EventSource,
         now: datetime,
+        owner: str,
         *,
         data: dict[str, Any] | None = None,
     ) -> Booking:
-        """The booking with its push and its booking event added to the outbox."""
+        """The booking with its push and its booking event added to the outbox, held by
+        `owner` (the request writing the change) for the lease."""
         push = PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
         event = BookingEvent(
             # Stable per change, so a re-sent message is recognisably the same event.
@@ -399,14 +492,13 @@ class BookingService:
                 **(data or {}),
             },
         )
+        added = [
+            OutboxMessage(queue=SYNC_OUTBOUND_QUEUE, body=push.model_dump_json()),
+            *self._routing.outbox(event),
+        ]
+        held = {"claimed_by": owner, "claimed_until": now + self._outbox_lease}
         return booking.model_copy(
-            update={
-                "outbox": [
-                    *booking.outbox,
-                    OutboxMessage(queue=SYNC_OUTBOUND_QUEUE, body=push.model_dump_json()),
-                    *self._routing.outbox(event),
-                ]
-            }
+            update={"outbox": [*booking.outbox, *(m.model_copy(update=held) for m in added)]}
         )
 
     # -- helpers -------------------------------------------------------------------
@@ -467,3 +559,8 @@ class BookingService:
 
 def _new_booking_id() -> str:
     return "bk-" + uuid.uuid4().hex
+
+
+def _new_owner() -> str:
+    """Names one request's claim on outbox messages."""
+    return uuid.uuid4().hex

@@ -25,6 +25,11 @@ NEVER = "0 0 0 1 1 *"  # timers never fire on their own; tests run what they nee
 PROCESSING_LEASE_SECONDS = 3  # so that messages of a killed host come back soon
 
 
+# Booking changes cut short by a kill or an outage keep their messages held this long
+# before a later flush (the verdict's reconcile) may send them; short, to keep runs short.
+OUTBOX_LEASE_SECONDS = 2
+
+
 class HostProcess:
     """`python -m local.functions_host` serving function_app.py on a fixed port (so that
     Graph's subscriptions reach it again after a restart)."""
@@ -42,6 +47,7 @@ class HostProcess:
             "TABLE_NAME_PREFIX": "rel" + secrets.token_hex(4),
             "RECONCILE_SCHEDULE": NEVER,
             "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
+            "OUTBOX_LEASE_SECONDS": str(OUTBOX_LEASE_SECONDS),
         }
         self._process: asyncio.subprocess.Process | None = None
 

@@ -2,8 +2,8 @@
 retry racing its first attempt): the booking keeps its time on the slot ledger, so no
 other booking can take it (found by the crash workload; reproduced here over fakes).
 
-Claims are keyed by booking and time, so both attempts hold the same claim; the one that
-loses the race on the booking's ETag releases it as its compensation, although the
+Claims are keyed by booking and time, so both attempts hold the same claim: the one that
+loses the race on the booking's ETag must not release it as its compensation, since the
 winner's booking now holds that time.
 """
 
@@ -21,7 +21,6 @@ from shared.domain.errors import SlotUnavailable
 from shared.domain.resources import ConnectionStatus
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
-from tests.reliability.workload import KNOWN_RESCHEDULE_RACE
 
 LATER = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
 
@@ -65,7 +64,6 @@ def request(time_range: TimeRange) -> BookingRequest:
     )
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_RESCHEDULE_RACE)
 async def test_two_reschedules_to_one_time_leave_it_booked(world: FakeWorld) -> None:
     bookings = world.services.bookings
     first = TimeRange(start=T0, end=T0 + timedelta(hours=1))

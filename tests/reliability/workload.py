@@ -571,13 +571,6 @@ class Findings:
     # reschedule leaves (slots.py prunes them lazily, when a booking needs the time).
     stale_claims: list[str] = field(default_factory=list)
 
-    def unexplained(self, *traces: str) -> list[str]:
-        """Violations that none of the traces of known bugs (below) accounts for."""
-        return [v for v in self.violations if not any(trace in v for trace in traces)]
-
-    def explained_by(self, trace: str) -> list[str]:
-        return [v for v in self.violations if trace in v]
-
 
 async def check_invariant(
     client: Client,
@@ -625,7 +618,9 @@ async def check_invariant(
             times = [(graph_time(e, "start"), graph_time(e, "end")) for e in events]
             if times != [want]:
                 shown = [f"{s:%d %H:%M}-{e:%H:%M}" for s, e in times]
-                found = f"{ELSEWHERE} {shown[0]}" if len(times) == 1 else f"has events {shown}"
+                found = (
+                    f"has its one event at {shown[0]}" if len(times) == 1 else f"has events {shown}"
+                )
                 history = await booking_history(client, member.resource_id, booking_id)
                 violations.append(
                     f"{member.resource_id}: booking {booking_id} ({view['status']}, "
@@ -672,7 +667,7 @@ async def check_invariant(
             if b["source"] == "booking"
         }
         for missing in sorted(set(live) - claimed):
-            violations.append(f"{resource_id}: booking {missing[2]} {UNCLAIMED}")
+            violations.append(f"{resource_id}: booking {missing[2]} holds no claim on the ledger")
         for extra in sorted(claimed - set(live)):
             findings.stale_claims.append(
                 f"{resource_id}: the ledger holds {extra[0]:%d %H:%M}-{extra[1]:%H:%M} for "
@@ -709,29 +704,6 @@ async def check_invariant(
 
 
 # -- the verdict -----------------------------------------------------------------------------
-
-# Bugs the suite found, each reproduced by an xfail(strict=True) test (test_outbox_
-# duplicates.py, test_concurrent_reschedules.py, test_interrupted_changes.py): once one is
-# fixed, its test fails as XPASS, and its name here and the tolerance built on it go.
-KNOWN_DUPLICATES = (
-    "concurrent flushes of one booking's outbox send its messages twice "
-    "(shared/services/bookings.py flush_outbox); see the reliability report"
-)
-KNOWN_RESCHEDULE_RACE = (
-    "of two concurrent reschedules of one booking to the same time, the loser releases "
-    "the winner's claim (shared/services/bookings.py reschedule): the booking holds time "
-    "the ledger does not, so it can be double-booked; see the reliability report"
-)
-# The trace KNOWN_RESCHEDULE_RACE leaves in check_invariant's words.
-UNCLAIMED = "holds no claim on the ledger"
-KNOWN_REPLAYED_CREATE = (
-    "a retried create that Graph answers by its transactionId records the event as it is "
-    "now as our own write, so an Outlook move made in between is never seen "
-    "(shared/services/push.py _record_success); see the reliability report"
-)
-# The trace KNOWN_REPLAYED_CREATE leaves (as other bugs could: only tests where a push
-# can be cut short between Graph's write and the mapping's, crash and outage, allow it).
-ELSEWHERE = "has its one event at"
 
 
 async def verdict(

@@ -19,7 +19,12 @@ from shared.domain.errors import (
     SlotUnavailable,
     StorageUnavailable,
 )
-from shared.domain.messages import BOOKING_EVENTS_QUEUE, SYNC_OUTBOUND_QUEUE
+from shared.domain.messages import (
+    BOOKING_EVENTS_QUEUE,
+    SYNC_OUTBOUND_QUEUE,
+    BookingEventType,
+    EventSource,
+)
 from shared.domain.resources import ConnectionState, ConnectionStatus, Direction
 from shared.services.bookings import BookingService
 from shared.services.events import EventRouting
@@ -218,6 +223,42 @@ async def test_lost_queue_send_is_resent_by_the_next_touch(world: World) -> None
     stored = await world.bookings.get(view.booking_id)
     assert stored is not None
     assert stored.value.outbox == []
+
+
+async def test_messages_of_a_writer_that_died_are_sent_once_its_lease_ends(
+    world: World,
+) -> None:
+    view = await world.service.create(request(), None)
+    # A cancel whose request died after writing the booking and before sending: its
+    # messages stay in the outbox, held by that request.
+    stored = await world.bookings.get(view.booking_id)
+    assert stored is not None
+    held_until = world.clock.now + timedelta(seconds=30)
+    # What such a crash leaves: the change written with its held messages, none sent.
+    dead = world.service._with_changes(
+        stored.value.model_copy(update={"status": BookingStatus.CANCELLED, "version": 2}),
+        BookingEventType.CANCELLED,
+        EventSource.API,
+        world.clock.now,
+        "dead-request",
+    )
+    stored = await world.bookings.update(dead, stored.etag)
+    assert {m.claimed_until for m in stored.value.outbox} == {held_until}
+
+    await world.service.flush_outbox(stored)  # another touch while the writer may live
+    assert [e["type"] for e in world.events()] == ["booking.created"]
+
+    world.clock.now = held_until
+    latest = await world.bookings.get(view.booking_id)
+    assert latest is not None
+    await world.service.flush_outbox(latest)
+    again = await world.bookings.get(view.booking_id)
+    assert again is not None
+    await world.service.flush_outbox(again)
+
+    assert [e["type"] for e in world.events()] == ["booking.created", "booking.cancelled"]
+    assert len(world.queue.bodies(SYNC_OUTBOUND_QUEUE)) == 2
+    assert again.value.outbox == []
 
 
 async def test_cancel_frees_time_and_is_idempotent(world: World) -> None:
