@@ -14,7 +14,7 @@ from datetime import datetime
 
 from shared.domain.bookings import Booking, TimeRange
 from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import SlotUnavailable
+from shared.domain.errors import ConcurrencyConflict, SlotUnavailable
 from shared.domain.messages import (
     BookingEvent,
     BookingEventType,
@@ -36,6 +36,8 @@ from shared.services.policies import Action, on_delete, on_move
 from shared.services.push import PushService
 
 logger = logging.getLogger(__name__)
+
+MAX_MAPPING_ATTEMPTS = 5
 
 
 class OutlookChangeApplier:
@@ -114,12 +116,7 @@ class OutlookChangeApplier:
             # Cancel first: if anything after fails, the retry finds the booking
             # cancelled and only tidies the mapping.
             await self._booking_service.cancel(booking.booking_id, EventSource.OUTLOOK)
-            latest = await self._mappings.get(current.resource_id, current.booking_id)
-            if latest is not None and latest.value.event_id is not None:
-                await self._mappings.update(
-                    latest.value.model_copy(update={"event_id": None, "change_key": None}),
-                    latest.etag,
-                )
+            await self._forget_event(current)
         elif action is Action.RESTORE_EVENT:
             await self._restore(mapping, booking, recreate=True)
         else:
@@ -130,6 +127,23 @@ class OutlookChangeApplier:
         await self._log(
             resource, booking, current.event_id, f"outlook_delete:{action.value}", direction
         )
+
+    async def _forget_event(self, current: EventMapping) -> None:
+        """The event is gone: the mapping stops pointing at it. The cancel's own push
+        may be writing the same mapping meanwhile, so read and try again on a conflict."""
+        for _ in range(MAX_MAPPING_ATTEMPTS):
+            latest = await self._mappings.get(current.resource_id, current.booking_id)
+            if latest is None or latest.value.event_id != current.event_id:
+                return  # the push already recorded the event's removal
+            try:
+                await self._mappings.update(
+                    latest.value.model_copy(update={"event_id": None, "change_key": None}),
+                    latest.etag,
+                )
+                return
+            except ConcurrencyConflict:
+                continue
+        raise ConcurrencyConflict(f"mapping of booking {current.booking_id} kept changing")
 
     async def _on_moved(
         self,

@@ -1,0 +1,82 @@
+"""Outlook changes applied by policy while our own workers write the same records."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.bookings import BookingRequest, BookingStatus
+from shared.domain.calendar import EventMapping
+from shared.domain.resources import ConnectionStatus, OnOutlookDelete
+from tests.builders import T0, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+
+ROOM = "room-1@contoso.com"
+
+
+@pytest.fixture
+async def world() -> FakeWorld:
+    w = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    room = resource("room-1")
+    settings = room.settings.model_copy(
+        update={"on_outlook_delete": OnOutlookDelete.CANCEL_BOOKING}
+    )
+    await w.resources.add(
+        room.model_copy(
+            update={
+                "settings": settings,
+                "status": ConnectionStatus(mirror_refreshed_at=w.clock.now),
+            }
+        )
+    )
+    return w
+
+
+async def test_a_delete_cancels_even_when_the_cancels_push_writes_the_mapping_meanwhile(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = BookingRequest.model_validate(
+        {
+            "resourceIds": ["room-1"],
+            "start": T0,
+            "end": T0 + timedelta(hours=1),
+            "title": "Intro call",
+            "customer": {"name": "Ada", "email": "ada@example.com"},
+        }
+    )
+    booking_id = (await world.services.bookings.create(request, None)).booking_id
+    await world.push_all()
+    world.calendar.events[ROOM].clear()  # the Outlook user deletes our event
+    cancel = world.services.bookings.cancel
+    update = world.mappings.update
+    raced = []
+
+    async def cancel_then_race(*args: Any, **kwargs: Any) -> Any:
+        view = await cancel(*args, **kwargs)
+
+        async def overtaken(mapping: EventMapping, etag: str) -> Any:
+            # Between our read and our write, the queued push records its attempt.
+            monkeypatch.setattr(world.mappings, "update", update)
+            current = await world.mappings.get(mapping.resource_id, mapping.booking_id)
+            assert current is not None
+            await update(current.value.model_copy(update={"last_error": "retrying"}), current.etag)
+            raced.append(mapping.booking_id)
+            return await update(mapping, etag)
+
+        monkeypatch.setattr(world.mappings, "update", overtaken)
+        return view
+
+    monkeypatch.setattr(world.services.bookings, "cancel", cancel_then_race)
+
+    report = await world.services.reconcile.reconcile("room-1")
+
+    assert raced == [booking_id]
+    assert report.policies_applied == 1
+    stored = await world.bookings.get(booking_id)
+    assert stored is not None
+    assert stored.value.status is BookingStatus.CANCELLED
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert mapping.value.event_id is None
