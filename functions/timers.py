@@ -1,4 +1,5 @@
-"""Timers: reconciliation fan-out and subscription upkeep (schedules from app settings)."""
+"""Timers: reconciliation fan-out, and the hourly upkeep: subscriptions renewed, expired
+records purged (schedules from app settings)."""
 
 from __future__ import annotations
 
@@ -16,4 +17,8 @@ async def reconcile_timer(timer: func.TimerRequest) -> None:
 
 @bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_UPKEEP_SCHEDULE%")
 async def subscription_upkeep_timer(timer: func.TimerRequest) -> None:
-    await get_services().upkeep.renew_subscriptions()
+    upkeep = get_services().upkeep
+    try:
+        await upkeep.renew_subscriptions()
+    finally:
+        await upkeep.purge_expired()  # whatever became of the renewals

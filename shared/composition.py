@@ -318,6 +318,10 @@ def build_services(
             queue=ports.queue,
             clock=clock,
             renew_within=timedelta(hours=settings.subscription_renew_within_hours),
+            idempotency=ports.idempotency,
+            sync_log=ports.sync_log,
+            idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
+            sync_log_retention=timedelta(days=settings.sync_log_retention_days),
         ),
         webhooks=_webhook_sender(settings, ports.queue, clock),
     )

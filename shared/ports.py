@@ -103,8 +103,7 @@ class IdempotencyRecord(BaseModel):
     key: str
     request_hash: str
     booking_id: str
-    status_code: int | None = None  # None while the first request is still running
-    response_body: str | None = None
+    response_body: str | None = None  # the 201's body; None while the first request runs
     created_at: datetime
 
 
@@ -113,6 +112,9 @@ class IdempotencyStore(Protocol):
     async def add(self, record: IdempotencyRecord) -> Stored[IdempotencyRecord]: ...
     async def update(self, record: IdempotencyRecord, etag: str) -> Stored[IdempotencyRecord]: ...
     async def delete(self, key: str) -> None: ...
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Forget records last written before `cutoff`; returns how many."""
+        ...
 
 
 class Leases(Protocol):
@@ -126,6 +128,9 @@ class Leases(Protocol):
 class SyncLog(Protocol):
     async def append(self, entry: SyncLogEntry) -> None: ...
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]: ...
+    async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:
+        """Delete the resource's entries from before `cutoff`; returns how many."""
+        ...
 
 
 class MessageQueue(Protocol):

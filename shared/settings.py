@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     booking_events_webhook_secret: SecretStr | None = None
 
     idempotency_retention_hours: int = Field(default=48, ge=24)
+    sync_log_retention_days: int = Field(default=30, ge=1)
     # How long the request that wrote a booking change alone may send its queue messages;
     # after that (it died before sending), the next touch of the booking sends them.
     outbox_lease_seconds: int = Field(default=30, ge=1, le=600)

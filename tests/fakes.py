@@ -178,6 +178,12 @@ class FakeIdempotency(FakeTable[IdempotencyRecord]):
     async def delete(self, key: str) -> None:
         self.rows.pop((key, ""), None)
 
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        old = [k for k, row in self.rows.items() if row.value.created_at < cutoff]
+        for key in old:
+            del self.rows[key]
+        return len(old)
+
 
 class FakeQueue:
     def __init__(self) -> None:
@@ -384,6 +390,12 @@ class FakeSyncLog:
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
         mine = [e for e in self.entries if e.resource_id == resource_id]
         return sorted(mine, key=lambda e: e.at, reverse=True)[:limit]
+
+    async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:
+        kept = [e for e in self.entries if e.resource_id != resource_id or e.at >= cutoff]
+        purged = len(self.entries) - len(kept)
+        self.entries = kept
+        return purged
 
 
 @dataclass

@@ -137,9 +137,7 @@ class BookingService:
             raise
         # Booked: from here on a failure keeps the key, and a retry resumes this booking.
         view = await self.view(await self.flush_outbox(stored, owner=owner))
-        done = record.value.model_copy(
-            update={"status_code": 201, "response_body": view.model_dump_json()}
-        )
+        done = record.value.model_copy(update={"response_body": view.model_dump_json()})
         await self._idempotency.update(done, record.etag)
         return view
 

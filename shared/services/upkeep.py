@@ -1,4 +1,5 @@
-"""Timer work: fan reconciliation out per resource, keep subscriptions alive."""
+"""Timer work: fan reconciliation out per resource, keep subscriptions alive, and forget
+what is past its retention (Idempotency-Keys, sync log entries)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta
 from shared.domain.errors import GraphError
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ReconcileResource
 from shared.domain.resources import ConnectionState, Direction, Resource
-from shared.ports import MessageQueue, ResourceRepository
+from shared.ports import IdempotencyStore, MessageQueue, ResourceRepository, SyncLog
 from shared.services.connection import ConnectionTracker
 from shared.services.subscriptions import SubscriptionService
 
@@ -34,7 +35,15 @@ class Upkeep:
         queue: MessageQueue,
         clock: Callable[[], datetime],
         renew_within: timedelta,
+        idempotency: IdempotencyStore,
+        sync_log: SyncLog,
+        idempotency_retention: timedelta,
+        sync_log_retention: timedelta,
     ) -> None:
+        self._idempotency = idempotency
+        self._sync_log = sync_log
+        self._idempotency_retention = idempotency_retention
+        self._sync_log_retention = sync_log_retention
         self._resources = resources
         self._subscriptions = subscriptions
         self._connection = connection
@@ -88,3 +97,16 @@ class Upkeep:
                 )
         logger.info("subscription upkeep: %d renewed or recreated", renewed)
         return renewed
+
+    async def purge_expired(self) -> tuple[int, int]:
+        """Forget Idempotency-Keys and sync log entries past their retention; returns
+        (keys, log entries) removed. Every resource's log is kept, connected or not."""
+        now = self._clock()
+        keys = await self._idempotency.purge_older_than(now - self._idempotency_retention)
+        entries = 0
+        for stored in await self._resources.list_all():
+            entries += await self._sync_log.purge_older_than(
+                stored.value.resource_id, now - self._sync_log_retention
+            )
+        logger.info("retention: %d idempotency keys and %d sync log entries removed", keys, entries)
+        return keys, entries

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from shared.composition import Services, get_services
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from tests.e2e.test_bookings_e2e import START, booking, our_events, slot, synced
 from tests.e2e.test_outlook_e2e import booked, subscription_of, when
 from tests.fixtures.stack import Mailboxes, Stack, eventually
@@ -138,6 +139,35 @@ async def test_upkeep_renews_an_expiring_subscription_and_recreates_a_lost_one(
         "POST", f"/subscriptions/{before['id']}/lifecycle", {"event": "subscriptionRemoved"}
     )
     await eventually(lambda: _subscription_replaced(stack, room, before["id"]))
+
+
+async def test_the_upkeep_timer_purges_sync_log_entries_past_their_retention(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
+    old = datetime.now(UTC) - timedelta(days=31)  # SYNC_LOG_RETENTION_DAYS is 30
+    await services().ports.sync_log.append(
+        SyncLogEntry(
+            resource_id=room,
+            at=old,
+            direction=SyncDirection.INBOUND,
+            action="long_ago",
+            outcome=SyncOutcome.OK,
+        )
+    )
+
+    async def actions() -> list[str]:
+        _, log = await stack.call("GET", f"/resources/{room}/sync-log")
+        return [entry["action"] for entry in log["value"]]
+
+    assert "long_ago" in await actions()
+    await stack.run_function("subscription_upkeep_timer")
+
+    async def purged() -> bool:
+        remaining = await actions()
+        return "long_ago" not in remaining and len(remaining) > 0
+
+    await eventually(purged)
 
 
 async def _subscription_replaced(stack: Stack, room: str, old_id: str) -> bool:

@@ -10,9 +10,11 @@ from pydantic import SecretStr
 
 from shared.adapters.storage.tables import Transaction, encode_key
 from shared.composition import Adapters
+from shared.domain.base import utc_now
 from shared.domain.calendar import EventMapping, SubscriptionRecord
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict, TransactionTooLarge
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import IdempotencyRecord
 from tests.builders import T0, booking, busy_block, resource
 
 pytestmark = pytest.mark.integration
@@ -203,3 +205,46 @@ async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:
     newest = await adapters.sync_log.newest("room-1", limit=2)
 
     assert [entry.action for entry in newest] == ["push-2", "push-1"]
+
+
+async def test_sync_log_purge_removes_exactly_the_older_entries(adapters: Adapters) -> None:
+    # 150 entries a minute apart (more than one transaction's worth), and another
+    # resource's entry of the same age.
+    for minutes in range(150):
+        await adapters.sync_log.append(
+            SyncLogEntry(
+                resource_id="room-1",
+                at=T0 + timedelta(minutes=minutes),
+                direction=SyncDirection.INBOUND,
+                action=f"change-{minutes}",
+                outcome=SyncOutcome.OK,
+            )
+        )
+    await adapters.sync_log.append(
+        SyncLogEntry(
+            resource_id="room-2",
+            at=T0,
+            direction=SyncDirection.INBOUND,
+            action="elsewhere",
+            outcome=SyncOutcome.OK,
+        )
+    )
+
+    purged = await adapters.sync_log.purge_older_than("room-1", T0 + timedelta(minutes=120))
+
+    assert purged == 120
+    kept = await adapters.sync_log.newest("room-1", limit=1000)
+    assert [entry.action for entry in kept] == [f"change-{m}" for m in range(149, 119, -1)]
+    assert [e.action for e in await adapters.sync_log.newest("room-2", limit=10)] == ["elsewhere"]
+
+
+async def test_idempotency_purge_goes_by_the_last_write(adapters: Adapters) -> None:
+    record = IdempotencyRecord(
+        key="key-1", request_hash="h", booking_id="bk-1", created_at=utc_now()
+    )
+    await adapters.idempotency.add(record)
+
+    assert await adapters.idempotency.purge_older_than(utc_now() - timedelta(hours=1)) == 0
+    assert await adapters.idempotency.get("key-1") is not None
+    assert await adapters.idempotency.purge_older_than(utc_now() + timedelta(minutes=1)) == 1
+    assert await adapters.idempotency.get("key-1") is None

@@ -59,6 +59,7 @@ DEFAULTS_KEPT_IN_AZURE: dict[str, str] = {
     "subscription_renew_within_hours": "tuned to the upkeep timer in the app",
     "mirror_days_back": "product default",
     "outbox_lease_seconds": "product default",
+    "sync_log_retention_days": "product default",
     "mirror_days_ahead": "product default",
     "mirror_freshness_minutes": "product default, tied to the reconcile schedule",
     "idempotency_retention_hours": "product default",

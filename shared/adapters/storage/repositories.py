@@ -260,6 +260,20 @@ class SyncLogTable(EntityTable[SyncLogEntry]):
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
         return [row.value for row in await self.query(resource_id, limit=limit)]
 
+    async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:
+        # Newest first, so the old entries are one RowKey range: deleted 100 per transaction.
+        newest = f"{_SYNC_LOG_CEILING_MS - int(cutoff.timestamp() * 1000) + 1:013d}"
+        row_keys = [
+            str(entity["RowKey"])
+            async for entity in self._iterate(resource_id, "RowKey ge @lo", {"lo": newest}, None)
+        ]
+        for start in range(0, len(row_keys), 100):
+            transaction = Transaction()
+            for row_key in row_keys[start : start + 100]:
+                transaction.delete(encode_key(resource_id), row_key)
+            await self.commit(transaction)
+        return len(row_keys)
+
 
 class SlotLedgerTable(EntityTable[DayLedger]):
     kind = SLOT_LEDGER
@@ -310,6 +324,17 @@ class IdempotencyTable(EntityTable[IdempotencyRecord]):
 
     async def delete(self, key: str) -> None:
         await self.delete_by_keys(_key_digest(key), REQUEST_ROW)
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        # By the service's Timestamp (the last write); every record is its own partition.
+        purged = 0
+        for row in await self.query(None, "Timestamp lt @cutoff", {"cutoff": cutoff}):
+            try:
+                await self.delete_by_keys(_key_digest(row.value.key), REQUEST_ROW, etag=row.etag)
+            except ConcurrencyConflict:
+                continue  # written again meanwhile: kept
+            purged += 1
+        return purged
 
 
 def _key_digest(key: str) -> str:
