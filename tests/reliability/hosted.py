@@ -13,13 +13,26 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from local.azurite import REPO_ROOT
+from local.azurite import REPO_ROOT, free_port
 from local.graph_emulator import RunningEmulator
 from local.run import app_environment
+from tests.reliability.workload import (
+    Client,
+    Findings,
+    Workload,
+    connect,
+    drain_booking_events,
+    members_for,
+    verdict,
+    workload_seed,
+)
 
 NEVER = "0 0 0 1 1 *"  # timers never fire on their own; tests run what they need
 PROCESSING_LEASE_SECONDS = 3  # so that messages of a killed host come back soon
@@ -125,3 +138,67 @@ class HostProcess:
             if line[:2] == "20" and (" WARNING " in line or " ERROR " in line)
         ]
         return "\n".join([*wanted[-records:], f"(whole log: {self.log_path})"])
+
+
+@dataclass
+class HostedRun:
+    """What a workload against a host of its own left: for the tests' assertions."""
+
+    seed: int
+    workload: Workload
+    findings: Findings
+    log_tail: str
+
+    def context(self) -> str:
+        return (
+            f"seed {self.seed}; outcomes {dict(self.workload.outcomes)}; "
+            f"resent {self.findings.resent}; stale claims {self.findings.stale_claims}\n"
+            f"host log:\n{self.log_tail}"
+        )
+
+
+async def run_hosted_workload(
+    *,
+    storage: str,
+    emulator: RunningEmulator,
+    mailboxes: tuple[str, str, str],
+    http: aiohttp.ClientSession,
+    log_path: Path,
+    api_operations: int,
+    outlook_edits: int,
+    disrupt: Callable[[int, HostProcess], Awaitable[None]],
+    gate: asyncio.Event | None = None,
+) -> HostedRun:
+    """Start a host, connect the mailboxes, run the workload (`disrupt(n, host)` is awaited
+    after the n-th operation), settle what stayed uncertain, let the outbox leases of
+    requests cut short lapse, then take the verdict after one reconcile."""
+    seed = workload_seed()
+    host = HostProcess(
+        port=free_port(), connection_string=storage, emulator=emulator, log_path=log_path
+    )
+    await host.start()
+    try:
+        client = Client(api=host.api, graph_url=emulator.graph_url, http=http)
+        members = members_for(mailboxes)
+        await connect(client, members)
+        workload = Workload(client, members, seed, outage=True)
+
+        async def after(done: int) -> None:
+            await disrupt(done, host)
+
+        await workload.run(api_operations, outlook_edits, after=after, gate=gate)
+        await workload.settle_uncertain()
+        await asyncio.sleep(OUTBOX_LEASE_SECONDS)
+        drained: list[dict[str, Any]] = []
+
+        async def emitted() -> list[dict[str, Any]]:
+            drained.extend(await drain_booking_events(storage))
+            return drained
+
+        try:
+            findings = await verdict(storage, emulator, client, workload, emitted)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\nhost log:\n{host.log_tail()}") from None
+    finally:
+        await host.stop()
+    return HostedRun(seed=seed, workload=workload, findings=findings, log_tail=host.log_tail())

@@ -12,23 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from local.azurite import Azurite, free_port
+from local.azurite import Azurite
 from local.graph_emulator import RunningEmulator
-from tests.reliability.hosted import OUTBOX_LEASE_SECONDS, HostProcess
-from tests.reliability.workload import (
-    Client,
-    Workload,
-    connect,
-    drain_booking_events,
-    members_for,
-    verdict,
-    workload_seed,
-)
+from tests.reliability.hosted import HostProcess, run_hosted_workload
 
 pytestmark = pytest.mark.integration
 
@@ -44,56 +34,33 @@ async def test_host_killed_mid_workload_converges(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    seed = workload_seed()
-    storage = own_azurite.connection_string
-    host = HostProcess(
-        port=free_port(),
-        connection_string=storage,
-        emulator=graph_emulator,
-        log_path=tmp_path / "host.log",
-    )
-    await host.start()
-    try:
-        client = Client(api=host.api, graph_url=graph_emulator.graph_url, http=http)
-        members = members_for(mailboxes)
-        await connect(client, members)
-        workload = Workload(client, members, seed, outage=True)
-        running = asyncio.Event()
+    running = asyncio.Event()
+    running.set()
+    restarts = 0
+
+    async def crash_and_restart(done: int, host: HostProcess) -> None:
+        nonlocal restarts
+        if done != KILL_AFTER:
+            return
+        running.clear()
+        host.kill()
+        await host.wait_killed()
+        await host.start()
+        restarts += 1
         running.set()
-        restarts = 0
 
-        async def crash_and_restart(done: int) -> None:
-            nonlocal restarts
-            if done != KILL_AFTER:
-                return
-            running.clear()
-            host.kill()
-            await host.wait_killed()
-            await host.start()
-            restarts += 1
-            running.set()
-
-        await workload.run(API_OPERATIONS, OUTLOOK_EDITS, after=crash_and_restart, gate=running)
-        await workload.settle_uncertain()
-        # Messages of changes cut short stay held by their dead request until this passes.
-        await asyncio.sleep(OUTBOX_LEASE_SECONDS)
-        drained: list[dict[str, Any]] = []
-
-        async def emitted() -> list[dict[str, Any]]:
-            drained.extend(await drain_booking_events(storage))
-            return drained
-
-        try:
-            findings = await verdict(storage, graph_emulator, client, workload, emitted)
-        except AssertionError as failure:
-            raise AssertionError(f"{failure}\nhost log:\n{host.log_tail()}") from None
-    finally:
-        await host.stop()
-    context = (
-        f"seed {seed}; outcomes {dict(workload.outcomes)}; resent {findings.resent}; "
-        f"stale claims {findings.stale_claims}\n"
-        f"host log:\n{host.log_tail()}"
+    run = await run_hosted_workload(
+        storage=own_azurite.connection_string,
+        emulator=graph_emulator,
+        mailboxes=mailboxes,
+        http=http,
+        log_path=tmp_path / "host.log",
+        api_operations=API_OPERATIONS,
+        outlook_edits=OUTLOOK_EDITS,
+        disrupt=crash_and_restart,
+        gate=running,
     )
+    workload, findings, context = run.workload, run.findings, run.context()
     assert restarts == 1
     assert not workload.unexpected, "\n".join([*workload.unexpected, context])
     assert not findings.violations, "\n".join([*findings.violations, context])

@@ -14,24 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 import pytest_asyncio
 
-from local.azurite import Azurite, AzuritePorts, free_port, start_azurite
+from local.azurite import Azurite, AzuritePorts, start_azurite
 from local.graph_emulator import RunningEmulator
-from tests.reliability.hosted import OUTBOX_LEASE_SECONDS, HostProcess
-from tests.reliability.workload import (
-    Client,
-    Workload,
-    connect,
-    drain_booking_events,
-    members_for,
-    verdict,
-    workload_seed,
-)
+from tests.reliability.hosted import HostProcess, run_hosted_workload
 
 pytestmark = pytest.mark.integration
 
@@ -81,51 +71,28 @@ async def test_storage_restart_mid_workload_loses_nothing(
     http: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    seed = workload_seed()
-    storage = persistent_azurite.connection_string
-    host = HostProcess(
-        port=free_port(),
-        connection_string=storage,
+    restarts = 0
+
+    async def restart_storage(done: int, host: HostProcess) -> None:
+        nonlocal restarts
+        if done != STOP_AFTER:
+            return
+        await persistent_azurite.stop()
+        await asyncio.sleep(OUTAGE_SECONDS)
+        await persistent_azurite.start()
+        restarts += 1
+
+    run = await run_hosted_workload(
+        storage=persistent_azurite.connection_string,
         emulator=graph_emulator,
+        mailboxes=mailboxes,
+        http=http,
         log_path=tmp_path / "host.log",
+        api_operations=API_OPERATIONS,
+        outlook_edits=OUTLOOK_EDITS,
+        disrupt=restart_storage,
     )
-    await host.start()
-    try:
-        client = Client(api=host.api, graph_url=graph_emulator.graph_url, http=http)
-        members = members_for(mailboxes)
-        await connect(client, members)
-        workload = Workload(client, members, seed, outage=True)
-        restarts = 0
-
-        async def restart_storage(done: int) -> None:
-            nonlocal restarts
-            if done != STOP_AFTER:
-                return
-            await persistent_azurite.stop()
-            await asyncio.sleep(OUTAGE_SECONDS)
-            await persistent_azurite.start()
-            restarts += 1
-
-        await workload.run(API_OPERATIONS, OUTLOOK_EDITS, after=restart_storage)
-        await workload.settle_uncertain()
-        # Messages of changes cut short stay held by their dead request until this passes.
-        await asyncio.sleep(OUTBOX_LEASE_SECONDS)
-        drained: list[dict[str, Any]] = []
-
-        async def emitted() -> list[dict[str, Any]]:
-            drained.extend(await drain_booking_events(storage))
-            return drained
-
-        try:
-            findings = await verdict(storage, graph_emulator, client, workload, emitted)
-        except AssertionError as failure:
-            raise AssertionError(f"{failure}\nhost log:\n{host.log_tail()}") from None
-    finally:
-        await host.stop()
-    context = (
-        f"seed {seed}; outcomes {dict(workload.outcomes)}; resent {findings.resent}; "
-        f"stale claims {findings.stale_claims}\nhost log:\n{host.log_tail()}"
-    )
+    workload, findings, context = run.workload, run.findings, run.context()
     assert restarts == 1
     # Some requests met the outage (the workers go on while storage is down).
     assert any(k.endswith((" 503", " 0")) for k in workload.outcomes), context
