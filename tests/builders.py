@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.domain.bookings import Booking, Customer
+from shared.domain.bookings import Booking, BookingRequest, Customer
 from shared.domain.calendar import ShowAs, Unavailability
 from shared.domain.resources import Resource, ResourceSettings
 
@@ -36,6 +36,21 @@ def booking(booking_id: str = "bk-1", **fields: Any) -> Booking:
     }
     values.update(fields)
     return Booking(**values)
+
+
+def booking_request(
+    start: datetime = T0, end: datetime | None = None, **fields: Any
+) -> BookingRequest:
+    """A request for one hour of room-1 from `start` (by the API's field names)."""
+    values: dict[str, Any] = {
+        "resourceIds": ["room-1"],
+        "start": start,
+        "end": end or start + timedelta(hours=1),
+        "title": "Intro call",
+        "customer": {"name": "Ada", "email": "ada@example.com"},
+    }
+    values.update(fields)
+    return BookingRequest.model_validate(values)
 
 
 def busy_block(event_id: str, start: datetime, minutes: int = 30, **fields: Any) -> Unavailability:

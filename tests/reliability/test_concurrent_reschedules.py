@@ -19,7 +19,7 @@ import pytest
 from shared.domain.bookings import BookingRequest, TimeRange
 from shared.domain.errors import SlotUnavailable
 from shared.domain.resources import ConnectionStatus
-from tests.builders import T0, resource
+from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 LATER = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
@@ -53,15 +53,7 @@ def _after_a_moment(call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
 
 
 def request(time_range: TimeRange) -> BookingRequest:
-    return BookingRequest.model_validate(
-        {
-            "resourceIds": ["room-1"],
-            "start": time_range.start,
-            "end": time_range.end,
-            "title": "Intro call",
-            "customer": {"name": "Ada", "email": "ada@example.com"},
-        }
-    )
+    return booking_request(time_range.start, time_range.end)
 
 
 async def test_two_reschedules_to_one_time_leave_it_booked(world: FakeWorld) -> None:

@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from shared.domain.bookings import BookingRequest
 from shared.domain.errors import StorageUnavailable
 from shared.domain.messages import BOOKING_EVENTS_QUEUE, PushBooking
 from shared.domain.resources import ConnectionStatus, OnOutlookMove
-from tests.builders import T0, resource
+from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
@@ -36,15 +35,7 @@ async def world() -> FakeWorld:
 
 
 async def pushed_booking(world: FakeWorld) -> str:
-    request = BookingRequest.model_validate(
-        {
-            "resourceIds": ["room-1"],
-            "start": T0,
-            "end": T0 + timedelta(hours=1),
-            "title": "Intro call",
-            "customer": {"name": "Ada", "email": "ada@example.com"},
-        }
-    )
+    request = booking_request()
     booking_id = (await world.services.bookings.create(request, None)).booking_id
     await world.push_all()
     assert len(world.calendar.events[ROOM]) == 1
@@ -113,15 +104,7 @@ async def test_a_move_made_before_the_push_was_recorded_gets_the_policy(
     await world.resources.update(
         stored.value.model_copy(update={"settings": restoring}), stored.etag
     )
-    request = BookingRequest.model_validate(
-        {
-            "resourceIds": ["room-1"],
-            "start": T0,
-            "end": T0 + timedelta(hours=1),
-            "title": "Intro call",
-            "customer": {"name": "Ada", "email": "ada@example.com"},
-        }
-    )
+    request = booking_request()
     booking_id = (await world.services.bookings.create(request, None)).booking_id
     # The push dies after Graph created the event, before the mapping recorded it.
     update = world.mappings.update

@@ -15,10 +15,10 @@ from datetime import timedelta
 import pytest
 from pydantic import BaseModel
 
-from shared.domain.bookings import BookingRequest, TimeRange
+from shared.domain.bookings import TimeRange
 from shared.domain.messages import BOOKING_EVENTS_QUEUE
 from shared.domain.resources import ConnectionStatus
-from tests.builders import T0, resource
+from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 
@@ -45,15 +45,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
 
 
 async def booked(world: FakeWorld) -> str:
-    request = BookingRequest.model_validate(
-        {
-            "resourceIds": ["room-1"],
-            "start": T0,
-            "end": T0 + timedelta(hours=1),
-            "title": "Intro call",
-            "customer": {"name": "Ada", "email": "ada@example.com"},
-        }
-    )
+    request = booking_request()
     return (await world.services.bookings.create(request, None)).booking_id
 
 

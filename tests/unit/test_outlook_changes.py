@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from shared.domain.bookings import BookingRequest, BookingStatus
+from shared.domain.bookings import BookingStatus
 from shared.domain.calendar import EventMapping
 from shared.domain.resources import ConnectionStatus, OnOutlookDelete
-from tests.builders import T0, resource
+from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
@@ -37,15 +37,7 @@ async def world() -> FakeWorld:
 async def test_a_delete_cancels_even_when_the_cancels_push_writes_the_mapping_meanwhile(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    request = BookingRequest.model_validate(
-        {
-            "resourceIds": ["room-1"],
-            "start": T0,
-            "end": T0 + timedelta(hours=1),
-            "title": "Intro call",
-            "customer": {"name": "Ada", "email": "ada@example.com"},
-        }
-    )
+    request = booking_request()
     booking_id = (await world.services.bookings.create(request, None)).booking_id
     await world.push_all()
     world.calendar.events[ROOM].clear()  # the Outlook user deletes our event
