@@ -121,14 +121,17 @@ class BookingService:
         no claim and no key, so it may be retried. Raises SlotUnavailable (overlap with
         a booking or Outlook busy time), CalendarUnavailable (fail closed), InvalidInput.
         """
-        owner = _new_owner()
         if idempotency_key is None:
+            owner = _new_owner()
             stored = await self._write_booking(request, _new_booking_id(), owner)
             return await self.view(await self.flush_outbox(stored, owner=owner))
         request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
         record = await self._begin_idempotent(idempotency_key, request_hash)
         if record.value.response_body is not None:
             return BookingView.model_validate_json(record.value.response_body)
+        # The client's retry is the same request: it sends what an attempt that failed
+        # after writing the booking left held, at once rather than after the lease.
+        owner = f"create.{record.value.booking_id}"
         try:
             stored = await self._write_booking(request, record.value.booking_id, owner)
         except DomainError:

@@ -225,6 +225,35 @@ async def test_lost_queue_send_is_resent_by_the_next_touch(world: World) -> None
     assert stored.value.outbox == []
 
 
+async def test_a_retry_sends_at_once_what_a_create_cut_short_by_an_outage_left_held(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Storage goes down after the booking is written: the send fails, and so does
+    # giving the messages back, so they stay held by that attempt.
+    send, update = world.queue.send, world.bookings.update
+
+    async def storage_down(*args: Any, **kwargs: Any) -> None:
+        async def refused(*args: Any, **kwargs: Any) -> Any:
+            raise StorageUnavailable("storage down")
+
+        monkeypatch.setattr(world.bookings, "update", refused)
+        raise StorageUnavailable("queue down")
+
+    monkeypatch.setattr(world.queue, "send", storage_down)
+    with pytest.raises(StorageUnavailable):
+        await world.service.create(request(), "key-4")
+    monkeypatch.setattr(world.queue, "send", send)
+    monkeypatch.setattr(world.bookings, "update", update)
+
+    view = await world.service.create(request(), "key-4")  # the client's retry, at once
+
+    assert [e["type"] for e in world.events()] == ["booking.created"]
+    assert len(world.queue.bodies(SYNC_OUTBOUND_QUEUE)) == 1
+    stored = await world.bookings.get(view.booking_id)
+    assert stored is not None
+    assert stored.value.outbox == []
+
+
 async def test_messages_of_a_writer_that_died_are_sent_once_its_lease_ends(
     world: World,
 ) -> None:
