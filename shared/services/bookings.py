@@ -7,6 +7,7 @@ failed send loses nothing: the next touch of the booking, or reconciliation, sen
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -358,8 +359,12 @@ class BookingService:
     async def view(self, stored: Stored[Booking] | Booking) -> BookingView:
         booking = stored.value if isinstance(stored, Stored) else stored
         sync: list[ResourceSyncState] = []
-        for index, resource_id in enumerate(booking.resource_ids):
-            mapping = await self._mappings.get(resource_id, booking.booking_id)
+        mappings = await asyncio.gather(
+            *(self._mappings.get(r, booking.booking_id) for r in booking.resource_ids)
+        )
+        for index, (resource_id, mapping) in enumerate(
+            zip(booking.resource_ids, mappings, strict=True)
+        ):
             value = mapping.value if mapping else None
             if value is None:
                 state = "pending"
@@ -429,14 +434,25 @@ class BookingService:
         mine = [m for m in stored.value.outbox if m.claimed_by == owner]
         if not mine:
             return stored.value
+        # In order within a queue; the queues themselves at once (no order between them).
+        by_queue: dict[str, list[OutboxMessage]] = {}
+        for message in mine:
+            by_queue.setdefault(message.queue, []).append(message)
         sent: set[tuple[str, str]] = set()
-        try:
-            for message in mine:
+
+        async def send_in_order(messages: list[OutboxMessage]) -> None:
+            for message in messages:
                 await self._queue.send(message.queue, message.body)
                 sent.add((message.queue, message.body))
-        finally:
-            # Remove what was sent; give back the rest at once, for the next touch.
-            stored = await self._settle_outbox(stored, owner, sent)
+
+        outcomes = await asyncio.gather(
+            *(send_in_order(messages) for messages in by_queue.values()), return_exceptions=True
+        )
+        # Remove what was sent; give back the rest at once, for the next touch.
+        stored = await self._settle_outbox(stored, owner, sent)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return stored.value
 
     async def _settle_outbox(
@@ -511,8 +527,8 @@ class BookingService:
 
     async def _load_resources(self, resource_ids: list[str]) -> list[Resource]:
         resources: list[Resource] = []
-        for index, resource_id in enumerate(resource_ids):
-            stored = await self._resources.get(resource_id)
+        found = await asyncio.gather(*(self._resources.get(r) for r in resource_ids))
+        for index, (resource_id, stored) in enumerate(zip(resource_ids, found, strict=True)):
             if stored is None:
                 raise InvalidInput(
                     f"resource {resource_id} does not exist",
@@ -522,12 +538,15 @@ class BookingService:
         return resources
 
     async def _refuse_outlook_busy(self, resources: list[Resource], time_range: TimeRange) -> None:
-        for resource in resources:
-            if not resource.settings.direction.pulls:
-                continue
-            for block in await self._unavailability.list_between(
-                resource.resource_id, time_range.start, time_range.end
-            ):
+        pulling = [r for r in resources if r.settings.direction.pulls]
+        mirrored = await asyncio.gather(
+            *(
+                self._unavailability.list_between(r.resource_id, time_range.start, time_range.end)
+                for r in pulling
+            )
+        )
+        for resource, blocks in zip(pulling, mirrored, strict=True):
+            for block in blocks:
                 if blocks_time(block.show_as, resource.settings.block_working_elsewhere):
                     raise SlotUnavailable(
                         f"{resource.resource_id} is busy in Outlook at the requested time"
