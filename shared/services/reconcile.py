@@ -168,6 +168,7 @@ class ReconcileService:
             )
         if resource.settings.direction.pushes:
             return await self._heal(resource, ours, report)
+        await self._finish_bookings(resource.resource_id)
         return report
 
     async def _incremental_round(
@@ -215,19 +216,23 @@ class ReconcileService:
         ]
         for change in changes:
             await self._changes.handle(change)
-        # Changes written but never sent (a crash between a booking's write and its
-        # outbox's send) are finished here too; this costs table reads, not Graph calls.
+        await self._finish_bookings(resource.resource_id)
+        return report.model_copy(update={"policies_applied": len(changes)})
+
+    async def _finish_bookings(self, resource_id: str) -> None:
+        """What requests cut short left, for the bookings claiming time in the window:
+        changes written but never sent (a crash between a booking's write and its
+        outbox's send) are sent, and claims their booking does not hold (a create or
+        reschedule that never finished) released. Table reads only, no Graph call."""
         start, end = self._mirror.window()
-        for booking_id in sorted(
-            {
-                c.booking_id
-                for c in await self._slots.claims_between(resource.resource_id, start, end)
-            }
-        ):
+        claims = await self._slots.claims_between(resource_id, start, end)
+        bookings: dict[str, Booking | None] = {}
+        for booking_id in sorted({c.booking_id for c in claims}):
             stored = await self._bookings.get(booking_id)
+            bookings[booking_id] = stored.value if stored is not None else None
             if stored is not None and stored.value.outbox:
                 await self._booking_service.flush_outbox(stored)
-        return report.model_copy(update={"policies_applied": len(changes)})
+        await self._slots.release_stale(resource_id, claims, bookings)
 
     async def _save_delta(self, resource_id: str, link: str, window_start: datetime) -> None:
         try:
@@ -256,12 +261,12 @@ class ReconcileService:
             for m in await self._mappings.list_for_resource(resource.resource_id)
         }
         start, end = self._mirror.window()
-        claimed = {
-            c.booking_id for c in await self._slots.claims_between(resource.resource_id, start, end)
-        }
+        claims = await self._slots.claims_between(resource.resource_id, start, end)
+        read: dict[str, Booking | None] = {}
         pushes: list[PushBooking] = []
-        for booking_id in sorted(set(mappings) | set(ours) | claimed):
+        for booking_id in sorted(set(mappings) | set(ours) | {c.booking_id for c in claims}):
             stored_booking = await self._bookings.get(booking_id)
+            read[booking_id] = stored_booking.value if stored_booking is not None else None
             if stored_booking is None:
                 continue  # an unfinished attempt's claim, or an id we never wrote
             if stored_booking.value.outbox:
@@ -289,6 +294,8 @@ class ReconcileService:
                     continue
             if await self._needs_push(booking, mapping):
                 pushes.append(PushBooking(booking_id=booking_id, booking_version=booking.version))
+        # Claims of creates or reschedules that never finished hold time no booking does.
+        await self._slots.release_stale(resource.resource_id, claims, read)
         # What was never pushed (or failed) goes out as one batched write.
         await self._push.push_many(pushes, only=resource.resource_id)
         counts["pushed"] = len(pushes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from shared.domain.bookings import Booking, BookingStatus, TimeRange
@@ -31,6 +31,9 @@ from shared.ports import BookingRepository, SlotLedger, Stored
 logger = logging.getLogger(__name__)
 
 CLAIM_GRACE = timedelta(seconds=60)
+# Reconciliation releases stale claims only this long after they were made: it is in no
+# hurry, and a request stalled for minutes (storage retrying) keeps its claim.
+RELEASE_AFTER = timedelta(minutes=10)
 MAX_ATTEMPTS = 25
 
 
@@ -96,6 +99,39 @@ class SlotKeeper:
                 rows[key] = row.model_copy(update={"claims": claims})
 
         await self._write(resource_id, time_range, change, refuse_overlap=None)
+
+    async def release_stale(
+        self, resource_id: str, claims: list[Claim], bookings: Mapping[str, Booking | None]
+    ) -> int:
+        """Release the claims older than RELEASE_AFTER whose booking, as the caller read it
+        (after reading the claims), does not hold that time; claims of bookings not read
+        are kept. A claim refreshed meanwhile (claimed again) differs and is kept too.
+        Returns how many were released."""
+        now = self._clock()
+        stale = [
+            claim
+            for claim in claims
+            if claim.holds_time
+            and claim.booking_id in bookings
+            and now - claim.claimed_at >= RELEASE_AFTER
+            and not _booking_holds(bookings[claim.booking_id], claim)
+        ]
+        for claim in stale:
+
+            def change(rows: dict[str, DayLedger], now: datetime, claim: Claim = claim) -> None:
+                for key, row in rows.items():
+                    rows[key] = row.model_copy(
+                        update={"claims": [c for c in row.claims if c != claim]}
+                    )
+
+            await self._write(resource_id, claim.time_range, change, refuse_overlap=None)
+            logger.info(
+                "stale claim of %s on %s released (%s)",
+                claim.booking_id,
+                resource_id,
+                claim.start.isoformat(),
+            )
+        return len(stale)
 
     async def claims_between(self, resource_id: str, start: datetime, end: datetime) -> list[Claim]:
         """Claims overlapping [start, end), each once, live or not."""
