@@ -98,7 +98,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "bookings", "createBooking", "Book one or more resources",
               ok_status=201, body=BookingRequest, response=BookingView,
               errors=(400, 409, 413, 422, 503),
-              headers={"Idempotency-Key": "Same key and body: the first response again"}),
+              headers={"Idempotency-Key": "Same key and body: the first response again; "
+                       "409 concurrency_conflict while a request with the key is in progress"}),
     Operation("GET", "bookings", "listBookings", "Bookings of a resource in a window",
               query=BookingListQuery, response=BookingList),
     Operation("GET", "bookings/{bookingId}", "getBooking",
@@ -113,7 +114,7 @@ OPERATIONS: tuple[Operation, ...] = (
 _STATUS_TEXT = {
     400: "Malformed JSON",
     404: "Not found",
-    409: "Conflict (slot_unavailable)",
+    409: "Conflict (slot_unavailable; concurrency_conflict: retry shortly)",
     413: "Body too large",
     422: "Invalid input; details name each field",
     503: "Unavailable (calendar_unavailable: fail closed, or storage)",

@@ -103,7 +103,10 @@ class IdempotencyRecord(BaseModel):
     key: str
     request_hash: str
     booking_id: str
-    response_body: str | None = None  # the 201's body; None while the first request runs
+    response_body: str | None = None  # the 201's body; None until a request finished
+    # While a request with this key runs (until then, or until it failed), another gets
+    # 409; afterwards a retry resumes the booking that request may have written.
+    in_progress_until: datetime | None = None
     created_at: datetime
 
 

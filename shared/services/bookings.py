@@ -8,6 +8,7 @@ failed send loses nothing: the next touch of the booking, or reconciliation, sen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -127,57 +128,85 @@ class BookingService:
             stored = await self._write_booking(request, _new_booking_id(), owner)
             return await self.view(await self.flush_outbox(stored, owner=owner))
         request_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-        record = await self._begin_idempotent(idempotency_key, request_hash)
+        record, first = await self._begin_idempotent(idempotency_key, request_hash)
         if record.value.response_body is not None:
             return BookingView.model_validate_json(record.value.response_body)
-        # The client's retry is the same request: it sends what an attempt that failed
-        # after writing the booking left held, at once rather than after the lease.
+        # One request at a time per key, so the attempts can share one outbox owner: a
+        # retry sends at once what an attempt that failed after booking left unsent.
         owner = f"create.{record.value.booking_id}"
         try:
-            stored = await self._write_booking(request, record.value.booking_id, owner)
+            stored = await self._write_booking(
+                request, record.value.booking_id, owner, resuming=not first
+            )
         except DomainError:
             # Nothing was booked: free the key so the client may retry.
             await self._idempotency.delete(idempotency_key)
             raise
         # Booked: from here on a failure keeps the key, and a retry resumes this booking.
-        view = await self.view(await self.flush_outbox(stored, owner=owner))
-        done = record.value.model_copy(update={"response_body": view.model_dump_json()})
+        try:
+            view = await self.view(await self.flush_outbox(stored, owner=owner))
+        except BaseException:
+            # Let a retry resume at once (if storage takes this; else after the lease).
+            ended = record.value.model_copy(update={"in_progress_until": None})
+            with contextlib.suppress(DomainError):
+                await self._idempotency.update(ended, record.etag)
+            raise
+        done = record.value.model_copy(
+            update={"response_body": view.model_dump_json(), "in_progress_until": None}
+        )
         await self._idempotency.update(done, record.etag)
         return view
 
-    async def _begin_idempotent(self, key: str, request_hash: str) -> Stored[IdempotencyRecord]:
-        existing = await self._idempotency.get(key)
-        if existing is None:
-            record = IdempotencyRecord(
-                key=key,
-                request_hash=request_hash,
-                booking_id=_new_booking_id(),
-                created_at=self._clock(),
-            )
-            try:
-                return await self._idempotency.add(record)
-            except AlreadyExists:
-                existing = await self._idempotency.get(key)
-                if existing is None:  # deleted by a failed first attempt in between
-                    raise ConcurrencyConflict(
-                        "a request with this Idempotency-Key is in progress"
-                    ) from None
+    async def _begin_idempotent(
+        self, key: str, request_hash: str
+    ) -> tuple[Stored[IdempotencyRecord], bool]:
+        """The key's record, held by this request unless it holds a finished response,
+        and whether this request is the first to use the key. Raises ConcurrencyConflict
+        while another request with the key runs."""
+        now = self._clock()
+        record = IdempotencyRecord(
+            key=key,
+            request_hash=request_hash,
+            booking_id=_new_booking_id(),
+            created_at=now,
+            in_progress_until=now + self._outbox_lease,
+        )
+        try:
+            return await self._idempotency.add(record), True
+        except AlreadyExists:
+            existing = await self._idempotency.get(key)
+        in_progress = ConcurrencyConflict(
+            "a request with this Idempotency-Key is in progress; retry shortly"
+        )
+        if existing is None:  # deleted by a failed first attempt in between
+            raise in_progress
         if existing.value.request_hash != request_hash:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request body",
                 details=[{"field": "Idempotency-Key", "message": "reused with another body"}],
             )
-        # Same body: replay the stored response, or resume an attempt that never
-        # finished (its booking id is reused, so nothing is duplicated).
-        return existing
+        if existing.value.response_body is not None:
+            return existing, False  # replayed
+        running = existing.value.in_progress_until
+        if running is not None and running > now:
+            raise in_progress
+        # An attempt that never finished: resume it (its booking id is reused, so nothing
+        # is duplicated), holding the key as the first attempt did.
+        held = existing.value.model_copy(update={"in_progress_until": now + self._outbox_lease})
+        try:
+            return await self._idempotency.update(held, existing.etag), False
+        except ConcurrencyConflict:
+            raise in_progress from None
 
     async def _write_booking(
-        self, request: BookingRequest, booking_id: str, owner: str
+        self, request: BookingRequest, booking_id: str, owner: str, *, resuming: bool = False
     ) -> Stored[Booking]:
-        """Claim every resource and write the booking with its outbox (not yet sent)."""
-        existing = await self._bookings.get(booking_id)
-        if existing is not None:  # resuming an interrupted attempt
-            return existing
+        """Claim every resource and write the booking with its outbox (not yet sent).
+        `resuming` an interrupted attempt, the booking it wrote is returned as it is."""
+        if resuming:
+            existing = await self._bookings.get(booking_id)
+            if existing is not None:
+                return existing
         now = self._clock()
         resources = await self._load_resources(request.resource_ids)
         for resource in resources:
@@ -201,6 +230,10 @@ class BookingService:
         booking = self._with_changes(booking, BookingEventType.CREATED, EventSource.API, now, owner)
         try:
             stored = await self._bookings.add(booking)
+        except AlreadyExists:
+            # Another attempt with this Idempotency-Key wrote it first: the claims are
+            # that booking's now (same id, same time), so they stay.
+            return await self._get(booking_id)
         except DomainError:
             await self._release_all(request.resource_ids, booking_id, time_range)
             raise

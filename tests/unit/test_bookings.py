@@ -14,6 +14,7 @@ from shared.domain.bookings import BookingRequest, BookingStatus, TimeRange
 from shared.domain.calendar import ShowAs
 from shared.domain.errors import (
     CalendarUnavailable,
+    ConcurrencyConflict,
     IdempotencyKeyReused,
     InvalidInput,
     SlotUnavailable,
@@ -225,33 +226,65 @@ async def test_lost_queue_send_is_resent_by_the_next_touch(world: World) -> None
     assert stored.value.outbox == []
 
 
-async def test_a_retry_sends_at_once_what_a_create_cut_short_by_an_outage_left_held(
+async def test_a_retry_after_an_outage_resumes_the_create_and_sends_what_it_left(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Storage goes down after the booking is written: the send fails, and so does
-    # giving the messages back, so they stay held by that attempt.
-    send, update = world.queue.send, world.bookings.update
+    # Storage goes down after the booking is written: the send fails, and so do giving
+    # the messages back and freeing the key, so both stay held by that attempt.
+    send = world.queue.send
+    updates = {world.bookings: world.bookings.update, world.idempotency: world.idempotency.update}
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("storage down")
 
     async def storage_down(*args: Any, **kwargs: Any) -> None:
-        async def refused(*args: Any, **kwargs: Any) -> Any:
-            raise StorageUnavailable("storage down")
-
-        monkeypatch.setattr(world.bookings, "update", refused)
+        for table in updates:
+            monkeypatch.setattr(table, "update", refused)
         raise StorageUnavailable("queue down")
 
     monkeypatch.setattr(world.queue, "send", storage_down)
     with pytest.raises(StorageUnavailable):
         await world.service.create(request(), "key-4")
     monkeypatch.setattr(world.queue, "send", send)
-    monkeypatch.setattr(world.bookings, "update", update)
+    for table, update in updates.items():
+        monkeypatch.setattr(table, "update", update)
 
-    view = await world.service.create(request(), "key-4")  # the client's retry, at once
+    # Storage is back. For all the service knows, the first attempt may still be running.
+    with pytest.raises(ConcurrencyConflict):
+        await world.service.create(request(), "key-4")
+    assert world.events() == []
+    world.clock.now += timedelta(seconds=30)  # the outbox lease, as configured
+    view = await world.service.create(request(), "key-4")
 
     assert [e["type"] for e in world.events()] == ["booking.created"]
     assert len(world.queue.bodies(SYNC_OUTBOUND_QUEUE)) == 1
     stored = await world.bookings.get(view.booking_id)
     assert stored is not None
     assert stored.value.outbox == []
+    assert (await world.service.create(request(), "key-4")).booking_id == view.booking_id
+
+
+async def test_a_second_request_with_a_key_in_progress_is_told_to_retry(world: World) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    send = world.queue.send
+
+    async def slow_send(*args: Any, **kwargs: Any) -> None:
+        started.set()
+        await release.wait()
+        await send(*args, **kwargs)
+
+    world.queue.send = slow_send  # type: ignore[method-assign]
+    first = asyncio.create_task(world.service.create(request(), "key-5"))
+    await started.wait()
+
+    with pytest.raises(ConcurrencyConflict):
+        await world.service.create(request(), "key-5")
+    release.set()
+    view = await first
+
+    assert (await world.service.create(request(), "key-5")).booking_id == view.booking_id
+    assert [e["type"] for e in world.events()] == ["booking.created"]
 
 
 async def test_messages_of_a_writer_that_died_are_sent_once_its_lease_ends(

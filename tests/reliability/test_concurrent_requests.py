@@ -1,9 +1,10 @@
-"""Two reschedules of one booking to the same new time, at the same moment (a client's
-retry racing its first attempt): the booking keeps its time on the slot ledger, so no
-other booking can take it (found by the crash workload; reproduced here over fakes).
+"""A client's retry racing its first attempt: the booking keeps its time on the slot
+ledger, so no other booking can take it (found by the crash workload; reproduced here
+over fakes).
 
 Claims are keyed by booking and time, so both attempts hold the same claim: the one that
-loses the race on the booking's ETag must not release it as its compensation, since the
+loses the race (on the booking's ETag for a reschedule, on the booking's insert for a
+create with one Idempotency-Key) must not release it as its compensation, since the
 winner's booking now holds that time.
 """
 
@@ -18,6 +19,7 @@ import pytest
 
 from shared.domain.bookings import BookingRequest, TimeRange
 from shared.domain.errors import SlotUnavailable
+from shared.domain.messages import BOOKING_EVENTS_QUEUE
 from shared.domain.resources import ConnectionStatus
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -37,7 +39,8 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
     )
     for port, names in (
         (w.ports.slot_ledger, ("read_days", "write_days")),
-        (w.ports.bookings, ("get", "update")),
+        (w.ports.bookings, ("get", "add", "update")),
+        (w.ports.idempotency, ("get", "add")),
     ):
         for name in names:
             monkeypatch.setattr(port, name, _after_a_moment(getattr(port, name)))
@@ -72,3 +75,30 @@ async def test_two_reschedules_to_one_time_leave_it_booked(world: FakeWorld) -> 
     assert stored.value.time_range == LATER
     with pytest.raises(SlotUnavailable):
         await bookings.create(request(LATER), None)  # a second booking of the same time
+
+
+# The second attempt starts that many event-loop turns after the first.
+@pytest.mark.parametrize("head_start", range(0, 16, 3))
+async def test_two_attempts_of_one_create_book_the_time_once(
+    world: FakeWorld, head_start: int
+) -> None:
+    bookings = world.services.bookings
+
+    async def retried() -> object:
+        for _ in range(head_start):
+            await asyncio.sleep(0)
+        return await bookings.create(request(LATER), "key-1")
+
+    first, second = await asyncio.gather(
+        bookings.create(request(LATER), "key-1"), retried(), return_exceptions=True
+    )
+
+    views = [r for r in (first, second) if not isinstance(r, BaseException)]
+    assert views, (first, second)  # a loser may be told to retry (409), never both
+    assert len({view.booking_id for view in views}) == 1
+    with pytest.raises(SlotUnavailable):
+        await bookings.create(request(LATER), None)  # a second booking of the same time
+    created = [
+        body for body in world.queue.bodies(BOOKING_EVENTS_QUEUE) if "booking.created" in body
+    ]
+    assert len(created) == 1
