@@ -21,6 +21,7 @@ from shared.domain.bookings import BookingRequest, TimeRange
 from shared.domain.errors import SlotUnavailable
 from shared.domain.messages import BOOKING_EVENTS_QUEUE
 from shared.domain.resources import ConnectionStatus
+from shared.services.bookings import BookingView
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
@@ -84,7 +85,7 @@ async def test_two_attempts_of_one_create_book_the_time_once(
 ) -> None:
     bookings = world.services.bookings
 
-    async def retried() -> object:
+    async def retried() -> BookingView:
         for _ in range(head_start):
             await asyncio.sleep(0)
         return await bookings.create(request(LATER), "key-1")
