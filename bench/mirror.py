@@ -1,11 +1,10 @@
 """Filling a resource's unavailability mirror in bulk, with the rows the app itself writes.
 
-Connecting a resource pulls its calendar into the mirror one event at a time (a range
-query and a transaction per event), which takes minutes for 5,000 events on Azurite.
-The availability benchmark needs that mirror, not the pull, so `--quick` reads the
-calendar once through Graph, maps it with the app's own code (`calendar_event`,
-`group_blocks`) and writes the blocks with the app's table adapter 100 per transaction.
-`--full` also times the real pull (the `connect-pull` benchmark).
+The availability benchmark needs a mirror of 5,000 blocks, not the pull that fills it,
+so it reads the calendar once through Graph, maps it with the app's own code
+(`calendar_event`, `group_blocks`) and writes the blocks with the app's table adapter 100
+per transaction. `--full` also times the real pull (the `connect-pull` benchmark);
+`python -m bench.mirror_bulk` times the mirror's bulk paths without the host.
 """
 
 from __future__ import annotations

@@ -72,6 +72,12 @@ class UnavailabilityRepository(Protocol):
         `blocks`; an empty list removes them. Idempotent."""
         ...
 
+    async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
+        """Make the resource's whole mirror exactly `blocks` (of every event), writing
+        only what differs. Idempotent; not atomic (a failure halfway leaves a mix that
+        the next full replace heals)."""
+        ...
+
     async def list_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]: ...

@@ -123,6 +123,13 @@ class FakeUnavailability:
         else:
             self.blocks.pop((resource_id, event_id), None)
 
+    async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
+        for key in [key for key in self.blocks if key[0] == resource_id]:
+            del self.blocks[key]
+        for block in blocks:
+            group = block.series_master_id or block.event_id
+            self.blocks.setdefault((resource_id, group), []).append(block)
+
     async def list_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:

@@ -95,15 +95,10 @@ class MirrorService:
         return await self.replace_all(resource.resource_id, events)
 
     async def replace_all(self, resource_id: str, events: Iterable[CalendarEvent]) -> int:
-        groups = group_blocks(resource_id, events)
-        existing = {
-            block.series_master_id or block.event_id
-            for block in await self._unavailability.list_for_resource(resource_id)
-        }
-        for group, blocks in groups.items():
-            await self._unavailability.replace_event(resource_id, group, blocks)
-        for gone in existing - groups.keys():
-            await self._unavailability.replace_event(resource_id, gone, [])
-        count = sum(len(blocks) for blocks in groups.values())
-        logger.info("mirror of %s: %d busy blocks", resource_id, count)
-        return count
+        """Make the resource's mirror exactly the busy blocks of `events` (every event of
+        the mirror window): blocks of events not among them go. Returns the number of
+        blocks. Idempotent."""
+        blocks = [block for group in group_blocks(resource_id, events).values() for block in group]
+        await self._unavailability.replace_all(resource_id, blocks)
+        logger.info("mirror of %s: %d busy blocks", resource_id, len(blocks))
+        return len(blocks)

@@ -289,3 +289,39 @@ async def our_events_all(stack: Stack, mailbox: str) -> list[dict[str, Any]]:
         link = page.get("@odata.nextLink")
         path = link.split("/v1.0", 1)[1] if link else ""
     return found
+
+
+async def test_full_rounds_rebuild_a_mirror_of_more_than_a_hundred_events(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
+
+    async def create(hours: int) -> str:
+        status, event = await stack.graph(
+            "POST", f"/users/{mb.room}/events", {"subject": "f", "showAs": "busy", **when(hours)}
+        )
+        assert status == 201
+        return str(event["id"])
+
+    await stack.control("POST", "/notifications/pause")
+    try:
+        seeded = [await create(2 + index) for index in range(120)]
+        assert (await services().reconcile.reconcile(room)).full  # the baseline round
+        # Changes no notification reports: 30 deletes, 30 moves, 30 new events.
+        for event_id in seeded[:30]:
+            await stack.graph("DELETE", f"/users/{mb.room}/events/{event_id}")
+        for index, event_id in enumerate(seeded[30:60]):
+            await stack.graph("PATCH", f"/users/{mb.room}/events/{event_id}", when(200 + index))
+        added = [await create(300 + index) for index in range(30)]
+        await stack.control("POST", "/delta/expire", {"mailbox": mb.room})
+        report = await services().reconcile.reconcile(room)
+    finally:
+        await stack.control("POST", "/notifications/resume")
+
+    assert report.full
+    untouched = {(e, START + timedelta(hours=62 + i)) for i, e in enumerate(seeded[60:])}
+    moved = {(e, START + timedelta(hours=200 + i)) for i, e in enumerate(seeded[30:60])}
+    new = {(e, START + timedelta(hours=300 + i)) for i, e in enumerate(added)}
+    blocks = await services().ports.unavailability.list_for_resource(room)
+    assert {(b.event_id, b.start) for b in blocks} == untouched | moved | new
+    assert len(blocks) == 120

@@ -1,0 +1,64 @@
+"""The unavailability mirror's full pull: what it keeps, and that it replaces the whole mirror."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.domain.calendar import CalendarEvent, EventType, ShowAs
+from tests.builders import T0, resource
+from tests.fakes import Clock, fake_world
+
+ROOM = "room-1@contoso.com"
+
+
+def event(event_id: str, hours: int, **fields: object) -> CalendarEvent:
+    start = T0 + timedelta(hours=hours)
+    return CalendarEvent.model_validate(
+        {"event_id": event_id, "start": start, "end": start + timedelta(minutes=30), **fields}
+    )
+
+
+def occurrence(master: str, day: int) -> CalendarEvent:
+    return event(f"{master}-{day}", 24 * day, type=EventType.OCCURRENCE, series_master_id=master)
+
+
+async def test_a_pull_replaces_the_whole_mirror_with_the_calendars_busy_time() -> None:
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    room = resource("room-1")
+    calendar = world.calendar.events[ROOM]
+    for e in (
+        event("meeting", 1),
+        event("lunch", 3, show_as=ShowAs.FREE),  # free: not busy time
+        event("ours", 5, booking_id="bk-1"),  # a booking's own event
+        event("called-off", 6, is_cancelled=True),
+        event("moving", 7),
+        *(occurrence("standup", day) for day in range(3)),
+    ):
+        calendar[e.event_id] = e
+    assert await world.services.mirror.pull(room) == 5
+
+    # Later: the meeting is gone, one standup was skipped, the other event moved.
+    del calendar["meeting"], calendar["standup-1"]
+    calendar["moving"] = event("moving", 9)
+    count = await world.services.mirror.pull(room)
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert count == 3
+    assert sorted((b.event_id, b.start) for b in blocks) == [
+        ("moving", T0 + timedelta(hours=9)),
+        ("standup-0", T0),
+        ("standup-2", T0 + timedelta(days=2)),
+    ]
+    assert {b.series_master_id for b in blocks if b.event_id.startswith("standup")} == {"standup"}
+
+
+async def test_a_pull_leaves_other_resources_mirrors_alone() -> None:
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM, "room-2@contoso.com"))
+    world.calendar.events["room-2@contoso.com"]["other"] = event("other", 2)
+    await world.services.mirror.pull(resource("room-2"))
+
+    await world.services.mirror.pull(resource("room-1"))  # an empty calendar
+
+    assert [b.event_id for b in await world.ports.unavailability.list_for_resource("room-2")] == [
+        "other"
+    ]
