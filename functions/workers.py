@@ -3,6 +3,7 @@ maxDequeueCount, moves the message to `<queue>-poison`; every handler is idempot
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import azure.functions as func
@@ -15,6 +16,7 @@ from shared.domain.messages import (
     SYNC_OUTBOUND_QUEUE,
     EventChange,
     EventChanges,
+    InboundBatch,
     InboundWork,
     LifecycleEvent,
     OutboundWork,
@@ -79,6 +81,28 @@ async def sync_outbound(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_INBOUND_QUEUE, connection="AzureWebJobsStorage")
 async def sync_inbound(msg: func.QueueMessage) -> None:
     work = _inbound.validate_json(msg.get_body())
+    if not isinstance(work, InboundBatch):
+        await _handle_inbound(work)
+        return
+    # One POST's subscriptions: separate resources, so handled side by side, as separate
+    # messages would be. All are tried; then the first failure is raised so the message
+    # is retried (every handler is idempotent, so the others repeat harmlessly).
+    outcomes = await asyncio.gather(
+        *(_handle_inbound(item) for item in work.items), return_exceptions=True
+    )
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    if len(failures) > 1:
+        logger.warning(
+            "%d of the %d items of an inbound batch failed; the first is raised: %s",
+            len(failures),
+            len(work.items),
+            ", ".join(type(failure).__name__ for failure in failures),
+        )
+    if failures:
+        raise failures[0]
+
+
+async def _handle_inbound(work: EventChange | EventChanges | LifecycleEvent) -> None:
     services = get_services()
     with correlate(**_ids(work)):
         if isinstance(work, EventChange | EventChanges):

@@ -20,6 +20,9 @@ QUEUES = (SYNC_OUTBOUND_QUEUE, SYNC_INBOUND_QUEUE, BOOKING_EVENTS_QUEUE, BOOKING
 
 # A queue message holds at most 64 KiB; a change is well under 400 bytes of JSON.
 MAX_CHANGES_PER_MESSAGE = 100
+# Queue Storage takes messages of up to 64 KiB of text, and base64 (host.json's
+# messageEncoding) turns 3 bytes into 4: a message's JSON may hold 48 KiB.
+MAX_MESSAGE_BYTES = 48 * 1024
 
 
 def poison_queue(name: str) -> str:
@@ -69,8 +72,8 @@ class EventChange(DomainModel):
 
 
 class EventChanges(DomainModel):
-    """sync-inbound: the changes one notification POST carried for one subscription, in
-    one queue message, so the webhook writes once per POST rather than once per item."""
+    """sync-inbound: the changes one notification POST carried for one subscription.
+    A POST for several subscriptions wraps theirs in one InboundBatch."""
 
     kind: Literal["event_changes"] = "event_changes"
     subscription_id: str
@@ -88,7 +91,25 @@ class LifecycleEvent(DomainModel):
     received_at: UtcDatetime
 
 
-InboundWork = Annotated[EventChange | EventChanges | LifecycleEvent, Field(discriminator="kind")]
+SubscriptionWork = Annotated[EventChanges | LifecycleEvent, Field(discriminator="kind")]
+
+
+class InboundBatch(DomainModel):
+    """sync-inbound: what one notification POST carried for several subscriptions, in one
+    queue message, so that the webhook writes once per POST whatever the POST holds. Each
+    item is handled as if it had come in a message of its own. At most
+    MAX_CHANGES_PER_MESSAGE changes in all (a lifecycle event counts as one) and
+    MAX_MESSAGE_BYTES of JSON."""
+
+    kind: Literal["inbound_batch"] = "inbound_batch"
+    items: Annotated[
+        list[SubscriptionWork], Field(min_length=1, max_length=MAX_CHANGES_PER_MESSAGE)
+    ]
+
+
+InboundWork = Annotated[
+    EventChange | EventChanges | LifecycleEvent | InboundBatch, Field(discriminator="kind")
+]
 
 
 class BookingEventType(StrEnum):

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -23,9 +23,11 @@ from shared.domain.calendar import EventType, SubscriptionRecord
 from shared.domain.errors import GraphAccessDenied, GraphNotFound
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
+    MAX_MESSAGE_BYTES,
     SYNC_INBOUND_QUEUE,
     EventChange,
     EventChanges,
+    InboundBatch,
     LifecycleEvent,
 )
 from shared.domain.resources import ChangeKind, Direction, Resource
@@ -76,6 +78,85 @@ class NotificationBatch(BaseModel):
     value: Annotated[list[GraphNotification], Field(max_length=1000)]
 
 
+def pack_inbound_work(
+    messages: Sequence[EventChange | LifecycleEvent],
+) -> list[EventChanges | LifecycleEvent | InboundBatch]:
+    """The queue messages carrying `messages`: the lifecycle events, then each
+    subscription's changes (in arrival order) as one EventChanges, in as few messages as
+    hold MAX_CHANGES_PER_MESSAGE changes (a lifecycle event counts as one) and
+    MAX_MESSAGE_BYTES of JSON each; a subscription's changes are split where a message is
+    full. A message of one item is that item itself; of several, an InboundBatch."""
+    lifecycle = [m for m in messages if isinstance(m, LifecycleEvent)]
+    by_subscription: dict[str, list[EventChange]] = {}
+    for message in messages:
+        if isinstance(message, EventChange):
+            by_subscription.setdefault(message.subscription_id, []).append(message)
+    packed = _Messages()
+    for event in lifecycle:
+        cost = _json_size(event) + 1  # with the comma after it
+        if packed.room(0, [cost]) == 0:
+            packed.new_message()
+        packed.add(event, cost, 1)
+    for changes in by_subscription.values():
+        # Compact JSON concatenates, so an EventChanges costs its own fields (`head`)
+        # plus each change with its comma.
+        costs = [_json_size(change) + 1 for change in changes]
+        head = _json_size(_event_changes(changes[:1])) - costs[0] + 1
+        while changes:
+            count = packed.room(head, costs)
+            if count == 0:
+                packed.new_message()
+                # At least one: a change too big for any message fails its write, as it must.
+                count = max(1, packed.room(head, costs))
+            packed.add(_event_changes(changes[:count]), head + sum(costs[:count]), count)
+            changes, costs = changes[count:], costs[count:]
+    return [items[0] if len(items) == 1 else InboundBatch(items=items) for items in packed.items]
+
+
+class _Messages:
+    """Queue messages being filled in order, and the room left in the last one."""
+
+    # The JSON of an InboundBatch around its items.
+    _BATCH_BYTES = len(InboundBatch.model_construct(items=[]).model_dump_json())
+
+    def __init__(self) -> None:
+        self.items: list[list[EventChanges | LifecycleEvent]] = []
+        self._changes = 0
+        self._bytes = 0
+
+    def new_message(self) -> None:
+        self.items.append([])
+        self._changes = MAX_CHANGES_PER_MESSAGE
+        self._bytes = MAX_MESSAGE_BYTES - self._BATCH_BYTES
+
+    def room(self, head: int, costs: list[int]) -> int:
+        """How many of the changes costing `costs` fit in the last message after `head`."""
+        left = self._bytes - head
+        count = 0
+        while count < min(len(costs), self._changes) and costs[count] <= left:
+            left -= costs[count]
+            count += 1
+        return count
+
+    def add(self, item: EventChanges | LifecycleEvent, cost: int, changes: int) -> None:
+        if not self.items:
+            self.new_message()
+        self.items[-1].append(item)
+        self._changes -= changes
+        self._bytes -= cost
+
+
+def _event_changes(changes: list[EventChange]) -> EventChanges:
+    first = changes[0]
+    return EventChanges(
+        subscription_id=first.subscription_id, resource_id=first.resource_id, changes=changes
+    )
+
+
+def _json_size(model: BaseModel) -> int:
+    return len(model.model_dump_json().encode())
+
+
 def change_key_from_etag(etag: str | None) -> str | None:
     """Graph sends the changeKey as a weak ETag: W/"<changeKey>"."""
     if not etag:
@@ -122,23 +203,9 @@ class NotificationIntake:
                 dropped += 1
                 continue
             messages.append(message)
-        outgoing: list[EventChanges | LifecycleEvent] = [
-            m for m in messages if isinstance(m, LifecycleEvent)
-        ]
-        by_subscription: dict[str, list[EventChange]] = {}
-        for message in messages:
-            if isinstance(message, EventChange):
-                by_subscription.setdefault(message.subscription_id, []).append(message)
-        for changes in by_subscription.values():
-            for start in range(0, len(changes), MAX_CHANGES_PER_MESSAGE):
-                chunk = changes[start : start + MAX_CHANGES_PER_MESSAGE]
-                outgoing.append(
-                    EventChanges(
-                        subscription_id=chunk[0].subscription_id,
-                        resource_id=chunk[0].resource_id,
-                        changes=chunk,
-                    )
-                )
+        # One queue write per POST (per MAX_CHANGES_PER_MESSAGE changes): each write is a
+        # Storage round trip the acknowledgement waits for, whatever the POST holds.
+        outgoing = pack_inbound_work(messages)
         await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
         return len(messages), dropped
 

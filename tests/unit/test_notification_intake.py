@@ -1,0 +1,311 @@
+"""The Graph webhook's intake over fake storage: what is trusted, and one queue write per
+POST whatever the POST holds; and the inbound worker taking such a write apart again."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+from pydantic import SecretStr, TypeAdapter
+
+from functions import graph, workers
+from shared.domain.calendar import SubscriptionRecord
+from shared.domain.messages import (
+    MAX_CHANGES_PER_MESSAGE,
+    MAX_MESSAGE_BYTES,
+    SYNC_INBOUND_QUEUE,
+    EventChange,
+    EventChanges,
+    InboundBatch,
+    InboundWork,
+    LifecycleEvent,
+)
+from shared.services.inbound import NotificationBatch, pack_inbound_work
+from tests.builders import T0
+from tests.fakes import Clock, FakeWorld, fake_world
+
+TENANT = "00000000-0000-0000-0000-0000000000aa"  # fake_world's GRAPH_TENANT_ID
+ROOMS = ("room-1", "room-2", "room-3")
+_inbound = TypeAdapter[InboundWork](InboundWork)
+
+
+@pytest.fixture
+async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    w = fake_world(Clock(T0), tuple(f"{room}@contoso.com" for room in ROOMS))
+    for room in ROOMS:
+        await w.ports.subscriptions.save(
+            SubscriptionRecord(
+                subscription_id=f"sub-{room}",
+                resource_id=room,
+                mailbox=f"{room}@contoso.com",
+                client_state=SecretStr(f"state-{room}"),
+                expires_at=T0 + timedelta(days=3),
+                created_at=T0,
+            )
+        )
+    monkeypatch.setattr(graph, "get_services", lambda: w.services)
+    return w
+
+
+def change(room: str, event_id: str, **fields: Any) -> dict[str, Any]:
+    item = {
+        "subscriptionId": f"sub-{room}",
+        "clientState": f"state-{room}",
+        "tenantId": TENANT,
+        "changeType": "updated",
+        "resource": f"Users/x/Events/{event_id}",
+        "resourceData": {"id": event_id, "@odata.etag": f'W/"ck-{event_id}"'},
+    }
+    item.update(fields)
+    return item
+
+
+def lifecycle(room: str, event: str = "missed") -> dict[str, Any]:
+    return {
+        "subscriptionId": f"sub-{room}",
+        "clientState": f"state-{room}",
+        "tenantId": TENANT,
+        "lifecycleEvent": event,
+    }
+
+
+async def accept(w: FakeWorld, *items: dict[str, Any]) -> tuple[int, int]:
+    return await w.services.intake.accept(NotificationBatch.model_validate({"value": items}))
+
+
+def size(message: EventChanges | LifecycleEvent | InboundBatch) -> int:
+    """Changes in a message; a lifecycle event counts as one."""
+    if isinstance(message, InboundBatch):
+        return sum(size(item) for item in message.items)
+    return len(message.changes) if isinstance(message, EventChanges) else 1
+
+
+def sent(w: FakeWorld) -> list[Any]:
+    return [_inbound.validate_json(body) for body in w.queue.bodies(SYNC_INBOUND_QUEUE)]
+
+
+async def test_one_subscription_is_one_event_changes_message(world: FakeWorld) -> None:
+    assert await accept(world, change("room-1", "e1"), change("room-1", "e2")) == (2, 0)
+
+    [message] = sent(world)
+    assert isinstance(message, EventChanges)
+    assert (message.subscription_id, message.resource_id) == ("sub-room-1", "room-1")
+    assert [(c.event_id, c.change_key) for c in message.changes] == [
+        ("e1", "ck-e1"),
+        ("e2", "ck-e2"),
+    ]
+
+
+async def test_a_post_for_several_subscriptions_is_still_one_write(world: FakeWorld) -> None:
+    items = [change(room, f"{room}-e{i}") for i in range(3) for room in ROOMS]
+    assert await accept(world, *items, lifecycle("room-2")) == (10, 0)
+
+    [message] = sent(world)
+    assert isinstance(message, InboundBatch)
+    first, *groups = message.items
+    assert isinstance(first, LifecycleEvent)
+    assert (first.resource_id, first.lifecycle_event) == ("room-2", "missed")
+    assert [
+        (g.resource_id, [c.event_id for c in g.changes])
+        for g in groups
+        if isinstance(g, EventChanges)
+    ] == [(room, [f"{room}-e{i}" for i in range(3)]) for room in ROOMS]
+
+
+async def test_untrusted_items_are_dropped_and_the_rest_enqueued(world: FakeWorld) -> None:
+    accepted = await accept(
+        world,
+        change("room-1", "good"),
+        change("room-2", "forged", clientState="not-the-secret"),
+        change("room-3", "other-tenant", tenantId="11111111-1111-1111-1111-111111111111"),
+        change("room-1", "unknown", subscriptionId="sub-nobody"),
+        change("room-1", "bad-type", changeType="missed"),
+    )
+
+    assert accepted == (1, 4)
+    [message] = sent(world)
+    assert isinstance(message, EventChanges)
+    assert [c.event_id for c in message.changes] == ["good"]
+
+
+async def test_nothing_trusted_writes_nothing(world: FakeWorld) -> None:
+    assert await accept(world, change("room-1", "e", clientState="wrong")) == (0, 1)
+    assert sent(world) == []
+
+
+async def test_a_large_post_is_split_at_the_message_budget(world: FakeWorld) -> None:
+    count = MAX_CHANGES_PER_MESSAGE * 2 + 10
+    items = [change(ROOMS[i % 2], f"e{i}") for i in range(count)]
+    assert await accept(world, *items) == (count, 0)
+
+    messages = sent(world)
+    assert all(size(m) <= MAX_CHANGES_PER_MESSAGE for m in messages)
+    assert sum(size(m) for m in messages) == count
+    assert len(messages) == 3  # the fewest that hold them
+
+
+def queued_change(room: str, event_id: str) -> EventChange:
+    return EventChange(
+        subscription_id=f"sub-{room}-0123456789abcdef0123456789",
+        resource_id=room,
+        change_type="updated",
+        event_id=event_id,
+        change_key="DwAAABYAAAB3hTcDh4T9Rb9bhx2B0CpdAAH+Z7ko",
+        received_at=T0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("subscriptions", "per_subscription", "id_length"),
+    [(100, 1, 152), (1, 100, 600), (7, 40, 152), (300, 1, 152)],
+)
+def test_no_message_outgrows_queue_storage(
+    subscriptions: int, per_subscription: int, id_length: int
+) -> None:
+    changes = [
+        queued_change(f"room-{s}", f"{s}-{i}-".ljust(id_length, "A"))
+        for i in range(per_subscription)
+        for s in range(subscriptions)
+    ]
+
+    messages = pack_inbound_work(changes)
+
+    for message in messages:
+        text = message.model_dump_json().encode()
+        assert len(text) <= MAX_MESSAGE_BYTES
+        assert len(base64.b64encode(text)) <= 64 * 1024  # Queue Storage's limit
+        assert size(message) <= MAX_CHANGES_PER_MESSAGE
+    carried = [
+        change.event_id
+        for message in messages
+        for item in (message.items if isinstance(message, InboundBatch) else [message])
+        if isinstance(item, EventChanges)
+        for change in item.changes
+    ]
+    assert sorted(carried) == sorted(c.event_id for c in changes)
+    # Nearly full: the messages hold at least three quarters of what the budget allows.
+    total = sum(len(m.model_dump_json().encode()) for m in messages)
+    assert len(messages) <= max(
+        total // (MAX_MESSAGE_BYTES * 3 // 4) + 1,
+        -(-len(changes) // MAX_CHANGES_PER_MESSAGE),
+    )
+
+
+def test_packing_fills_messages_in_order_and_unwraps_single_items() -> None:
+    def changes(room: str, n: int) -> list[EventChange]:
+        return [
+            EventChange(
+                subscription_id=f"sub-{room}",
+                resource_id=room,
+                change_type="updated",
+                event_id=f"{room}-{i}",
+                received_at=T0,
+            )
+            for i in range(n)
+        ]
+
+    def grouped(part: list[EventChange]) -> EventChanges:
+        return EventChanges(
+            subscription_id=part[0].subscription_id, resource_id=part[0].resource_id, changes=part
+        )
+
+    one, two = changes("room-1", MAX_CHANGES_PER_MESSAGE - 1), changes("room-2", 3)
+    assert pack_inbound_work(one) == [grouped(one)]
+    # room-2's changes fill the first message and go on in the second.
+    assert pack_inbound_work([*one, *two]) == [
+        InboundBatch(items=[grouped(one), grouped(two[:1])]),
+        grouped(two[1:]),
+    ]
+    assert pack_inbound_work([]) == []
+
+
+# --- the webhook function ----------------------------------------------------------------
+
+
+async def post(items: list[dict[str, Any]]) -> func.HttpResponse:
+    handler = graph.graph_notifications.build().get_user_function()
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost/api/graph/notifications",
+        body=json.dumps({"value": items}).encode(),
+        headers={"content-type": "application/json"},
+        params={},
+        route_params={},
+    )
+    response: func.HttpResponse = await handler(request)
+    return response
+
+
+async def test_the_webhook_answers_202_once_enqueued(world: FakeWorld) -> None:
+    response = await post([change(room, f"{room}-e") for room in ROOMS])
+
+    assert response.status_code == 202
+    assert len(world.queue.bodies(SYNC_INBOUND_QUEUE)) == 1
+
+
+async def test_the_webhook_answers_503_when_the_queue_is_down(world: FakeWorld) -> None:
+    world.queue.fail_next = 1
+    response = await post([change("room-1", "e1"), change("room-2", "e2")])
+
+    assert response.status_code == 503  # Graph delivers again later
+    assert world.queue.bodies(SYNC_INBOUND_QUEUE) == []
+
+
+# --- the inbound worker ----------------------------------------------------------------------
+
+
+class RecordingInbound:
+    """Stands in for InboundService: records what it was given, fails on chosen resources."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.handled: list[str] = []
+
+    async def handle_change(self, work: EventChange | EventChanges) -> None:
+        self.handled.append(work.resource_id)
+        if work.resource_id in self.failing:
+            raise RuntimeError(f"{work.resource_id} failed")
+
+    async def handle_lifecycle(self, event: LifecycleEvent) -> None:
+        self.handled.append(f"lifecycle:{event.resource_id}")
+
+
+class Services:
+    def __init__(self, inbound: RecordingInbound) -> None:
+        self.inbound = inbound
+
+
+async def run_inbound(monkeypatch: pytest.MonkeyPatch, w: FakeWorld, failing: set[str]) -> Any:
+    inbound = RecordingInbound(failing)
+    monkeypatch.setattr(workers, "get_services", lambda: Services(inbound))
+    [body] = w.queue.bodies(SYNC_INBOUND_QUEUE)
+    handler = workers.sync_inbound.build().get_user_function()
+    message = func.QueueMessage(body=body.encode())
+    return inbound, handler(message)
+
+
+async def test_the_worker_handles_every_item_of_a_batch(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await accept(world, *(change(room, f"{room}-e") for room in ROOMS), lifecycle("room-1"))
+    inbound, handling = await run_inbound(monkeypatch, world, failing=set())
+
+    await handling
+
+    assert sorted(inbound.handled) == sorted([*ROOMS, "lifecycle:room-1"])
+
+
+async def test_a_failing_item_fails_the_message_after_the_others_ran(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await accept(world, *(change(room, f"{room}-e") for room in ROOMS))
+    inbound, handling = await run_inbound(monkeypatch, world, failing={"room-2"})
+
+    with pytest.raises(RuntimeError, match="room-2 failed"):
+        await handling  # so the host retries the message (handling is idempotent)
+
+    assert sorted(inbound.handled) == sorted(ROOMS)
