@@ -8,9 +8,9 @@
   or connection-string keys in messages. It is the last line of defence only: the code
   itself never logs tokens, clientState, or event subjects and bodies.
 - `configure_observability(settings)` installs both filters on the root logger's handlers
-  once per process and, when APPLICATIONINSIGHTS_CONNECTION_STRING is set, starts the
-  Azure Monitor OpenTelemetry distro (imported only then, so cold starts without it pay
-  nothing).
+  once per process, quiets azure-core's per-request HTTP logging, and, when
+  APPLICATIONINSIGHTS_CONNECTION_STRING is set, starts the Azure Monitor OpenTelemetry
+  distro (imported only then, so cold starts without it pay nothing).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ CORRELATION_FIELDS = ("booking_id", "resource_id", "mailbox", "subscription_id",
 APP_LOGGERS = ("shared", "functions", "function_app")
 # The exporter's own loggers are never exported (a failing export must not feed itself).
 EXPORTER_LOGGERS = ("azure.monitor.opentelemetry", "opentelemetry")
+# azure-core's HttpLoggingPolicy logs every Storage request and response, with its
+# headers, at INFO: formatting them costs each call CPU, and the Functions host would ship
+# every line to Application Insights. Its warnings (failed requests) are kept.
+HTTP_LOGGING_POLICY_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _correlation: ContextVar[Mapping[str, str]] = ContextVar("correlation", default=_EMPTY)
@@ -163,9 +167,11 @@ _configure_lock = threading.Lock()
 
 
 def configure_observability(settings: Settings) -> None:
-    """Once per process (later calls return at once): export to Application Insights when
-    APPLICATIONINSIGHTS_CONNECTION_STRING is set, then the correlation and redaction
-    filters on every handler of the root logger (the Functions worker's among them).
+    """Once per process (later calls return at once): azure-core's per-request HTTP logs
+    down to WARNING (unless that logger's level was set already), export to Application
+    Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set, then the correlation and
+    redaction filters on every handler of the root logger (the Functions worker's among
+    them).
 
     A connection string the distro rejects is logged and export stays off: telemetry
     must not take the app down.
@@ -175,6 +181,9 @@ def configure_observability(settings: Settings) -> None:
         if _configured:
             return
         _configured = True
+        http_logging = logging.getLogger(HTTP_LOGGING_POLICY_LOGGER)
+        if http_logging.level == logging.NOTSET:
+            http_logging.setLevel(logging.WARNING)
         root = logging.getLogger()
         before = list(root.handlers)
         for handler in before:

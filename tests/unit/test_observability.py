@@ -283,6 +283,34 @@ def test_without_a_connection_string_filters_go_on_root_handlers_once(
     assert distro.calls == []  # the second call did nothing
 
 
+@pytest.fixture
+def http_logging_logger() -> Iterator[logging.Logger]:
+    """azure-core's HTTP logging policy logger, its level restored afterwards."""
+    named = logging.getLogger(observability.HTTP_LOGGING_POLICY_LOGGER)
+    level = named.level
+    yield named
+    named.setLevel(level)
+
+
+def test_azure_cores_per_request_http_logs_are_quieted_to_warnings(
+    fresh_process: ListHandler, http_logging_logger: logging.Logger
+) -> None:
+    http_logging_logger.setLevel(logging.NOTSET)
+    configure_observability(settings())
+
+    assert not http_logging_logger.isEnabledFor(logging.INFO)
+    assert http_logging_logger.isEnabledFor(logging.WARNING)
+
+
+def test_a_level_set_on_the_http_logging_policy_logger_is_kept(
+    fresh_process: ListHandler, http_logging_logger: logging.Logger
+) -> None:
+    http_logging_logger.setLevel(logging.DEBUG)  # someone debugging Storage calls
+    configure_observability(settings())
+
+    assert http_logging_logger.level == logging.DEBUG
+
+
 def test_with_a_connection_string_logs_export_with_the_managed_identity(
     fresh_process: ListHandler, distro: DistroRecorder
 ) -> None:
