@@ -52,26 +52,40 @@ class AzuritePorts:
         )
 
 
-class Azurite:
-    """A running Azurite process; `stop()` ends it."""
+# The storage services this app uses and Azurite can run one per process.
+SERVICES = ("blob", "queue", "table")
 
-    def __init__(self, ports: AzuritePorts, process: subprocess.Popen[bytes]) -> None:
+
+class Azurite:
+    """A running Azurite: one process serving Blob, Queue and Table, or one process per
+    service (`processes` by name: "azurite", or "blob", "queue" and "table"). `stop()`
+    ends them all."""
+
+    def __init__(self, ports: AzuritePorts, processes: dict[str, subprocess.Popen[bytes]]):
         self.ports = ports
-        self.process = process
+        self.processes = processes
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The process serving Table Storage (the only one, unless one runs per service)."""
+        return self.processes.get("table") or next(iter(self.processes.values()))
 
     @property
     def connection_string(self) -> str:
         return self.ports.connection_string()
 
     def stop(self, grace_seconds: float = 10.0) -> None:
-        """Terminate, and kill if it has not exited after `grace_seconds`."""
-        if self.process.poll() is None:
-            self.process.terminate()
+        """Terminate, and kill what has not exited after `grace_seconds`."""
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + grace_seconds
+        for process in running:
             try:
-                self.process.wait(timeout=grace_seconds)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
 
 
 def start_azurite(
@@ -79,38 +93,53 @@ def start_azurite(
     *,
     data_dir: Path | None = None,
     ready_timeout: float = 30.0,
+    per_service: bool = False,
 ) -> Azurite:
     """Start Azurite and wait until its three services accept connections.
 
-    `data_dir=None` keeps everything in memory. Raises RuntimeError when Azurite is not
-    installed (run `npm ci`) or does not come up in time.
+    `data_dir=None` keeps everything in memory. `per_service` runs Blob, Queue and Table
+    in a process each (`azurite-blob`, `azurite-queue`, `azurite-table`) instead of one:
+    Azurite serves every request of a process on one Node.js event loop, so in one process
+    a burst of table requests delays queue writes, which Azure's separate services never
+    do. Raises RuntimeError when Azurite is not installed (run `npm ci`) or does not come
+    up in time.
     """
     executable = AZURITE_BIN if AZURITE_BIN.exists() else shutil.which("azurite")
     if executable is None:
         raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
     ports = ports or AzuritePorts.free()
-    args = [
-        str(executable),
-        "--silent",
-        "--skipApiVersionCheck",
-        "--disableProductStyleUrl",
-        "--blobHost", "127.0.0.1", "--blobPort", str(ports.blob),
-        "--queueHost", "127.0.0.1", "--queuePort", str(ports.queue),
-        "--tableHost", "127.0.0.1", "--tablePort", str(ports.table),
-    ]  # fmt: skip
+    common = ["--silent", "--skipApiVersionCheck", "--disableProductStyleUrl"]
     if data_dir is None:
-        args.append("--inMemoryPersistence")
+        common.append("--inMemoryPersistence")
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
-        args += ["--location", str(data_dir)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
-    azurite = Azurite(ports, process)
+        common += ["--location", str(data_dir)]
+    listen = {
+        service: [f"--{service}Host", "127.0.0.1", f"--{service}Port", str(getattr(ports, service))]
+        for service in SERVICES
+    }
+    commands: dict[str, list[str]] = {}
+    if per_service:
+        for service in SERVICES:
+            service_executable = Path(executable).with_name(f"azurite-{service}")
+            commands[service] = [str(service_executable), *common, *listen[service]]
+    else:
+        commands["azurite"] = [str(executable), *common, *(a for s in SERVICES for a in listen[s])]
+    processes = {
+        name: subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        for name, args in commands.items()
+    }
+    azurite = Azurite(ports, processes)
     deadline = time.monotonic() + ready_timeout
     pending = {ports.blob, ports.queue, ports.table}
     while pending:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"Azurite exited with code {process.returncode}: {stderr[-2000:]}")
+        for name, process in processes.items():
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                azurite.stop(grace_seconds=1)
+                raise RuntimeError(
+                    f"Azurite ({name}) exited with code {process.returncode}: {stderr[-2000:]}"
+                )
         if time.monotonic() > deadline:
             azurite.stop()
             raise RuntimeError(f"Azurite did not listen on ports {sorted(pending)} in time")
@@ -122,5 +151,7 @@ def start_azurite(
                 pass
         if pending:
             time.sleep(0.1)
-    logger.info("Azurite ready on ports %s", ports)
+    logger.info(
+        "Azurite ready on ports %s%s", ports, " (a process per service)" if per_service else ""
+    )
     return azurite

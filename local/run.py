@@ -1,9 +1,12 @@
 """`make run`: the whole service on this machine, without Azure.
 
-Starts Azurite (data under .azurite/), the Graph emulator on 127.0.0.1:7072 and the
-local Functions host on 127.0.0.1:7071 serving function_app.py, wired together through
-configuration only (GRAPH_BASE_URL, GRAPH_AUTH_MODE=emulator, STORAGE_CONNECTION_STRING).
-Ctrl-C stops all three.
+Starts Azurite (data under .azurite/), the Graph emulator on 127.0.0.1:7072 and
+function_app.py in the local Functions host, wired together through configuration only
+(GRAPH_BASE_URL, GRAPH_AUTH_MODE=emulator, STORAGE_CONNECTION_STRING). As on Flex
+Consumption, where HTTP functions run on instances of their own, the host runs as two
+processes: the HTTP triggers on 127.0.0.1:7071 and the queue and timer triggers on
+127.0.0.1:7073 (its admin API only); `--single-host` runs everything in one process on
+7071 instead. Ctrl-C stops them all.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ logger = logging.getLogger("local.run")
 LOCAL_TENANT_ID = "00000000-0000-0000-0000-00000000e1e1"
 DEMO_MAILBOXES = ("alice@contoso.com", "bob@contoso.com", "room-1@contoso.com")
 DEFAULT_AZURITE_PORTS = AzuritePorts(blob=10000, queue=10001, table=10002)
+# Which triggers each host process runs: the HTTP functions apart from the queue and timer
+# ones, as Flex Consumption scales them (see local/functions_host/__init__.py).
+HTTP_TRIGGERS = "http"
+WORKER_TRIGGERS = "queue,timer"
 
 
 def app_environment(connection_string: str, host_port: int, graph_port: int) -> dict[str, str]:
@@ -43,6 +50,16 @@ def app_environment(connection_string: str, host_port: int, graph_port: int) -> 
             "SUBSCRIPTION_UPKEEP_SCHEDULE", "0 5 * * * *"
         ),
     }
+
+
+def host_command(port: int, *, triggers: str | None = None) -> list[str]:
+    """`python -m local.functions_host` on 127.0.0.1:`port` serving this repository's app,
+    running the `triggers` kinds only (all when None)."""
+    args = [sys.executable, "-m", "local.functions_host", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--script-root", str(REPO_ROOT)]
+    if triggers is not None:
+        args += ["--triggers", triggers]
+    return args
 
 
 def wait_for(url: str, timeout: float, process: subprocess.Popen[bytes]) -> None:
@@ -63,6 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.run", description=__doc__)
     parser.add_argument("--host-port", type=int, default=7071)
     parser.add_argument("--graph-port", type=int, default=7072)
+    parser.add_argument(
+        "--workers-port",
+        type=int,
+        default=7073,
+        help="admin API of the host process running the queue and timer triggers",
+    )
+    parser.add_argument(
+        "--single-host",
+        action="store_true",
+        help="run HTTP, queue and timer triggers in one host process (as `func start` does)",
+    )
     parser.add_argument("--mailbox", action="append", help="emulator mailbox (repeatable)")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".azurite")
     args = parser.parse_args(argv)
@@ -93,18 +121,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             **os.environ,
             **app_environment(azurite.connection_string, args.host_port, args.graph_port),
         }
-        host_args = [sys.executable, "-m", "local.functions_host", "--host", "127.0.0.1"]
-        host_args += ["--port", str(args.host_port), "--script-root", str(REPO_ROOT)]
-        host = subprocess.Popen(host_args, cwd=REPO_ROOT, env=env)  # noqa: S603 - our own module
-        children.append(host)
-        wait_for(f"http://127.0.0.1:{args.host_port}/api/health", 60, host)
+        hosts = (
+            [(args.host_port, None)]
+            if args.single_host
+            else [(args.host_port, HTTP_TRIGGERS), (args.workers_port, WORKER_TRIGGERS)]
+        )
+        started = []
+        for port, triggers in hosts:
+            host = subprocess.Popen(  # noqa: S603 - our own module
+                host_command(port, triggers=triggers), cwd=REPO_ROOT, env=env
+            )
+            children.append(host)
+            started.append((host, port))
+        for host, port in started:
+            wait_for(f"http://127.0.0.1:{port}/admin/host/status", 60, host)
+        http_host = started[0][0]
+        wait_for(f"http://127.0.0.1:{args.host_port}/api/health", 60, http_host)
         logger.info(
             "ready: API http://127.0.0.1:%d/api, Graph emulator http://127.0.0.1:%d/v1.0 "
-            "(mailboxes %s), Azurite ports %s",
+            "(mailboxes %s), Azurite ports %s%s",
             args.host_port,
             args.graph_port,
             ", ".join(mailboxes),
             DEFAULT_AZURITE_PORTS,
+            ""
+            if args.single_host
+            else f", queue and timer triggers in a second host (admin API on {args.workers_port})",
         )
         while not stopping and all(child.poll() is None for child in children):
             time.sleep(0.5)

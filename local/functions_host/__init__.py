@@ -20,10 +20,18 @@ startup with a message naming the binding. SIGINT/SIGTERM stop it gracefully.
 Command line (from the repository root):
 
     python -m local.functions_host [--host 127.0.0.1] [--port 7071]
-        [--app function_app:app] [--script-root .]
+        [--app function_app:app] [--script-root .] [--triggers http,queue,timer]
+
+`--triggers` runs a subset of the trigger kinds in this process. On Flex Consumption
+the HTTP functions scale together on instances of their own and each queue or timer
+function on its own instances, so a webhook never waits behind queue work on one event
+loop; `make run` and `make bench` mirror that with two processes, `--triggers http` on
+port 7071 and `--triggers queue,timer` on another (whose HTTP server only answers the
+admin endpoints). Without the option one process runs everything, as `func start` does.
 
 In-process (tests): `host = await start_host(app, port=0, host_config=...)`, then
-`host.url` and `await host.close()`.
+`host.url` and `await host.close()`; `triggers=("http",)` and the like as on the command
+line.
 """
 
 from local.functions_host.config import (

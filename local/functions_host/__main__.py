@@ -16,6 +16,7 @@ from pathlib import Path
 
 import azure.functions as func
 
+from local.functions_host.app_index import TRIGGER_KINDS, TriggerKind
 from local.functions_host.config import (
     HOST_JSON,
     HostConfig,
@@ -61,6 +62,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds invocations in flight get to finish on SIGINT/SIGTERM",
     )
     parser.add_argument(
+        "--triggers",
+        type=_trigger_kinds,
+        default=TRIGGER_KINDS,
+        metavar="KINDS",
+        help="the kinds of trigger to run, comma-separated, of "
+        f"{','.join(TRIGGER_KINDS)} (default: all). Flex Consumption runs HTTP functions on "
+        "instances apart from queue and timer functions; `--triggers http` and "
+        "`--triggers queue,timer` on two ports do the same here",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         default="INFO",
@@ -68,6 +79,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the host's and the app's log level",
     )
     return parser.parse_args(argv)
+
+
+def _trigger_kinds(text: str) -> tuple[TriggerKind, ...]:
+    kinds = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = sorted(kinds - set(TRIGGER_KINDS))
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {','.join(TRIGGER_KINDS)}, comma-separated; got {text!r}"
+        )
+    return tuple(kind for kind in TRIGGER_KINDS if kind in kinds)
 
 
 def load_app(reference: str, script_root: Path) -> func.FunctionRegister:
@@ -103,6 +124,7 @@ async def serve(args: argparse.Namespace, app: func.FunctionRegister, config: Ho
         script_root=args.script_root,
         processing_lease=args.processing_lease,
         grace_period=args.grace_period,
+        triggers=args.triggers,
     )
     try:
         await stop.wait()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import azure.functions as func
 
@@ -26,6 +26,10 @@ DEFAULT_CONNECTION = "AzureWebJobsStorage"
 # The Python worker fills a parameter with this name with the invocation context.
 CONTEXT_PARAMETER = "context"
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE")
+
+# The kinds of trigger the local host runs; one host process may run a subset of them.
+TriggerKind = Literal["http", "queue", "timer"]
+TRIGGER_KINDS: tuple[TriggerKind, ...] = ("http", "queue", "timer")
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,22 @@ class AppIndex:
     http: tuple[HttpFunction, ...]
     queues: tuple[QueueFunction, ...]
     timers: tuple[TimerFunction, ...]
+
+    def only(self, triggers: Collection[TriggerKind]) -> AppIndex:
+        """The functions whose trigger kind is one of `triggers`."""
+        return AppIndex(
+            http=self.http if "http" in triggers else (),
+            queues=self.queues if "queue" in triggers else (),
+            timers=self.timers if "timer" in triggers else (),
+        )
+
+    def names(self) -> list[str]:
+        groups: tuple[tuple[HttpFunction | QueueFunction | TimerFunction, ...], ...] = (
+            self.http,
+            self.queues,
+            self.timers,
+        )
+        return [f.function.name for group in groups for f in group]
 
 
 def index_app(

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import azure.functions as func
 
-from local.functions_host.app_index import ALL_METHODS, AppIndex, index_app
-from local.functions_host.config import HostConfig
+from local.functions_host.app_index import (
+    ALL_METHODS,
+    TRIGGER_KINDS,
+    AppIndex,
+    TriggerKind,
+    index_app,
+)
+from local.functions_host.config import HostConfig, HostStartupError
 from local.functions_host.http import AdminInvoke, HttpTriggerServer
 from local.functions_host.invocation import Invoker, ThreadRunner
 from local.functions_host.queues import DEFAULT_PROCESSING_LEASE_SECONDS, QueueTriggerListener
@@ -73,6 +79,7 @@ async def start_host(
     script_root: Path | None = None,
     processing_lease: float = DEFAULT_PROCESSING_LEASE_SECONDS,
     grace_period: float = DEFAULT_GRACE_PERIOD_SECONDS,
+    triggers: Collection[TriggerKind] = TRIGGER_KINDS,
 ) -> RunningHost:
     """Run the app's HTTP, queue and timer functions until `close()` on the result.
 
@@ -81,12 +88,22 @@ async def start_host(
     function runs (renewed half-way); the host's is 10 minutes. local.settings.json is not
     read here (the command line does it; see `load_local_settings`).
 
+    `triggers` picks the kinds of trigger this host runs (all by default). Flex
+    Consumption runs the HTTP functions on instances of their own, apart from the queue
+    and timer functions, so two hosts, one with `("http",)` and one with
+    `("queue", "timer")`, behave like that. Every function is still validated, so both
+    refuse an app the other would refuse. The HTTP server always listens, for the admin
+    endpoints.
+
     Raises HostStartupError if the app cannot run here (before anything starts) or the
     port is taken.
     """
     config = host_config or HostConfig()
     settings = os.environ if environ is None else environ
-    index = index_app(app, config, settings)
+    chosen = _trigger_kinds(triggers)
+    whole = index_app(app, config, settings)
+    index = whole.only(chosen)
+    elsewhere = [name for name in whole.names() if name not in index.names()]
     invoker = Invoker(threads=ThreadRunner(), function_directory=str(script_root or Path.cwd()))
     queues = [
         QueueTriggerListener(q, invoker, config.queues, processing_lease=processing_lease)
@@ -98,7 +115,7 @@ async def start_host(
         admin[queue_listener.function.function.name] = queue_listener.invoke_now
     for timer_listener in timers:
         admin[timer_listener.function.function.name] = timer_listener.invoke_now
-    http = HttpTriggerServer(index.http, invoker, admin_invokers=admin)
+    http = HttpTriggerServer(index.http, invoker, admin_invokers=admin, not_here=elsewhere)
 
     started_queues: list[QueueTriggerListener] = []
     started_timers: list[TimerTriggerListener] = []
@@ -113,7 +130,7 @@ async def start_host(
     except BaseException:
         await _stop_all(http, started_queues, started_timers, grace_period=0)
         raise
-    _log_functions(index, url)
+    _log_functions(index, url, chosen, elsewhere)
     return RunningHost(
         url=url,
         config=config,
@@ -143,11 +160,27 @@ async def _stop_all(
             logger.error("Stopping a trigger failed", exc_info=result)
 
 
-def _log_functions(index: AppIndex, url: str) -> None:
+def _trigger_kinds(triggers: Collection[str]) -> tuple[TriggerKind, ...]:
+    unknown = sorted(set(triggers) - set(TRIGGER_KINDS))
+    if unknown or not triggers:
+        raise HostStartupError(
+            f"triggers must be some of {', '.join(TRIGGER_KINDS)}; got {sorted(triggers)}"
+        )
+    return tuple(kind for kind in TRIGGER_KINDS if kind in triggers)
+
+
+def _log_functions(
+    index: AppIndex, url: str, triggers: tuple[TriggerKind, ...], elsewhere: list[str]
+) -> None:
     lines = []
     for h in index.http:
         methods = "all methods" if set(h.methods) == set(ALL_METHODS) else ",".join(h.methods)
         lines.append(f"  {h.function.name}: [{methods}] {url}{h.route.path_template}")
     lines.extend(f"  {q.function.name}: queueTrigger ({q.queue_name})" for q in index.queues)
     lines.extend(f"  {t.function.name}: timerTrigger ({t.schedule_text})" for t in index.timers)
+    if elsewhere:
+        lines.append(
+            f"Not run by this host (it runs {', '.join(triggers)} triggers only): "
+            + ", ".join(elsewhere)
+        )
     logger.info("Local Functions host listening on %s\nFunctions:\n%s", url, "\n".join(lines))

@@ -45,6 +45,7 @@ class HttpTriggerServer:
         invoker: Invoker,
         *,
         admin_invokers: Mapping[str, AdminInvoke] | None = None,
+        not_here: Sequence[str] = (),
     ) -> None:
         # Most specific routes first, as ASP.NET orders them; then by name for stability.
         self._routes = sorted(
@@ -52,6 +53,8 @@ class HttpTriggerServer:
         )
         self._invoker = invoker
         self._admin_invokers = dict(admin_invokers or {})
+        # Functions of the app that another host runs (see start_host's `triggers`).
+        self._not_here = {name.lower(): name for name in not_here}
         self._admin_tasks: set[asyncio.Task[object]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -134,6 +137,11 @@ class HttpTriggerServer:
         if len(segments) == 3 and lowered[:2] == ["admin", "functions"]:
             invoke = _lookup(self._admin_invokers, segments[2])
             if invoke is None:
+                elsewhere = self._not_here.get(segments[2].lower())
+                if elsewhere is not None:
+                    return web.Response(
+                        status=404, text=f"function '{elsewhere}' is run by another host"
+                    )
                 return web.Response(status=404)
             if request.method != "POST":
                 return web.Response(status=405, headers={"Allow": "POST"})
