@@ -56,6 +56,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[IMPORT, *SCENARIOS],
         help="run only these benchmarks (repeatable)",
     )
+    parser.add_argument(
+        "--single-host",
+        action="store_true",
+        help="run every trigger in one host process (by default HTTP triggers run apart "
+        "from queue and timer triggers, as on Flex Consumption)",
+    )
+    parser.add_argument(
+        "--single-azurite",
+        action="store_true",
+        help="run Azurite's Blob, Queue and Table services in one process (by default each "
+        "has its own, as Azure's services are separate)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG")
     return parser.parse_args(argv)
@@ -122,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("running %s", IMPORT)
         outcomes[IMPORT] = measure_import(profile)
     on_stack = [name for name in selected if name in SCENARIOS]
-    with running_stack(RESULTS_DIR) as stack:
+    with running_stack(
+        RESULTS_DIR, single_host=args.single_host, single_azurite=args.single_azurite
+    ) as stack:
         # This CLI is its own process, so it owns its event loop.
         outcomes |= asyncio.run(run_on_stack(stack, profile, on_stack))  # noqa: TID251
 
@@ -132,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"Booking Sync benchmarks, profile {profile.name}, {elapsed:.0f} s, "
         f"{os.cpu_count()} CPUs, load average {_load_text(load['start'])} at start, "
-        f"{_load_text(load['end'])} at end"
+        f"{_load_text(load['end'])} at end; "
+        + ("one host process" if args.single_host else "HTTP and queue/timer hosts apart")
+        + ("; one Azurite process" if args.single_azurite else "; an Azurite process per service")
     )
     print(render_table(rows))
     write_json(

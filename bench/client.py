@@ -106,7 +106,7 @@ class StackClient:
     async def run_function(self, name: str, payload: str = "") -> None:
         """Run a queue or timer function now through the host's admin API (answers 202)."""
         status, answer = await self._request(
-            "POST", f"{self.stack.host_url}/admin/functions/{name}", {"input": payload}
+            "POST", f"{self.stack.admin_url}/admin/functions/{name}", {"input": payload}
         )
         if status != 202:
             raise BenchError(f"admin run of {name} answered {status}: {answer!r}")

@@ -494,12 +494,13 @@ async def idle_reconcile(ctx: Context) -> Outcome:
 
 async def whole_run(ctx: Context) -> Outcome:
     """Peak Graph requests in flight per mailbox (the emulator's peakConcurrency since
-    start), throttled answers, and the host's peak memory."""
+    start), throttled answers, and each host process's peak memory."""
     stats = await ctx.client.stats()
     peaks: dict[str, int] = stats["peakConcurrency"]
     throttled = int(stats["statuses"].get("429", 0)) - ctx.client.own_throttled
     peak_mailbox, peak = max(peaks.items(), key=lambda kv: kv[1], default=("-", 0))
     rss = ctx.client.stack.host_peak_rss_bytes()
+    gone = ctx.client.stack.exited() or "no /proc"
     rows = [
         judged(
             "peak Graph requests in flight per mailbox (whole run)",
@@ -508,8 +509,11 @@ async def whole_run(ctx: Context) -> Outcome:
             peak <= OUTLOOK_MAILBOX_CONCURRENCY and throttled == 0,
         ),
         Row(
-            "peak memory of the host process (VmHWM, whole run)",
-            mib(rss) if rss is not None else f"n/a ({ctx.client.stack.exited() or 'no /proc'})",
+            "peak memory of each host process (VmHWM, whole run)",
+            ", ".join(
+                f"{role} {mib(size) if size is not None else f'n/a ({gone})'}"
+                for role, size in rss.items()
+            ),
         ),
     ]
     figures = {

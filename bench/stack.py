@@ -4,8 +4,12 @@ process on free loopback ports.
 
 The host runs as `python -m local.functions_host` (the repository's host.json, so queue
 polling and concurrency are the shipped ones) with `local.run.app_environment(...)` plus a
-fresh table prefix and timers that never fire on their own, so that its peak memory can
-be read from `/proc/<pid>/status`.
+fresh table prefix and timers that never fire on their own. Like `make run`, it runs as two
+processes, as Flex Consumption runs the app: the HTTP triggers in one (`host`) and the
+queue and timer triggers in another (`workers`, reached for the admin API only);
+`single_host=True` runs all of them in `host`. Azurite runs Queue and Table Storage in
+separate processes, as Azure's are separate services (`single_azurite=True`: one process).
+Peak memory and CPU time of each are read from `/proc/<pid>/`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ from pathlib import Path
 from typing import IO
 
 from local.azurite import REPO_ROOT, Azurite, free_port, start_azurite
-from local.run import LOCAL_TENANT_ID, app_environment, wait_for
+from local.run import (
+    HTTP_TRIGGERS,
+    LOCAL_TENANT_ID,
+    WORKER_TRIGGERS,
+    app_environment,
+    host_command,
+    wait_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +49,30 @@ class Stack:
 
     azurite: Azurite
     emulator: subprocess.Popen[bytes]
+    # The host process serving HTTP (all triggers when `workers` is None).
     host: subprocess.Popen[bytes]
     host_port: int
     graph_port: int
     table_prefix: str
+    # The host process running the queue and timer triggers, and its admin API's port.
+    workers: subprocess.Popen[bytes] | None = None
+    workers_port: int | None = None
 
     @property
     def host_url(self) -> str:
         return f"http://127.0.0.1:{self.host_port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Where `POST /admin/functions/<name>` reaches the queue and timer functions."""
+        port = self.workers_port if self.workers_port is not None else self.host_port
+        return f"http://127.0.0.1:{port}"
+
+    def hosts(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The host processes by role: `host` (HTTP) and, when split, `workers`."""
+        if self.workers is None:
+            return {"host": self.host}
+        return {"host": self.host, "workers": self.workers}
 
     @property
     def api_url(self) -> str:
@@ -63,16 +90,16 @@ class Stack:
     def tenant_id(self) -> str:
         return LOCAL_TENANT_ID
 
-    def host_peak_rss_bytes(self) -> int | None:
-        """VmHWM (peak resident set) of the host process so far; None off Linux."""
-        return peak_rss_bytes(self.host.pid)
+    def host_peak_rss_bytes(self) -> dict[str, int | None]:
+        """VmHWM (peak resident set) of each host process so far; None off Linux."""
+        return {role: peak_rss_bytes(process.pid) for role, process in self.hosts().items()}
 
     def exited(self) -> str:
         """Which processes of the stack have ended (e.g. killed from outside), or ""."""
         processes = {
-            "host": self.host,
+            **self.hosts(),
             "emulator": self.emulator,
-            "Azurite": self.azurite.process,
+            **{f"Azurite ({name})": process for name, process in self.azurite.processes.items()},
         }
         ended = [
             f"{name} exited with code {process.returncode}"
@@ -85,11 +112,19 @@ class Stack:
         """CPU time (user + system) used so far by each process of the stack and by this
         one; None where /proc cannot tell."""
         return {
-            "host": cpu_seconds(self.host.pid),
-            "azurite": cpu_seconds(self.azurite.process.pid),
+            **{role: cpu_seconds(process.pid) for role, process in self.hosts().items()},
+            **{
+                _azurite_role(name): cpu_seconds(process.pid)
+                for name, process in self.azurite.processes.items()
+                if name != "blob"  # the app uses no blobs
+            },
             "emulator": cpu_seconds(self.emulator.pid),
             "bench": cpu_seconds(os.getpid()),
         }
+
+
+def _azurite_role(name: str) -> str:
+    return "azurite" if name == "azurite" else f"azurite-{name}"
 
 
 def peak_rss_bytes(pid: int) -> int | None:
@@ -133,15 +168,24 @@ def _spawn(args: list[str], log: IO[bytes], env: dict[str, str]) -> subprocess.P
 
 
 @contextmanager
-def running_stack(log_dir: Path, *, host_log_level: str = "INFO") -> Iterator[Stack]:
-    """Start Azurite, the emulator and the host; stop all three on exit.
+def running_stack(
+    log_dir: Path,
+    *,
+    host_log_level: str = "INFO",
+    single_host: bool = False,
+    single_azurite: bool = False,
+) -> Iterator[Stack]:
+    """Start Azurite, the emulator and the host processes; stop them all on exit.
 
-    The emulator's and the host's output go to `log_dir/emulator.log` and
-    `log_dir/host.log`. Raises RuntimeError when a part does not come up in time.
+    Azurite runs a process per storage service (see `start_azurite`), unless
+    `single_azurite`.
+
+    The emulator's and the hosts' output go to `log_dir/emulator.log`, `log_dir/host.log`
+    and `log_dir/workers.log`. Raises RuntimeError when a part does not come up in time.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        azurite = start_azurite()
+        azurite = start_azurite(per_service=not single_azurite)
         stack.callback(azurite.stop)
         graph_port, host_port = free_port(), free_port()
         env = dict(os.environ)
@@ -167,26 +211,35 @@ def running_stack(log_dir: Path, *, host_log_level: str = "INFO") -> Iterator[St
             "RECONCILE_SCHEDULE": NEVER,
             "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
         }
-        host_log = stack.enter_context((log_dir / "host.log").open("wb"))
-        host = _spawn(
-            [
-                sys.executable, "-m", "local.functions_host",
-                "--host", "127.0.0.1", "--port", str(host_port),
-                "--script-root", str(REPO_ROOT), "--log-level", host_log_level,
-            ],
-            host_log,
-            host_env,
-        )  # fmt: skip
-        stack.callback(_stop, host)
-        wait_for(f"http://127.0.0.1:{host_port}/admin/host/status", READY_TIMEOUT_S, host)
+        layout = (
+            [("host", host_port, None)]
+            if single_host
+            else [("host", host_port, HTTP_TRIGGERS), ("workers", free_port(), WORKER_TRIGGERS)]
+        )
+        processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        for role, port, triggers in layout:
+            log = stack.enter_context((log_dir / f"{role}.log").open("wb"))
+            command = [*host_command(port, triggers=triggers), "--log-level", host_log_level]
+            process = _spawn(command, log, host_env)
+            stack.callback(_stop, process)
+            processes[role] = (process, port)
+        for process, port in processes.values():
+            wait_for(f"http://127.0.0.1:{port}/admin/host/status", READY_TIMEOUT_S, process)
+        workers, workers_port = processes.get("workers", (None, None))
         logger.info(
-            "stack up: host %d, emulator %d, Azurite %s", host_port, graph_port, azurite.ports
+            "stack up: host %d (%s), emulator %d, Azurite %s",
+            host_port,
+            "all triggers" if workers is None else f"HTTP; queue and timer on {workers_port}",
+            graph_port,
+            azurite.ports,
         )
         yield Stack(
             azurite=azurite,
             emulator=emulator,
-            host=host,
+            host=processes["host"][0],
             host_port=host_port,
             graph_port=graph_port,
             table_prefix=table_prefix,
+            workers=workers,
+            workers_port=workers_port,
         )

@@ -37,6 +37,7 @@ CALIBRATION_CONCURRENCY = 16  # what the intake uses for one POST's notification
 FAILED = Verdict.FAILED
 IDLE_SAMPLES = 20
 IDLE_SPACING_S = 0.1
+IDLE_POLL_S = 0.05
 
 
 async def notification_items(ctx: Context) -> list[dict[str, Any]]:
@@ -112,9 +113,12 @@ async def queue_put_rate(connection_string: str) -> float:
     return CALIBRATION_MESSAGES / elapsed
 
 
-async def drain_inbound(client: StackClient, within_s: float) -> tuple[float | None, int]:
+async def drain_inbound(
+    client: StackClient, within_s: float, *, every_s: float = 0.5
+) -> tuple[float | None, int]:
     """Seconds until the sync-inbound queue is empty (None: not within `within_s`) and
-    the messages left."""
+    the messages left, looking every `every_s`. The count includes messages being
+    processed (invisible), so empty means the inbound worker is idle too."""
     started = time.perf_counter()
     left = -1
     async with QueueClient.from_connection_string(
@@ -128,16 +132,19 @@ async def drain_inbound(client: StackClient, within_s: float) -> tuple[float | N
                 return elapsed, 0
             if elapsed > within_s:
                 return None, left
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(every_s)
 
 
 async def idle_ack(ctx: Context, items: list[dict[str, Any]], size: int) -> Distribution:
     """Acknowledgement of one POST at a time on an otherwise idle stack: the floor under
-    the loaded figures."""
+    the loaded figures. Each POST waits until the inbound worker has handled the previous
+    one's notifications, so that it never shares the stack with that work."""
     client = ctx.client
     url = client.stack.api_url + "/graph/notifications"
     latencies = []
     for index in range(IDLE_SAMPLES):
+        await drain_inbound(client, ctx.profile.drain_within_s, every_s=IDLE_POLL_S)
+        await asyncio.sleep(IDLE_SPACING_S)
         first = index * size
         body = {"value": [items[(first + j) % len(items)] for j in range(size)]}
         started = time.perf_counter()
@@ -145,7 +152,6 @@ async def idle_ack(ctx: Context, items: list[dict[str, Any]], size: int) -> Dist
         latencies.append(time.perf_counter() - started)
         if status != 202:
             raise BenchError(f"webhook answered {status}: {answer!r}")
-        await asyncio.sleep(IDLE_SPACING_S)
     await drain_inbound(client, ctx.profile.drain_within_s)
     return Distribution.of(latencies)
 
