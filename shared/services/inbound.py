@@ -165,6 +165,56 @@ def change_key_from_etag(etag: str | None) -> str | None:
     return value.strip('"') or None
 
 
+class InboundWriter:
+    """Writes the webhook's work to sync-inbound, in group commits.
+
+    While one write is in flight, the work of every POST that comes meanwhile is gathered
+    and written together as soon as it ends (packed by `pack_inbound_work`), and each of
+    those POSTs is answered when that write is stored. An idle webhook writes at once; a
+    busy one writes a few messages where it would write one per POST, so the queue's round
+    trips, not the POSTs, set the pace. A failed write fails every POST of its group
+    (Graph delivers them again; handling is idempotent), and the next group is written
+    regardless. One instance per process, on the Functions worker's event loop.
+    """
+
+    def __init__(self, queue: MessageQueue) -> None:
+        self._queue = queue
+        # The group still taking work, and its write (which waits for the one before).
+        self._forming: tuple[list[EventChange | LifecycleEvent], asyncio.Future[None]] | None
+        self._forming = None
+        self._last: asyncio.Future[None] | None = None
+
+    async def write(self, messages: Sequence[EventChange | LifecycleEvent]) -> None:
+        """Returns once `messages` are stored in the queue. Raises what the write raised
+        (StorageUnavailable when the queue cannot take them)."""
+        if not messages:
+            return
+        if (
+            self._forming is not None
+            and self._forming[1].get_loop() is not asyncio.get_running_loop()
+        ):
+            self._forming = self._last = None  # left by an event loop that has ended
+        if self._forming is None:
+            group: list[EventChange | LifecycleEvent] = []
+            self._last = asyncio.ensure_future(self._flush(group, self._last))
+            self._forming = (group, self._last)
+        group, written = self._forming
+        group.extend(messages)
+        # A POST that stops waiting (Graph gave up on it) does not stop its group's write.
+        await asyncio.shield(written)
+
+    async def _flush(
+        self, group: list[EventChange | LifecycleEvent], previous: asyncio.Future[None] | None
+    ) -> None:
+        if previous is not None and not previous.done():
+            # Its outcome is its own group's: every waiter of that group receives it.
+            await asyncio.wait([previous])
+        if self._forming is not None and self._forming[0] is group:
+            self._forming = None  # later work forms the next group
+        outgoing = pack_inbound_work(group)
+        await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
+
+
 class NotificationIntake:
     """Validates notifications against stored subscriptions and enqueues the good ones."""
 
@@ -177,7 +227,7 @@ class NotificationIntake:
         clock: Callable[[], datetime],
     ) -> None:
         self._subscriptions = subscriptions
-        self._queue = queue
+        self._writer = InboundWriter(queue)
         self._tenant_id = tenant_id.lower()
         self._clock = clock
         # subscription id → (record or None, read at): the webhook must answer fast.
@@ -203,10 +253,9 @@ class NotificationIntake:
                 dropped += 1
                 continue
             messages.append(message)
-        # One queue write per POST (per MAX_CHANGES_PER_MESSAGE changes): each write is a
-        # Storage round trip the acknowledgement waits for, whatever the POST holds.
-        outgoing = pack_inbound_work(messages)
-        await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
+        # Each queue write is a Storage round trip the acknowledgement waits for: one per
+        # POST at most (per MAX_CHANGES_PER_MESSAGE changes), fewer when POSTs overlap.
+        await self._writer.write(messages)
         return len(messages), dropped
 
     def _untrusted(self, item: GraphNotification, record: SubscriptionRecord | None) -> str | None:

@@ -3,17 +3,20 @@ POST whatever the POST holds; and the inbound worker taking such a write apart a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
-from pydantic import SecretStr, TypeAdapter
+from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from functions import graph, workers
 from shared.domain.calendar import SubscriptionRecord
+from shared.domain.errors import StorageUnavailable
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -24,9 +27,9 @@ from shared.domain.messages import (
     InboundWork,
     LifecycleEvent,
 )
-from shared.services.inbound import NotificationBatch, pack_inbound_work
+from shared.services.inbound import NotificationBatch, NotificationIntake, pack_inbound_work
 from tests.builders import T0
-from tests.fakes import Clock, FakeWorld, fake_world
+from tests.fakes import Clock, FakeQueue, FakeWorld, fake_world
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"  # fake_world's GRAPH_TENANT_ID
 ROOMS = ("room-1", "room-2", "room-3")
@@ -221,6 +224,116 @@ def test_packing_fills_messages_in_order_and_unwraps_single_items() -> None:
         grouped(two[1:]),
     ]
     assert pack_inbound_work([]) == []
+
+
+# --- group commit: POSTs that overlap a write ---------------------------------------------
+
+
+class GatedQueue(FakeQueue):
+    """A queue whose writes wait until the test lets them through, failing on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes_started = 0
+        self.gate = asyncio.Event()
+
+    async def send(
+        self, queue_name: str, message: BaseModel | str, *, delay_seconds: int = 0
+    ) -> None:
+        self.writes_started += 1
+        await self.gate.wait()
+        await super().send(queue_name, message, delay_seconds=delay_seconds)
+
+
+@pytest.fixture
+def gated(world: FakeWorld) -> tuple[NotificationIntake, GatedQueue]:
+    queue = GatedQueue()
+    intake = NotificationIntake(
+        subscriptions=world.ports.subscriptions,
+        queue=queue,
+        tenant_id=TENANT,
+        clock=lambda: T0,
+    )
+    return intake, queue
+
+
+def one_post(room: str, event_id: str) -> NotificationBatch:
+    return NotificationBatch.model_validate({"value": [change(room, event_id)]})
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never happened")
+
+
+def carried(queue: FakeQueue) -> list[list[str]]:
+    """The event ids of each message written, in order."""
+    messages = [_inbound.validate_json(body) for body in queue.bodies(SYNC_INBOUND_QUEUE)]
+    return [
+        [
+            c.event_id
+            for item in (m.items if isinstance(m, InboundBatch) else [m])
+            if isinstance(item, EventChanges)
+            for c in item.changes
+        ]
+        for m in messages
+    ]
+
+
+async def test_posts_that_come_during_a_write_are_written_together_after_it(
+    gated: tuple[NotificationIntake, GatedQueue],
+) -> None:
+    intake, queue = gated
+    first = asyncio.ensure_future(intake.accept(one_post("room-1", "a")))
+    await until(lambda: queue.writes_started == 1)  # the first POST's write is in flight
+    others = [
+        asyncio.ensure_future(intake.accept(one_post(ROOMS[i % 3], f"b{i}"))) for i in range(6)
+    ]
+    await until(lambda: all(not task.done() for task in others))
+    assert queue.writes_started == 1  # they wait for the write in flight
+
+    queue.gate.set()
+    assert await first == (1, 0)
+    assert await asyncio.gather(*others) == [(1, 0)] * 6
+
+    # One write for the six, each subscription's changes together in arrival order.
+    assert carried(queue) == [["a"], ["b0", "b3", "b1", "b4", "b2", "b5"]]
+
+
+async def test_a_failed_write_fails_each_post_of_its_group_and_the_next_group_is_written(
+    gated: tuple[NotificationIntake, GatedQueue],
+) -> None:
+    intake, queue = gated
+    queue.fail_next = 1
+    failing = [asyncio.ensure_future(intake.accept(one_post("room-1", f"x{i}"))) for i in range(3)]
+    await until(lambda: queue.writes_started == 1)
+    later = asyncio.ensure_future(intake.accept(one_post("room-2", "y")))
+    await until(lambda: not later.done())
+
+    queue.gate.set()
+    outcomes = await asyncio.gather(*failing, return_exceptions=True)
+
+    assert all(isinstance(outcome, StorageUnavailable) for outcome in outcomes)  # all 503
+    assert await later == (1, 0)
+    assert carried(queue) == [["y"]]
+
+
+async def test_a_post_that_stops_waiting_does_not_stop_the_write(
+    gated: tuple[NotificationIntake, GatedQueue],
+) -> None:
+    intake, queue = gated
+    gone = asyncio.ensure_future(intake.accept(one_post("room-1", "kept")))
+    await until(lambda: queue.writes_started == 1)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+    queue.gate.set()
+    await until(lambda: bool(queue.sent))
+    assert carried(queue) == [["kept"]]
 
 
 # --- the webhook function ----------------------------------------------------------------
