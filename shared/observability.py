@@ -109,8 +109,14 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", 
 def redact(text: str) -> str:
     """`text` with every secret SECRET_PATTERNS recognises replaced by MASK."""
     for pattern in SECRET_PATTERNS:
-        text = pattern.sub(rf"\g<1>{MASK}", text)
+        # A function, not a "\g<1>" template: for a template, `sub` imports `re` to parse
+        # it, and imports fail for records logged while the interpreter shuts down.
+        text = pattern.sub(_keep_name_mask_value, text)
     return text
+
+
+def _keep_name_mask_value(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
 
 
 class RedactionFilter(logging.Filter):
