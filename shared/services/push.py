@@ -249,7 +249,7 @@ class PushService:
         else:
             raise GraphTransient("Graph acknowledged a write without returning the event")
         await self._mappings.update(mapping, plan.mapping.etag)
-        await self._log(booking, plan, SyncOutcome.OK, None, now)
+        await self._log(booking, plan, SyncOutcome.OK, None, now, event_id=mapping.event_id)
 
     async def _record_failure(
         self, booking: Booking, plan: _Planned, error: DomainError, now: datetime
@@ -289,7 +289,10 @@ class PushService:
         outcome: SyncOutcome,
         detail: str | None,
         now: datetime,
+        *,
+        event_id: str | None = None,
     ) -> None:
+        """`event_id`: the event written, where the plan did not know it (a create)."""
         await self._sync_log.append(
             SyncLogEntry(
                 resource_id=plan.resource.resource_id,
@@ -298,7 +301,7 @@ class PushService:
                 action=f"{plan.write.op}_event",
                 outcome=outcome,
                 booking_id=booking.booking_id,
-                event_id=plan.write.event_id,
+                event_id=plan.write.event_id or event_id,
                 detail=detail,
             )
         )

@@ -70,6 +70,19 @@ async def test_panel_booking_is_one_batch_with_an_event_per_calendar(world: Fake
     assert all(s.event_id for s in synced.sync)
 
 
+async def test_the_sync_log_names_each_event_created(world: FakeWorld) -> None:
+    view = await world.services.bookings.create(request(), None)
+
+    await world.push_all()
+
+    for resource_id, mailbox in zip(("room-1", "alice", "bob"), MAILBOXES, strict=True):
+        [event] = events_of(world, mailbox)
+        [entry] = [
+            e for e in await world.sync_log.newest(resource_id, 10) if e.action == "create_event"
+        ]
+        assert (entry.booking_id, entry.event_id) == (view.booking_id, event.event_id)
+
+
 async def test_template_is_applied(world: FakeWorld) -> None:
     stored = await world.resources.get("room-1")
     assert stored is not None
