@@ -228,6 +228,7 @@ class FakeCalendar:
         self.transactions: dict[tuple[str, str], str] = {}
         self.errors: dict[str, list[DomainError]] = {}
         self.batches: list[int] = []
+        self.reads: list[tuple[str, str]] = []  # get_event calls: (mailbox, event id)
         self.unreachable = False
         self._ids = itertools.count(1)
 
@@ -283,6 +284,7 @@ class FakeCalendar:
 
     async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None:
         self._check(mailbox)
+        self.reads.append((mailbox, event_id))
         return self.events[mailbox].get(event_id)
 
     async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:

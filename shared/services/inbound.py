@@ -430,6 +430,11 @@ class EventChangeHandler:
         )
 
 
+def _identity(change: EventChange) -> tuple[str, str, str, str | None]:
+    """What tells one notification from another; the time it came in does not."""
+    return (change.subscription_id, change.event_id, change.change_type, change.change_key)
+
+
 class InboundService:
     """The inbound worker: one EventChange or LifecycleEvent at a time, idempotently."""
 
@@ -454,8 +459,18 @@ class InboundService:
 
     async def handle_change(self, work: EventChange | EventChanges) -> None:
         """Apply each change; every one is tried, then the first failure is raised so the
-        message is retried (handling is idempotent, so the others repeat harmlessly)."""
+        message is retried (handling is idempotent, so the others repeat harmlessly).
+        Repeats of one notification (Graph's redeliveries, gathered into one message by
+        the intake) are applied once: a handler reads the event's current state, so a
+        repeat could only do again what the first did."""
         changes = work.changes if isinstance(work, EventChanges) else [work]
+        firsts: dict[tuple[str, str, str, str | None], EventChange] = {}
+        for change in changes:
+            firsts.setdefault(_identity(change), change)
+        distinct = list(firsts.values())
+        if len(distinct) < len(changes):
+            logger.debug("%d repeated changes skipped", len(changes) - len(distinct))
+        changes = distinct
         failures: list[Exception] = []
         for change in changes:
             try:

@@ -9,6 +9,7 @@ import pytest
 
 from shared.domain.bookings import BookingStatus
 from shared.domain.calendar import EventMapping
+from shared.domain.messages import BOOKING_EVENTS_QUEUE, EventChange, EventChanges
 from shared.domain.resources import ConnectionStatus, OnOutlookDelete
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -72,3 +73,48 @@ async def test_a_delete_cancels_even_when_the_cancels_push_writes_the_mapping_me
     mapping = await world.mappings.get("room-1", booking_id)
     assert mapping is not None
     assert mapping.value.event_id is None
+
+
+async def test_repeats_of_one_notification_in_a_message_are_applied_once(
+    world: FakeWorld,
+) -> None:
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [event_id] = world.calendar.events[ROOM]
+    world.calendar.events[ROOM].clear()  # the Outlook user deletes our event
+
+    def deleted(at: timedelta) -> EventChange:
+        return EventChange(
+            subscription_id="sub-1",
+            resource_id="room-1",
+            change_type="deleted",
+            event_id=event_id,
+            change_key="ck-last",
+            received_at=T0 + at,
+        )
+
+    # Another (foreign) event's update, between the repeats and repeated itself.
+    other = deleted(timedelta(0)).model_copy(
+        update={"event_id": "someone-else", "change_type": "updated"}
+    )
+    work = EventChanges(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        changes=[
+            deleted(timedelta(0)),
+            other,
+            deleted(timedelta(seconds=1)),
+            other.model_copy(update={"received_at": T0 + timedelta(seconds=2)}),
+            other,
+        ],
+    )
+    world.calendar.reads.clear()
+
+    await world.services.inbound.handle_change(work)
+
+    assert world.calendar.reads == [(ROOM, event_id), (ROOM, "someone-else")]
+    stored = await world.bookings.get(booking_id)
+    assert stored is not None
+    assert stored.value.status is BookingStatus.CANCELLED
+    cancelled = [b for b in world.queue.bodies(BOOKING_EVENTS_QUEUE) if "booking.cancelled" in b]
+    assert len(cancelled) == 1
