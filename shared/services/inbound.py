@@ -49,7 +49,14 @@ from shared.services.subscriptions import SubscriptionService
 logger = logging.getLogger(__name__)
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
+# How long the webhook trusts what it read of a subscription. A known one is then still
+# served while it is read again in the background, up to _RECORD_STALE_LIMIT_SECONDS, so
+# that no acknowledgement waits on Table Storage for a subscription it has seen. An
+# unknown one is looked up again after _UNKNOWN_TTL_SECONDS: it may be one being created
+# (Graph can notify before our record of it is written).
 _RECORD_TTL_SECONDS = 60.0
+_RECORD_STALE_LIMIT_SECONDS = 600.0
+_UNKNOWN_TTL_SECONDS = 5.0
 
 
 class ResourceData(BaseModel):
@@ -225,6 +232,7 @@ class NotificationIntake:
         queue: MessageQueue,
         tenant_id: str,
         clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._subscriptions = subscriptions
         self._writer = InboundWriter(queue)
@@ -232,6 +240,8 @@ class NotificationIntake:
         self._clock = clock
         # subscription id → (record or None, read at): the webhook must answer fast.
         self._cache: dict[str, tuple[SubscriptionRecord | None, float]] = {}
+        self._refreshing: dict[str, asyncio.Task[SubscriptionRecord | None]] = {}
+        self._monotonic = monotonic
 
     async def accept(self, batch: NotificationBatch) -> tuple[int, int]:
         """Enqueue every trusted item; returns (enqueued, dropped). Raises
@@ -299,12 +309,38 @@ class NotificationIntake:
 
     async def _record(self, subscription_id: str) -> SubscriptionRecord | None:
         cached = self._cache.get(subscription_id)
-        if cached is not None and time.monotonic() - cached[1] < _RECORD_TTL_SECONDS:
-            return cached[0]
+        if cached is not None:
+            record, read_at = cached
+            age = self._monotonic() - read_at
+            if age < (_RECORD_TTL_SECONDS if record is not None else _UNKNOWN_TTL_SECONDS):
+                return record
+            if record is not None and age < _RECORD_STALE_LIMIT_SECONDS:
+                self._refresh_in_background(subscription_id)
+                return record
+        return await self._read(subscription_id)
+
+    async def _read(self, subscription_id: str) -> SubscriptionRecord | None:
         stored = await self._subscriptions.get(subscription_id)
         record = stored.value if stored else None
-        self._cache[subscription_id] = (record, time.monotonic())
+        self._cache[subscription_id] = (record, self._monotonic())
         return record
+
+    def _refresh_in_background(self, subscription_id: str) -> None:
+        if subscription_id in self._refreshing:
+            return
+        task = asyncio.ensure_future(self._read(subscription_id))
+        self._refreshing[subscription_id] = task
+
+        def done(finished: asyncio.Task[SubscriptionRecord | None]) -> None:
+            self._refreshing.pop(subscription_id, None)
+            error = None if finished.cancelled() else finished.exception()
+            if error is not None:
+                # The stale record stays in use; a later POST tries again.
+                logger.warning(
+                    "re-reading subscription %s failed: %s", subscription_id, type(error).__name__
+                )
+
+        task.add_done_callback(done)
 
 
 class EventChangeHandler:

@@ -27,6 +27,7 @@ from shared.domain.messages import (
     InboundWork,
     LifecycleEvent,
 )
+from shared.ports import Stored, SubscriptionRepository
 from shared.services.inbound import NotificationBatch, NotificationIntake, pack_inbound_work
 from tests.builders import T0
 from tests.fakes import Clock, FakeQueue, FakeWorld, fake_world
@@ -334,6 +335,103 @@ async def test_a_post_that_stops_waiting_does_not_stop_the_write(
     queue.gate.set()
     await until(lambda: bool(queue.sent))
     assert carried(queue) == [["kept"]]
+
+
+# --- what the webhook remembers of subscriptions ------------------------------------------
+
+
+class SlowSubscriptions:
+    """The fake subscription table, counting reads; `hold` makes reads wait for `gate`."""
+
+    def __init__(self, inner: SubscriptionRepository) -> None:
+        self.inner = inner
+        self.reads = 0
+        self.hold = False
+        self.gate = asyncio.Event()
+
+    async def get(self, subscription_id: str) -> Stored[SubscriptionRecord] | None:
+        self.reads += 1
+        if self.hold:
+            await self.gate.wait()
+        return await self.inner.get(subscription_id)
+
+    async def save(self, record: SubscriptionRecord) -> Stored[SubscriptionRecord]:
+        return await self.inner.save(record)
+
+    async def delete(self, subscription_id: str) -> None:
+        await self.inner.delete(subscription_id)
+
+
+class Ticker:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def remembering(world: FakeWorld) -> tuple[NotificationIntake, SlowSubscriptions, Ticker]:
+    subscriptions = SlowSubscriptions(world.ports.subscriptions)
+    ticker = Ticker()
+    intake = NotificationIntake(
+        subscriptions=subscriptions,
+        queue=world.queue,
+        tenant_id=TENANT,
+        clock=lambda: T0,
+        monotonic=ticker,
+    )
+    return intake, subscriptions, ticker
+
+
+async def test_a_known_subscription_is_reread_in_the_background_once_a_minute_old(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, subscriptions, ticker = remembering
+    assert await intake.accept(one_post("room-1", "a")) == (1, 0)
+    assert await intake.accept(one_post("room-1", "b")) == (1, 0)
+    assert subscriptions.reads == 1  # the second POST used what the first read
+
+    ticker.now += 61
+    subscriptions.hold = True  # Table Storage is slow now
+    await world.ports.subscriptions.delete("sub-room-1")  # the resource was disconnected
+    # Answered from what was read, without waiting on the table; one re-read started.
+    assert await asyncio.wait_for(intake.accept(one_post("room-1", "c")), 1) == (1, 0)
+    assert await asyncio.wait_for(intake.accept(one_post("room-1", "d")), 1) == (1, 0)
+    assert subscriptions.reads == 2
+
+    subscriptions.gate.set()
+    await until(lambda: subscriptions.reads == 2 and not intake._refreshing)
+    assert await intake.accept(one_post("room-1", "e")) == (0, 1)  # the re-read took effect
+
+
+async def test_a_subscription_not_reread_for_ten_minutes_is_read_before_answering(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, subscriptions, ticker = remembering
+    assert await intake.accept(one_post("room-1", "a")) == (1, 0)
+    ticker.now += 601
+    await world.ports.subscriptions.delete("sub-room-1")
+
+    assert await intake.accept(one_post("room-1", "b")) == (0, 1)
+    assert subscriptions.reads == 2
+
+
+async def test_an_unknown_subscription_is_looked_up_again_after_five_seconds(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, _, ticker = remembering
+    record = await world.ports.subscriptions.get("sub-room-1")
+    assert record is not None
+    await world.ports.subscriptions.delete("sub-room-1")
+    # Graph notifies before the subscription's record is written...
+    assert await intake.accept(one_post("room-1", "early")) == (0, 1)
+    await world.ports.subscriptions.save(record.value)
+    ticker.now += 2
+    assert await intake.accept(one_post("room-1", "soon")) == (0, 1)  # remembered as unknown
+
+    ticker.now += 4  # ...and a few seconds later it is known
+    assert await intake.accept(one_post("room-1", "later")) == (1, 0)
 
 
 # --- the webhook function ----------------------------------------------------------------
