@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): start the local stack, run every benchmark bounded in
 count and time, print one table of figures and write `bench/results/latest.json`.
 
-`--quick` (the default) takes about 2 minutes on 2 cores; `--full` (about 17) runs the
+`--quick` (the default) takes about 2 minutes on 2 cores; `--full` (about 7) runs the
 webhook load for 30 s, takes more samples everywhere and times the 5,000-event calendar
 paths. Progress goes to stderr, the table to stdout; the host's and the emulator's logs
 to `bench/results/`.
