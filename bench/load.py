@@ -71,6 +71,12 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     # How late the driver itself was in sending (its own scheduling delay), worst case.
     max_send_lag_s: float = 0.0
+    # (seconds from the start when it was due, latency) of each answered request.
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+
+    def slowest(self, count: int) -> list[tuple[float, float]]:
+        """The `count` slowest answered requests, by when they were due."""
+        return sorted(sorted(self.timeline, key=lambda t: t[1])[-count:])
 
     @property
     def answered(self) -> int:
@@ -106,7 +112,9 @@ async def open_loop(
         except (OSError, aiohttp.ClientError) as exc:  # refused or reset: not coping
             result.errors[type(exc).__name__] += 1
             return
-        result.latencies_s.append(loop.time() - due)
+        latency = loop.time() - due
+        result.latencies_s.append(latency)
+        result.timeline.append((due - start, latency))
         result.statuses[status] += 1
 
     for index in range(total):

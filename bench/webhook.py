@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,7 @@ FAILED = Verdict.FAILED
 IDLE_SAMPLES = 20
 IDLE_SPACING_S = 0.1
 IDLE_POLL_S = 0.05
+SLOWEST_POSTS = 20
 
 
 async def notification_items(ctx: Context) -> list[dict[str, Any]]:
@@ -165,6 +167,7 @@ async def _run(ctx: Context, items: list[dict[str, Any]], size: int) -> Outcome:
     url = client.stack.api_url + "/graph/notifications"
     headers = {"Content-Type": "application/json"}
     cpu_before, started = client.stack.cpu_seconds(), time.perf_counter()
+    started_at = datetime.now(UTC).isoformat()  # to find the slow POSTs in the hosts' logs
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as session:
 
         async def send(index: int) -> int:
@@ -218,6 +221,12 @@ async def _run(ctx: Context, items: list[dict[str, Any]], size: int) -> Outcome:
         "drained_after_s": drained_s,
         "left_in_queue": left,
         "cpu_share_of_one_core": {name: round(share, 3) for name, share in cpu.items()},
+        # When the slow tail happened: one stall, or spread over the run.
+        "slowest_posts": [
+            {"due_s": round(due, 3), "latency_ms": round(latency * 1000, 1)}
+            for due, latency in result.slowest(SLOWEST_POSTS)
+        ],
+        "load_started_at": started_at,
     }
     return Outcome(rows, figures)
 
