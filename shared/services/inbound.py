@@ -204,6 +204,9 @@ class InboundWriter:
         if self._forming is None:
             group: list[EventChange | LifecycleEvent] = []
             self._last = asyncio.ensure_future(self._flush(group, self._last))
+            # Its waiters get its outcome; this marks a failure seen even when all of them
+            # stopped waiting, so asyncio does not report it as never retrieved.
+            self._last.add_done_callback(_seen)
             self._forming = (group, self._last)
         group, written = self._forming
         group.extend(messages)
@@ -220,6 +223,11 @@ class InboundWriter:
             self._forming = None  # later work forms the next group
         outgoing = pack_inbound_work(group)
         await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
+
+
+def _seen(write: asyncio.Future[None]) -> None:
+    if not write.cancelled() and write.exception() is not None:
+        logger.debug("an inbound queue write failed; its POSTs were answered 503")
 
 
 class NotificationIntake:

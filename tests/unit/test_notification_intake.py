@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 from collections.abc import Callable
 from datetime import timedelta
@@ -335,6 +336,32 @@ async def test_a_post_that_stops_waiting_does_not_stop_the_write(
     queue.gate.set()
     await until(lambda: bool(queue.sent))
     assert carried(queue) == [["kept"]]
+
+
+async def test_a_failed_write_nobody_waits_for_is_not_reported_as_never_retrieved(
+    gated: tuple[NotificationIntake, GatedQueue],
+) -> None:
+    intake, queue = gated
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        queue.fail_next = 1
+        gone = asyncio.ensure_future(intake.accept(one_post("room-1", "lost")))
+        await until(lambda: queue.writes_started == 1)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        queue.gate.set()
+        # A later POST's write replaces the failed one, which nothing refers to then.
+        assert await intake.accept(one_post("room-1", "next")) == (1, 0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+
+    assert reported == []
+    assert carried(queue) == [["next"]]
 
 
 # --- what the webhook remembers of subscriptions ------------------------------------------
