@@ -195,8 +195,7 @@ class UnavailabilityTable(EntityTable[Unavailability]):
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         # One read of the partition instead of one range query per event: on a calendar of
         # thousands of events the per-event reads, not the writes, took the time.
-        existing = await self.query(resource_id)
-        await self._write_difference(resource_id, [row.value for row in existing], blocks)
+        await self._write_difference(resource_id, await self.list_for_resource(resource_id), blocks)
 
     async def _write_difference(
         self, resource_id: str, existing: list[Unavailability], blocks: list[Unavailability]
