@@ -16,7 +16,7 @@ from pathlib import Path
 
 import azure.functions as func
 
-from local.functions_host.app_index import TRIGGER_KINDS, TriggerKind
+from local.functions_host.app_index import TRIGGER_KINDS, TriggerKind, trigger_kinds
 from local.functions_host.config import (
     HOST_JSON,
     HostConfig,
@@ -82,13 +82,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _trigger_kinds(text: str) -> tuple[TriggerKind, ...]:
-    kinds = {part.strip().lower() for part in text.split(",") if part.strip()}
-    unknown = sorted(kinds - set(TRIGGER_KINDS))
-    if unknown or not kinds:
+    try:
+        return trigger_kinds({part.strip().lower() for part in text.split(",") if part.strip()})
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"expected some of {','.join(TRIGGER_KINDS)}, comma-separated; got {text!r}"
-        )
-    return tuple(kind for kind in TRIGGER_KINDS if kind in kinds)
+        ) from exc
 
 
 def load_app(reference: str, script_root: Path) -> func.FunctionRegister:

@@ -32,6 +32,17 @@ TriggerKind = Literal["http", "queue", "timer"]
 TRIGGER_KINDS: tuple[TriggerKind, ...] = ("http", "queue", "timer")
 
 
+def trigger_kinds(names: Collection[str]) -> tuple[TriggerKind, ...]:
+    """`names` as trigger kinds, in TRIGGER_KINDS order. Raises ValueError when one is
+    unknown or there are none."""
+    unknown = sorted(set(names) - set(TRIGGER_KINDS))
+    if unknown or not names:
+        raise ValueError(
+            f"triggers must be some of {', '.join(TRIGGER_KINDS)}; got {sorted(names)}"
+        )
+    return tuple(kind for kind in TRIGGER_KINDS if kind in names)
+
+
 @dataclass(frozen=True)
 class IndexedFunction:
     """A user function and how to call it."""

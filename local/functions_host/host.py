@@ -16,6 +16,7 @@ from local.functions_host.app_index import (
     AppIndex,
     TriggerKind,
     index_app,
+    trigger_kinds,
 )
 from local.functions_host.config import HostConfig, HostStartupError
 from local.functions_host.http import AdminInvoke, HttpTriggerServer
@@ -100,7 +101,10 @@ async def start_host(
     """
     config = host_config or HostConfig()
     settings = os.environ if environ is None else environ
-    chosen = _trigger_kinds(triggers)
+    try:
+        chosen = trigger_kinds(triggers)
+    except ValueError as exc:
+        raise HostStartupError(str(exc)) from exc
     whole = index_app(app, config, settings)
     index = whole.only(chosen)
     elsewhere = [name for name in whole.names() if name not in index.names()]
@@ -158,15 +162,6 @@ async def _stop_all(
     for result in results:
         if isinstance(result, BaseException):
             logger.error("Stopping a trigger failed", exc_info=result)
-
-
-def _trigger_kinds(triggers: Collection[str]) -> tuple[TriggerKind, ...]:
-    unknown = sorted(set(triggers) - set(TRIGGER_KINDS))
-    if unknown or not triggers:
-        raise HostStartupError(
-            f"triggers must be some of {', '.join(TRIGGER_KINDS)}; got {sorted(triggers)}"
-        )
-    return tuple(kind for kind in TRIGGER_KINDS if kind in triggers)
 
 
 def _log_functions(
