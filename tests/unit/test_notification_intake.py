@@ -323,15 +323,20 @@ async def test_a_failed_write_fails_each_post_of_its_group_and_the_next_group_is
     assert carried(queue) == [["y"]]
 
 
+async def abandoned_post(intake: NotificationIntake, queue: GatedQueue, event_id: str) -> None:
+    """A POST whose write is in flight when Graph stops waiting for it."""
+    post = asyncio.ensure_future(intake.accept(one_post("room-1", event_id)))
+    await until(lambda: queue.writes_started == 1)
+    post.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await post
+
+
 async def test_a_post_that_stops_waiting_does_not_stop_the_write(
     gated: tuple[NotificationIntake, GatedQueue],
 ) -> None:
     intake, queue = gated
-    gone = asyncio.ensure_future(intake.accept(one_post("room-1", "kept")))
-    await until(lambda: queue.writes_started == 1)
-    gone.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await gone
+    await abandoned_post(intake, queue, "kept")
 
     queue.gate.set()
     await until(lambda: bool(queue.sent))
@@ -348,11 +353,7 @@ async def test_a_failed_write_nobody_waits_for_is_not_reported_as_never_retrieve
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
     try:
         queue.fail_next = 1
-        gone = asyncio.ensure_future(intake.accept(one_post("room-1", "lost")))
-        await until(lambda: queue.writes_started == 1)
-        gone.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gone
+        await abandoned_post(intake, queue, "lost")
         queue.gate.set()
         # A later POST's write replaces the failed one, which nothing refers to then.
         assert await intake.accept(one_post("room-1", "next")) == (1, 0)
