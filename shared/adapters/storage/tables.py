@@ -25,6 +25,8 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
@@ -58,6 +60,9 @@ def decode_key(value: str) -> str:
     return unquote(value)
 
 
+_CREATE_ATTEMPTS = 3
+
+
 class TableStore:
     """The process's TableServiceClient and the tables it has made sure exist."""
 
@@ -74,10 +79,19 @@ class TableStore:
         name = self.table_name(kind)
         client = self._service.get_table_client(name)
         if name not in self._ready:
-            try:
-                await self._service.create_table_if_not_exists(name)
-            except AzureError as exc:
-                raise StorageUnavailable(f"table {name} could not be created: {exc}") from exc
+            for attempt in range(1, _CREATE_ATTEMPTS + 1):
+                try:
+                    await self._service.create_table_if_not_exists(name)
+                    break
+                except (ServiceRequestError, ServiceResponseError) as exc:
+                    # A pooled connection the server closed as we reused it: the SDK does
+                    # not repeat a POST, but creating a table if absent is safe to repeat.
+                    if attempt == _CREATE_ATTEMPTS:
+                        raise StorageUnavailable(
+                            f"table {name} could not be created: {exc}"
+                        ) from exc
+                except AzureError as exc:
+                    raise StorageUnavailable(f"table {name} could not be created: {exc}") from exc
             self._ready.add(name)
         return client
 
