@@ -23,9 +23,11 @@ from shared.adapters.graph.gateway import build_calendar_gateway
 from shared.adapters.storage.queues import QueueSender
 from shared.adapters.storage.repositories import (
     BookingTable,
+    CalendarCheckTable,
     EventMappingTable,
     IdempotencyTable,
     LeaseTable,
+    MailboxClaimTable,
     ResourceTable,
     SlotLedgerTable,
     SubscriptionTable,
@@ -38,10 +40,12 @@ from shared.domain.base import utc_now
 from shared.observability import configure_observability
 from shared.ports import (
     BookingRepository,
+    CalendarChecks,
     CalendarGateway,
     EventMappingRepository,
     IdempotencyStore,
     Leases,
+    MailboxClaims,
     MessageQueue,
     ResourceRepository,
     SlotLedger,
@@ -81,6 +85,8 @@ class Adapters:
     slot_ledger: SlotLedgerTable
     idempotency: IdempotencyTable
     leases: LeaseTable
+    calendar_checks: CalendarCheckTable
+    mailbox_claims: MailboxClaimTable
 
     async def close(self) -> None:
         await self.tables.close()
@@ -99,6 +105,8 @@ class Adapters:
             slot_ledger=self.slot_ledger,
             idempotency=self.idempotency,
             leases=self.leases,
+            calendar_checks=self.calendar_checks,
+            mailbox_claims=self.mailbox_claims,
         )
 
 
@@ -117,6 +125,8 @@ class Ports:
     slot_ledger: SlotLedger
     idempotency: IdempotencyStore
     leases: Leases
+    calendar_checks: CalendarChecks
+    mailbox_claims: MailboxClaims
 
 
 def storage_transport_options() -> dict[str, Any]:
@@ -160,6 +170,8 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
         slot_ledger=SlotLedgerTable(store),
         idempotency=IdempotencyTable(store),
         leases=LeaseTable(store),
+        calendar_checks=CalendarCheckTable(store),
+        mailbox_claims=MailboxClaimTable(store),
     )
 
 
@@ -231,6 +243,7 @@ def build_services(
         resources=ports.resources,
         bookings=ports.bookings,
         event_mappings=ports.event_mappings,
+        checks=ports.calendar_checks,
         unavailability=ports.unavailability,
         idempotency=ports.idempotency,
         queue=ports.queue,
@@ -243,6 +256,7 @@ def build_services(
         resources=ports.resources,
         bookings=ports.bookings,
         event_mappings=ports.event_mappings,
+        checks=ports.calendar_checks,
         gateway=gateway,
         sync_log=ports.sync_log,
         connection=connection,
@@ -274,6 +288,7 @@ def build_services(
         bookings=ports.bookings,
         booking_service=bookings,
         event_mappings=ports.event_mappings,
+        checks=ports.calendar_checks,
         gateway=gateway,
         mirror=mirror,
         applier=applier,
@@ -293,6 +308,7 @@ def build_services(
         resources=ResourceService(
             resources=ports.resources,
             event_mappings=ports.event_mappings,
+            mailboxes=ports.mailbox_claims,
             gateway=gateway,
             mirror=mirror,
             subscriptions=subscriptions,

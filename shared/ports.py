@@ -8,6 +8,7 @@ it if absent (raising AlreadyExists) or replaces it under the ETag it was read w
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Literal, Protocol, TypeVar
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from shared.domain.bookings import Booking
 from shared.domain.calendar import (
+    CalendarCheck,
     CalendarEvent,
     DeltaRound,
     EventDraft,
@@ -26,7 +28,7 @@ from shared.domain.calendar import (
 )
 from shared.domain.claims import DayLedger
 from shared.domain.errors import DomainError
-from shared.domain.resources import Resource
+from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry
 
 M = TypeVar("M", bound=BaseModel)
@@ -62,6 +64,33 @@ class EventMappingRepository(Protocol):
     async def add(self, mapping: EventMapping) -> Stored[EventMapping]: ...
     async def update(self, mapping: EventMapping, etag: str) -> Stored[EventMapping]: ...
     async def list_for_resource(self, resource_id: str) -> list[Stored[EventMapping]]: ...
+
+
+class CalendarChecks(Protocol):
+    """Which bookings' events each resource's calendar has not confirmed yet."""
+
+    async def mark(self, resource_id: str, versions: Mapping[str, int]) -> None:
+        """Record (or refresh) the checks of these bookings (id → the version being
+        written) on one resource; unconditional, so any writer may mark."""
+        ...
+
+    async def pending(self, resource_id: str) -> list[Stored[CalendarCheck]]: ...
+    async def clear(self, check: Stored[CalendarCheck]) -> bool:
+        """Remove the check unless it was marked again since it was read; True if removed."""
+        ...
+
+
+class MailboxClaims(Protocol):
+    """One mailbox is one resource: which resource holds each mailbox (case-insensitive)."""
+
+    async def holder(self, mailbox: str) -> Stored[MailboxClaim] | None: ...
+    async def claim(self, mailbox: str, resource_id: str, etag: str | None) -> bool:
+        """Insert (etag None) or take over that version of a claim; False if beaten."""
+        ...
+
+    async def release(self, mailbox: str, resource_id: str) -> None:
+        """Drop the claim if `resource_id` holds it; idempotent."""
+        ...
 
 
 class UnavailabilityRepository(Protocol):
@@ -201,6 +230,12 @@ class CalendarGateway(Protocol):
         ...
 
     async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None: ...
+    async def get_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | None]:
+        """Several events of one mailbox (None: gone), in as few requests as Graph allows."""
+        ...
+
     async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
         """Every event carrying our booking-id extended property (never a foreign one)."""
         ...

@@ -4,8 +4,9 @@ Table Storage adapter, for fast unit tests of the services."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 from shared.composition import Ports, Services, build_services
 from shared.domain.bookings import Booking
 from shared.domain.calendar import (
+    CalendarCheck,
     CalendarEvent,
     DeltaRound,
     EventDraft,
@@ -32,7 +34,7 @@ from shared.domain.errors import (
     StorageUnavailable,
 )
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, PushBooking
-from shared.domain.resources import Resource
+from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry
 from shared.ports import EventWrite, EventWriteResult, IdempotencyRecord, Stored
 from shared.settings import Settings
@@ -109,6 +111,54 @@ class FakeEventMappings(FakeTable[EventMapping]):
 
     async def list_for_resource(self, resource_id: str) -> list[Stored[EventMapping]]:
         return [row for (rid, _), row in self.rows.items() if rid == resource_id]
+
+
+class FakeCalendarChecks(FakeTable[CalendarCheck]):
+    async def mark(self, resource_id: str, versions: Mapping[str, int]) -> None:
+        for booking_id, version in versions.items():
+            key = (resource_id, booking_id)
+            self.rows.pop(key, None)
+            self._insert(
+                key,
+                CalendarCheck(
+                    resource_id=resource_id,
+                    booking_id=booking_id,
+                    booking_version=version,
+                    marked_at=datetime.now(UTC),
+                ),
+            )
+
+    async def pending(self, resource_id: str) -> list[Stored[CalendarCheck]]:
+        return [v for k, v in sorted(self.rows.items()) if k[0] == resource_id]
+
+    async def clear(self, check: Stored[CalendarCheck]) -> bool:
+        key = (check.value.resource_id, check.value.booking_id)
+        current = self.rows.get(key)
+        if current is None or current.etag != check.etag:
+            return current is None
+        del self.rows[key]
+        return True
+
+
+class FakeMailboxClaims(FakeTable[MailboxClaim]):
+    async def holder(self, mailbox: str) -> Stored[MailboxClaim] | None:
+        return self.rows.get((mailbox.lower(), "claim"))
+
+    async def claim(self, mailbox: str, resource_id: str, etag: str | None) -> bool:
+        claim = MailboxClaim(mailbox=mailbox.lower(), resource_id=resource_id)
+        try:
+            if etag is None:
+                self._insert((claim.mailbox, "claim"), claim)
+            else:
+                self._replace((claim.mailbox, "claim"), claim, etag)
+        except (AlreadyExists, ConcurrencyConflict):
+            return False
+        return True
+
+    async def release(self, mailbox: str, resource_id: str) -> None:
+        current = await self.holder(mailbox)
+        if current is not None and current.value.resource_id == resource_id:
+            del self.rows[(mailbox.lower(), "claim")]
 
 
 class FakeUnavailability:
@@ -229,6 +279,7 @@ class FakeCalendar:
         self.errors: dict[str, list[DomainError]] = {}
         self.batches: list[int] = []
         self.reads: list[tuple[str, str]] = []  # get_event calls: (mailbox, event id)
+        self.batch_reads: list[int] = []  # get_events calls: how many ids each
         self.unreachable = False
         self._ids = itertools.count(1)
 
@@ -286,6 +337,12 @@ class FakeCalendar:
         self._check(mailbox)
         self.reads.append((mailbox, event_id))
         return self.events[mailbox].get(event_id)
+
+    async def get_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | None]:
+        self.batch_reads.append(len(event_ids))
+        return {event_id: await self.get_event(mailbox, event_id) for event_id in event_ids}
 
     async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
         self._check(mailbox)
@@ -452,6 +509,8 @@ def fake_world(clock: Clock, mailboxes: tuple[str, ...]) -> FakeWorld:
         slot_ledger=FakeLedger(),
         idempotency=FakeIdempotency(),
         leases=FakeLeases(),
+        calendar_checks=FakeCalendarChecks(),
+        mailbox_claims=FakeMailboxClaims(),
     )
     calendar = FakeCalendar(mailboxes)
     settings = Settings.model_validate(

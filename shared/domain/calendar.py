@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -30,6 +31,26 @@ class Sensitivity(StrEnum):
         return self in (Sensitivity.PRIVATE, Sensitivity.CONFIDENTIAL)
 
 
+class WrittenTimes(DomainModel):
+    """Times we sent to an event in a write whose success is not recorded yet."""
+
+    booking_version: int = Field(ge=0)
+    start: UtcDatetime
+    end: UtcDatetime
+    sent_at: UtcDatetime
+    # Answered with an error that may still have been applied (a 5xx, no answer): the
+    # event may show these times, but no write is under way any more.
+    answered: bool = False
+
+
+# How many unanswered writes a mapping remembers (a write that met no answer stays until
+# a later one is recorded); more would mean a mailbox failing for a long time anyway.
+MAX_WRITES_IN_FLIGHT = 5
+# How long an unanswered write may still reach Graph: a push's requests give up well
+# within this (the gateway's retry budget), so after it a write is done or lost.
+WRITE_IN_FLIGHT_SECONDS = 120
+
+
 class EventMapping(DomainModel):
     """The Outlook event we wrote for one booking in one resource's calendar."""
 
@@ -53,6 +74,38 @@ class EventMapping(DomainModel):
     recreations: int = Field(default=0, ge=0)
     # The Outlook user deleted the event and the policy said ignore: not pushed again.
     detached: bool = False
+    # Times of writes sent (recorded before sending) whose answers are not recorded yet.
+    # The event may show any of them before the answer comes back: an event at one of
+    # these times is our own write, never an Outlook move.
+    writes_in_flight: list[WrittenTimes] = Field(default_factory=list)
+
+    def write_in_flight(self, now: datetime) -> bool:
+        """Whether a write to the event may still be under way: the next one waits, so
+        that Graph never applies two of our writes to one event out of order."""
+        cutoff = now - timedelta(seconds=WRITE_IN_FLIGHT_SECONDS)
+        return any(not w.answered and w.sent_at > cutoff for w in self.writes_in_flight)
+
+    def written_by_us(self, start: datetime, end: datetime) -> bool:
+        """Whether an event at [start, end) shows a write of ours (recorded or in flight)."""
+        if (start, end) == (self.pushed_start, self.pushed_end):
+            return True
+        return any((w.start, w.end) == (start, end) for w in self.writes_in_flight)
+
+
+class CalendarCheck(DomainModel):
+    """A booking whose event in one resource's calendar is not confirmed yet.
+
+    Marked (upserted) before anything changes what the calendar should hold: a booking
+    change, a push. Reconciliation reads a resource's checks, looks at just those events,
+    heals what differs and removes a check once the calendar agrees with the booking at
+    `booking_version` or later. So a push that failed for longer than the queue retries,
+    or an event deleted before anyone looked, is found by the next ordinary round.
+    """
+
+    resource_id: ResourceId
+    booking_id: BookingId
+    booking_version: int = Field(ge=1)
+    marked_at: UtcDatetime
 
 
 class Unavailability(DomainModel):

@@ -38,6 +38,12 @@ class SlotUnavailable(DomainError):
     code = "slot_unavailable"
 
 
+class MailboxInUse(DomainError):
+    """Another resource is connected to the mailbox (one mailbox is one resource)."""
+
+    code = "mailbox_in_use"
+
+
 class CalendarUnavailable(DomainError):
     """The resource's calendar cannot be trusted right now (fail closed)."""
 

@@ -142,3 +142,10 @@ class Resource(DomainModel):
     def mirror_is_fresh(self, now: datetime, freshness_minutes: int) -> bool:
         refreshed = self.status.mirror_refreshed_at
         return refreshed is not None and (now - refreshed).total_seconds() <= freshness_minutes * 60
+
+
+class MailboxClaim(DomainModel):
+    """The resource that uses a mailbox (one mailbox is one resource)."""
+
+    mailbox: str  # lower case
+    resource_id: ResourceId

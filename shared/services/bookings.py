@@ -37,6 +37,7 @@ from shared.domain.messages import (
 from shared.domain.resources import Resource
 from shared.ports import (
     BookingRepository,
+    CalendarChecks,
     EventMappingRepository,
     IdempotencyRecord,
     IdempotencyStore,
@@ -90,6 +91,7 @@ class BookingService:
         resources: ResourceRepository,
         bookings: BookingRepository,
         event_mappings: EventMappingRepository,
+        checks: CalendarChecks,
         unavailability: UnavailabilityRepository,
         idempotency: IdempotencyStore,
         queue: MessageQueue,
@@ -106,6 +108,7 @@ class BookingService:
         self._resources = resources
         self._bookings = bookings
         self._mappings = event_mappings
+        self._checks = checks
         self._unavailability = unavailability
         self._idempotency = idempotency
         self._queue = queue
@@ -229,6 +232,7 @@ class BookingService:
         )
         booking = self._with_changes(booking, BookingEventType.CREATED, EventSource.API, now, owner)
         try:
+            await self._mark_unconfirmed(booking)
             stored = await self._bookings.add(booking)
         except AlreadyExists:
             # Another attempt with this Idempotency-Key wrote it first: the claims are
@@ -267,6 +271,7 @@ class BookingService:
             cancelled = self._with_changes(
                 cancelled, BookingEventType.CANCELLED, source, now, owner
             )
+            await self._mark_unconfirmed(cancelled)
             try:
                 updated = await self._bookings.update(cancelled, stored.etag)
             except ConcurrencyConflict:
@@ -312,10 +317,10 @@ class BookingService:
                     # A concurrent request moved it here: the claim is that booking's now.
                     return await self.view(await self.flush_outbox(stored))
                 owner = _new_owner()
+                moved = self._moved(booking, new_range, source, owner)
+                await self._mark_unconfirmed(moved)
                 try:
-                    updated = await self._bookings.update(
-                        self._moved(booking, new_range, source, owner), stored.etag
-                    )
+                    updated = await self._bookings.update(moved, stored.etag)
                 except ConcurrencyConflict:
                     stored = await self._get(booking_id)
                     booking = stored.value
@@ -552,6 +557,18 @@ class BookingService:
         )
 
     # -- helpers -------------------------------------------------------------------
+    async def _mark_unconfirmed(self, booking: Booking) -> None:
+        """Before a change is written: each calendar's event is to be confirmed, so the
+        next reconcile round looks at it whatever becomes of the push (a crash, a Graph
+        outage longer than the queue retries). A check marked for a write that then
+        fails is dropped by the round."""
+        await asyncio.gather(
+            *(
+                self._checks.mark(resource_id, {booking.booking_id: booking.version})
+                for resource_id in booking.resource_ids
+            )
+        )
+
     async def _get(self, booking_id: str) -> Stored[Booking]:
         stored = await self._bookings.get(booking_id)
         if stored is None:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from shared.domain.bookings import Booking, TimeRange
 from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import ConcurrencyConflict, SlotUnavailable
+from shared.domain.errors import SlotUnavailable
 from shared.domain.messages import (
     BookingEvent,
     BookingEventType,
@@ -32,12 +32,11 @@ from shared.ports import (
 )
 from shared.services.bookings import BookingService
 from shared.services.events import EventRouting
+from shared.services.mapping_updates import update_mapping
 from shared.services.policies import Action, on_delete, on_move
 from shared.services.push import PushService
 
 logger = logging.getLogger(__name__)
-
-MAX_MAPPING_ATTEMPTS = 5
 
 
 class OutlookChangeApplier:
@@ -92,9 +91,10 @@ class OutlookChangeApplier:
             )
             await self._on_deleted(resource, mapping, booking, action, direction)
             return action
-        moved = (event.start, event.end) != (current.pushed_start, current.pushed_end)
-        if not moved:
-            # Another kind of edit (subject, body): remember its changeKey, change nothing.
+        if current.written_by_us(event.start, event.end):
+            # At times we wrote (the answer to a write may still be on its way, so its
+            # notification can come first), or another kind of edit (subject, body):
+            # remember its changeKey, change nothing.
             await self._mappings.update(
                 current.model_copy(update={"change_key": event.change_key}), mapping.etag
             )
@@ -130,20 +130,14 @@ class OutlookChangeApplier:
 
     async def _forget_event(self, current: EventMapping) -> None:
         """The event is gone: the mapping stops pointing at it. The cancel's own push
-        may be writing the same mapping meanwhile, so read and try again on a conflict."""
-        for _ in range(MAX_MAPPING_ATTEMPTS):
-            latest = await self._mappings.get(current.resource_id, current.booking_id)
-            if latest is None or latest.value.event_id != current.event_id:
-                return  # the push already recorded the event's removal
-            try:
-                await self._mappings.update(
-                    latest.value.model_copy(update={"event_id": None, "change_key": None}),
-                    latest.etag,
-                )
-                return
-            except ConcurrencyConflict:
-                continue
-        raise ConcurrencyConflict(f"mapping of booking {current.booking_id} kept changing")
+        may be writing the same mapping meanwhile, hence a re-read on a conflict."""
+
+        def forgotten(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id:
+                return None  # the push already recorded the event's removal
+            return latest.model_copy(update={"event_id": None, "change_key": None})
+
+        await update_mapping(self._mappings, current.resource_id, current.booking_id, forgotten)
 
     async def _on_moved(
         self,

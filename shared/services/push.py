@@ -12,14 +12,21 @@ on the mapping; transient ones are raised after recording, so the queue retries.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from shared.domain.bookings import Booking, BookingStatus
-from shared.domain.calendar import CalendarEvent, EventDraft, EventMapping
+from shared.domain.calendar import (
+    MAX_WRITES_IN_FLIGHT,
+    CalendarEvent,
+    EventDraft,
+    EventMapping,
+    WrittenTimes,
+)
 from shared.domain.errors import (
     DomainError,
     GraphAccessDenied,
@@ -32,14 +39,17 @@ from shared.domain.resources import CancelledEventMode, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
+    CalendarChecks,
     CalendarGateway,
     EventMappingRepository,
     EventWrite,
+    EventWriteResult,
     ResourceRepository,
     Stored,
     SyncLog,
 )
 from shared.services.connection import ConnectionTracker
+from shared.services.mapping_updates import update_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +60,16 @@ class PushIncomplete(DomainError):
     """Some calendars could not be written for a transient reason; retry the message."""
 
     code = "push_incomplete"
+
+
+# How often, and how long between, a push looks again at an event whose previous write of
+# ours is still under way (a slow mailbox answers within seconds); then the queue retries.
+WAITS_FOR_WRITE_IN_FLIGHT = 40
+WAIT_FOR_WRITE_IN_FLIGHT_SECONDS = 0.5
+
+
+class _WriteInFlight(Exception):
+    """Another write to the event is still under way; this one goes after it."""
 
 
 def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
@@ -105,14 +125,18 @@ class PushService:
         resources: ResourceRepository,
         bookings: BookingRepository,
         event_mappings: EventMappingRepository,
+        checks: CalendarChecks,
         gateway: CalendarGateway,
         sync_log: SyncLog,
         connection: ConnectionTracker,
         clock: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._sleep = sleep
         self._resources = resources
         self._bookings = bookings
         self._mappings = event_mappings
+        self._checks = checks
         self._gateway = gateway
         self._sync_log = sync_log
         self._connection = connection
@@ -124,10 +148,25 @@ class PushService:
 
     async def push_many(self, messages: list[PushBooking], *, only: str | None = None) -> None:
         """Push several bookings with one batched write (resync, reconcile); `only`
-        limits it to one resource's calendar. Raises PushIncomplete after recording
-        everything when some writes failed for a transient reason."""
+        limits it to one resource's calendar. A calendar whose event has another write
+        of ours under way is written once that one is answered (waiting a while here).
+        Raises PushIncomplete after recording everything when some writes failed for a
+        transient reason, or waited too long."""
+        for _ in range(WAITS_FOR_WRITE_IN_FLIGHT):
+            waiting = await self._push_once(messages, only)
+            if not waiting:
+                return
+            messages = waiting
+            await self._sleep(WAIT_FOR_WRITE_IN_FLIGHT_SECONDS)
+        ids = ", ".join(m.booking_id for m in messages[:10])
+        raise PushIncomplete(f"retry for {ids}: another write to their events is under way")
+
+    async def _push_once(self, messages: list[PushBooking], only: str | None) -> list[PushBooking]:
+        """One batched write; returns the messages to push again once the writes under
+        way to their events are answered."""
         now = self._clock()
         planned: list[tuple[Booking, _Planned]] = []
+        waiting: dict[str, PushBooking] = {}
         resources: dict[str, Resource | None] = {}
         for message in messages:
             stored = await self._bookings.get(message.booking_id)
@@ -144,24 +183,55 @@ class PushService:
                 resource = resources[resource_id]
                 if resource is None:
                     continue
-                plan = await self._plan(booking, resource, now, message.include_past)
+                try:
+                    plan = await self._plan(booking, resource, now, message.include_past)
+                except _WriteInFlight:
+                    # Its other calendars are written now; this one again after.
+                    waiting[message.booking_id] = message
+                    continue
                 if plan is not None:
                     planned.append((booking, plan))
         if not planned:
-            return
+            return list(waiting.values())
+        # Before anything is sent: whatever becomes of this write (a crash, a failure for
+        # longer than the queue retries, a delete nobody notifies), the next reconcile
+        # round looks at these events again.
+        marks: dict[str, dict[str, int]] = {}
+        for booking, plan in planned:
+            marks.setdefault(plan.resource.resource_id, {})[booking.booking_id] = booking.version
+        await asyncio.gather(*(self._checks.mark(r, versions) for r, versions in marks.items()))
         results = await self._gateway.write_batch([plan.write for _, plan in planned])
         transient: list[str] = []
         synced: set[str] = set()
+        errors: list[BaseException] = []
         for (booking, plan), result in zip(planned, results, strict=True):
+            # Each calendar's answer is recorded on its own: a mapping written meanwhile by
+            # another worker costs a re-read, and never the record of the other calendars.
+            try:
+                retry = await self._record(booking, plan, result, now)
+            except Exception as exc:  # noqa: BLE001 - raised below, once all are recorded
+                errors.append(exc)
+                continue
             if result.error is None:
-                await self._record_success(booking, plan, result.event, now)
                 synced.add(plan.resource.resource_id)
-            elif await self._record_failure(booking, plan, result.error, now):
+            elif retry:
                 transient.append(f"{booking.booking_id} on {plan.resource.resource_id}")
         for resource_id in sorted(synced):
             await self._connection.mark_synced(resource_id)
+        if errors:
+            raise errors[0]
         if transient:
             raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
+        return list(waiting.values())
+
+    async def _record(
+        self, booking: Booking, plan: _Planned, result: EventWriteResult, now: datetime
+    ) -> bool:
+        """Record one write's answer; True when it failed and is worth retrying."""
+        if result.error is None:
+            await self._record_success(booking, plan, result.event, now)
+            return False
+        return await self._record_failure(booking, plan, result.error, now)
 
     async def _plan(
         self, booking: Booking, resource: Resource, now: datetime, include_past: bool
@@ -175,6 +245,8 @@ class PushService:
             return None  # removed in Outlook under the ignore policy
         draft = render_draft(booking, resource)
         mailbox = resource.settings.mailbox
+        if current is not None and current.event_id is not None and current.write_in_flight(now):
+            raise _WriteInFlight(current.event_id)
         if draft is None:
             if mapping is None or current is None or current.event_id is None:
                 return None
@@ -183,6 +255,7 @@ class PushService:
         if mapping is not None and current is not None and current.event_id is not None:
             if current.booking_version >= booking.version and current.last_error is None:
                 return None  # already in sync
+            mapping = await self._record_update_intent(mapping, booking, draft, now)
             write = EventWrite(mailbox=mailbox, op="update", event_id=current.event_id, draft=draft)
             return _Planned(resource, mapping, draft, write)
         if booking.is_in_past(now) and not include_past:
@@ -214,42 +287,75 @@ class PushService:
         )
         return updated, tx
 
+    async def _record_update_intent(
+        self, mapping: Stored[EventMapping], booking: Booking, draft: EventDraft, now: datetime
+    ) -> Stored[EventMapping]:
+        """Before an update is sent, remember the times it writes: its notification can
+        come back before its answer, and must then be seen as ours, not as a move."""
+        written = WrittenTimes(
+            booking_version=booking.version, start=draft.start, end=draft.end, sent_at=now
+        )
+        current = mapping.value
+        in_flight = [*current.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
+        # Under the ETag the plan read: if another worker wrote the mapping meanwhile this
+        # raises ConcurrencyConflict and the queue retries the whole push, planned afresh.
+        return await self._mappings.update(
+            current.model_copy(update={"writes_in_flight": in_flight}), mapping.etag
+        )
+
     async def _record_success(
         self, booking: Booking, plan: _Planned, event: CalendarEvent | None, now: datetime
     ) -> None:
-        base = plan.mapping.value
-        if plan.write.op == "delete":
-            mapping = base.model_copy(
-                update={
-                    "event_id": None,
-                    "change_key": None,
-                    "booking_version": booking.version,
-                    "synced_at": now,
-                    "last_error": None,
-                }
-            )
-        elif event is not None and plan.draft is not None:
+        write, draft = plan.write, plan.draft
+        if write.op != "delete" and (event is None or draft is None):
+            raise GraphTransient("Graph acknowledged a write without returning the event")
+
+        def recorded(latest: EventMapping) -> EventMapping | None:
+            in_flight = [w for w in latest.writes_in_flight if w.booking_version > booking.version]
+            history = latest.model_copy(update={"writes_in_flight": in_flight})
+            if latest.booking_version > booking.version or (
+                write.op != "create" and latest.event_id != write.event_id
+            ):
+                # A newer push, a resync or a restore recorded first: ours is history.
+                return history if in_flight != latest.writes_in_flight else None
+            if write.op == "delete":
+                return history.model_copy(
+                    update={
+                        "event_id": None,
+                        "change_key": None,
+                        "booking_version": booking.version,
+                        "synced_at": now,
+                        "last_error": None,
+                    }
+                )
+            if event is None or draft is None:  # checked above; for the type checker
+                return None
+            if latest.event_id not in (None, event.event_id):
+                return history if in_flight != latest.writes_in_flight else None
             # Graph answers a retried create by its transactionId with the event as it is
             # now: if the Outlook user moved it meanwhile, that version is not our write,
             # so its changeKey is not kept as ours and the next look applies the policy.
-            as_drafted = (event.start, event.end) == (plan.draft.start, plan.draft.end)
-            mapping = base.model_copy(
+            as_drafted = (event.start, event.end) == (draft.start, draft.end)
+            return history.model_copy(
                 update={
                     "event_id": event.event_id,
                     "change_key": event.change_key if as_drafted else None,
-                    "pushed_start": plan.draft.start,
-                    "pushed_end": plan.draft.end,
-                    "pushed_subject": plan.draft.subject,
+                    "pushed_start": draft.start,
+                    "pushed_end": draft.end,
+                    "pushed_subject": draft.subject,
                     "booking_version": booking.version,
                     "synced_at": now,
                     "last_error": None,
                     "pending_transaction_id": None,
                 }
             )
-        else:
-            raise GraphTransient("Graph acknowledged a write without returning the event")
-        await self._mappings.update(mapping, plan.mapping.etag)
-        await self._log(booking, plan, SyncOutcome.OK, None, now, event_id=mapping.event_id)
+
+        mapping = plan.mapping.value
+        await update_mapping(
+            self._mappings, mapping.resource_id, mapping.booking_id, recorded, first=plan.mapping
+        )
+        event_id = event.event_id if event is not None else None
+        await self._log(booking, plan, SyncOutcome.OK, None, now, event_id=event_id)
 
     async def _record_failure(
         self, booking: Booking, plan: _Planned, error: DomainError, now: datetime
@@ -273,8 +379,27 @@ class PushService:
         if permanent:
             # First, so that new bookings are refused before anyone sees this failure.
             await self._connection.mark_failing(resource_id, message)
-        await self._mappings.update(
-            plan.mapping.value.model_copy(update={"last_error": message}), plan.mapping.etag
+
+        def failed(latest: EventMapping) -> EventMapping | None:
+            # A refusal was not applied; a write that met a 5xx or no answer may have
+            # been, so its times stay known as ours (but no longer under way).
+            in_flight = [
+                w.model_copy(update={"answered": True})
+                if w.booking_version == booking.version
+                else w
+                for w in latest.writes_in_flight
+                if w.booking_version != booking.version or isinstance(error, GraphTransient)
+            ]
+            if latest.booking_version > booking.version:
+                # A newer push was recorded meanwhile.
+                if in_flight == latest.writes_in_flight:
+                    return None
+                return latest.model_copy(update={"writes_in_flight": in_flight})
+            return latest.model_copy(update={"last_error": message, "writes_in_flight": in_flight})
+
+        mapping = plan.mapping.value
+        await update_mapping(
+            self._mappings, mapping.resource_id, mapping.booking_id, failed, first=plan.mapping
         )
         await self._log(booking, plan, SyncOutcome.FAILED, message, now)
         logger.warning(

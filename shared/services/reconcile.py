@@ -16,11 +16,17 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.domain.base import DomainModel
 from shared.domain.bookings import Booking
-from shared.domain.calendar import CalendarEvent, DeltaRound, EventMapping, EventType
+from shared.domain.calendar import (
+    CalendarCheck,
+    CalendarEvent,
+    DeltaRound,
+    EventMapping,
+    EventType,
+)
 from shared.domain.errors import (
     ConcurrencyConflict,
     GraphAccessDenied,
@@ -32,6 +38,7 @@ from shared.domain.resources import ConnectionState, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
+    CalendarChecks,
     CalendarGateway,
     EventMappingRepository,
     EventWrite,
@@ -43,6 +50,7 @@ from shared.ports import (
 from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
 from shared.services.inbound import EventChangeHandler
+from shared.services.mapping_updates import update_mapping
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
@@ -53,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 
 LEASE_SECONDS = 300.0
+# A check whose booking change never landed (the request failed after marking it) is
+# dropped after this; any request that could still land has long ended by then.
+ABANDONED_CHECK = timedelta(minutes=10)
 
 
 class ReconcileReport(DomainModel):
@@ -63,6 +74,9 @@ class ReconcileReport(DomainModel):
     adopted: int = 0
     duplicates_removed: int = 0
     pushed: int = 0
+    # Events written or changed since they were last confirmed, looked at this round.
+    checked: int = 0
+    confirmed: int = 0
     skipped: str | None = None
 
 
@@ -74,6 +88,7 @@ class ReconcileService:
         bookings: BookingRepository,
         booking_service: BookingService,
         event_mappings: EventMappingRepository,
+        checks: CalendarChecks,
         gateway: CalendarGateway,
         mirror: MirrorService,
         applier: OutlookChangeApplier,
@@ -89,6 +104,7 @@ class ReconcileService:
         self._bookings = bookings
         self._booking_service = booking_service
         self._mappings = event_mappings
+        self._checks = checks
         self._gateway = gateway
         self._mirror = mirror
         self._applier = applier
@@ -140,6 +156,8 @@ class ReconcileService:
                 report = await self._full_round(resource, delta.events, report)
             else:
                 report = await self._incremental_round(resource, delta, report)
+            if settings.direction.pushes:
+                report = await self._confirm(resource, report)
         except (GraphAccessDenied, GraphNotFound) as exc:
             await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
             raise
@@ -218,6 +236,86 @@ class ReconcileService:
             await self._changes.handle(change)
         await self._finish_bookings(resource.resource_id)
         return report.model_copy(update={"policies_applied": len(changes)})
+
+    async def _confirm(self, resource: Resource, report: ReconcileReport) -> ReconcileReport:
+        """Look at just the events written or changed since they were last confirmed
+        (the resource's checks): a push that failed for longer than the queue retried,
+        or an event deleted or moved with its notification lost, which a delta round may
+        never report (an item created and deleted between two rounds). Pushes what the
+        calendar lacks, applies the policies to what the Outlook user did, and drops the
+        checks the calendar now agrees with. One `$batch` GET per 20 events; none when
+        nothing is unconfirmed."""
+        checks = await self._checks.pending(resource.resource_id)
+        if not checks:
+            return report
+        now = self._clock()
+        pushes: list[PushBooking] = []
+        to_read: list[tuple[Stored[CalendarCheck], Booking, Stored[EventMapping]]] = []
+        settled: list[Stored[CalendarCheck]] = []
+        for check in checks:
+            stored = await self._bookings.get(check.value.booking_id)
+            if stored is None or stored.value.version < check.value.booking_version:
+                # The change was never written (or not yet): wait for it, for a while.
+                if now - check.value.marked_at > ABANDONED_CHECK:
+                    settled.append(check)
+                continue
+            booking = stored.value
+            if booking.outbox:
+                booking = await self._booking_service.flush_outbox(stored)
+            mapping = await self._mappings.get(resource.resource_id, booking.booking_id)
+            if resource.resource_id not in booking.resource_ids or (
+                mapping is not None and mapping.value.detached
+            ):
+                settled.append(check)
+            elif await self._needs_push(booking, mapping):
+                pushes.append(
+                    PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
+                )
+            elif mapping is not None and mapping.value.event_id is not None:
+                to_read.append((check, booking, mapping))
+            else:
+                settled.append(check)  # no event wanted, none there
+        applied = 0
+        if to_read:
+            events = await self._gateway.get_events(
+                resource.settings.mailbox,
+                [m.value.event_id for _, _, m in to_read if m.value.event_id is not None],
+            )
+            for check, booking, mapping in to_read:
+                event = events.get(mapping.value.event_id or "")
+                if await self._applier.apply(resource, mapping, event, SyncDirection.RECONCILE):
+                    applied += 1  # its own writes are confirmed next round
+                elif event is not None and _in_step(event, booking):
+                    settled.append(check)
+                else:
+                    # At times of an earlier write of ours: written again as it is now.
+                    await self._rewrite(mapping)
+                    pushes.append(
+                        PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
+                    )
+        confirmed = 0
+        for check in settled:
+            confirmed += await self._checks.clear(check)
+        await self._push.push_many(pushes, only=resource.resource_id)
+        return report.model_copy(
+            update={
+                "checked": report.checked + len(checks),
+                "confirmed": report.confirmed + confirmed,
+                "policies_applied": report.policies_applied + applied,
+                "pushed": report.pushed + len(pushes),
+            }
+        )
+
+    async def _rewrite(self, mapping: Stored[EventMapping]) -> None:
+        """Make the next push write the event again, whatever version it recorded."""
+
+        def stale(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != mapping.value.event_id:
+                return None
+            return latest.model_copy(update={"booking_version": 0})
+
+        value = mapping.value
+        await update_mapping(self._mappings, value.resource_id, value.booking_id, stale)
 
     async def _finish_bookings(self, resource_id: str) -> None:
         """What requests cut short left, for the bookings claiming time in the window:
@@ -479,3 +577,8 @@ class ReconcileService:
                 detail=detail[:1000] if detail else None,
             )
         )
+
+
+def _in_step(event: CalendarEvent, booking: Booking) -> bool:
+    """The event shows the booking's times (a cancelled booking's kept event included)."""
+    return (event.start, event.end) == (booking.start, booking.end)

@@ -14,6 +14,7 @@ from shared.domain.errors import (
     GraphError,
     GraphNotFound,
     InvalidInput,
+    MailboxInUse,
     NotFound,
 )
 from shared.domain.resources import ConnectionState, ConnectionStatus, Resource, ResourceSettings
@@ -21,6 +22,7 @@ from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     CalendarGateway,
     EventMappingRepository,
+    MailboxClaims,
     ResourceRepository,
     Stored,
     SyncLog,
@@ -58,6 +60,7 @@ class ResourceService:
         *,
         resources: ResourceRepository,
         event_mappings: EventMappingRepository,
+        mailboxes: MailboxClaims,
         gateway: CalendarGateway,
         mirror: MirrorService,
         subscriptions: SubscriptionKeeper,
@@ -67,6 +70,7 @@ class ResourceService:
     ) -> None:
         self._resources = resources
         self._mappings = event_mappings
+        self._mailboxes = mailboxes
         self._gateway = gateway
         self._mirror = mirror
         self._subscriptions = subscriptions
@@ -79,16 +83,21 @@ class ResourceService:
 
         Connecting (a new resource, a changed mailbox, or one that was disconnected)
         checks that the mailbox answers, subscribes and pulls its busy time. Raises
-        InvalidInput when the mailbox does not exist or cannot be read.
+        InvalidInput when the mailbox does not exist or cannot be read, MailboxInUse when
+        another resource is connected to it (one mailbox is one resource: two would
+        accept bookings for the same time, and removing one's events would remove the
+        other's).
         """
         for _ in range(5):
             stored = await self._resources.get(resource_id)
+            previous = stored.value.settings.mailbox if stored is not None else None
             reconnect = (
                 stored is None
-                or stored.value.settings.mailbox != settings.mailbox
+                or previous != settings.mailbox
                 or stored.value.status.state is ConnectionState.DISCONNECTED
             )
             if reconnect:
+                await self._claim_mailbox(resource_id, settings.mailbox)
                 await self._check_mailbox(settings.mailbox)
             now = self._clock()
             try:
@@ -112,10 +121,45 @@ class ResourceService:
                     )
             except ConcurrencyConflict:
                 continue
+            if previous is not None and previous.lower() != settings.mailbox.lower():
+                await self._mailboxes.release(previous, resource_id)
             if reconnect:
                 await self._connect(saved)
             return await self.get(resource_id), stored is None
         raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
+
+    async def _claim_mailbox(self, resource_id: str, mailbox: str) -> None:
+        """Hold the mailbox for this resource, or raise MailboxInUse. A claim whose
+        resource is gone, disconnected or moved to another mailbox is taken over."""
+        for _ in range(5):
+            claim = await self._mailboxes.holder(mailbox)
+            if claim is not None and claim.value.resource_id == resource_id:
+                return
+            holder = claim.value.resource_id if claim is not None else None
+            if holder is None:
+                # Resources connected before mailboxes were claimed hold none.
+                holder = await self._connected_to(mailbox, besides=resource_id)
+            elif not await self._uses(holder, mailbox):
+                holder = None
+            if holder is not None:
+                raise MailboxInUse(
+                    f"mailbox {mailbox} is connected to resource {holder}; "
+                    "disconnect that resource first",
+                    details=[{"field": "mailbox", "message": f"in use by resource {holder}"}],
+                )
+            if await self._mailboxes.claim(mailbox, resource_id, claim.etag if claim else None):
+                return
+        raise ConcurrencyConflict(f"mailbox {mailbox} is being connected; retry")
+
+    async def _uses(self, resource_id: str, mailbox: str) -> bool:
+        stored = await self._resources.get(resource_id)
+        return stored is not None and _connected_to(stored.value, mailbox)
+
+    async def _connected_to(self, mailbox: str, *, besides: str) -> str | None:
+        for stored in await self._resources.list_all():
+            if stored.value.resource_id != besides and _connected_to(stored.value, mailbox):
+                return stored.value.resource_id
+        return None
 
     async def _check_mailbox(self, mailbox: str) -> None:
         try:
@@ -180,6 +224,7 @@ class ResourceService:
                 }
             ),
         )
+        await self._mailboxes.release(resource.settings.mailbox, resource_id)
         await self._log(resource_id, "disconnected", SyncOutcome.OK)
         return await self.get(resource_id)
 
@@ -207,3 +252,10 @@ class ResourceService:
                 outcome=outcome,
             )
         )
+
+
+def _connected_to(resource: Resource, mailbox: str) -> bool:
+    return (
+        resource.settings.mailbox.lower() == mailbox.lower()
+        and resource.status.state is not ConnectionState.DISCONNECTED
+    )

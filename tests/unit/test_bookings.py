@@ -34,6 +34,7 @@ from tests.builders import T0, busy_block, resource
 from tests.fakes import (
     Clock,
     FakeBookings,
+    FakeCalendarChecks,
     FakeEventMappings,
     FakeIdempotency,
     FakeLedger,
@@ -73,6 +74,7 @@ async def world() -> World:
         resources=resources,
         bookings=bookings,
         event_mappings=FakeEventMappings(),
+        checks=FakeCalendarChecks(),
         unavailability=unavailability,
         idempotency=idem,
         queue=queue,

@@ -338,6 +338,38 @@ class GraphCalendarGateway:
             return None
         return calendar_event(found) if found is not None else None
 
+    async def get_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | None]:
+        """Several events of one mailbox by id, as `$batch` GETs of at most 20 (each
+        throttled and retried on its own); None for one that is gone. Raises the first
+        other error a read met (a mailbox gone, access denied, Graph down)."""
+        query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
+            expand=[EXPAND_BOOKING_ID]
+        )
+        ids = list(dict.fromkeys(event_ids))
+        steps = [
+            BatchStep(
+                mailbox=mailbox,
+                request=self._event(mailbox, event_id).to_get_request_information(_config(query)),
+                context=f"get event {event_id} in {mailbox}",
+            )
+            for event_id in ids
+        ]
+        found: dict[str, CalendarEvent | None] = {}
+        for event_id, answer in zip(
+            ids, await self._batch.send(steps) if steps else [], strict=True
+        ):
+            if isinstance(answer, GraphItemNotFound):
+                found[event_id] = None
+            elif isinstance(answer, GraphError):
+                raise answer
+            elif not isinstance(answer.body, dict):
+                raise GraphError(f"get event {event_id} in {mailbox}: Graph answered no event")
+            else:
+                found[event_id] = calendar_event(answer.body)
+        return found
+
     async def _list_events(self, mailbox: str, filter_: str, context: str) -> list[dict[str, Any]]:
         query = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
             filter=filter_, expand=[EXPAND_BOOKING_ID], top=self._page_size

@@ -9,12 +9,14 @@ the subscription / booking they belong to); no partition is keyed by time.
 | bookings        | booking id       | "booking"                                |
 | eventmappings   | resource id      | "booking|<booking id>" (the mapping)     |
 |                 | resource id      | "event|<event id>" (index → booking id)  |
+|                 | resource id      | "check|<booking id>" (not yet confirmed) |
 | unavailability  | resource id      | "<event or series id>|<start, ISO UTC>"  |
 | subscriptions   | subscription id  | "subscription"                           |
 | synclog         | resource id      | "<inverted epoch ms>-<random>" (newest first) |
 | slotledger      | resource id      | "day|<YYYY-MM-DD>" (UTC day)             |
 | idempotency     | sha256(key)      | "request"                                |
 | leases          | lease name       | "lease"                                  |
+| mailboxes       | mailbox, lower case | "claim" (the resource using it)       |
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from shared.adapters.storage.tables import EntityTable, Transaction, encode_key
+from shared.adapters.storage.tables import (
+    MAX_TRANSACTION_ENTITIES,
+    EntityTable,
+    Transaction,
+    encode_key,
+)
 from shared.domain.bookings import Booking
-from shared.domain.calendar import EventMapping, SubscriptionRecord, Unavailability
+from shared.domain.calendar import (
+    CalendarCheck,
+    EventMapping,
+    SubscriptionRecord,
+    Unavailability,
+)
 from shared.domain.claims import DayLedger, days_touched
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict
-from shared.domain.resources import Resource
+from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry
 from shared.ports import IdempotencyRecord, Stored
 
@@ -46,12 +58,15 @@ SYNC_LOG = "synclog"
 SLOT_LEDGER = "slotledger"
 IDEMPOTENCY = "idempotency"
 LEASES = "leases"
+MAILBOXES = "mailboxes"
 
 RESOURCE_ROW = "resource"
 BOOKING_ROW = "booking"
 SUBSCRIPTION_ROW = "subscription"
 REQUEST_ROW = "request"
 LEASE_ROW = "lease"
+CLAIM_ROW = "claim"
+CHECK_ROW_PREFIX = "check|"
 DAY_ROW_PREFIX = "day|"
 MAPPING_ROW_PREFIX = "booking|"
 EVENT_INDEX_ROW_PREFIX = "event|"
@@ -168,6 +183,83 @@ class EventMappingTable(EntityTable[EventMapping]):
             "RowKey ge @lo and RowKey lt @hi",
             {"lo": MAPPING_ROW_PREFIX, "hi": MAPPING_ROW_PREFIX[:-1] + _GROUP_END},
         )
+
+
+class CalendarCheckTable(EntityTable[CalendarCheck]):
+    """Unconfirmed bookings of a resource, in its event-mappings partition."""
+
+    kind = EVENT_MAPPINGS
+    model = CalendarCheck
+
+    def keys(self, value: CalendarCheck) -> tuple[str, str]:
+        return value.resource_id, CHECK_ROW_PREFIX + value.booking_id
+
+    async def mark(self, resource_id: str, versions: Mapping[str, int]) -> None:
+        now = datetime.now(UTC)
+        checks = [
+            self.to_entity(
+                CalendarCheck(
+                    resource_id=resource_id,
+                    booking_id=booking_id,
+                    booking_version=version,
+                    marked_at=now,
+                )
+            )
+            for booking_id, version in versions.items()
+        ]
+        # One partition: as few transactions as Azure allows (100 entities each).
+        for start in range(0, len(checks), MAX_TRANSACTION_ENTITIES):
+            transaction = Transaction()
+            for entity in checks[start : start + MAX_TRANSACTION_ENTITIES]:
+                transaction.upsert(entity)
+            await self.commit(transaction)
+
+    async def pending(self, resource_id: str) -> list[Stored[CalendarCheck]]:
+        return await self.query(
+            resource_id,
+            "RowKey ge @lo and RowKey lt @hi",
+            {"lo": CHECK_ROW_PREFIX, "hi": CHECK_ROW_PREFIX[:-1] + _GROUP_END},
+        )
+
+    async def clear(self, check: Stored[CalendarCheck]) -> bool:
+        resource_id, row_key = self.keys(check.value)
+        try:
+            await self.delete_by_keys(resource_id, row_key, etag=check.etag)
+        except ConcurrencyConflict:
+            return False  # marked again meanwhile: still to be confirmed
+        return True
+
+
+class MailboxClaimTable(EntityTable[MailboxClaim]):
+    """Which resource uses a mailbox: insert-if-absent, so two connects never share one."""
+
+    kind = MAILBOXES
+    model = MailboxClaim
+
+    def keys(self, value: MailboxClaim) -> tuple[str, str]:
+        return value.mailbox, CLAIM_ROW
+
+    async def holder(self, mailbox: str) -> Stored[MailboxClaim] | None:
+        return await self.get_by_keys(mailbox.lower(), CLAIM_ROW)
+
+    async def claim(self, mailbox: str, resource_id: str, etag: str | None) -> bool:
+        """Take the mailbox for `resource_id`: insert when `etag` is None, else replace
+        that version of another's claim. False when another writer got there first."""
+        claim = MailboxClaim(mailbox=mailbox.lower(), resource_id=resource_id)
+        try:
+            if etag is None:
+                await self.insert(claim)
+            else:
+                await self.replace(claim, etag)
+        except (AlreadyExists, ConcurrencyConflict):
+            return False
+        return True
+
+    async def release(self, mailbox: str, resource_id: str) -> None:
+        current = await self.holder(mailbox)
+        if current is not None and current.value.resource_id == resource_id:
+            with contextlib.suppress(ConcurrencyConflict):
+                await self.delete_by_keys(mailbox.lower(), CLAIM_ROW, etag=current.etag)
 
 
 class UnavailabilityTable(EntityTable[Unavailability]):

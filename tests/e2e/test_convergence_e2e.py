@@ -1,0 +1,184 @@
+"""Convergence over the local stack: what an unlucky tenant meets (Graph failing for
+longer than the queue retries, a lost notification, a slow mailbox, two resources on one
+mailbox) is healed by one ordinary reconcile round, or refused up front."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Any
+
+import pytest
+
+from local.azurite import Azurite
+from shared.composition import get_services
+from tests.e2e.test_bookings_e2e import booking, our_events, slot, synced
+from tests.e2e.test_outlook_e2e import booked, subscription_of
+from tests.e2e.test_reconcile_e2e import quiet
+from tests.fixtures.stack import Mailboxes, Stack, eventually
+from tests.reliability.workload import poison_messages
+
+pytestmark = pytest.mark.integration
+
+
+async def incremental_round(resource_id: str) -> None:
+    report = await get_services().reconcile.reconcile(resource_id)
+    assert not report.full, "the round under test must be an ordinary incremental one"
+
+
+async def view(stack: Stack, booking_id: str) -> dict[str, Any]:
+    status, body = await stack.call("GET", f"/bookings/{booking_id}")
+    assert status == 200, body
+    result: dict[str, Any] = body
+    return result
+
+
+async def given_up(stack: Stack, azurite: Azurite, status: int, booking_ids: list[str]) -> bool:
+    """Whether every push of these bookings was given up: poisoned after the queue's
+    retries (a 503), or failed for good at once (a 403)."""
+    if status == 403:
+        views = [await view(stack, b) for b in booking_ids]
+        return all(v["sync"][0]["state"] == "failed" for v in views)
+    poisoned = " ".join(await poison_messages(azurite.connection_string))
+    return all(b in poisoned for b in booking_ids)
+
+
+@pytest.mark.parametrize("status", [503, 403])
+async def test_pushes_failed_for_longer_than_the_retries_heal_in_an_incremental_round(
+    stack: Stack, mb: Mailboxes, azurite: Azurite, status: int
+) -> None:
+    room = await stack.connect(mb.room)
+    kept = (await booked(stack, [room]))["bookingId"]
+    status_moved, moved = await stack.call("POST", "/bookings", booking([room], **slot(hours=2)))
+    assert status_moved == 201
+    await eventually(partial(synced, stack, moved["bookingId"]))
+    await quiet(stack)
+    assert (await get_services().reconcile.reconcile(room)).full  # the baseline round
+    # Graph refuses every write to the room's events, for longer than the retries last
+    # (a Retry-After beyond what the gateway waits, so each attempt gives up at once).
+    await stack.control(
+        "POST",
+        "/faults",
+        {"mailbox": mb.room, "pathContains": "/events", "status": status, "retryAfter": 31},
+    )
+    try:
+        later = slot(hours=6)
+        code, _ = await stack.call("POST", f"/bookings/{moved['bookingId']}/reschedule", later)
+        assert code == 200
+        changed = [moved["bookingId"]]
+        if status == 403:
+            # Access denied fails the resource at once: new bookings are refused (fail
+            # closed) until a sync succeeds again; cancelling still works.
+            await eventually(partial(given_up, stack, azurite, status, changed), within=40)
+        code, created = await stack.call("POST", "/bookings", booking([room], **slot(hours=4)))
+        if status == 403:
+            assert code == 503, created
+        else:
+            assert code == 201, created
+            changed.append(created["bookingId"])
+        code, _ = await stack.call("POST", f"/bookings/{kept}/cancel")
+        assert code == 200
+        changed.append(kept)
+        await eventually(partial(given_up, stack, azurite, status, changed), within=40)
+    finally:
+        await stack.control("DELETE", "/faults")
+    if status == 403:  # Graph is back: a round finds the calendar readable again
+        await stack.control("POST", "/notifications/pause")  # no help from notifications
+
+    try:
+        await incremental_round(room)
+    finally:
+        await stack.control("POST", "/notifications/resume")
+
+    events = {
+        e["singleValueExtendedProperties"][0]["value"]: e for e in await our_events(stack, mb.room)
+    }
+    assert set(events) == set(changed) - {kept}
+    assert events[moved["bookingId"]]["start"]["dateTime"].startswith(later["start"][:19])
+    for booking_id in changed:
+        assert [s["state"] for s in (await view(stack, booking_id))["sync"]] == ["synced"]
+    _, resource = await stack.call("GET", f"/resources/{room}")
+    assert resource["status"]["state"] == "connected"
+
+
+async def test_an_event_deleted_with_its_notification_lost_cancels_by_policy(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room, onOutlookDelete="cancel_booking")
+    await quiet(stack)
+    assert (await get_services().reconcile.reconcile(room)).full  # the baseline round
+    made = await booked(stack, [room])
+    [event] = await our_events(stack, mb.room)
+    await quiet(stack)
+
+    await stack.control("POST", "/notifications/pause")
+    try:
+        code, _ = await stack.graph("DELETE", f"/users/{mb.room}/events/{event['id']}")
+        assert code == 204
+    finally:
+        await stack.control("POST", "/notifications/resume")
+    await incremental_round(room)
+
+    after = await view(stack, made["bookingId"])
+    assert after["status"] == "cancelled"
+    assert await stack.booking_events(made["bookingId"]) == [
+        "booking.created",
+        "booking.cancelled",
+    ]
+
+
+async def test_our_own_panel_write_is_never_read_back_as_an_outlook_move(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room, onOutlookMove="reschedule_booking")
+    slow = await stack.connect(mb.bob)
+    made = await booked(stack, [room, slow])
+    booking_id = made["bookingId"]
+    await stack.control("POST", "/faults", {"mailbox": mb.bob, "latencyMs": 4000})
+    try:
+        code, _ = await stack.call("POST", f"/bookings/{booking_id}/reschedule", slot(hours=2))
+        assert code == 200
+        await asyncio.sleep(1.3)
+        code, _ = await stack.call("POST", f"/bookings/{booking_id}/reschedule", slot(hours=4))
+        assert code == 200
+        await eventually(partial(synced, stack, booking_id), within=30)
+    finally:
+        await stack.control("DELETE", "/faults")
+    await quiet(stack, 1.0)
+
+    after = await view(stack, booking_id)
+    assert after["start"][:19] == slot(hours=4)["start"][:19]
+    assert await stack.booking_events(booking_id) == [
+        "booking.created",
+        "booking.rescheduled",
+        "booking.rescheduled",
+    ]
+    sources = {e["source"] for e in stack.emitted if e["bookingId"] == booking_id}
+    assert sources == {"api"}
+    _, log = await stack.call("GET", f"/resources/{room}/sync-log")
+    assert not [e for e in log["value"] if e["action"].startswith("outlook_move")]
+
+
+async def test_a_second_resource_on_a_connected_mailbox_is_refused(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    first = await stack.connect(mb.room)
+    subscription = await subscription_of(stack, mb.room)
+
+    status, body = await stack.call(
+        "PUT", "/resources/r-second", {"mailbox": mb.room.upper(), "displayName": "Again"}
+    )
+
+    assert status == 409
+    assert body["error"]["code"] == "mailbox_in_use"
+    assert first in body["error"]["message"]
+    status, _ = await stack.call("GET", "/resources/r-second")
+    assert status == 404
+    assert await subscription_of(stack, mb.room) == subscription
+    # Disconnected, the mailbox may be connected to another resource.
+    status, _ = await stack.call("DELETE", f"/resources/{first}")
+    assert status == 200
+    status, body = await stack.call(
+        "PUT", "/resources/r-second", {"mailbox": mb.room.upper(), "displayName": "Again"}
+    )
+    assert status == 201, body

@@ -1,0 +1,265 @@
+"""Convergence over fakes: what a lost push, a lost notification or our own echo must not
+leave behind once one ordinary (incremental) reconcile round has run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.bookings import BookingStatus, TimeRange
+from shared.domain.errors import GraphAccessDenied, GraphTransient, MailboxInUse
+from shared.domain.messages import BOOKING_EVENTS_QUEUE, SYNC_OUTBOUND_QUEUE, EventChange
+from shared.domain.resources import (
+    ConnectionState,
+    ConnectionStatus,
+    OnOutlookDelete,
+    OnOutlookMove,
+    ResourceSettings,
+)
+from shared.ports import EventWrite, EventWriteResult
+from shared.services.push import PushIncomplete
+from tests.builders import T0, booking_request, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+
+ROOM = "room-1@contoso.com"
+ALICE = "alice@contoso.com"
+
+
+@pytest.fixture
+async def world() -> FakeWorld:
+    w = fake_world(Clock(T0 - timedelta(days=1)), (ROOM, ALICE))
+    for resource_id, settings in (
+        (
+            "room-1",
+            {
+                "on_outlook_delete": OnOutlookDelete.CANCEL_BOOKING,
+                "on_outlook_move": OnOutlookMove.RESCHEDULE_BOOKING,
+            },
+        ),
+        ("alice", {}),
+    ):
+        value = resource(resource_id)
+        await w.resources.add(
+            value.model_copy(
+                update={
+                    "settings": value.settings.model_copy(update=settings),
+                    "status": ConnectionStatus(mirror_refreshed_at=w.clock.now),
+                }
+            )
+        )
+    return w
+
+
+async def lose_pushes(world: FakeWorld, error: Exception) -> None:
+    """Every queued push fails as often as the queue retries it, then is poisoned."""
+    pending = world.outbound()
+    drop_outbound(world)
+    for message in pending:
+        for _ in range(5):
+            world.calendar.fail(ROOM, error)  # type: ignore[arg-type]
+            try:
+                await world.services.push.push(message)
+            except PushIncomplete:
+                continue
+            break
+    world.calendar.errors.clear()
+
+
+async def incremental_round(world: FakeWorld) -> None:
+    report = await world.services.reconcile.reconcile("room-1")
+    assert not report.full, "the round under test must be an ordinary incremental one"
+
+
+def changes_of(world: FakeWorld, booking_id: str) -> list[tuple[str, str]]:
+    """(type, source) of the booking events emitted for the booking, in order."""
+    emitted = [json.loads(body) for body in world.queue.bodies(BOOKING_EVENTS_QUEUE)]
+    return [(e["type"], e["source"]) for e in emitted if e["bookingId"] == booking_id]
+
+
+def drop_outbound(world: FakeWorld) -> None:
+    world.queue.sent = [(q, b) for q, b in world.queue.sent if q != SYNC_OUTBOUND_QUEUE]
+
+
+def events_at(world: FakeWorld, mailbox: str) -> list[tuple[str | None, Any, Any]]:
+    return sorted((e.booking_id, e.start, e.end) for e in world.calendar.events[mailbox].values())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [GraphTransient("503 for longer than the retries"), GraphAccessDenied("403 for a while")],
+    ids=["503", "403"],
+)
+async def test_pushes_lost_to_a_long_outage_are_healed_by_an_incremental_round(
+    world: FakeWorld, error: Exception
+) -> None:
+    kept = (await world.services.bookings.create(booking_request(), None)).booking_id
+    moved = (
+        await world.services.bookings.create(booking_request(T0 + timedelta(hours=2)), None)
+    ).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+
+    # Graph fails for longer than the queue retries each of these changes.
+    created = (
+        await world.services.bookings.create(booking_request(T0 + timedelta(hours=4)), None)
+    ).booking_id
+    await world.services.bookings.cancel(kept)
+    later = TimeRange(start=T0 + timedelta(hours=6), end=T0 + timedelta(hours=7))
+    await world.services.bookings.reschedule(moved, later)
+    later_times = (later.start, later.end)
+    await lose_pushes(world, error)
+    wanted = sorted(
+        [(created, T0 + timedelta(hours=4), T0 + timedelta(hours=5)), (moved, *later_times)]
+    )
+    assert events_at(world, ROOM) != wanted
+
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == wanted
+    for booking_id in (kept, moved, created):
+        view = await world.services.bookings.get(booking_id)
+        assert [s.state for s in view.sync] == ["synced"], booking_id
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.state is ConnectionState.CONNECTED
+
+
+async def test_a_pushed_event_deleted_before_the_next_round_is_noticed(world: FakeWorld) -> None:
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    # The Outlook user deletes it; the notification is lost, and the delta never reports
+    # an item created and deleted between two rounds.
+    world.calendar.events[ROOM].clear()
+
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(booking_id)
+    assert view.status is BookingStatus.CANCELLED
+    assert changes_of(world, booking_id)[-1] == ("booking.cancelled", "outlook")
+
+
+async def test_a_confirmed_event_costs_no_graph_read_in_later_rounds(world: FakeWorld) -> None:
+    await world.services.bookings.create(booking_request(), None)
+    await world.push_all()
+    await world.services.reconcile.reconcile("room-1")  # full: confirms by listing ours
+    await incremental_round(world)  # checks what the full round could not confirm
+    world.calendar.reads.clear()
+
+    await incremental_round(world)
+
+    assert world.calendar.reads == []
+
+
+class GatedBatches:
+    """Writes reach the calendar at once; the answers come back only when released."""
+
+    def __init__(self, world: FakeWorld) -> None:
+        self.release = asyncio.Event()
+        self.written = asyncio.Event()
+        self._write_batch = world.calendar.write_batch
+
+    async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
+        results = await self._write_batch(writes)
+        self.written.set()
+        await self.release.wait()
+        return results
+
+
+async def test_our_own_write_seen_before_its_answer_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booking_id = (
+        await world.services.bookings.create(booking_request(resourceIds=["room-1", "alice"]), None)
+    ).booking_id
+    await world.push_all()
+    t2 = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+    t3 = TimeRange(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5))
+    await world.services.bookings.reschedule(booking_id, t2)
+    [push_t2] = world.outbound()
+    drop_outbound(world)
+    gate = GatedBatches(world)
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    in_flight = asyncio.ensure_future(world.services.push.push(push_t2))
+    await gate.written.wait()  # Graph applied the move to T2; its answer is slow (B's mailbox)
+    await world.services.bookings.reschedule(booking_id, t3)
+    [room_event] = world.calendar.events[ROOM].values()
+
+    # The notification of our own write to T2 is handled while the booking is at T3.
+    await world.services.inbound.handle_change(
+        EventChange(
+            subscription_id="s",
+            resource_id="room-1",
+            change_type="updated",
+            event_id=room_event.event_id,
+            change_key=room_event.change_key,
+            received_at=world.clock.now,
+        )
+    )
+    gate.release.set()
+    await in_flight
+    await world.push_all()
+
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (t3.start, t3.end)
+    assert changes_of(world, booking_id) == [
+        ("booking.created", "api"),
+        ("booking.rescheduled", "api"),
+        ("booking.rescheduled", "api"),
+    ]
+    assert not [e for e in world.sync_log.entries if e.action.startswith("outlook_move")]
+    assert events_at(world, ROOM) == [(booking_id, t3.start, t3.end)]
+    assert events_at(world, ALICE) == [(booking_id, t3.start, t3.end)]
+
+
+async def test_a_racing_mapping_write_does_not_stop_the_rest_of_a_push_being_recorded(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booking_id = (
+        await world.services.bookings.create(booking_request(resourceIds=["room-1", "alice"]), None)
+    ).booking_id
+    [push] = world.outbound()
+    drop_outbound(world)
+    gate = GatedBatches(world)
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    in_flight = asyncio.ensure_future(world.services.push.push(push))
+    await gate.written.wait()
+    # Meanwhile another worker writes room-1's mapping (say, a subject edit's changeKey).
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    await world.mappings.update(mapping.value.model_copy(update={"synced_at": T0}), mapping.etag)
+    gate.release.set()
+
+    await in_flight
+
+    for resource_id, mailbox in (("room-1", ROOM), ("alice", ALICE)):
+        recorded = await world.mappings.get(resource_id, booking_id)
+        assert recorded is not None
+        [event] = world.calendar.events[mailbox].values()
+        assert recorded.value.event_id == event.event_id, resource_id
+        assert recorded.value.pending_transaction_id is None
+        assert recorded.value.booking_version == 1
+
+
+async def test_one_mailbox_is_one_resource(world: FakeWorld) -> None:
+    settings = ResourceSettings(mailbox="Shared-Room@Contoso.com", display_name="Room A")
+    world.calendar.events["shared-room@contoso.com"] = {}
+    world.calendar.events["Shared-Room@Contoso.com"] = {}
+    await world.services.resources.put("room-a", settings)
+    other = settings.model_copy(update={"mailbox": "shared-room@contoso.com"})
+
+    with pytest.raises(MailboxInUse) as refused:
+        await world.services.resources.put("room-b", other)
+
+    assert "room-a" in refused.value.message
+    assert await world.resources.get("room-b") is None
+    # Once the first lets it go, the mailbox may be connected again.
+    await world.services.resources.disconnect("room-a", remove_events=False)
+    _, created = await world.services.resources.put("room-b", other)
+    assert created
+    with pytest.raises(MailboxInUse):
+        await world.services.resources.put("room-a", settings)
