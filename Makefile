@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench soak clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -33,6 +33,12 @@ test: lint $(NODE_STAMP)
 
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(PY) -m bench
+
+# New seeds of the convergence property for SOAK_MINUTES (default 30), each printed.
+SOAK_MINUTES ?= 30
+soak: $(PY_STAMP) $(NODE_STAMP)
+	CONVERGENCE_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -s -q -p no:cacheprovider \
+		tests/reliability/test_convergence_stateful.py::test_soak
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache

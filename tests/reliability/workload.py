@@ -248,6 +248,8 @@ class Workload:
     uncertain: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     unexpected: list[str] = field(default_factory=list)
+    # Bookings whose events the Outlook user moved, deleted or renamed.
+    edited: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -281,9 +283,9 @@ class Workload:
                 if gate is not None:
                     await gate.wait()
                 if kind == "api":
-                    await self._api_operation()
+                    await self.api_operation()
                 else:
-                    await self._outlook_edit()
+                    await self.outlook_edit()
                 done += 1
                 if after is not None:
                     await after(done)
@@ -307,7 +309,7 @@ class Workload:
             self._note("retried create", status, payload, allowed=(201, 409))
 
     # -- API operations ------------------------------------------------------------
-    async def _api_operation(self) -> None:
+    async def api_operation(self) -> None:
         roll = self.rng.random()
         if not self.acked or roll < 0.5:
             await self._create()
@@ -316,7 +318,7 @@ class Workload:
         else:
             await self._reschedule(self.rng.choice(sorted(self.acked)))
 
-    def _random_range(self) -> tuple[datetime, datetime]:
+    def random_range(self) -> tuple[datetime, datetime]:
         slots = self.rng.choice((1, 2, 3))
         first = self.rng.randrange(GRID_SLOTS - slots)
         # A day holds 20 half hours from 08:00: keep a booking within its day.
@@ -333,7 +335,7 @@ class Workload:
         return [m.resource_id for m in chosen]
 
     async def _create(self) -> None:
-        start, end = self._random_range()
+        start, end = self.random_range()
         body = {
             "resourceIds": self._random_resources(),
             "start": start.isoformat(),
@@ -344,7 +346,9 @@ class Workload:
         }
         key = "wl-" + secrets.token_hex(8)
         status, payload = await self._post_booking(key, body)
-        if status in (NO_ANSWER, 503) and self.outage:
+        # A calendar that cannot be trusted (fail closed) is a clear refusal, not an outage.
+        refused = _error_code(payload) == "calendar_unavailable"
+        if status in (NO_ANSWER, 503) and self.outage and not refused:
             self.uncertain.append((key, body))
         self._note("create", status, payload, allowed=(201, 409))
 
@@ -362,7 +366,7 @@ class Workload:
         self._note("cancel", status, payload, allowed=(200, 409))
 
     async def _reschedule(self, booking_id: str) -> None:
-        start, end = self._random_range()
+        start, end = self.random_range()
         body = {"start": start.isoformat(), "end": end.isoformat()}
         status, payload = await self.client.call("POST", f"/bookings/{booking_id}/reschedule", body)
         # 409: the time is taken; 422: the booking is cancelled.
@@ -375,19 +379,26 @@ class Workload:
         self.unexpected.append(f"{kind} answered {status}: {str(payload)[:300]}")
 
     # -- Outlook edits ---------------------------------------------------------------
-    async def _outlook_edit(self) -> None:
+    async def outlook_edit(self, among: list[Member] | None = None) -> None:
+        """One edit as the Outlook user, in the mailboxes of `among` (default: all)."""
+        members = self.members if among is None else among
         roll = self.rng.random()
         if not self.acked or roll < 0.15:
-            await self._foreign_busy_time()
+            if any(m.pulls for m in members):
+                await self._foreign_busy_time(members)
             return
         booking_id = self.rng.choice(sorted(self.acked))
-        resource_id = self.rng.choice(self.acked[booking_id])
-        member = next(m for m in self.members if m.resource_id == resource_id)
+        reachable = [r for r in self.acked[booking_id] if any(m.resource_id == r for m in members)]
+        if not reachable:
+            return
+        resource_id = self.rng.choice(reachable)
+        member = next(m for m in members if m.resource_id == resource_id)
         events = await self.client.events_of_booking(member.mailbox, booking_id)
         if not events:
             self.outcomes["outlook no event yet"] += 1
             return
         event = events[0]
+        self.edited.add(booking_id)
         path = f"/users/{member.mailbox}/events/{quote(event['id'], safe='')}"
         if roll < 0.45:
             shift = self.rng.choice((-2, -1, 1, 2)) * GRID
@@ -407,9 +418,9 @@ class Workload:
             status, _ = await self.client.graph("PATCH", path, {"subject": "Renamed in Outlook"})
             self.outcomes[f"outlook rename {status}"] += 1
 
-    async def _foreign_busy_time(self) -> None:
-        member = self.rng.choice([m for m in self.members if m.pulls])
-        start, end = self._random_range()
+    async def _foreign_busy_time(self, members: list[Member]) -> None:
+        member = self.rng.choice([m for m in members if m.pulls])
+        start, end = self.random_range()
         fmt = "%Y-%m-%dT%H:%M:%S"
         body = {
             "subject": "Dentist",
