@@ -408,6 +408,8 @@ def _graph_utc(text: str) -> datetime:
 
 # --- idle reconcile --------------------------------------------------------------------------
 
+UNCONFIRMED = 40
+
 
 async def _reconcile_once(
     client: StackClient, resource_id: str, mailbox: str, *, within_s: float = 120
@@ -473,6 +475,19 @@ async def idle_reconcile(ctx: Context) -> Outcome:
         f"{profile.reconcile_small_events} events + {profile.reconcile_small_bookings} bookings"
     )
     rows = [_reconcile_row(small_label, small["first"], small["idle"])]
+    # Events written since the last round are unconfirmed: the next round reads just
+    # those, 20 per $batch, besides its delta request.
+    for index in range(UNCONFIRMED):
+        start = ctx.day0 + timedelta(days=index % 20, hours=21 + index // 20)
+        created = await create_booking(client, ["recon-room"], start)
+        await wait_synced(client, created["bookingId"])
+    checked = await _reconcile_once(client, "recon-room", mailbox, within_s=120)
+    rows.append(
+        Row(
+            f"Graph requests per incremental reconcile with {UNCONFIRMED} unconfirmed events",
+            f"{checked['operations']} ({checked['http']} HTTP, {checked['seconds']:.1f} s)",
+        )
+    )
     large: dict[str, dict[str, Any]] | None = None
     large_label = f"{profile.mirror_events:,} events"
     if profile.large_calendar_paths:
@@ -486,7 +501,7 @@ async def idle_reconcile(ctx: Context) -> Outcome:
                 "--full only (minutes on Azurite)",
             )
         )
-    return Outcome(rows, {"small": small, "large": large})
+    return Outcome(rows, {"small": small, "unconfirmed": checked, "large": large})
 
 
 # --- whole-run figures -------------------------------------------------------------------------
