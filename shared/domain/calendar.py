@@ -46,9 +46,10 @@ class WrittenTimes(DomainModel):
 # How many unanswered writes a mapping remembers (a write that met no answer stays until
 # a later one is recorded); more would mean a mailbox failing for a long time anyway.
 MAX_WRITES_IN_FLIGHT = 5
-# How long an unanswered write may still reach Graph: a push's requests give up well
-# within this (the gateway's retry budget), so after it a write is done or lost.
-WRITE_IN_FLIGHT_SECONDS = 120
+# How long another write to the same event waits for an unanswered one. A live worker
+# records every answer (or error) it gets, so only a worker that died mid-write leaves one
+# unanswered for good, and a request it had sent reaches Graph within seconds, not this.
+WRITE_IN_FLIGHT_SECONDS = 30
 
 
 class EventMapping(DomainModel):

@@ -12,6 +12,8 @@ choices (not the same interleaving of the workers underneath):
   meeting the same outage, edits nothing in that mailbox meanwhile);
 - **notifications**: paused for the next steps (whatever changes meanwhile is never
   notified), or delivered in duplicate;
+- **host kill** (when the run has a host process of its own): SIGKILL of the Functions
+  host in the middle of whatever is under way, and a restart;
 - **timer**: the reconcile timer fires (a round per resource is queued, not awaited);
 - **wait**: let the workers get on with it (1-3 s).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -97,6 +100,8 @@ class StatefulRun:
     connection_string: str
     seed: int
     steps: int
+    # SIGKILL the Functions host and start it again; None where it runs in-process.
+    kill: Callable[[], Awaitable[None]] | None = None
     workload: Workload = field(init=False)
     # mailbox → (fault id, steps left)
     faults: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -111,11 +116,18 @@ class StatefulRun:
         self.workload = Workload(self.client, self.members, self.seed, outage=True)
 
     async def run(self) -> None:
-        names = [name for name, _ in RULES]
-        weights = [weight for _, weight in RULES]
+        rules = [*RULES, ("host kill", 3)] if self.kill is not None else list(RULES)
+        names = [name for name, _ in rules]
+        weights = [weight for _, weight in rules]
         try:
-            for _ in range(self.steps):
+            for step in range(self.steps):
                 rule = self.rng.choices(names, weights)[0]
+                if (
+                    step == self.steps // 2
+                    and "host kill" in names
+                    and "host kill" not in self.applied
+                ):
+                    rule = "host kill"  # at least one per run that has a host to kill
                 self.applied.append(rule)
                 await self._apply(rule)
                 await self._tick()
@@ -133,6 +145,8 @@ class StatefulRun:
             if not self.paused_for:
                 await self.control.call("POST", "/notifications/pause")
             self.paused_for = self.rng.randint(3, 8)
+        elif rule == "host kill" and self.kill is not None:
+            await self.kill()
         elif rule == "timer":
             await enqueue_rounds(self.connection_string, [m.resource_id for m in self.members])
         elif rule == "duplicate notifications":
@@ -254,13 +268,16 @@ async def enqueue_rounds(connection_string: str, resource_ids: list[str]) -> Non
         await queue.close()
 
 
-async def one_round(run: StatefulRun, connection_string: str, emulator: RunningEmulator) -> None:
+async def one_round(
+    run: StatefulRun, connection_string: str, emulator: RunningEmulator, *, within: float = 60
+) -> None:
     """After the run: settle unanswered creates, let the queues drain, one reconcile round
     per resource (a queue message each, as the timer sends), drain again."""
     await run.workload.settle_uncertain()
-    await wait_quiet(connection_string, emulator)
-    await reconcile_once(connection_string, run.client, [m.resource_id for m in run.members])
-    await wait_quiet(connection_string, emulator)
+    await wait_quiet(connection_string, emulator, within=within)
+    resource_ids = [m.resource_id for m in run.members]
+    await reconcile_once(connection_string, run.client, resource_ids, within=within)
+    await wait_quiet(connection_string, emulator, within=within)
 
 
 async def check_convergence(run: StatefulRun, emitted: list[dict[str, Any]]) -> Findings:
