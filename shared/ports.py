@@ -84,7 +84,9 @@ class MailboxClaims(Protocol):
     """One mailbox is one resource: which resource holds each mailbox (case-insensitive)."""
 
     async def holder(self, mailbox: str) -> Stored[MailboxClaim] | None: ...
-    async def claim(self, mailbox: str, resource_id: str, etag: str | None) -> bool:
+    async def claim(
+        self, mailbox: str, resource_id: str, etag: str | None, claimed_at: datetime
+    ) -> bool:
         """Insert (etag None) or take over that version of a claim; False if beaten."""
         ...
 

@@ -144,8 +144,12 @@ class FakeMailboxClaims(FakeTable[MailboxClaim]):
     async def holder(self, mailbox: str) -> Stored[MailboxClaim] | None:
         return self.rows.get((mailbox.lower(), "claim"))
 
-    async def claim(self, mailbox: str, resource_id: str, etag: str | None) -> bool:
-        claim = MailboxClaim(mailbox=mailbox.lower(), resource_id=resource_id)
+    async def claim(
+        self, mailbox: str, resource_id: str, etag: str | None, claimed_at: datetime
+    ) -> bool:
+        claim = MailboxClaim(
+            mailbox=mailbox.lower(), resource_id=resource_id, claimed_at=claimed_at
+        )
         try:
             if etag is None:
                 self._insert((claim.mailbox, "claim"), claim)

@@ -42,14 +42,17 @@ class WrittenTimes(DomainModel):
     # event may show these times, but no write is under way any more.
     answered: bool = False
 
+    def still_in_flight(self, now: datetime) -> bool:
+        return not self.answered and self.sent_at > now - timedelta(seconds=WRITE_IN_FLIGHT_SECONDS)
+
 
 # How many unanswered writes a mapping remembers (a write that met no answer stays until
 # a later one is recorded); more would mean a mailbox failing for a long time anyway.
 MAX_WRITES_IN_FLIGHT = 5
-# How long another write to the same event waits for an unanswered one. A live worker
-# records every answer (or error) it gets, so only a worker that died mid-write leaves one
-# unanswered for good, and a request it had sent reaches Graph within seconds, not this.
-WRITE_IN_FLIGHT_SECONDS = 30
+# How long an unanswered write may still land: a live worker retries a write for up to
+# the gateway's retry budget (60 s of waiting plus the attempts themselves), and records
+# the answer; only a worker that died mid-write leaves one unanswered for good.
+WRITE_IN_FLIGHT_SECONDS = 120
 
 
 class EventMapping(DomainModel):
@@ -83,8 +86,7 @@ class EventMapping(DomainModel):
     def write_in_flight(self, now: datetime) -> bool:
         """Whether a write to the event may still be under way: the next one waits, so
         that Graph never applies two of our writes to one event out of order."""
-        cutoff = now - timedelta(seconds=WRITE_IN_FLIGHT_SECONDS)
-        return any(not w.answered and w.sent_at > cutoff for w in self.writes_in_flight)
+        return any(w.still_in_flight(now) for w in self.writes_in_flight)
 
     def written_by_us(self, start: datetime, end: datetime) -> bool:
         """Whether an event at [start, end) shows a write of ours (recorded or in flight)."""

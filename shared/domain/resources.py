@@ -149,3 +149,4 @@ class MailboxClaim(DomainModel):
 
     mailbox: str  # lower case
     resource_id: ResourceId
+    claimed_at: UtcDatetime

@@ -135,7 +135,9 @@ class OutlookChangeApplier:
         def forgotten(latest: EventMapping) -> EventMapping | None:
             if latest.event_id != current.event_id:
                 return None  # the push already recorded the event's removal
-            return latest.model_copy(update={"event_id": None, "change_key": None})
+            return latest.model_copy(
+                update={"event_id": None, "change_key": None, "last_error": None}
+            )
 
         await update_mapping(self._mappings, current.resource_id, current.booking_id, forgotten)
 

@@ -28,6 +28,7 @@ from shared.domain.calendar import (
     WrittenTimes,
 )
 from shared.domain.errors import (
+    ConcurrencyConflict,
     DomainError,
     GraphAccessDenied,
     GraphNotFound,
@@ -167,6 +168,48 @@ class PushService:
         now = self._clock()
         planned: list[tuple[Booking, _Planned]] = []
         waiting: dict[str, PushBooking] = {}
+        try:
+            results = await self._plan_and_send(messages, only, now, planned, waiting)
+        except BaseException:
+            await self._abandon(planned, now)
+            raise
+        if results is None:
+            return list(waiting.values())
+        transient: list[str] = []
+        synced: set[str] = set()
+        errors: list[BaseException] = []
+        for (booking, plan), result in zip(planned, results, strict=True):
+            # Each calendar's answer is recorded on its own: a mapping written meanwhile by
+            # another worker costs a re-read, and never the record of the other calendars.
+            try:
+                retry = await self._record(booking, plan, result, now)
+            except Exception as exc:  # noqa: BLE001 - raised below, once all are recorded
+                errors.append(exc)
+                await self._abandon([(booking, plan)], now)
+                continue
+            if result.error is None:
+                synced.add(plan.resource.resource_id)
+            elif retry:
+                transient.append(f"{booking.booking_id} on {plan.resource.resource_id}")
+        for resource_id in sorted(synced):
+            await self._connection.mark_synced(resource_id)
+        if errors:
+            raise errors[0]
+        if transient:
+            raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
+        return list(waiting.values())
+
+    async def _plan_and_send(
+        self,
+        messages: list[PushBooking],
+        only: str | None,
+        now: datetime,
+        planned: list[tuple[Booking, _Planned]],
+        waiting: dict[str, PushBooking],
+    ) -> list[EventWriteResult] | None:
+        """Plan each calendar's write (filling `planned`, and `waiting` with the bookings
+        whose events have a write of ours under way), mark them unconfirmed and send them
+        as one batch; None when there is nothing to send."""
         resources: dict[str, Resource | None] = {}
         for message in messages:
             stored = await self._bookings.get(message.booking_id)
@@ -192,7 +235,7 @@ class PushService:
                 if plan is not None:
                     planned.append((booking, plan))
         if not planned:
-            return list(waiting.values())
+            return None
         # Before anything is sent: whatever becomes of this write (a crash, a failure for
         # longer than the queue retries, a delete nobody notifies), the next reconcile
         # round looks at these events again.
@@ -200,29 +243,7 @@ class PushService:
         for booking, plan in planned:
             marks.setdefault(plan.resource.resource_id, {})[booking.booking_id] = booking.version
         await asyncio.gather(*(self._checks.mark(r, versions) for r, versions in marks.items()))
-        results = await self._gateway.write_batch([plan.write for _, plan in planned])
-        transient: list[str] = []
-        synced: set[str] = set()
-        errors: list[BaseException] = []
-        for (booking, plan), result in zip(planned, results, strict=True):
-            # Each calendar's answer is recorded on its own: a mapping written meanwhile by
-            # another worker costs a re-read, and never the record of the other calendars.
-            try:
-                retry = await self._record(booking, plan, result, now)
-            except Exception as exc:  # noqa: BLE001 - raised below, once all are recorded
-                errors.append(exc)
-                continue
-            if result.error is None:
-                synced.add(plan.resource.resource_id)
-            elif retry:
-                transient.append(f"{booking.booking_id} on {plan.resource.resource_id}")
-        for resource_id in sorted(synced):
-            await self._connection.mark_synced(resource_id)
-        if errors:
-            raise errors[0]
-        if transient:
-            raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
-        return list(waiting.values())
+        return await self._gateway.write_batch([plan.write for _, plan in planned])
 
     async def _record(
         self, booking: Booking, plan: _Planned, result: EventWriteResult, now: datetime
@@ -295,13 +316,55 @@ class PushService:
         written = WrittenTimes(
             booking_version=booking.version, start=draft.start, end=draft.end, sent_at=now
         )
-        current = mapping.value
-        in_flight = [*current.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
-        # Under the ETag the plan read: if another worker wrote the mapping meanwhile this
-        # raises ConcurrencyConflict and the queue retries the whole push, planned afresh.
-        return await self._mappings.update(
-            current.model_copy(update={"writes_in_flight": in_flight}), mapping.etag
+        event_id = mapping.value.event_id
+
+        def intended(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != event_id or latest.detached:
+                return None  # replaced or detached since the plan read it
+            if latest.write_in_flight(now):
+                raise _WriteInFlight(event_id)
+            in_flight = [*latest.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
+            return latest.model_copy(update={"writes_in_flight": in_flight})
+
+        value = mapping.value
+        stored = await update_mapping(
+            self._mappings, value.resource_id, value.booking_id, intended, first=mapping
         )
+        if stored is None:
+            raise ConcurrencyConflict(f"mapping of {value.booking_id} changed; push again")
+        return stored
+
+    async def _abandon(self, planned: list[tuple[Booking, _Planned]], now: datetime) -> None:
+        """The push stopped before its answers were recorded: its updates are no longer
+        under way (they may have been applied, so their times stay known as ours)."""
+        for booking, plan in planned:
+            if plan.write.op != "update":
+                continue
+
+            def answered(
+                latest: EventMapping, version: int = booking.version
+            ) -> EventMapping | None:
+                mine = [
+                    w
+                    for w in latest.writes_in_flight
+                    if (w.booking_version, w.sent_at) == (version, now)
+                ]
+                if not mine:
+                    return None
+                return latest.model_copy(
+                    update={
+                        "writes_in_flight": [
+                            w.model_copy(update={"answered": True}) if w in mine else w
+                            for w in latest.writes_in_flight
+                        ]
+                    }
+                )
+
+            value = plan.mapping.value
+            try:
+                await update_mapping(self._mappings, value.resource_id, value.booking_id, answered)
+            except Exception as exc:  # noqa: BLE001 - best effort; the in-flight window ends it
+                logger.warning("write in flight on %s not released: %s", value.booking_id, exc)
 
     async def _record_success(
         self, booking: Booking, plan: _Planned, event: CalendarEvent | None, now: datetime
@@ -310,9 +373,24 @@ class PushService:
         if write.op != "delete" and (event is None or draft is None):
             raise GraphTransient("Graph acknowledged a write without returning the event")
 
+        overtaken = False
+
         def recorded(latest: EventMapping) -> EventMapping | None:
-            in_flight = [w for w in latest.writes_in_flight if w.booking_version > booking.version]
+            nonlocal overtaken
+            # Ours is answered; so is every older write already answered. An older one
+            # still unanswered may yet land (a retry under way): its times stay ours.
+            in_flight = [
+                w
+                for w in latest.writes_in_flight
+                if w.booking_version > booking.version
+                or (w.booking_version < booking.version and w.still_in_flight(now))
+            ]
             history = latest.model_copy(update={"writes_in_flight": in_flight})
+            if write.op == "update" and latest.booking_version > booking.version:
+                # A newer write was recorded first, so ours may have landed on top of it:
+                # write the event again as the booking is now.
+                overtaken = True
+                return history.model_copy(update={"booking_version": 0})
             if latest.booking_version > booking.version or (
                 write.op != "create" and latest.event_id != write.event_id
             ):
@@ -356,6 +434,8 @@ class PushService:
         )
         event_id = event.event_id if event is not None else None
         await self._log(booking, plan, SyncOutcome.OK, None, now, event_id=event_id)
+        if overtaken:
+            raise PushIncomplete(f"booking {booking.booking_id}: an older write landed late")
 
     async def _record_failure(
         self, booking: Booking, plan: _Planned, error: DomainError, now: datetime

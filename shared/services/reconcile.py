@@ -267,12 +267,14 @@ class ReconcileService:
                 mapping is not None and mapping.value.detached
             ):
                 settled.append(check)
+            elif mapping is not None and mapping.value.event_id is not None:
+                # Read first, even when a push is due: the event may be gone or moved in
+                # Outlook (then the policy decides, not a write that would meet a 404).
+                to_read.append((check, booking, mapping))
             elif await self._needs_push(booking, mapping):
                 pushes.append(
                     PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
                 )
-            elif mapping is not None and mapping.value.event_id is not None:
-                to_read.append((check, booking, mapping))
             else:
                 settled.append(check)  # no event wanted, none there
         applied = 0
@@ -285,14 +287,17 @@ class ReconcileService:
                 event = events.get(mapping.value.event_id or "")
                 if await self._applier.apply(resource, mapping, event, SyncDirection.RECONCILE):
                     applied += 1  # its own writes are confirmed next round
-                elif event is not None and _in_step(event, booking):
+                    continue
+                behind = await self._needs_push(booking, mapping)
+                if event is not None and not behind and _in_step(event, booking):
                     settled.append(check)
-                else:
-                    # At times of an earlier write of ours: written again as it is now.
+                    continue
+                if not behind:
+                    # At the times of an earlier write of ours: written again as it is now.
                     await self._rewrite(mapping)
-                    pushes.append(
-                        PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
-                    )
+                pushes.append(
+                    PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
+                )
         confirmed = 0
         for check in settled:
             confirmed += await self._checks.clear(check)
@@ -477,6 +482,9 @@ class ReconcileService:
         value = mapping.value
         if value.detached:
             return False
+        if value.event_id is None and value.pending_transaction_id is None:
+            # No event there: only a booking that holds time, still ahead, wants one.
+            return booking.status.holds_time and not booking.is_in_past(self._clock())
         return (
             value.booking_version < booking.version
             or value.last_error is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.domain.base import DomainModel, UtcDatetime
@@ -32,6 +32,9 @@ from shared.services.mirror import MirrorService
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
+
+# How long a mailbox claim whose resource is not saved yet counts as a connect under way.
+CONNECT_PENDING = timedelta(minutes=10)
 
 
 class SubscriptionKeeper(Protocol):
@@ -98,7 +101,11 @@ class ResourceService:
             )
             if reconnect:
                 await self._claim_mailbox(resource_id, settings.mailbox)
-                await self._check_mailbox(settings.mailbox)
+                try:
+                    await self._check_mailbox(settings.mailbox)
+                except InvalidInput:
+                    await self._mailboxes.release(settings.mailbox, resource_id)
+                    raise
             now = self._clock()
             try:
                 if stored is None:
@@ -135,25 +142,33 @@ class ResourceService:
             claim = await self._mailboxes.holder(mailbox)
             if claim is not None and claim.value.resource_id == resource_id:
                 return
-            holder = claim.value.resource_id if claim is not None else None
-            if holder is None:
+            if claim is None:
                 # Resources connected before mailboxes were claimed hold none.
                 holder = await self._connected_to(mailbox, besides=resource_id)
-            elif not await self._uses(holder, mailbox):
-                holder = None
+            elif await self._uses(claim.value.resource_id, mailbox, claim.value.claimed_at):
+                holder = claim.value.resource_id
+            else:
+                holder = None  # a stale claim: taken over below
             if holder is not None:
                 raise MailboxInUse(
                     f"mailbox {mailbox} is connected to resource {holder}; "
                     "disconnect that resource first",
                     details=[{"field": "mailbox", "message": f"in use by resource {holder}"}],
                 )
-            if await self._mailboxes.claim(mailbox, resource_id, claim.etag if claim else None):
+            etag = claim.etag if claim else None
+            if await self._mailboxes.claim(mailbox, resource_id, etag, self._clock()):
                 return
         raise ConcurrencyConflict(f"mailbox {mailbox} is being connected; retry")
 
-    async def _uses(self, resource_id: str, mailbox: str) -> bool:
+    async def _uses(self, resource_id: str, mailbox: str, claimed_at: datetime) -> bool:
+        """Whether the claim's resource uses the mailbox, or may still be connecting to
+        it (it claims before it checks the mailbox and saves)."""
         stored = await self._resources.get(resource_id)
-        return stored is not None and _connected_to(stored.value, mailbox)
+        if stored is not None and _connected_to(stored.value, mailbox):
+            return True
+        connecting = self._clock() - claimed_at < CONNECT_PENDING
+        # A resource saved after its claim without the mailbox has moved on from it.
+        return connecting and (stored is None or stored.value.updated_at < claimed_at)
 
     async def _connected_to(self, mailbox: str, *, besides: str) -> str | None:
         for stored in await self._resources.list_all():

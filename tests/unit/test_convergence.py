@@ -141,6 +141,30 @@ async def test_a_pushed_event_deleted_before_the_next_round_is_noticed(world: Fa
     view = await world.services.bookings.get(booking_id)
     assert view.status is BookingStatus.CANCELLED
     assert changes_of(world, booking_id)[-1] == ("booking.cancelled", "outlook")
+    await incremental_round(world)
+    assert await world.ports.calendar_checks.pending("room-1") == []
+
+
+async def test_a_change_pushed_to_an_event_deleted_unnoticed_gets_the_delete_policy(
+    world: FakeWorld,
+) -> None:
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    world.calendar.events[ROOM].clear()  # deleted in Outlook; the notification is lost
+    later = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=4))
+    await world.services.bookings.reschedule(booking_id, later)
+    await world.push_all()  # the update meets a 404: not retried
+
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(booking_id)
+    assert view.status is BookingStatus.CANCELLED
+    assert changes_of(world, booking_id)[-1] == ("booking.cancelled", "outlook")
+    assert events_at(world, ROOM) == []
+    await incremental_round(world)  # nothing left to confirm, and nothing to undo
+    assert (await world.services.bookings.get(booking_id)).status is BookingStatus.CANCELLED
+    assert await world.ports.calendar_checks.pending("room-1") == []
 
 
 async def test_a_confirmed_event_costs_no_graph_read_in_later_rounds(world: FakeWorld) -> None:
@@ -263,3 +287,66 @@ async def test_one_mailbox_is_one_resource(world: FakeWorld) -> None:
     assert created
     with pytest.raises(MailboxInUse):
         await world.services.resources.put("room-a", settings)
+
+
+async def test_two_concurrent_connects_of_one_mailbox_leave_one_resource(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.calendar.events["shared-room@contoso.com"] = {}
+    world.calendar.events["SHARED-ROOM@contoso.com"] = {}
+    check_mailbox = world.calendar.check_mailbox
+
+    async def slow_check(mailbox: str) -> None:
+        for _ in range(5):  # the other connect runs meanwhile
+            await asyncio.sleep(0)
+        await check_mailbox(mailbox)
+
+    monkeypatch.setattr(world.calendar, "check_mailbox", slow_check)
+    settings = ResourceSettings(mailbox="shared-room@contoso.com", display_name="Room")
+    other = settings.model_copy(update={"mailbox": "SHARED-ROOM@contoso.com"})
+
+    results = await asyncio.gather(
+        world.services.resources.put("room-a", settings),
+        world.services.resources.put("room-b", other),
+        return_exceptions=True,
+    )
+
+    refused = [r for r in results if isinstance(r, MailboxInUse)]
+    assert len(refused) == 1, [type(r).__name__ + str(r)[:150] for r in results]
+    connected = [r for r in ("room-a", "room-b") if await world.resources.get(r) is not None]
+    assert len(connected) == 1
+
+
+async def test_an_older_write_answered_after_a_newer_one_is_written_again(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    t2 = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+    t3 = TimeRange(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5))
+    await world.services.bookings.reschedule(booking_id, t2)
+    [push_t2] = world.outbound()
+    drop_outbound(world)
+    gate = GatedBatches(world)
+    write_batch = world.calendar.write_batch
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    slow = asyncio.ensure_future(world.services.push.push(push_t2))
+    await gate.written.wait()  # sent; its answer (after retries) takes minutes
+    monkeypatch.setattr(world.calendar, "write_batch", write_batch)
+    world.clock.now += timedelta(minutes=3)  # past the wait for a write in flight
+    await world.services.bookings.reschedule(booking_id, t3)
+    await world.push_all()  # T3 is written and recorded first
+    [event] = world.calendar.events[ROOM].values()
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={"start": t2.start, "end": t2.end, "change_key": "late"}
+    )  # ...and then the older write lands on top of it
+
+    gate.release.set()
+    with pytest.raises(PushIncomplete):
+        await slow
+    await world.services.push.push(push_t2)  # the queue's retry
+
+    assert events_at(world, ROOM) == [(booking_id, t3.start, t3.end)]
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (t3.start, t3.end)
+    assert [s.state for s in view.sync] == ["synced"]

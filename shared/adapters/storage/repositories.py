@@ -242,10 +242,14 @@ class MailboxClaimTable(EntityTable[MailboxClaim]):
     async def holder(self, mailbox: str) -> Stored[MailboxClaim] | None:
         return await self.get_by_keys(mailbox.lower(), CLAIM_ROW)
 
-    async def claim(self, mailbox: str, resource_id: str, etag: str | None) -> bool:
+    async def claim(
+        self, mailbox: str, resource_id: str, etag: str | None, claimed_at: datetime
+    ) -> bool:
         """Take the mailbox for `resource_id`: insert when `etag` is None, else replace
         that version of another's claim. False when another writer got there first."""
-        claim = MailboxClaim(mailbox=mailbox.lower(), resource_id=resource_id)
+        claim = MailboxClaim(
+            mailbox=mailbox.lower(), resource_id=resource_id, claimed_at=claimed_at
+        )
         try:
             if etag is None:
                 await self.insert(claim)
