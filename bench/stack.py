@@ -195,7 +195,7 @@ def running_stack(
             [
                 sys.executable, "-m", "bench.emulator",
                 "--host", "127.0.0.1", "--port", str(graph_port),
-                "--tenant-id", LOCAL_TENANT_ID, "--log-level", "WARNING",
+                "--tenant-id", LOCAL_TENANT_ID, "--log-level", "WARNING", "--allow-http",
             ],
             emulator_log,
             env,

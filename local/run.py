@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mailboxes = args.mailbox or list(DEMO_MAILBOXES)
         emulator_args = [sys.executable, "-m", "local.graph_emulator", "--host", "127.0.0.1"]
         emulator_args += ["--port", str(args.graph_port), "--tenant-id", LOCAL_TENANT_ID]
+        emulator_args += ["--allow-http"]  # the local host serves the webhook on plain http
         for mailbox in mailboxes:
             emulator_args += ["--mailbox", mailbox]
         emulator = subprocess.Popen(emulator_args, cwd=REPO_ROOT)  # noqa: S603 - our own module

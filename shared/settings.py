@@ -89,6 +89,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GRAPH_AUTH_MODE=client_secret needs GRAPH_CLIENT_ID and GRAPH_CLIENT_SECRET"
             )
+        if (
+            self.graph_auth_mode is not GraphAuthMode.EMULATOR
+            and self.public_base_url.scheme != "https"
+        ):
+            # Graph delivers notifications to https URLs only; only the emulator takes http.
+            raise ValueError(
+                "PUBLIC_BASE_URL must be an https URL (Graph refuses http notification URLs);"
+                " http is accepted only with GRAPH_AUTH_MODE=emulator"
+            )
         webhook = self.booking_events_webhook_url
         if webhook is not None and self.booking_events_webhook_secret is None:
             raise ValueError("BOOKING_EVENTS_WEBHOOK_URL needs BOOKING_EVENTS_WEBHOOK_SECRET")

@@ -28,6 +28,7 @@ from shared.domain.errors import (
     AlreadyExists,
     ConcurrencyConflict,
     DomainError,
+    GraphConflict,
     GraphNotFound,
     GraphTransient,
     InvalidInput,
@@ -285,6 +286,8 @@ class FakeCalendar:
         self.reads: list[tuple[str, str]] = []  # get_event calls: (mailbox, event id)
         self.batch_reads: list[int] = []  # get_events calls: how many ids each
         self.unreachable = False
+        # The app's subscriptions as Graph holds them: one per mailbox (a second is a 409).
+        self.subscriptions: dict[str, GraphSubscription] = {}
         self._ids = itertools.count(1)
 
     def fail(self, mailbox: str, *errors: DomainError) -> None:
@@ -400,7 +403,15 @@ class FakeCalendar:
         expires_at: datetime,
     ) -> GraphSubscription:
         self._check(mailbox)
-        return GraphSubscription(subscription_id=f"sub{next(self._ids)}", expires_at=expires_at)
+        resource = f"/users/{mailbox}/events"
+        existing = [s for s in self.subscriptions.values() if s.resource == resource]
+        if existing:
+            raise GraphConflict(f"Subscription Id {existing[0].subscription_id} already exists")
+        created = GraphSubscription(
+            subscription_id=f"sub{next(self._ids)}", expires_at=expires_at, resource=resource
+        )
+        self.subscriptions[created.subscription_id] = created
+        return created
 
     async def renew_subscription(
         self, subscription_id: str, expires_at: datetime
@@ -410,8 +421,11 @@ class FakeCalendar:
     async def reauthorize_subscription(self, subscription_id: str) -> None:
         return None
 
+    async def list_subscriptions(self) -> list[GraphSubscription]:
+        return list(self.subscriptions.values())
+
     async def delete_subscription(self, subscription_id: str) -> None:
-        return None
+        self.subscriptions.pop(subscription_id, None)
 
 
 class FakeProbe:

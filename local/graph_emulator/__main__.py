@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not send a 'missed' lifecycle notification when delivery gives up",
     )
+    parser.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="accept http notification URLs (Graph requires https; the local stack has none)",
+    )
+    parser.add_argument(
+        "--deleted-items-unreadable",
+        action="store_true",
+        help="a GET by id of a deleted event answers 404 (default: found in Deleted Items)",
+    )
     parser.add_argument("--page-size", type=int, default=defaults.default_page_size)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
@@ -124,6 +134,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         duplicate_notifications=args.duplicates,
         missed_on_give_up=not args.no_missed_on_give_up,
         default_page_size=args.page_size,
+        allow_http_notification_urls=args.allow_http,
+        deleted_items_readable=not args.deleted_items_unreadable,
         latency_ms=args.latency_ms,
     )
 

@@ -37,6 +37,14 @@ class EmulatorConfig:
     max_client_state_length: int = 128
     validation_timeout_s: float = 10.0
 
+    # Graph requires https notification URLs; the local stack and tests run plain http.
+    allow_http_notification_urls: bool = False
+
+    # DELETE moves an event to Deleted Items. With immutable ids a GET by id may still find
+    # it there (parentFolderId = Deleted Items): the harsher reading, on by default. False:
+    # a GET by id of a deleted event answers 404, as a hard delete would.
+    deleted_items_readable: bool = True
+
     # Change-notification delivery.
     notification_batch_window_s: float = 0.05
     notification_delay_s: float = 0.0

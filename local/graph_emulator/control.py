@@ -154,7 +154,9 @@ def _stored_subscription(emulator: GraphEmulator, sub_id: str) -> dict[str, Any]
     subscription = emulator.state.find_subscription(sub_id, utc_now())
     if subscription is None:
         return None
-    rendered = render_subscription(subscription, tenant_id=emulator.config.tenant_id)
+    rendered = render_subscription(
+        subscription, tenant_id=emulator.config.tenant_id, reveal_client_state=True
+    )
     rendered["mailbox"] = subscription.mailbox_key
     return rendered
 

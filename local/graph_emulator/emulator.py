@@ -30,6 +30,7 @@ def graph_routes() -> list[Route]:
     routes = [
         Route("POST", "/$batch", batch.run_batch, mailbox_of=_no_mailbox),
         Route("GET", "/users/{id}", user_routes.get_user),
+        Route("GET", "/users/{id}/calendar", user_routes.get_calendar),
         Route("POST", "/users/{id}/calendar/getSchedule", schedule_routes.get_schedule),
         Route("GET", "/users/{id}/calendarView/delta", view_routes.delta),
         Route("GET", "/users/{id}/calendar/calendarView/delta", view_routes.delta),
@@ -44,6 +45,7 @@ def graph_routes() -> list[Route]:
             Route("GET", prefix + "/{eventId}", event_routes.get),
             Route("PATCH", prefix + "/{eventId}", event_routes.update),
             Route("DELETE", prefix + "/{eventId}", event_routes.delete),
+            Route("POST", prefix + "/{eventId}/permanentDelete", event_routes.permanent_delete),
         ]
     subscription = subscription_routes.subscription_mailbox
     routes += [

@@ -1,9 +1,14 @@
-"""``/users/{id}/events`` (and ``/calendar/events``): create, list, get, update, delete.
+"""``/users/{id}/events`` (and ``/calendar/events``): create, list, get, update, delete,
+permanentDelete.
 
 Writes publish change notifications whoever makes them, the app or a test playing the
 Outlook user. Occurrences of a series are addressed by their own ids: updating one turns it
 into an exception, deleting one removes it from the series, and both notify an update of
 the series master (the only notification Graph sends when one occurrence is deleted).
+
+DELETE is a soft delete, as in Outlook: the event moves to Deleted Items (it leaves the
+calendar, calendarView and delta, and subscribers get ``deleted``), where a GET by its
+immutable id may still find it. ``permanentDelete`` purges it.
 """
 
 from __future__ import annotations
@@ -30,11 +35,22 @@ from local.graph_emulator.odata import (
     parse_filter,
 )
 from local.graph_emulator.router import GraphRequest, GraphResponse, Params, no_content, ok
-from local.graph_emulator.state import Mailbox
+from local.graph_emulator.state import EventRecord, Mailbox
 from local.graph_emulator.timezones import utc_now
 
 if TYPE_CHECKING:
     from local.graph_emulator.emulator import GraphEmulator
+
+
+def _find(emu: GraphEmulator, mailbox: Mailbox, event_id: str) -> EventRecord:
+    """The addressed event: in the calendar, or (when the emulator lets deleted items be
+    read, the default) in Deleted Items. Raises 404 otherwise."""
+    record = find_event(mailbox, event_id)
+    if record is None and emu.config.deleted_items_readable:
+        record = mailbox.deleted_items.get(event_id)
+    if record is None:
+        raise not_found_item()
+    return record
 
 
 def _entity(request: GraphRequest, mailbox: Mailbox, rendered: dict[str, Any]) -> dict[str, Any]:
@@ -86,9 +102,7 @@ async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
 
 async def get(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
     mailbox = require_mailbox(emu, params)
-    record = find_event(mailbox, params["eventId"])
-    if record is None:
-        raise not_found_item()
+    record = _find(emu, mailbox, params["eventId"])
     rendered = render_event(
         record,
         zone=preferred_zone(request),
@@ -100,9 +114,7 @@ async def get(emu: GraphEmulator, request: GraphRequest, params: Params) -> Grap
 
 async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
     mailbox = require_mailbox(emu, params)
-    record = find_event(mailbox, params["eventId"])
-    if record is None:
-        raise not_found_item()
+    record = _find(emu, mailbox, params["eventId"])
     check_if_match(request, record.change_key)
     body = request.json_object()
     now = utc_now()
@@ -116,6 +128,8 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
         emu.notifier.publish_change(mailbox, changed.id, "updated", changed.change_key)
         emu.notifier.publish_change(mailbox, master.id, "updated", master.change_key)
         record = changed
+    elif record.id in mailbox.deleted_items:
+        patch_event(record, body, now)  # an item in Deleted Items: no calendar to notify of
     else:
         patch_event(record, body, now)
         emu.notifier.publish_change(mailbox, record.id, "updated", record.change_key)
@@ -124,8 +138,27 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
 
 
 async def delete(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    """Soft delete: the event moves to Deleted Items (deleting it there purges it)."""
+    return await _remove(emu, request, params, permanent=False)
+
+
+async def permanent_delete(
+    emu: GraphEmulator, request: GraphRequest, params: Params
+) -> GraphResponse:
+    """``POST .../events/{id}/permanentDelete``: purge the event, wherever it is."""
+    return await _remove(emu, request, params, permanent=True)
+
+
+async def _remove(
+    emu: GraphEmulator, request: GraphRequest, params: Params, *, permanent: bool
+) -> GraphResponse:
     mailbox = require_mailbox(emu, params)
-    record = find_event(mailbox, params["eventId"])
+    event_id = params["eventId"]
+    if event_id in mailbox.deleted_items and (permanent or emu.config.deleted_items_readable):
+        check_if_match(request, mailbox.deleted_items[event_id].change_key)
+        del mailbox.deleted_items[event_id]  # out of the calendar already: nothing to notify
+        return no_content()
+    record = find_event(mailbox, event_id)
     if record is None:
         raise not_found_item()
     check_if_match(request, record.change_key)
@@ -140,5 +173,10 @@ async def delete(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     del mailbox.events[record.id]
     if record.transaction_id:
         mailbox.transactions.pop(record.transaction_id, None)
+    if not permanent:
+        # Moving an item to another folder gives it a new changeKey (its id is immutable).
+        touch(record, utc_now())
+        record.parent_folder_id = mailbox.deleted_items_id
+        mailbox.deleted_items[record.id] = record
     emu.notifier.publish_change(mailbox, record.id, "deleted", record.change_key)
     return no_content()

@@ -236,6 +236,7 @@ def create_event(mailbox: Mailbox, body: Any, now: datetime) -> EventRecord:
         is_all_day=is_all_day,
         props=props,
         transaction_id=str(fields["transactionId"]) if fields.get("transactionId") else None,
+        parent_folder_id=mailbox.calendar_id,
     )
     if "singleValueExtendedProperties" in fields:
         record.extended = _extended_properties(fields["singleValueExtendedProperties"])
@@ -339,6 +340,7 @@ def render_event(
         "originalStartTimeZone": record.start_zone,
         "originalEndTimeZone": record.end_zone,
         "iCalUId": record.ical_uid,
+        "parentFolderId": record.parent_folder_id,
         "reminderMinutesBeforeStart": props["reminderMinutesBeforeStart"],
         "isReminderOn": props["isReminderOn"],
         "hasAttachments": False,

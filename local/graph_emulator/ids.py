@@ -32,6 +32,12 @@ def user_id_for(upn: str) -> str:
     return str(uuid.uuid5(_USER_NAMESPACE, upn.lower()))
 
 
+def folder_id_for(upn: str, folder: str) -> str:
+    """A stable folder id (the mailbox's calendar, its Deleted Items), shaped like Outlook's."""
+    digest = uuid.uuid5(_USER_NAMESPACE, f"{upn.lower()}/{folder}").bytes
+    return "AAMkAGFo" + base64.urlsafe_b64encode(digest + digest[:8]).decode() + "AAA="
+
+
 def occurrence_id(master_id: str, original_start: datetime) -> str:
     """Occurrences and exceptions are addressed by series master + original start, like
     Outlook's ids, so an occurrence keeps its id when it becomes an exception."""

@@ -14,7 +14,7 @@ from typing import Any
 from local.graph_emulator.auth import TokenStore
 from local.graph_emulator.config import EmulatorConfig
 from local.graph_emulator.faults import FaultRegistry
-from local.graph_emulator.ids import user_id_for
+from local.graph_emulator.ids import folder_id_for, user_id_for
 from local.graph_emulator.stats import RequestStats
 from local.graph_emulator.throttling import MailboxThrottle
 
@@ -45,6 +45,8 @@ class EventRecord:
     original_start: datetime | None = None
     exceptions: dict[datetime, EventRecord] = field(default_factory=dict)
     cancelled_occurrences: set[datetime] = field(default_factory=set)
+    # The folder holding it: the mailbox's calendar, or Deleted Items after a DELETE.
+    parent_folder_id: str = ""
 
 
 @dataclass
@@ -55,6 +57,16 @@ class Mailbox:
     startup: bool = False
     events: dict[str, EventRecord] = field(default_factory=dict)
     transactions: dict[str, str] = field(default_factory=dict)
+    # Soft-deleted events (DELETE moves an event here; permanentDelete purges it).
+    deleted_items: dict[str, EventRecord] = field(default_factory=dict)
+
+    @property
+    def calendar_id(self) -> str:
+        return folder_id_for(self.upn, "calendar")
+
+    @property
+    def deleted_items_id(self) -> str:
+        return folder_id_for(self.upn, "deleteditems")
 
     @property
     def key(self) -> str:

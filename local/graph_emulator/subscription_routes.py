@@ -51,14 +51,19 @@ def subscription_mailbox(emu: GraphEmulator, request: GraphRequest, params: Para
 
 
 def render_subscription(
-    subscription: SubscriptionRecord, *, tenant_id: str | None = None
+    subscription: SubscriptionRecord,
+    *,
+    tenant_id: str | None = None,
+    reveal_client_state: bool = False,
 ) -> dict[str, Any]:
+    """Graph's JSON for a subscription. ``clientState`` is null unless revealed: Graph
+    echoes it only in the answer to the POST that set it (the control API reveals it)."""
     rendered: dict[str, Any] = {
         "id": subscription.id,
         "resource": subscription.resource,
         "applicationId": subscription.application_id,
         "changeType": ",".join(subscription.change_types),
-        "clientState": subscription.client_state,
+        "clientState": subscription.client_state if reveal_client_state else None,
         "notificationUrl": subscription.notification_url,
         "notificationQueryOptions": None,
         "lifecycleNotificationUrl": subscription.lifecycle_url,
@@ -75,12 +80,13 @@ def render_subscription(
     return rendered
 
 
-def _url(value: Any, name: str) -> str:
+def _url(emu: GraphEmulator, value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise _invalid(f"'{name}' is required.")
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise _invalid(f"Invalid {name}: '{value}'.")
+    schemes = ("http", "https") if emu.config.allow_http_notification_urls else ("https",)
+    if parts.scheme.lower() not in schemes or not parts.netloc:
+        raise _invalid(f"Invalid {name}: '{value}'. The URL must use the https scheme.")
     return value
 
 
@@ -110,9 +116,9 @@ async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     unknown = [t for t in change_types if t not in CHANGE_TYPES]
     if unknown:
         raise _invalid(f"Invalid changeType '{','.join(unknown)}'.")
-    notification_url = _url(body.get("notificationUrl"), "notificationUrl")
+    notification_url = _url(emu, body.get("notificationUrl"), "notificationUrl")
     lifecycle_raw = body.get("lifecycleNotificationUrl")
-    lifecycle_url = _url(lifecycle_raw, "lifecycleNotificationUrl") if lifecycle_raw else None
+    lifecycle_url = _url(emu, lifecycle_raw, "lifecycleNotificationUrl") if lifecycle_raw else None
     resource = body.get("resource")
     mailbox_ref = mailbox_ref_of_resource(resource)
     if mailbox_ref is None:
@@ -138,6 +144,7 @@ async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
             )
     if body.get("includeResourceData"):
         raise _invalid("includeResourceData is not supported by the Graph emulator.")
+    _refuse_duplicate(emu, mailbox.key, change_types)
 
     await _validate(emu, notification_url)
     if lifecycle_url:
@@ -159,11 +166,37 @@ async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
         latest_tls=str(body.get("latestSupportedTlsVersion") or "v1_2"),
     )
     emu.state.subscriptions[subscription.id] = subscription
-    rendered = render_subscription(subscription)
+    # The answer to the POST is the one place Graph echoes the clientState it was given.
+    rendered = render_subscription(subscription, reveal_client_state=True)
     return ok({"@odata.context": context_url(request, "subscriptions/$entity"), **rendered}, 201)
 
 
+def _refuse_duplicate(emu: GraphEmulator, mailbox_key: str, change_types: tuple[str, ...]) -> None:
+    """Graph refuses a second subscription of one app with the same resource and
+    changeType (409); the caller has to find the first one itself."""
+    wanted = frozenset(change_types)
+    for existing in emu.state.active_subscriptions(utc_now()):
+        if (
+            existing.mailbox_key == mailbox_key
+            and existing.application_id == emu.config.application_id
+            and frozenset(existing.change_types) == wanted
+        ):
+            raise GraphError(
+                409,
+                "Conflict",
+                f"Subscription Id {existing.id} already exists for the requested combination",
+            )
+
+
 async def list_all(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    options = sorted(name for name in request.query if name.startswith("$"))
+    if options:
+        raise GraphError(
+            400,
+            "BadRequest",
+            f"Query option '{options[0]}' is not supported: GET /subscriptions takes no "
+            "OData query options.",
+        )
     active = emu.state.active_subscriptions(utc_now())
     return ok(
         {
@@ -196,7 +229,7 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     )
     new_url = body.get("notificationUrl")
     if new_url is not None and new_url != subscription.notification_url:
-        await _validate(emu, _url(new_url, "notificationUrl"))
+        await _validate(emu, _url(emu, new_url, "notificationUrl"))
         subscription.notification_url = new_url
     if expiration is not None:
         subscription.expiration = expiration

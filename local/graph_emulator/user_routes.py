@@ -1,11 +1,12 @@
-"""``GET /users/{id}``: the mailbox's user, by UPN/email or by user id."""
+"""``GET /users/{id}``: the mailbox's user, by UPN/email or by user id; and
+``GET /users/{id}/calendar``: its default calendar."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from local.graph_emulator.errors import GraphError
-from local.graph_emulator.lookups import context_url
+from local.graph_emulator.lookups import context_url, require_mailbox
 from local.graph_emulator.odata import apply_select
 from local.graph_emulator.router import GraphRequest, GraphResponse, Params, ok
 
@@ -24,3 +25,21 @@ async def get_user(emu: GraphEmulator, request: GraphRequest, params: Params) ->
         )
     user = apply_select(mailbox.to_user_json(), request.param("$select"))
     return ok({"@odata.context": context_url(request, "users/$entity"), **user})
+
+
+async def get_calendar(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+    """The default calendar; its ``id`` is the ``parentFolderId`` of the events in it."""
+    mailbox = require_mailbox(emu, params)
+    calendar = {
+        "id": mailbox.calendar_id,
+        "name": "Calendar",
+        "color": "auto",
+        "isDefaultCalendar": True,
+        "canEdit": True,
+        "canShare": True,
+        "canViewPrivateItems": True,
+        "owner": {"name": mailbox.display_name, "address": mailbox.upn},
+    }
+    calendar = apply_select(calendar, request.param("$select"))
+    context = context_url(request, f"users('{mailbox.upn}')/calendar/$entity")
+    return ok({"@odata.context": context, **calendar})

@@ -196,3 +196,4 @@ class DeltaRound(DomainModel):
 class GraphSubscription(DomainModel):
     subscription_id: str
     expires_at: UtcDatetime
+    resource: str | None = None  # as Graph lists it, e.g. /users/room-1@contoso.com/events

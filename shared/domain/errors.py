@@ -87,6 +87,13 @@ class GraphThrottled(GraphError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class GraphConflict(GraphError):
+    """Graph refused a write as conflicting with what exists (409), e.g. a second
+    subscription with the same resource and change types."""
+
+    code = "graph_conflict"
+
+
 class GraphTransient(GraphError):
     code = "graph_transient"
 

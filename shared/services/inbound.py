@@ -418,7 +418,13 @@ class EventChangeHandler:
                     return
                 if not settings.direction.pushes:
                     return
-                event = await self._gateway.get_event(settings.mailbox, change.event_id)
+                # Deleted means deleted: Graph's DELETE moves the event to Deleted Items,
+                # where a GET by its immutable id may still find it.
+                event = (
+                    None
+                    if change.change_type == "deleted"
+                    else await self._gateway.get_event(settings.mailbox, change.event_id)
+                )
                 await self._applier.apply(resource, mapping, event, SyncDirection.INBOUND)
             elif settings.direction.pulls:
                 await self._mirror_change(resource, change)

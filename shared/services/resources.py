@@ -191,7 +191,15 @@ class ResourceService:
             ) from exc
 
     async def _connect(self, stored: Stored[Resource]) -> None:
-        resource = await self._subscriptions.subscribe(stored.value)
+        try:
+            resource = await self._subscriptions.subscribe(stored.value)
+        except GraphError as exc:
+            # Saved, but not connected: the resource says why (and fails closed).
+            await self._connection.mark_failing(
+                stored.value.resource_id, f"subscription failed: {exc.message}"
+            )
+            await self._log(stored.value.resource_id, "connect", SyncOutcome.FAILED)
+            return
         if resource.settings.direction.pulls:
             try:
                 await self._mirror.pull(resource)

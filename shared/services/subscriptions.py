@@ -1,26 +1,34 @@
 """Graph change-notification subscriptions, one per connected resource.
 
 Each subscription gets its own random clientState (stored, never logged); the webhook
-trusts a notification only when its clientState matches in constant time.
+trusts a notification only when its clientState matches in constant time. Graph never
+returns a clientState when subscriptions are read, so ours is only ever the one we stored.
+
+Graph refuses a second subscription of the app on one mailbox (409 Conflict). One left by
+a connect that crashed before recording it, or by another deployment of the app, is found
+by its resource in `GET /subscriptions`, deleted, and the subscription made again, once.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
-from shared.domain.calendar import SubscriptionRecord
-from shared.domain.errors import GraphNotFound
+from shared.domain.calendar import GraphSubscription, SubscriptionRecord
+from shared.domain.errors import GraphConflict, GraphNotFound
 from shared.domain.resources import Direction, Resource
 from shared.ports import CalendarGateway, ResourceRepository, SubscriptionRepository
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
 
+
+_EVENTS_RESOURCE = re.compile(r"^/?users/([^/]+)/events/?$", re.IGNORECASE)
 NOTIFICATIONS_ROUTE = "/api/graph/notifications"
 LIFECYCLE_ROUTE = "/api/graph/lifecycle"
 
@@ -28,6 +36,13 @@ LIFECYCLE_ROUTE = "/api/graph/lifecycle"
 def client_state() -> str:
     """A random clientState: 64 URL-safe characters (Graph allows up to 128)."""
     return secrets.token_urlsafe(48)
+
+
+def subscribed_mailbox(resource: str | None) -> str | None:
+    """The mailbox (lower case) of a subscription's resource `/users/{mailbox}/events`
+    as Graph lists it (leading slash and case vary), or None for another resource."""
+    match = _EVENTS_RESOURCE.match((resource or "").strip())
+    return match.group(1).strip("'\"").lower() if match else None
 
 
 def webhook_url(public_base_url: str, route: str, function_key: str | None) -> str:
@@ -62,13 +77,17 @@ class SubscriptionService:
             return await self.unsubscribe(resource)
         now = self._clock()
         state = client_state()
-        created = await self._gateway.create_subscription(
-            resource.settings.mailbox,
-            webhook_url(self._base_url, NOTIFICATIONS_ROUTE, self._function_key),
-            webhook_url(self._base_url, LIFECYCLE_ROUTE, self._function_key),
-            state,
-            now + self._expiry,
-        )
+        try:
+            created = await self._create(resource, state, now)
+        except GraphConflict:
+            await self._drop_conflicting(resource)
+            try:
+                created = await self._create(resource, state, now)
+            except GraphConflict as exc:
+                raise GraphConflict(
+                    f"Graph refuses a subscription on {resource.settings.mailbox}: another "
+                    "subscription of this app holds it and could not be replaced"
+                ) from exc
         await self._subscriptions.save(
             SubscriptionRecord(
                 subscription_id=created.subscription_id,
@@ -92,6 +111,32 @@ class SubscriptionService:
             created.expires_at.isoformat(),
         )
         return updated or resource
+
+    async def _create(self, resource: Resource, state: str, now: datetime) -> GraphSubscription:
+        return await self._gateway.create_subscription(
+            resource.settings.mailbox,
+            webhook_url(self._base_url, NOTIFICATIONS_ROUTE, self._function_key),
+            webhook_url(self._base_url, LIFECYCLE_ROUTE, self._function_key),
+            state,
+            now + self._expiry,
+        )
+
+    async def _drop_conflicting(self, resource: Resource) -> None:
+        """Delete the app's subscriptions on the resource's mailbox that Graph lists (the
+        409 does not reliably name one)."""
+        mailbox = resource.settings.mailbox
+        stale = [
+            s.subscription_id
+            for s in await self._gateway.list_subscriptions()
+            if subscribed_mailbox(s.resource) == mailbox.lower()
+        ]
+        logger.warning(
+            "resource %s: Graph holds %d other subscriptions on its mailbox; replacing them",
+            resource.resource_id,
+            len(stale),
+        )
+        for subscription_id in stale:
+            await self._drop(subscription_id)
 
     async def unsubscribe(self, resource: Resource) -> Resource:
         """Delete the resource's subscription, if any. Idempotent."""

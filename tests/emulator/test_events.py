@@ -79,6 +79,9 @@ async def test_event_round_trip_changes_change_key_on_every_write(graph: GraphCl
     )
     assert stale.status == 412
 
+    # DELETE moves it to Deleted Items; deleting it there purges it.
+    assert (await graph.delete(path)).status == 204
+    assert (await graph.get(path)).status == 200
     assert (await graph.delete(path)).status == 204
     gone = await graph.get(path)
     assert gone.status == 404

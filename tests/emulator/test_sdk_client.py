@@ -144,6 +144,10 @@ async def test_sdk_client_round_trip(sdk: GraphServiceClient) -> None:
         (created.id, {"reason": "deleted"})
     ]
 
+    # The DELETE was soft: the item is in Deleted Items until permanentDelete purges it.
+    soft_deleted = await user.events.by_event_id(created.id).get()
+    assert soft_deleted is not None
+    await user.events.by_event_id(created.id).permanent_delete.post()
     with pytest.raises(ODataError) as raised:
         await user.events.by_event_id(created.id).get()
     assert raised.value.response_status_code == 404

@@ -156,3 +156,22 @@ async def test_a_time_zone_graph_refuses_is_written_in_utc(
     results = await gateway.write_batch(writes)
     assert [r.error for r in results] == [None] * 3
     assert [r.event.start for r in results if r.event] == [START] * 3
+
+
+async def test_an_event_in_deleted_items_reads_as_gone(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    kept = await gateway.create_event(ALICE, draft("bk-kept"), transaction_id="tx-kept")
+    deleted = await gateway.create_event(ALICE, draft("bk-del"), transaction_id="tx-del")
+    path = f"/users/{ALICE}/events/{quote(deleted.event_id, safe='')}"
+    await control.graph("DELETE", path)  # the Outlook user deletes it
+
+    # Graph still returns it by its immutable id, from Deleted Items.
+    raw = await control.graph("GET", path)
+    assert raw["id"] == deleted.event_id
+    assert await gateway.get_event(ALICE, deleted.event_id) is None
+    assert await gateway.find_event_for_booking(ALICE, "bk-del") is None
+    assert [e.event_id for e in await gateway.list_our_events(ALICE)] == [kept.event_id]
+    assert await gateway.get_event(ALICE, kept.event_id) is not None
+    # The calendar's id is read at most once per mailbox (the gateway lives for the session).
+    assert await control.request_count("GET", "/users/{id}/calendar", ALICE) <= 1

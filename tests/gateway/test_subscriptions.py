@@ -11,7 +11,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from shared.adapters.graph import GraphCalendarGateway
-from shared.domain.errors import GraphNotFound
+from shared.domain.errors import GraphConflict, GraphNotFound
 from tests.gateway.conftest import ALICE, EmulatorControl
 
 
@@ -69,3 +69,22 @@ async def test_subscription_lifecycle(
     await gateway.delete_subscription(created.subscription_id)  # idempotent
     with pytest.raises(GraphNotFound):
         await gateway.renew_subscription(created.subscription_id, later)
+
+
+async def test_a_duplicate_subscription_raises_graph_conflict_and_is_listed(
+    gateway: GraphCalendarGateway, webhook: str
+) -> None:
+    expiry = datetime.now(UTC) + timedelta(days=2)
+    first = await gateway.create_subscription(
+        ALICE, f"{webhook}/notify", f"{webhook}/lifecycle", "state-1", expiry
+    )
+    with pytest.raises(GraphConflict):
+        await gateway.create_subscription(
+            ALICE, f"{webhook}/notify", f"{webhook}/lifecycle", "state-2", expiry
+        )
+    [listed] = await gateway.list_subscriptions()
+    assert listed.subscription_id == first.subscription_id
+    assert listed.resource is not None
+    assert ALICE in listed.resource
+    await gateway.delete_subscription(first.subscription_id)
+    assert await gateway.list_subscriptions() == []

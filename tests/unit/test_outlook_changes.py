@@ -112,9 +112,34 @@ async def test_repeats_of_one_notification_in_a_message_are_applied_once(
 
     await world.services.inbound.handle_change(work)
 
-    assert world.calendar.reads == [(ROOM, event_id), (ROOM, "someone-else")]
+    # A delete is not read back (deleted means deleted); the update is read once.
+    assert world.calendar.reads == [(ROOM, "someone-else")]
     stored = await world.bookings.get(booking_id)
     assert stored is not None
     assert stored.value.status is BookingStatus.CANCELLED
     cancelled = [b for b in world.queue.bodies(BOOKING_EVENTS_QUEUE) if "booking.cancelled" in b]
     assert len(cancelled) == 1
+
+
+async def test_a_deleted_notification_cancels_though_the_event_is_still_readable(
+    world: FakeWorld,
+) -> None:
+    # Graph's DELETE moves the event to Deleted Items; a GET by id may still return it
+    # (the fake keeps it in the calendar, the harshest case): deleted still means deleted.
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [event_id] = world.calendar.events[ROOM]
+    deleted = EventChange(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        change_type="deleted",
+        event_id=event_id,
+        change_key="ck-last",
+        received_at=T0,
+    )
+
+    await world.services.inbound.handle_change(deleted)
+
+    stored = await world.bookings.get(booking_id)
+    assert stored is not None
+    assert stored.value.status is BookingStatus.CANCELLED

@@ -24,6 +24,7 @@ from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from shared.domain.errors import (
     GraphAccessDenied,
+    GraphConflict,
     GraphError,
     GraphNotFound,
     GraphSyncStateLost,
@@ -190,6 +191,8 @@ def to_domain_error(failure: GraphFailure, context: str) -> GraphError:
         if code in _MAILBOX_MISSING_CODES:
             return GraphNotFound(text)
         return GraphItemNotFound(text)
+    if status == 409:
+        return GraphConflict(text)
     if status == 429:
         return GraphThrottled(text, retry_after_seconds=failure.retry_after_s)
     if status == 400 and "timezone" in code:

@@ -23,9 +23,7 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.httpx_request_adapter import HttpxRequestAdapter
 from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 from msgraph.generated.models.subscription import Subscription
-from msgraph.generated.subscriptions.subscriptions_request_builder import (
-    SubscriptionsRequestBuilder,
-)
+from msgraph.generated.users.item.calendar.calendar_request_builder import CalendarRequestBuilder
 from msgraph.generated.users.item.calendar.get_schedule.get_schedule_post_request_body import (
     GetSchedulePostRequestBody,
 )
@@ -157,6 +155,7 @@ class GraphCalendarGateway:
         self._batch = BatchSender(adapter, self._caller)
         self._page_size = page_size
         self._closers = list(closers)
+        self._calendar_ids: dict[str, str] = {}
 
     @classmethod
     def connect(
@@ -249,10 +248,10 @@ class GraphCalendarGateway:
     # Events --------------------------------------------------------------------------
 
     async def check_reachable(self) -> None:
-        """One light request (the app's subscriptions, a single item), without retries:
-        raises a Graph* error when Graph does not answer or refuses our token."""
-        query = SubscriptionsRequestBuilder.SubscriptionsRequestBuilderGetQueryParameters(top=1)
-        request = self._client.subscriptions.to_get_request_information(_config(query, prefer=()))
+        """One light request (the app's subscriptions), without retries: raises a Graph*
+        error when Graph does not answer or refuses our token. `GET /subscriptions` takes
+        no OData query options (400), so none are sent."""
+        request = self._client.subscriptions.to_get_request_information(_config(prefer=()))
         try:
             await self._send_json(request)
         except GRAPH_CALL_ERRORS as exc:
@@ -324,7 +323,12 @@ class GraphCalendarGateway:
             logger.info("event %s in %s was already gone", event_id, mailbox)
 
     async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None:
-        """The event with our booking id (when it has one), or None when it is gone."""
+        """The event with our booking id (when it has one), or None when it is gone.
+
+        Gone includes deleted but still readable: Graph's DELETE (and an Outlook user's)
+        moves an event to Deleted Items, where a GET by its immutable id still finds it.
+        An event in any folder other than the mailbox's calendar counts as deleted.
+        """
         query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
             expand=[EXPAND_BOOKING_ID]
         )
@@ -336,7 +340,41 @@ class GraphCalendarGateway:
             )
         except GraphItemNotFound:
             return None
-        return calendar_event(found) if found is not None else None
+        if found is None:
+            return None
+        if not await self._in_calendar(mailbox, found):
+            logger.info("event %s in %s is in another folder (deleted)", event_id, mailbox)
+            return None
+        return calendar_event(found)
+
+    async def _calendar_id(self, mailbox: str) -> str:
+        """The id of the mailbox's default calendar (read once per process: it never
+        changes), the `parentFolderId` of the events in it."""
+        key = mailbox.lower()
+        known = self._calendar_ids.get(key)
+        if known is not None:
+            return known
+        query = CalendarRequestBuilder.CalendarRequestBuilderGetQueryParameters(select=["id"])
+        answer = await self._json(
+            lambda: self._user(mailbox).calendar.to_get_request_information(
+                _config(query, prefer=())
+            ),
+            mailbox=mailbox,
+            context=f"get the calendar of {mailbox}",
+        )
+        calendar_id = (answer or {}).get("id")
+        if not isinstance(calendar_id, str) or not calendar_id:
+            raise GraphError(f"get the calendar of {mailbox}: Graph returned no id")
+        self._calendar_ids[key] = calendar_id
+        return calendar_id
+
+    async def _in_calendar(self, mailbox: str, item: dict[str, Any]) -> bool:
+        """Whether a read event sits in the mailbox's calendar (True when Graph does not
+        say which folder holds it)."""
+        folder = item.get("parentFolderId")
+        if not isinstance(folder, str) or not folder:
+            return True
+        return folder == await self._calendar_id(mailbox)
 
     async def get_events(
         self, mailbox: str, event_ids: Sequence[str]
@@ -381,7 +419,8 @@ class GraphCalendarGateway:
             lambda link: events.with_url(link).to_get_request_information(_config()),
             context,
         )
-        return pages.value
+        # Only what is in the calendar: an event deleted to Deleted Items is gone.
+        return [item for item in pages.value if await self._in_calendar(mailbox, item)]
 
     async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
         """Every event (single instances and series masters) carrying our booking-id
@@ -593,7 +632,8 @@ class GraphCalendarGateway:
         expires_at: datetime,
     ) -> GraphSubscription:
         """Subscribe to created/updated/deleted events of the mailbox. An expiry Graph
-        refuses as too far is asked again once, clamped to 4,230 minutes from now."""
+        refuses as too far is asked again once, clamped to 4,230 minutes from now.
+        Raises GraphConflict (409) when the app already has one on the mailbox."""
 
         async def post(expiry: datetime) -> GraphSubscription:
             body = Subscription(
@@ -640,6 +680,27 @@ class GraphCalendarGateway:
             mailbox=None,
             context=f"reauthorize subscription {subscription_id}",
         )
+
+    async def list_subscriptions(self) -> list[GraphSubscription]:
+        """The app's subscriptions, all pages. Sent without query options (Graph refuses
+        them on this route); Graph never returns a clientState here, so none is read."""
+        subscriptions = self._client.subscriptions
+
+        def build(link: str | None) -> RequestInformation:
+            builder = subscriptions.with_url(link) if link else subscriptions
+            return builder.to_get_request_information(_config(prefer=()))
+
+        found: list[GraphSubscription] = []
+        link: str | None = None
+        while True:
+            answer = await self._json(
+                functools.partial(build, link), mailbox=None, context="list subscriptions"
+            )
+            page = _Page.of(answer)
+            found += [s for s in map(_listed_subscription, page.value) if s is not None]
+            if not page.next_link:
+                return found
+            link = page.next_link
 
     async def delete_subscription(self, subscription_id: str) -> None:
         """Idempotent: a subscription already gone is not an error."""
@@ -703,6 +764,22 @@ def _write_result(write: EventWrite, answer: BatchAnswer | GraphError) -> EventW
         return EventWriteResult(event=calendar_event(answer.body, booking_id=booking_id))
     except GraphError as error:
         return EventWriteResult(error=error)
+
+
+def _listed_subscription(item: dict[str, Any]) -> GraphSubscription | None:
+    subscription_id = item.get("id")
+    raw_expiry = item.get("expirationDateTime")
+    if not isinstance(subscription_id, str) or not isinstance(raw_expiry, str):
+        return None
+    expires = datetime.fromisoformat(raw_expiry.replace("Z", "+00:00"))
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    resource = item.get("resource")
+    return GraphSubscription(
+        subscription_id=subscription_id,
+        expires_at=expires,
+        resource=resource if isinstance(resource, str) else None,
+    )
 
 
 def _subscription(answer: Subscription | None, asked: datetime, context: str) -> GraphSubscription:

@@ -1,0 +1,121 @@
+"""The app against Graph's harsher behaviours, over the local stack: soft deletes that
+leave the event readable by id, and a subscription left by a connect that crashed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.e2e.test_bookings_e2e import booking, our_events, synced
+from tests.fixtures.stack import Mailboxes, Stack, eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def test_an_outlook_delete_still_readable_by_id_cancels_under_cancel_booking(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room, onOutlookDelete="cancel_booking")
+    status, created = await stack.call("POST", "/bookings", booking([room]))
+    assert status == 201, created
+    await eventually(lambda: synced(stack, created["bookingId"]))
+    [event] = await our_events(stack, mb.room)
+    path = f"/users/{mb.room}/events/{quote(event['id'], safe='')}"
+
+    assert (await stack.graph("DELETE", path))[0] == 204
+    # Graph moved it to Deleted Items; its immutable id still finds it there.
+    status, still = await stack.graph("GET", path)
+    assert status == 200
+    assert still["id"] == event["id"]
+
+    async def cancelled() -> bool:
+        _, view = await stack.call("GET", f"/bookings/{created['bookingId']}")
+        return bool(view["status"] == "cancelled")
+
+    await eventually(cancelled)
+    assert await stack.booking_events(created["bookingId"]) == [
+        "booking.created",
+        "booking.cancelled",
+    ]
+
+
+async def _stale_subscription(
+    stack: Stack, mailbox: str, resource: str | None = None
+) -> dict[str, Any]:
+    """What a connect that crashed after Graph subscribed leaves behind: a subscription on
+    the mailbox that no resource of ours records."""
+    expiry = (datetime.now(UTC) + timedelta(days=2)).isoformat().replace("+00:00", "Z")
+    base = stack.api.removesuffix("/api")
+    status, created = await stack.graph(
+        "POST",
+        "/subscriptions",
+        {
+            "changeType": "created,updated,deleted",
+            "notificationUrl": f"{base}/api/graph/notifications",
+            "lifecycleNotificationUrl": f"{base}/api/graph/lifecycle",
+            "resource": resource or f"/users/{mailbox}/events",
+            "expirationDateTime": expiry,
+            "clientState": "lost-with-the-crash",
+        },
+    )
+    assert status == 201, created
+    result: dict[str, Any] = created
+    return result
+
+
+async def test_a_stale_subscription_from_a_crashed_connect_does_not_block_reconnecting(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    stale = await _stale_subscription(stack, mb.room)
+
+    room = await stack.connect(mb.room)
+
+    status, view = await stack.call("GET", f"/resources/{room}")
+    assert status == 200
+    assert view["status"]["state"] == "connected", view
+    listed = (await stack.control("GET", "/subscriptions"))["value"]
+    on_room = [s for s in listed if mb.room in s["resource"]]
+    assert [s["id"] for s in on_room] == [view["subscription"]["id"]]
+    assert view["subscription"]["id"] != stale["id"]
+    # The new subscription delivers to the resource: an Outlook event reaches the mirror.
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=9, minute=0, microsecond=0)
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    await stack.graph(
+        "POST",
+        f"/users/{mb.room}/events",
+        {
+            "subject": "Board meeting",
+            "start": {"dateTime": start.strftime(fmt), "timeZone": "UTC"},
+            "end": {"dateTime": (start + timedelta(hours=1)).strftime(fmt), "timeZone": "UTC"},
+        },
+    )
+
+    async def mirrored() -> bool:
+        window = {
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=2)).isoformat(),
+            "durationMinutes": "30",
+        }
+        _, availability = await stack.call("GET", f"/resources/{room}/availability", params=window)
+        return any(b["source"] == "calendar" for b in availability["busy"])
+
+    await eventually(mirrored)
+
+
+async def test_a_conflict_that_cannot_be_cleared_fails_the_resource_with_a_reason(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    # Held by a subscription that names the mailbox by its user id: the listing shows no
+    # subscription on this mailbox's address, so the conflict cannot be cleared.
+    _, user = await stack.graph("GET", f"/users/{mb.room}")
+    await _stale_subscription(stack, mb.room, resource=f"/users/{user['id']}/events")
+
+    room = await stack.connect(mb.room)
+
+    _, view = await stack.call("GET", f"/resources/{room}")
+    assert view["status"]["state"] == "failing"
+    assert "subscription failed" in view["status"]["reason"]
+    assert "another subscription of this app holds it" in view["status"]["reason"]

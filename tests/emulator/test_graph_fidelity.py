@@ -1,0 +1,226 @@
+"""Where Graph is harsher than a naive emulator would be. Each test names the Microsoft doc
+page the behaviour comes from (also listed in local/graph_emulator/README.md)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest_asyncio
+
+from local.graph_emulator import RunningEmulator, start_emulator
+from tests.emulator.support import GraphClient, Receiver, event_body
+
+ALICE = "/users/alice@contoso.com"
+
+
+def _expiry(minutes: float) -> str:
+    return (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def _subscription(receiver: Receiver, **changes: Any) -> dict[str, Any]:
+    return {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": receiver.notification_url,
+        "lifecycleNotificationUrl": receiver.lifecycle_url,
+        "resource": "/users/alice@contoso.com/events",
+        "expirationDateTime": _expiry(10_000),
+        "clientState": "s3cret-state",
+        **changes,
+    }
+
+
+async def _event(graph: GraphClient, subject: str = "Standup") -> dict[str, Any]:
+    created = await graph.post(
+        f"{ALICE}/events", event_body(subject, "2025-06-02T09:00:00", "2025-06-02T10:00:00")
+    )
+    assert created.status == 201, created.body
+    body: dict[str, Any] = created.body
+    return body
+
+
+def _path(event_id: str) -> str:
+    return f"{ALICE}/events/{quote(event_id, safe='')}"
+
+
+async def _view_ids(graph: GraphClient) -> list[str]:
+    view = await graph.get(
+        f"{ALICE}/calendarView",
+        params={"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2025-06-03T00:00:00Z"},
+    )
+    return [e["id"] for e in view.body["value"]]
+
+
+# 1. DELETE is a soft delete; permanentDelete purges.
+# https://learn.microsoft.com/graph/api/event-delete?view=graph-rest-1.0
+# https://learn.microsoft.com/graph/api/event-permanentdelete?view=graph-rest-1.0
+# https://learn.microsoft.com/graph/outlook-immutable-id
+
+
+async def test_delete_moves_the_event_to_deleted_items_where_get_still_finds_it(
+    graph: GraphClient, receiver: Receiver, emulator: RunningEmulator
+) -> None:
+    assert (await graph.post("/subscriptions", _subscription(receiver))).status == 201
+    calendar = (await graph.get(f"{ALICE}/calendar")).body
+    event = await _event(graph)
+    assert event["parentFolderId"] == calendar["id"]
+    delta = await graph.get(
+        f"{ALICE}/calendarView/delta",
+        params={"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2025-06-03T00:00:00Z"},
+    )
+
+    assert (await graph.delete(_path(event["id"]))).status == 204
+
+    still = await graph.get(_path(event["id"]))
+    assert still.status == 200
+    assert still.body["id"] == event["id"]
+    assert still.body["parentFolderId"] != calendar["id"]
+    assert await _view_ids(graph) == []
+    assert (await graph.get(f"{ALICE}/events")).body["value"] == []
+    changes = await graph.get(delta.body["@odata.deltaLink"])
+    assert changes.body["value"] == [
+        {
+            "@odata.type": "#microsoft.graph.event",
+            "id": event["id"],
+            "@removed": {"reason": "deleted"},
+        }
+    ]
+    await receiver.wait_for(lambda r: any(n["changeType"] == "deleted" for n in r.notifications))
+    assert [n["changeType"] for n in receiver.notifications] == ["created", "deleted"]
+
+
+async def test_permanent_delete_purges_from_the_calendar_or_deleted_items(
+    graph: GraphClient, receiver: Receiver
+) -> None:
+    assert (await graph.post("/subscriptions", _subscription(receiver))).status == 201
+    purged = await _event(graph, "purged at once")
+    soft_first = await _event(graph, "deleted, then purged")
+
+    assert (await graph.post(_path(purged["id"]) + "/permanentDelete")).status == 204
+    assert (await graph.get(_path(purged["id"]))).status == 404
+    await receiver.wait_for(lambda r: any(n["changeType"] == "deleted" for n in r.notifications))
+
+    assert (await graph.delete(_path(soft_first["id"]))).status == 204
+    assert (await graph.post(_path(soft_first["id"]) + "/permanentDelete")).status == 204
+    gone = await graph.get(_path(soft_first["id"]))
+    assert gone.status == 404
+    assert gone.error_code == "ErrorItemNotFound"
+    assert (await graph.post(_path(soft_first["id"]) + "/permanentDelete")).status == 404
+
+
+@pytest_asyncio.fixture
+async def kinder(http_session: aiohttp.ClientSession) -> AsyncIterator[GraphClient]:
+    """An emulator started with the kinder options: deleted items unreadable by id."""
+    running = await start_emulator(
+        mailboxes=["alice@contoso.com"],
+        deleted_items_readable=False,
+        allow_http_notification_urls=True,
+    )
+    try:
+        yield GraphClient(http_session, running.graph_url)
+    finally:
+        await running.close()
+
+
+async def test_deleted_items_unreadable_option_answers_404(kinder: GraphClient) -> None:
+    event = await _event(kinder)
+    assert (await kinder.delete(_path(event["id"]))).status == 204
+    gone = await kinder.get(_path(event["id"]))
+    assert gone.status == 404
+    assert gone.error_code == "ErrorItemNotFound"
+
+
+# 2. A second subscription with the same resource and changeType answers 409.
+# https://learn.microsoft.com/graph/api/subscription-post-subscriptions?view=graph-rest-1.0
+# ("Duplicate subscription behavior")
+
+
+async def test_duplicate_subscription_is_refused_with_409(
+    graph: GraphClient, receiver: Receiver
+) -> None:
+    first = await graph.post("/subscriptions", _subscription(receiver))
+    assert first.status == 201
+    # Same mailbox named another way, same change types in another order: still a duplicate.
+    again = await graph.post(
+        "/subscriptions",
+        _subscription(
+            receiver,
+            resource="users/ALICE@contoso.com/events",
+            changeType="deleted,created,updated",
+            clientState="other",
+        ),
+    )
+    assert again.status == 409
+    assert again.error_code == "Conflict"
+    other_types = await graph.post("/subscriptions", _subscription(receiver, changeType="deleted"))
+    assert other_types.status == 201
+    assert (await graph.delete(f"/subscriptions/{first.body['id']}")).status == 204
+    assert (await graph.post("/subscriptions", _subscription(receiver))).status == 201
+
+
+# 3. clientState is never returned when reading subscriptions.
+# https://learn.microsoft.com/graph/api/resources/subscription?view=graph-rest-1.0
+
+
+async def test_client_state_is_not_returned_by_get(graph: GraphClient, receiver: Receiver) -> None:
+    created = await graph.post("/subscriptions", _subscription(receiver))
+    assert created.body["clientState"] == "s3cret-state"  # the POST's own answer echoes it
+    listed = (await graph.get("/subscriptions")).body["value"]
+    assert [s["clientState"] for s in listed] == [None]
+    single = await graph.get(f"/subscriptions/{created.body['id']}")
+    assert single.body["clientState"] is None
+    renewed = await graph.patch(
+        f"/subscriptions/{created.body['id']}", {"expirationDateTime": _expiry(9_000)}
+    )
+    assert renewed.body["clientState"] is None
+    # The control API still shows it, for tests.
+    stored = await graph.get(
+        graph.graph_url.replace("/v1.0", "/_emulator") + f"/subscriptions/{created.body['id']}"
+    )
+    assert stored.body["clientState"] == "s3cret-state"
+
+
+# 4. GET /subscriptions takes no OData query options.
+# https://learn.microsoft.com/graph/api/subscription-list?view=graph-rest-1.0
+
+
+async def test_list_subscriptions_refuses_odata_options(
+    graph: GraphClient, receiver: Receiver
+) -> None:
+    await graph.post("/subscriptions", _subscription(receiver))
+    for option in ("$top", "$filter", "$select"):
+        refused = await graph.get("/subscriptions", params={option: "1"})
+        assert refused.status == 400, option
+        assert option in refused.body["error"]["message"]
+    assert len((await graph.get("/subscriptions")).body["value"]) == 1
+
+
+# 9. Notification URLs must be https unless the emulator is told otherwise.
+# https://learn.microsoft.com/graph/change-notifications-delivery-webhooks
+
+
+@pytest_asyncio.fixture
+async def https_only(http_session: aiohttp.ClientSession) -> AsyncIterator[GraphClient]:
+    running = await start_emulator(mailboxes=["alice@contoso.com"])
+    try:
+        yield GraphClient(http_session, running.graph_url)
+    finally:
+        await running.close()
+
+
+async def test_http_notification_urls_are_refused_by_default(
+    https_only: GraphClient, receiver: Receiver
+) -> None:
+    plain = await https_only.post("/subscriptions", _subscription(receiver))
+    assert plain.status == 400
+    assert "https" in plain.body["error"]["message"]
+    lifecycle_plain = await https_only.post(
+        "/subscriptions",
+        _subscription(receiver, notificationUrl="https://127.0.0.1:9/hook"),
+    )
+    assert lifecycle_plain.status == 400
+    assert "lifecycleNotificationUrl" in lifecycle_plain.body["error"]["message"]
+    assert receiver.posts == 0
