@@ -74,6 +74,8 @@ class GraphNotification(BaseModel):
     subscription_id: Annotated[str, Field(alias="subscriptionId", max_length=200)]
     client_state: Annotated[str | None, Field(alias="clientState", max_length=256)] = None
     tenant_id: Annotated[str | None, Field(alias="tenantId", max_length=100)] = None
+    # Real lifecycle notifications carry organizationId instead (docs-contrib #84).
+    organization_id: Annotated[str | None, Field(alias="organizationId", max_length=100)] = None
     change_type: Annotated[str | None, Field(alias="changeType")] = None
     lifecycle_event: Annotated[str | None, Field(alias="lifecycleEvent")] = None
     resource_data: Annotated[ResourceData | None, Field(alias="resourceData")] = None
@@ -282,7 +284,7 @@ class NotificationIntake:
         expected = record.client_state.get_secret_value().encode()
         if not hmac.compare_digest((item.client_state or "").encode(), expected):
             return "clientState mismatch"
-        if (item.tenant_id or "").lower() != self._tenant_id:
+        if (item.tenant_id or item.organization_id or "").lower() != self._tenant_id:
             return "tenantId mismatch"
         return None
 

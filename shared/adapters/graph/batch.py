@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from kiota_abstractions.method import Method
+from kiota_abstractions.native_response_handler import NativeResponseHandler
 from kiota_abstractions.request_information import RequestInformation
 from kiota_http.httpx_request_adapter import HttpxRequestAdapter
+from kiota_http.middleware.options.response_handler_option import ResponseHandlerOption
 
 from shared.adapters.graph.client import IMMUTABLE_ID_PREFERENCE, merge_preferences
 from shared.adapters.graph.errors import (
@@ -42,6 +45,8 @@ from shared.domain.errors import GraphError
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_REQUESTS = 20
+# The outer status of a batch of which some steps failed (throttled ones, typically).
+OUTER_FAILED_DEPENDENCY = 424
 
 
 @dataclass(frozen=True)
@@ -140,15 +145,30 @@ class BatchSender:
         return failures
 
     async def _post(self, steps: list[tuple[str, BatchStep]]) -> bytes:
+        """The batch answer's body. An outer 424 (Graph's answer to a throttled batch, also
+        Dev Proxy's) still carries every step's own answer, so it is read like a 200; any
+        other failure raises as a single request's would."""
         payload = {"requests": [self._inner_request(step_id, step) for step_id, step in steps]}
         request = RequestInformation(Method.POST, "{+baseurl}/$batch", {})
         request.headers.try_add("Accept", "application/json")
         request.headers.try_add("Content-Type", "application/json")
         request.content = json.dumps(payload).encode()
-        # kiota types the result as a TypeVar bound to nothing; "bytes" gives bytes.
-        raw = await self._adapter.send_primitive_async(request, "bytes", ERROR_MAPPING)  # type: ignore[func-returns-value]
-        if not isinstance(raw, bytes):
-            raise TypeError("the $batch answer has no body")
+        # The raw answer, so that a 424's body is not lost to the SDK's error mapping.
+        request.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+        response = await self._adapter.send_primitive_async(request, "bytes", ERROR_MAPPING)  # type: ignore[func-returns-value]
+        if not isinstance(response, httpx.Response):
+            raise TypeError("the $batch answer is not an HTTP response")
+        raw = await response.aread()
+        status = response.status_code
+        if status == OUTER_FAILED_DEPENDENCY and _answers_by_id(raw):
+            logger.info("graph $batch answered 424: reading each step's answer")
+            return raw
+        if not 200 <= status < 300:
+            span = self._adapter.start_tracing_span(request, "batch")
+            try:
+                await self._adapter.throw_failed_responses(response, ERROR_MAPPING, span, span)
+            finally:
+                span.end()
         return raw
 
     def _inner_request(self, step_id: str, step: BatchStep) -> dict[str, Any]:

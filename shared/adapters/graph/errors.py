@@ -177,6 +177,15 @@ def failure_from_batch_answer(
     )
 
 
+def _refuses_time_zone(code: str, message: str) -> bool:
+    """A refused time zone: `TimeZoneNotSupportedException`, or the generic
+    `ErrorPropertyValidationFailure` naming the zone (docs-contrib #19286)."""
+    if "timezone" in code:
+        return True
+    text = message.lower()
+    return code == "errorpropertyvalidationfailure" and ("time zone" in text or "timezone" in text)
+
+
 def to_domain_error(failure: GraphFailure, context: str) -> GraphError:
     """The domain error for a failure; `context` names the operation and its ids for the
     message (never a token, clientState or event body)."""
@@ -195,7 +204,7 @@ def to_domain_error(failure: GraphFailure, context: str) -> GraphError:
         return GraphConflict(text)
     if status == 429:
         return GraphThrottled(text, retry_after_seconds=failure.retry_after_s)
-    if status == 400 and "timezone" in code:
+    if status == 400 and _refuses_time_zone(code, failure.message):
         return GraphTimeZoneRefused(text)
     if status is None or status >= 500:
         return GraphTransient(text)

@@ -533,6 +533,14 @@ class GraphCalendarGateway:
         )
         blocks: list[ScheduleBlock] = []
         for info in _Page.of(answer).value:
+            error = info.get("error")
+            if error:
+                # A schedule Graph could not read is unknown, never free: fail closed.
+                detail = error.get("responseCode") if isinstance(error, dict) else None
+                raise GraphError(
+                    f"getSchedule as {mailbox}: schedule {info.get('scheduleId')} unreadable"
+                    f" ({detail or 'error'})"
+                )
             for item in info.get("scheduleItems") or []:
                 blocks.append(
                     ScheduleBlock(

@@ -140,12 +140,15 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_SHOW_AS_BY_NAME = {status.value.lower(): status for status in ShowAs}
+
+
 def show_as_of(value: Any) -> ShowAs:
-    """Graph's freeBusyStatus as ShowAs (a value added later reads as unknown)."""
-    try:
-        return ShowAs(value or "busy")
-    except ValueError:
-        return ShowAs.UNKNOWN
+    """Graph's freeBusyStatus as ShowAs, compared case-insensitively (getSchedule answers
+    "Busy", "Tentative"); a value added later reads as unknown."""
+    if not value:
+        return ShowAs.BUSY
+    return _SHOW_AS_BY_NAME.get(str(value).lower(), ShowAs.UNKNOWN)
 
 
 def _sensitivity(value: Any) -> Sensitivity:
