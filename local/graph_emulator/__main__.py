@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a GET by id of a deleted event answers 404 (default: found in Deleted Items)",
     )
+    parser.add_argument(
+        "--answer-writes-in-preferred-zone",
+        action="store_true",
+        help="answer creates and updates in the Prefer outlook.timezone (default: the "
+        "zone the event was written in, as Graph does)",
+    )
     parser.add_argument("--page-size", type=int, default=defaults.default_page_size)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
@@ -136,6 +142,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         default_page_size=args.page_size,
         allow_http_notification_urls=args.allow_http,
         deleted_items_readable=not args.deleted_items_unreadable,
+        answer_writes_in_written_zone=not args.answer_writes_in_preferred_zone,
         latency_ms=args.latency_ms,
     )
 

@@ -45,6 +45,11 @@ class EmulatorConfig:
     # a GET by id of a deleted event answers 404, as a hard delete would.
     deleted_items_readable: bool = True
 
+    # Graph answers a create or update in the zone the event was written in, whatever the
+    # Prefer outlook.timezone (docs issue #116, docs-contrib #8645): the harsher reading.
+    # False: the answer follows Prefer like a GET.
+    answer_writes_in_written_zone: bool = True
+
     # Change-notification delivery.
     notification_batch_window_s: float = 0.05
     notification_delay_s: float = 0.0

@@ -53,6 +53,14 @@ def _find(emu: GraphEmulator, mailbox: Mailbox, event_id: str) -> EventRecord:
     return record
 
 
+def _write_answer_zone(emu: GraphEmulator, request: GraphRequest, record: EventRecord) -> str:
+    """The zone a create or update is answered in: the event's own (Graph ignores the UTC
+    preference there), or the preferred one with the kinder option."""
+    if emu.config.answer_writes_in_written_zone:
+        return record.start_zone
+    return preferred_zone(request) or "UTC"
+
+
 def _entity(request: GraphRequest, mailbox: Mailbox, rendered: dict[str, Any]) -> dict[str, Any]:
     context = context_url(request, f"users('{mailbox.upn}')/events/$entity")
     return {"@odata.context": context, **rendered}
@@ -84,19 +92,20 @@ async def list_events(emu: GraphEmulator, request: GraphRequest, params: Params)
 async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
     mailbox = require_mailbox(emu, params)
     body = request.json_object()
-    zone = preferred_zone(request)
+    preferred_zone(request)  # validated even where it is not applied
     transaction_id = body.get("transactionId")
     if transaction_id:
         existing = mailbox.events.get(mailbox.transactions.get(str(transaction_id), ""))
         if existing is not None:
             # A retried create: Graph answers with the first event and creates nothing.
+            zone = _write_answer_zone(emu, request, existing)
             return ok(_entity(request, mailbox, render_event(existing, zone=zone)), 201)
     record = create_event(mailbox, body, utc_now())
     mailbox.events[record.id] = record
     if record.transaction_id:
         mailbox.transactions[record.transaction_id] = record.id
     emu.notifier.publish_change(mailbox, record.id, "created", record.change_key)
-    rendered = render_event(record, zone=zone)
+    rendered = render_event(record, zone=_write_answer_zone(emu, request, record))
     return ok(_entity(request, mailbox, rendered), 201, preference_headers(request))
 
 
@@ -133,7 +142,7 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     else:
         patch_event(record, body, now)
         emu.notifier.publish_change(mailbox, record.id, "updated", record.change_key)
-    rendered = render_event(record, zone=preferred_zone(request))
+    rendered = render_event(record, zone=_write_answer_zone(emu, request, record))
     return ok(_entity(request, mailbox, rendered), headers=preference_headers(request))
 
 

@@ -1,8 +1,8 @@
 """Graph's date-time shapes: ``dateTimeTimeZone`` in, UTC inside, any requested zone out.
 
-Graph accepts IANA names and Windows names. The standard library has no Windows→IANA table
-and no package in the project's requirements carries one, so the common names from CLDR's
-windowsZones.xml are listed here; an unknown name fails like Graph does.
+Graph accepts IANA names and Windows names. The standard library has no Windows→IANA table,
+so CLDR's windowsZones.xml is read from the repo's generated copy; an unknown name fails
+like Graph does.
 """
 
 from __future__ import annotations
@@ -11,56 +11,15 @@ from datetime import UTC, date, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from local.graph_emulator.errors import GraphError
+from shared.domain.windows_zones import WINDOWS_TO_IANA as CLDR_WINDOWS_TO_IANA
 
+# Windows names (CLDR windowsZones.xml; the generated table the app uses too: data, not
+# behaviour) and the UTC aliases Graph writes.
 WINDOWS_TO_IANA: dict[str, str] = {
     "utc": "UTC",
     "coordinated universal time": "UTC",
     "tzone://microsoft/utc": "UTC",
-    "gmt standard time": "Europe/London",
-    "greenwich standard time": "Atlantic/Reykjavik",
-    "w. europe standard time": "Europe/Berlin",
-    "central europe standard time": "Europe/Budapest",
-    "romance standard time": "Europe/Paris",
-    "central european standard time": "Europe/Warsaw",
-    "e. europe standard time": "Europe/Chisinau",
-    "fle standard time": "Europe/Kiev",
-    "gtb standard time": "Europe/Bucharest",
-    "russian standard time": "Europe/Moscow",
-    "turkey standard time": "Europe/Istanbul",
-    "israel standard time": "Asia/Jerusalem",
-    "egypt standard time": "Africa/Cairo",
-    "south africa standard time": "Africa/Johannesburg",
-    "w. central africa standard time": "Africa/Lagos",
-    "morocco standard time": "Africa/Casablanca",
-    "arab standard time": "Asia/Riyadh",
-    "arabian standard time": "Asia/Dubai",
-    "pakistan standard time": "Asia/Karachi",
-    "india standard time": "Asia/Kolkata",
-    "se asia standard time": "Asia/Bangkok",
-    "singapore standard time": "Asia/Singapore",
-    "china standard time": "Asia/Shanghai",
-    "taipei standard time": "Asia/Taipei",
-    "tokyo standard time": "Asia/Tokyo",
-    "korea standard time": "Asia/Seoul",
-    "w. australia standard time": "Australia/Perth",
-    "cen. australia standard time": "Australia/Adelaide",
-    "e. australia standard time": "Australia/Brisbane",
-    "aus eastern standard time": "Australia/Sydney",
-    "new zealand standard time": "Pacific/Auckland",
-    "hawaiian standard time": "Pacific/Honolulu",
-    "alaskan standard time": "America/Anchorage",
-    "pacific standard time": "America/Los_Angeles",
-    "us mountain standard time": "America/Phoenix",
-    "mountain standard time": "America/Denver",
-    "central standard time": "America/Chicago",
-    "central standard time (mexico)": "America/Mexico_City",
-    "central america standard time": "America/Guatemala",
-    "eastern standard time": "America/New_York",
-    "sa pacific standard time": "America/Bogota",
-    "atlantic standard time": "America/Halifax",
-    "newfoundland standard time": "America/St_Johns",
-    "e. south america standard time": "America/Sao_Paulo",
-    "argentina standard time": "America/Buenos_Aires",
+    **{name.lower(): iana for name, iana in CLDR_WINDOWS_TO_IANA.items() if name != "UTC"},
 }
 
 

@@ -119,3 +119,20 @@ async def test_a_conflict_that_cannot_be_cleared_fails_the_resource_with_a_reaso
     assert view["status"]["state"] == "failing"
     assert "subscription failed" in view["status"]["reason"]
     assert "another subscription of this app holds it" in view["status"]["reason"]
+
+
+async def test_a_resource_in_amsterdam_gets_events_written_with_the_windows_zone_name(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room, timeZone="Europe/Amsterdam")
+    status, created = await stack.call("POST", "/bookings", booking([room]))
+    assert status == 201, created
+    await eventually(lambda: synced(stack, created["bookingId"]))
+
+    [event] = await our_events(stack, mb.room)
+    assert event["originalStartTimeZone"] == "W. Europe Standard Time"
+    assert event["originalEndTimeZone"] == "W. Europe Standard Time"
+    _, view = await stack.call("GET", f"/bookings/{created['bookingId']}")
+    # The instants are the booking's, whatever zone names them.
+    start = datetime.fromisoformat(event["start"]["dateTime"][:19]).replace(tzinfo=UTC)
+    assert start == datetime.fromisoformat(view["start"])

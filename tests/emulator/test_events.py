@@ -45,8 +45,8 @@ async def test_event_round_trip_changes_change_key_on_every_write(graph: GraphCl
     event = created.body
     assert event["type"] == "singleInstance"
     assert event["@odata.etag"] == f'W/"{event["changeKey"]}"'
-    # Stored in UTC, returned in UTC without a Prefer header.
-    assert event["start"] == {"dateTime": "2025-06-02T07:00:00.0000000", "timeZone": "UTC"}
+    # A create is answered in the zone it was written in (docs issue #116).
+    assert event["start"] == {"dateTime": "2025-06-02T09:00:00.0000000", "timeZone": "Europe/Paris"}
     assert event["originalStartTimeZone"] == "Europe/Paris"
     assert event["iCalUId"]
     assert event["createdDateTime"].endswith("Z")
@@ -54,6 +54,8 @@ async def test_event_round_trip_changes_change_key_on_every_write(graph: GraphCl
     path = f"{ALICE}/events/{quote(event['id'], safe='')}"
     fetched = await graph.get(path)
     assert fetched.body["changeKey"] == event["changeKey"]
+    # Stored in UTC, read in UTC without a Prefer header.
+    assert fetched.body["start"] == {"dateTime": "2025-06-02T07:00:00.0000000", "timeZone": "UTC"}
     assert fetched.body["showAs"] == "tentative"
     assert fetched.body["sensitivity"] == "private"
     assert fetched.body["location"]["displayName"] == "Room 1"
@@ -109,7 +111,13 @@ async def test_validation_errors_look_like_graph(graph: GraphClient) -> None:
         f"{ALICE}/events",
         event_body("x", "2025-01-02T09:00:00", "2025-01-02T10:00:00", "Pacific Standard Time"),
     )
-    assert windows_zone.body["start"]["dateTime"] == "2025-01-02T17:00:00.0000000"
+    assert windows_zone.body["start"] == {
+        "dateTime": "2025-01-02T09:00:00.0000000",
+        "timeZone": "Pacific Standard Time",
+    }
+    # Stored in UTC: a GET without a Prefer header answers in UTC.
+    path = f"{ALICE}/events/{quote(windows_zone.body['id'], safe='')}"
+    assert (await graph.get(path)).body["start"]["dateTime"] == "2025-01-02T17:00:00.0000000"
 
 
 async def test_transaction_id_makes_a_retried_create_a_no_op(

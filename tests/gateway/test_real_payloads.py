@@ -167,6 +167,31 @@ async def test_a_schedule_error_is_never_read_as_free_time(
         await gateway.get_schedule(ROOM, [ROOM], START, START + timedelta(hours=8))
 
 
+# Graph answers a create in the zone the event was written in, whatever the UTC preference:
+# https://github.com/microsoftgraph/microsoft-graph-docs/issues/116
+# https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/8645
+CREATED_IN_PACIFIC_STANDARD_TIME = _event(
+    "AAMkAGI2",
+    "2030-03-04T01:00:00.0000000",
+    "2030-03-04T02:00:00.0000000",
+    "Pacific Standard Time",
+)
+
+
+async def test_a_create_answered_in_a_windows_zone_is_read(
+    canned: tuple[CannedGraph, GraphCalendarGateway],
+) -> None:
+    graph, gateway = canned
+    graph.queue(f"POST /users/{ROOM}/events", 201, CREATED_IN_PACIFIC_STANDARD_TIME)
+
+    created = await gateway.create_event(ROOM, _draft("America/Los_Angeles"), "tx-1")
+
+    # 01:00 Pacific Standard Time (UTC-8) is 09:00 UTC.
+    assert (created.start, created.end) == (START, START + timedelta(hours=1))
+    [(_, _, sent)] = graph.seen
+    assert sent["start"] == {"dateTime": "2030-03-04T01:00:00", "timeZone": "Pacific Standard Time"}
+
+
 # A zone refused as ErrorPropertyValidationFailure, not TimeZoneNotSupportedException:
 # https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/19286
 ZONE_REFUSED_AS_PROPERTY_VALIDATION = {

@@ -105,7 +105,7 @@ async def test_every_request_sends_one_merged_prefer_header(recorder: Recorder) 
     assert all(IMMUTABLE in r["headers"]["Prefer"] for r in inner)
     assert UTC_ZONE in inner[1]["headers"]["Prefer"]
     assert inner[1]["body"]["transactionId"] == "t"
-    assert inner[1]["body"]["start"]["timeZone"] == "Europe/Berlin"
+    assert inner[1]["body"]["start"]["timeZone"] == "W. Europe Standard Time"
 
 
 def test_preferences_merge_without_overwriting() -> None:

@@ -5,9 +5,11 @@ from SDK models: msgraph-sdk's model deserialization costs tens of milliseconds 
 event (msgraph-sdk-python#584: `Entity.get_field_deserializers` runs thousands of imports
 per call), which a mirror of several hundred events would spend on the event loop.
 
-Writes carry an explicit time zone (the draft's IANA zone, with the UTC instants turned into
-that zone's wall time); reads ask for UTC (`Prefer: outlook.timezone="UTC"`), so a
-`dateTime` without offset is read as UTC. Our booking id travels in one single-value
+Writes carry an explicit time zone: the Windows name (CLDR) of the draft's IANA zone, with
+the UTC instants turned into that zone's wall time. Reads ask for UTC (`Prefer:
+outlook.timezone="UTC"`), but Graph answers creates and updates in the zone the event was
+written in (docs issue #116, docs-contrib #8645), so every time is read with its zone:
+UTC, Windows or IANA names. Our booking id travels in one single-value
 extended property, `BOOKING_ID_PROPERTY`.
 """
 
@@ -32,6 +34,7 @@ from msgraph.generated.models.single_value_legacy_extended_property import (
 
 from shared.domain.calendar import CalendarEvent, EventDraft, EventType, Sensitivity, ShowAs
 from shared.domain.errors import GraphError, InvalidInput
+from shared.domain.windows_zones import IANA_TO_WINDOWS, WINDOWS_TO_IANA
 
 # Our property set. Fixed forever: changing it would orphan every event already written.
 BOOKING_PROPERTY_SET = "6f0f3b1c-8c4e-4a57-9d1e-2b7a5c9e4f10"
@@ -69,13 +72,28 @@ def is_booking_property(property_id: str | None) -> bool:
     return kind.lower() == "string" and guid.lower() == BOOKING_PROPERTY_SET and name == "BookingId"
 
 
+_IANA_BY_WINDOWS_NAME = {name.lower(): iana for name, iana in WINDOWS_TO_IANA.items()}
+
+
 def _zone(name: str) -> tzinfo:
-    if name.strip().lower() in _UTC_NAMES:
+    """The zone of a Graph zone name: UTC, a Windows name (CLDR) or an IANA name."""
+    key = name.strip()
+    if key.lower() in _UTC_NAMES:
         return UTC
+    key = _IANA_BY_WINDOWS_NAME.get(key.lower(), key)
     try:
-        return ZoneInfo(name)
+        return ZoneInfo(key)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidInput(f"unknown time zone {name!r}") from exc
+
+
+def graph_zone_name(iana_zone: str) -> str:
+    """The name to write for an IANA zone: its Windows name from CLDR (Graph takes every
+    Windows name but only some IANA ones); "UTC" for UTC; the IANA name itself when CLDR
+    has no Windows name for it (a refusal then shows in the gateway's log)."""
+    if iana_zone.strip().lower() in _UTC_NAMES:
+        return "UTC"
+    return IANA_TO_WINDOWS.get(iana_zone.strip(), iana_zone)
 
 
 def _wall_time(moment: datetime, zone: tzinfo) -> str:
@@ -91,11 +109,12 @@ def _ambiguous(moment: datetime, zone: tzinfo) -> bool:
 
 def event_from_draft(draft: EventDraft, *, transaction_id: str | None = None) -> Event:
     """The Graph event to POST (with `transaction_id`) or PATCH for a draft: its times as
-    wall times in the draft's zone, or in UTC when a wall time there would be ambiguous.
+    wall times in the draft's zone, named by its Windows name, or in UTC when a wall time
+    there would be ambiguous.
 
     Raises InvalidInput when the draft's zone is not an IANA zone.
     """
-    zone, zone_name = _zone(draft.time_zone), draft.time_zone
+    zone, zone_name = _zone(draft.time_zone), graph_zone_name(draft.time_zone)
     if _ambiguous(draft.start, zone) or _ambiguous(draft.end, zone):
         zone, zone_name = UTC, "UTC"
     return Event(
