@@ -58,7 +58,11 @@ async def bulk_load_mirror(client: StackClient, resource_id: str, mailbox: str) 
         calendar_event(item, booking_id=booking_id_of(item))
         for item in await calendar_items(client, mailbox, start, end)
     ]
-    blocks = [block for group in group_blocks(resource_id, events).values() for block in group]
+    blocks = [
+        block
+        for group in group_blocks(resource_id, events, time_zone="UTC").values()
+        for block in group
+    ]
     service = TableServiceClient.from_connection_string(client.stack.connection_string)
     store = TableStore(service, prefix=client.stack.table_prefix)
     try:

@@ -140,7 +140,7 @@ async def per_event_pull(
 ) -> None:
     """What `MirrorService.replace_all` did before: a range query and a transaction per
     event (series: per master), then one more per event no longer there."""
-    groups = group_blocks(resource_id, events)
+    groups = group_blocks(resource_id, events, time_zone="UTC")
     existing = {
         block.series_master_id or block.event_id
         for block in await table.list_for_resource(resource_id)
@@ -309,7 +309,11 @@ async def run(connection_string: str, events_count: int, count: int, before: boo
 
     prototype = Tables(connection_string)
     try:
-        blocks = [b for g in group_blocks(RESOURCE_ID, calendar.events).values() for b in g]
+        blocks = [
+            b
+            for g in group_blocks(RESOURCE_ID, calendar.events, time_zone="UTC").values()
+            for b in g
+        ]
         await prototype.unavailability.replace_all(RESOURCE_ID, blocks)
         taken = await timed(lambda: write_time_rows(prototype.unavailability, blocks))
         ranged = await range_between(

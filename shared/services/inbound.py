@@ -450,7 +450,7 @@ class EventChangeHandler:
             )
             return
         if event.type is EventType.SINGLE_INSTANCE:
-            block = to_block(resource.resource_id, event)
+            block = to_block(resource.resource_id, event, time_zone=resource.settings.time_zone)
             await self._unavailability.replace_event(
                 resource.resource_id, event.event_id, [block] if block else []
             )
@@ -463,7 +463,9 @@ class EventChangeHandler:
                 for e in await self._gateway.calendar_view(mailbox, start, end)
                 if e.series_master_id == master_id
             ]
-            blocks = group_blocks(resource.resource_id, occurrences).get(master_id, [])
+            blocks = group_blocks(
+                resource.resource_id, occurrences, time_zone=resource.settings.time_zone
+            ).get(master_id, [])
             await self._unavailability.replace_event(resource.resource_id, master_id, blocks)
         await self._log(resource, change, "mirror: updated", SyncOutcome.OK)
 

@@ -6,6 +6,10 @@ cancelled and `free` events are not mirrored; `tentative`, `busy`, `oof` block t
 read time, so changing that setting needs no re-pull); private and confidential events
 keep no subject; a recurring series is stored as its expanded occurrences, grouped by
 the series master so a change to the series replaces them all.
+
+All-day events float: Graph gives them as midnight to midnight in whatever zone is asked
+for (UTC here), so their dates are read from that and they block their whole local days
+in the *resource's* time zone.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from shared.domain.calendar import CalendarEvent, EventType, ShowAs, Unavailability
 from shared.domain.resources import Resource
@@ -29,20 +34,36 @@ def mirror_group(event: CalendarEvent) -> str:
     return event.series_master_id or event.event_id
 
 
-def to_block(resource_id: str, event: CalendarEvent) -> Unavailability | None:
-    """The busy block of one (expanded) event, or None when it does not take time."""
+def local_days(start: datetime, end: datetime, time_zone: str) -> tuple[datetime, datetime]:
+    """An all-day event read in UTC (midnight to midnight of its dates) as the same dates'
+    midnights in `time_zone`, in UTC."""
+    zone = ZoneInfo(time_zone)
+
+    def midnight(moment: datetime) -> datetime:
+        day = moment.astimezone(UTC).date()
+        return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+    return midnight(start), midnight(end)
+
+
+def to_block(resource_id: str, event: CalendarEvent, *, time_zone: str) -> Unavailability | None:
+    """The busy block of one (expanded) event, or None when it does not take time. An
+    all-day event covers its whole days in `time_zone` (the resource's)."""
     if event.booking_id is not None or event.is_cancelled:
         return None
     if event.show_as is ShowAs.FREE or event.type is EventType.SERIES_MASTER:
         return None
     private = event.sensitivity.hides_details
     summary = None if private else (event.subject or "")[:SUMMARY_LENGTH] or None
+    start, end = event.start, event.end
+    if event.is_all_day:
+        start, end = local_days(start, end, time_zone)
     return Unavailability(
         resource_id=resource_id,
         event_id=event.event_id,
         series_master_id=event.series_master_id,
-        start=event.start,
-        end=event.end,
+        start=start,
+        end=end,
         show_as=event.show_as,
         is_all_day=event.is_all_day,
         private=private,
@@ -52,11 +73,11 @@ def to_block(resource_id: str, event: CalendarEvent) -> Unavailability | None:
 
 
 def group_blocks(
-    resource_id: str, events: Iterable[CalendarEvent]
+    resource_id: str, events: Iterable[CalendarEvent], *, time_zone: str
 ) -> dict[str, list[Unavailability]]:
     groups: dict[str, list[Unavailability]] = defaultdict(list)
     for event in events:
-        block = to_block(resource_id, event)
+        block = to_block(resource_id, event, time_zone=time_zone)
         if block is not None:
             groups[mirror_group(event)].append(block)
     return groups
@@ -92,13 +113,18 @@ class MirrorService:
         Raises the Graph* errors of the gateway."""
         start, end = self.window()
         events = await self._gateway.calendar_view(resource.settings.mailbox, start, end)
-        return await self.replace_all(resource.resource_id, events)
+        return await self.replace_all(
+            resource.resource_id, events, time_zone=resource.settings.time_zone
+        )
 
-    async def replace_all(self, resource_id: str, events: Iterable[CalendarEvent]) -> int:
+    async def replace_all(
+        self, resource_id: str, events: Iterable[CalendarEvent], *, time_zone: str
+    ) -> int:
         """Make the resource's mirror exactly the busy blocks of `events` (every event of
-        the mirror window): blocks of events not among them go. Returns the number of
-        blocks. Idempotent."""
-        blocks = [block for group in group_blocks(resource_id, events).values() for block in group]
+        the mirror window; all-day ones in `time_zone`, the resource's): blocks of events
+        not among them go. Returns the number of blocks. Idempotent."""
+        groups = group_blocks(resource_id, events, time_zone=time_zone)
+        blocks = [block for group in groups.values() for block in group]
         await self._unavailability.replace_all(resource_id, blocks)
         logger.info("mirror of %s: %d busy blocks", resource_id, len(blocks))
         return len(blocks)

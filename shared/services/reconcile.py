@@ -182,7 +182,9 @@ class ReconcileService:
         our_ids = {e.event_id for e in ours}
         if resource.settings.direction.pulls:
             await self._mirror.replace_all(
-                resource.resource_id, (e for e in events if e.event_id not in our_ids)
+                resource.resource_id,
+                (e for e in events if e.event_id not in our_ids),
+                time_zone=resource.settings.time_zone,
             )
         if resource.settings.direction.pushes:
             return await self._heal(resource, ours, report)

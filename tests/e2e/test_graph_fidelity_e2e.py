@@ -3,9 +3,10 @@ leave the event readable by id, and a subscription left by a connect that crashe
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -136,3 +137,53 @@ async def test_a_resource_in_amsterdam_gets_events_written_with_the_windows_zone
     # The instants are the booking's, whatever zone names them.
     start = datetime.fromisoformat(event["start"]["dateTime"][:19]).replace(tzinfo=UTC)
     assert start == datetime.fromisoformat(view["start"])
+
+
+async def test_an_all_day_oof_in_a_new_york_room_blocks_its_new_york_day(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room, timeZone="America/New_York")
+    new_york = ZoneInfo("America/New_York")
+    day = (datetime.now(new_york) + timedelta(days=4)).date()
+    next_day = day + timedelta(days=1)
+    status, _ = await stack.graph(
+        "POST",
+        f"/users/{mb.room}/events",
+        {
+            "subject": "Offsite",
+            "showAs": "oof",
+            "isAllDay": True,
+            "start": {"dateTime": f"{day}T00:00:00", "timeZone": "Eastern Standard Time"},
+            "end": {"dateTime": f"{next_day}T00:00:00", "timeZone": "Eastern Standard Time"},
+        },
+    )
+    assert status == 201
+    local_midnight = datetime.combine(day, time(), tzinfo=new_york)
+    next_midnight = datetime.combine(next_day, time(), tzinfo=new_york)
+
+    async def blocked() -> list[tuple[datetime, datetime]] | None:
+        window = {
+            "start": (local_midnight - timedelta(hours=12)).isoformat(),
+            "end": (next_midnight + timedelta(hours=12)).isoformat(),
+        }
+        _, availability = await stack.call("GET", f"/resources/{room}/availability", params=window)
+        busy = [
+            (datetime.fromisoformat(b["start"]), datetime.fromisoformat(b["end"]))
+            for b in availability["busy"]
+            if b["source"] == "calendar"
+        ]
+        return busy or None
+
+    # 00:00 to 24:00 New York time: not UTC's day (which would free the New York evening
+    # and block the evening before).
+    assert await eventually(blocked) == [(local_midnight, next_midnight)]
+    status, evening = await stack.call(
+        "POST",
+        "/bookings",
+        booking(
+            [room],
+            start=(next_midnight - timedelta(hours=2)).isoformat(),
+            end=(next_midnight - timedelta(hours=1)).isoformat(),
+        ),
+    )
+    assert status == 409, evening

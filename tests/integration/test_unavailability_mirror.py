@@ -144,7 +144,7 @@ async def test_a_full_replace_after_event_updates_drops_what_the_calendar_lost(
     mirror = MirrorService(FakeCalendar(), table, lambda: T0, days_back=1, days_ahead=180)
     still_there = CalendarEvent(event_id="ev-1", start=T0, end=T0 + timedelta(minutes=30))
 
-    count = await mirror.replace_all("room-1", [still_there])
+    count = await mirror.replace_all("room-1", [still_there], time_zone="UTC")
 
     assert count == 1
     assert [b.event_id for b in await table.list_for_resource("room-1")] == ["ev-1"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.domain.calendar import CalendarEvent, EventType, ShowAs
+from shared.services.mirror import to_block
 from tests.builders import T0, resource
 from tests.fakes import Clock, fake_world
 
@@ -62,3 +63,35 @@ async def test_a_pull_leaves_other_resources_mirrors_alone() -> None:
     assert [b.event_id for b in await world.ports.unavailability.list_for_resource("room-2")] == [
         "other"
     ]
+
+
+def test_an_all_day_event_blocks_its_whole_local_day_in_the_resources_zone() -> None:
+    # Graph floats all-day events: read in UTC, 12 March is 00:00Z to 00:00Z.
+    day = CalendarEvent.model_validate(
+        {
+            "event_id": "offsite",
+            "start": "2030-03-12T00:00:00Z",
+            "end": "2030-03-13T00:00:00Z",
+            "is_all_day": True,
+            "show_as": "oof",
+        }
+    )
+
+    new_york = to_block("room-1", day, time_zone="America/New_York")
+    utc = to_block("room-1", day, time_zone="UTC")
+
+    assert new_york is not None
+    assert utc is not None
+    # 12 March in New York: 00:00 EDT (UTC-4, DST began on the 10th) to 00:00 the 13th.
+    assert (new_york.start.isoformat(), new_york.end.isoformat()) == (
+        "2030-03-12T04:00:00+00:00",
+        "2030-03-13T04:00:00+00:00",
+    )
+    assert (utc.start, utc.end) == (day.start, day.end)
+
+
+def test_a_timed_event_keeps_its_instants_whatever_the_zone() -> None:
+    meeting = event("meeting", 1)
+    block = to_block("room-1", meeting, time_zone="America/New_York")
+    assert block is not None
+    assert (block.start, block.end) == (meeting.start, meeting.end)
