@@ -103,6 +103,12 @@ class UnavailabilityRepository(Protocol):
         `blocks`; an empty list removes them. Idempotent."""
         ...
 
+    async def remove_event(self, resource_id: str, event_id: str) -> None:
+        """Remove the blocks of an event gone from the calendar: a single event's, a
+        series' (by its master's id) or one occurrence's (by the occurrence's own id,
+        wherever its series is grouped). Idempotent."""
+        ...
+
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         """Make the resource's whole mirror exactly `blocks` (of every event), writing
         only what differs. Idempotent; not atomic (a failure halfway leaves a mix that
@@ -248,6 +254,13 @@ class CalendarGateway(Protocol):
     async def calendar_view(
         self, mailbox: str, start: datetime, end: datetime
     ) -> list[CalendarEvent]: ...
+    async def series_instances(
+        self, mailbox: str, master_id: str, start: datetime, end: datetime
+    ) -> list[CalendarEvent]:
+        """The occurrences and exceptions of one series in [start, end]; none when the
+        series is gone."""
+        ...
+
     async def delta(
         self, mailbox: str, start: datetime, end: datetime, delta_link: str | None
     ) -> DeltaRound: ...

@@ -178,6 +178,17 @@ class FakeUnavailability:
         else:
             self.blocks.pop((resource_id, event_id), None)
 
+    async def remove_event(self, resource_id: str, event_id: str) -> None:
+        if self.blocks.pop((resource_id, event_id), None) is not None:
+            return
+        for key, blocks in list(self.blocks.items()):
+            if key[0] == resource_id:
+                kept = [b for b in blocks if b.event_id != event_id]
+                if kept:
+                    self.blocks[key] = kept
+                else:
+                    del self.blocks[key]
+
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         for key in [key for key in self.blocks if key[0] == resource_id]:
             del self.blocks[key]
@@ -285,6 +296,8 @@ class FakeCalendar:
         self.batches: list[int] = []
         self.reads: list[tuple[str, str]] = []  # get_event calls: (mailbox, event id)
         self.batch_reads: list[int] = []  # get_events calls: how many ids each
+        self.instance_reads: list[tuple[str, str]] = []  # series_instances: (mailbox, master)
+        self.view_reads = 0  # calendar_view calls
         self.unreachable = False
         # The app's subscriptions as Graph holds them: one per mailbox (a second is a 409).
         self.subscriptions: dict[str, GraphSubscription] = {}
@@ -364,7 +377,19 @@ class FakeCalendar:
         self, mailbox: str, start: datetime, end: datetime
     ) -> list[CalendarEvent]:
         self._check(mailbox)
+        self.view_reads += 1
         return [e for e in self.events[mailbox].values() if e.start <= end and e.end >= start]
+
+    async def series_instances(
+        self, mailbox: str, master_id: str, start: datetime, end: datetime
+    ) -> list[CalendarEvent]:
+        self._check(mailbox)
+        self.instance_reads.append((mailbox, master_id))
+        return [
+            e
+            for e in self.events[mailbox].values()
+            if e.series_master_id == master_id and e.start <= end and e.end >= start
+        ]
 
     async def delta(
         self, mailbox: str, start: datetime, end: datetime, delta_link: str | None

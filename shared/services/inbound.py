@@ -440,7 +440,8 @@ class EventChangeHandler:
         if change.change_type != "deleted":
             event = await self._gateway.get_event(mailbox, change.event_id)
         if event is None:
-            await self._unavailability.replace_event(resource.resource_id, change.event_id, [])
+            # A single event, a whole series, or one occurrence (a delta @removed).
+            await self._unavailability.remove_event(resource.resource_id, change.event_id)
             await self._log(resource, change, "mirror: removed", SyncOutcome.OK)
             return
         if event.booking_id is not None:
@@ -455,14 +456,11 @@ class EventChangeHandler:
                 resource.resource_id, event.event_id, [block] if block else []
             )
         else:
-            # A series (or one of its occurrences) changed: re-expand the whole series.
+            # A series (or one of its occurrences) changed: re-read that series' instances
+            # in the mirror window (not the whole calendar) and replace its blocks.
             master_id = event.series_master_id or event.event_id
             start, end = self._mirror.window()
-            occurrences = [
-                e
-                for e in await self._gateway.calendar_view(mailbox, start, end)
-                if e.series_master_id == master_id
-            ]
+            occurrences = await self._gateway.series_instances(mailbox, master_id, start, end)
             blocks = group_blocks(
                 resource.resource_id, occurrences, time_zone=resource.settings.time_zone
             ).get(master_id, [])
@@ -487,6 +485,29 @@ class EventChangeHandler:
 def _identity(change: EventChange) -> tuple[str, str, str, str | None]:
     """What tells one notification from another; the time it came in does not."""
     return (change.subscription_id, change.event_id, change.change_type, change.change_key)
+
+
+def _collapse_updates(changes: list[EventChange]) -> list[EventChange]:
+    """The changes with repeats applied once: identical notifications (Graph's
+    redeliveries), and several `updated` of one event in one message (a room mailbox
+    notifies a series master several times per action, each with its own changeKey). The
+    handler reads the event's current state, so one read does for all of them; when their
+    changeKeys differ the one kept carries none, so no echo check can skip a real edit."""
+    firsts: dict[tuple[str, str, str, str | None], EventChange] = {}
+    for change in changes:
+        firsts.setdefault(_identity(change), change)
+    collapsed: dict[tuple[str, str, str, str | None], EventChange] = {}
+    for identity, change in firsts.items():
+        if change.change_type != "updated":
+            collapsed[identity] = change
+            continue
+        key = (change.subscription_id, change.event_id, "updated", None)
+        kept = collapsed.get(key)
+        if kept is None:
+            collapsed[key] = change
+        elif kept.change_key != change.change_key:
+            collapsed[key] = kept.model_copy(update={"change_key": None})
+    return list(collapsed.values())
 
 
 class InboundService:
@@ -518,10 +539,7 @@ class InboundService:
         the intake) are applied once: a handler reads the event's current state, so a
         repeat could only do again what the first did."""
         changes = work.changes if isinstance(work, EventChanges) else [work]
-        firsts: dict[tuple[str, str, str, str | None], EventChange] = {}
-        for change in changes:
-            firsts.setdefault(_identity(change), change)
-        distinct = list(firsts.values())
+        distinct = _collapse_updates(changes)
         if len(distinct) < len(changes):
             logger.debug("%d repeated changes skipped", len(changes) - len(distinct))
         changes = distinct

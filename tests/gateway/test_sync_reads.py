@@ -66,6 +66,19 @@ async def test_weekly_series_with_a_moved_and_a_deleted_occurrence(
     assert {e.series_master_id for e in view} == {master["id"]}
     assert all(e.end - e.start == timedelta(hours=1) for e in view)
 
+    # The series alone, as a master's change reads it: the same instances.
+    series = await gateway.series_instances(
+        ALICE, master["id"], datetime(2030, 3, 1, tzinfo=UTC), datetime(2030, 4, 1, tzinfo=UTC)
+    )
+    assert sorted((e.event_id, e.start) for e in series) == sorted(
+        (e.event_id, e.start) for e in view
+    )
+    await control.graph("DELETE", _path(master["id"]))
+    gone = await gateway.series_instances(
+        ALICE, master["id"], datetime(2030, 3, 1, tzinfo=UTC), datetime(2030, 4, 1, tzinfo=UTC)
+    )
+    assert gone == []
+
 
 async def test_delta_initial_incremental_lost_and_started_over(
     gateway: GraphCalendarGateway, control: EmulatorControl

@@ -185,3 +185,22 @@ async def test_list_between_finds_every_block_overlapping_the_window(
     ]
     # The day's all-day block ends where the next day starts: it is not busy then.
     assert [b.event_id for b in next_day] == ["vacation", "all-day-next"]
+
+
+async def test_remove_event_finds_one_occurrence_inside_its_series_group(
+    adapters: Adapters,
+) -> None:
+    table = adapters.unavailability
+    series = [
+        busy_block(f"standup-{day}", T0 + timedelta(days=day), series_master_id="standup")
+        for day in range(3)
+    ]
+    await table.replace_event("room-1", "standup", series)
+    await table.replace_event("room-1", "single", [busy_block("single", T0)])
+
+    await table.remove_event("room-1", "standup-1")  # a delta @removed of one occurrence
+    await table.remove_event("room-1", "single")
+    await table.remove_event("room-1", "never-there")
+
+    left = await table.list_for_resource("room-1")
+    assert sorted(b.event_id for b in left) == ["standup-0", "standup-2"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.domain.calendar import CalendarEvent, EventType, ShowAs
+from shared.domain.messages import EventChange, EventChanges
+from shared.domain.resources import ConnectionStatus, Resource
 from shared.services.mirror import to_block
 from tests.builders import T0, resource
-from tests.fakes import Clock, fake_world
+from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
 
@@ -95,3 +97,76 @@ def test_a_timed_event_keeps_its_instants_whatever_the_zone() -> None:
     block = to_block("room-1", meeting, time_zone="America/New_York")
     assert block is not None
     assert (block.start, block.end) == (meeting.start, meeting.end)
+
+
+async def _series_world() -> tuple[FakeWorld, dict[str, CalendarEvent]]:
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    await world.resources.add(
+        resource("room-1").model_copy(
+            update={"status": ConnectionStatus(mirror_refreshed_at=world.clock.now)}
+        )
+    )
+    calendar = world.calendar.events[ROOM]
+    master = event("standup", 0, type=EventType.SERIES_MASTER)
+    calendar[master.event_id] = master
+    for day in range(3):
+        e = occurrence("standup", day)
+        calendar[e.event_id] = e
+    calendar["other"] = event("other", 5)
+    await world.services.mirror.pull(world_resource(world))
+    return world, calendar
+
+
+def world_resource(world: FakeWorld) -> Resource:
+    [stored] = world.resources.rows.values()
+    return stored.value
+
+
+def updated(event_id: str, change_key: str) -> EventChange:
+    return EventChange(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        change_type="updated",
+        event_id=event_id,
+        change_key=change_key,
+        received_at=T0,
+    )
+
+
+async def test_a_master_update_reads_only_its_series_once_per_message() -> None:
+    world, calendar = await _series_world()
+    del calendar["standup-1"]  # one occurrence deleted in Outlook
+    world.calendar.view_reads = 0
+    # A room mailbox notifies the master several times for one action.
+    work = EventChanges(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        changes=[
+            updated("standup", "ck-1"),
+            updated("standup", "ck-2"),
+            updated("standup", "ck-3"),
+        ],
+    )
+
+    await world.services.inbound.handle_change(work)
+
+    assert world.calendar.instance_reads == [(ROOM, "standup")]
+    assert world.calendar.view_reads == 0
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == ["other", "standup-0", "standup-2"]
+
+
+async def test_a_removed_occurrence_clears_only_that_occurrences_block() -> None:
+    world, _ = await _series_world()
+    removed = EventChange(
+        subscription_id="delta",
+        resource_id="room-1",
+        change_type="deleted",
+        event_id="standup-1",
+        received_at=T0,
+    )
+
+    await world.services.inbound.handle_change(removed)
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == ["other", "standup-0", "standup-2"]

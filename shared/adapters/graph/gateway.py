@@ -37,6 +37,9 @@ from msgraph.generated.users.item.events.events_request_builder import EventsReq
 from msgraph.generated.users.item.events.item.event_item_request_builder import (
     EventItemRequestBuilder,
 )
+from msgraph.generated.users.item.events.item.instances.instances_request_builder import (
+    InstancesRequestBuilder,
+)
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.graph_service_client import GraphServiceClient
 
@@ -467,6 +470,30 @@ class GraphCalendarGateway:
             lambda link: view.with_url(link).to_get_request_information(_config()),
             f"calendarView of {mailbox}",
         )
+        return [calendar_event(item) for item in pages.value]
+
+    async def series_instances(
+        self, mailbox: str, master_id: str, start: datetime, end: datetime
+    ) -> list[CalendarEvent]:
+        """The occurrences and exceptions of one series in [start, end]
+        (`/events/{id}/instances`): what a change to the series needs, instead of the
+        whole calendarView. Empty when the series is gone."""
+        query = InstancesRequestBuilder.InstancesRequestBuilderGetQueryParameters(
+            start_date_time=_utc_query_time(start),
+            end_date_time=_utc_query_time(end),
+            expand=[EXPAND_BOOKING_ID],
+            top=self._page_size,
+        )
+        instances = self._event(mailbox, master_id).instances
+        try:
+            pages = await self._all_pages(
+                mailbox,
+                lambda: instances.to_get_request_information(_config(query)),
+                lambda link: instances.with_url(link).to_get_request_information(_config()),
+                f"instances of series {master_id} in {mailbox}",
+            )
+        except GraphItemNotFound:
+            return []
         return [calendar_event(item) for item in pages.value]
 
     async def delta(

@@ -275,7 +275,8 @@ class UnavailabilityTable(EntityTable[Unavailability]):
         return value.resource_id, f"{group}|{value.start.isoformat()}"
 
     def index_properties(self, value: Unavailability) -> Mapping[str, Any]:
-        return {"Start": value.start, "End": value.end}
+        # EventId finds one occurrence's block inside its series' group.
+        return {"Start": value.start, "End": value.end, "EventId": value.event_id}
 
     async def replace_event(
         self, resource_id: str, event_id: str, blocks: list[Unavailability]
@@ -287,6 +288,17 @@ class UnavailabilityTable(EntityTable[Unavailability]):
             {"lo": group, "hi": group[:-1] + _GROUP_END},
         )
         await self._write_difference(resource_id, [row.value for row in existing], blocks)
+
+    async def remove_event(self, resource_id: str, event_id: str) -> None:
+        group = encode_key(event_id + "|")
+        grouped = await self.query(
+            resource_id,
+            "RowKey ge @lo and RowKey lt @hi",
+            {"lo": group, "hi": group[:-1] + _GROUP_END},
+        )
+        # An occurrence's block is grouped under its series master: found by EventId.
+        found = grouped or await self.query(resource_id, "EventId eq @id", {"id": event_id})
+        await self._write_difference(resource_id, [row.value for row in found], [])
 
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         # One read of the partition instead of one range query per event: on a calendar of
