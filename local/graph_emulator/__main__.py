@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="answer creates and updates in the Prefer outlook.timezone (default: the "
         "zone the event was written in, as Graph does)",
     )
+    parser.add_argument(
+        "--master-updates",
+        type=int,
+        default=defaults.master_updates_per_occurrence_change,
+        help="`updated` notifications of a series master per occurrence change (a room "
+        "mailbox sends several)",
+    )
     parser.add_argument("--page-size", type=int, default=defaults.default_page_size)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
@@ -142,6 +149,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         default_page_size=args.page_size,
         allow_http_notification_urls=args.allow_http,
         deleted_items_readable=not args.deleted_items_unreadable,
+        master_updates_per_occurrence_change=args.master_updates,
         answer_writes_in_written_zone=not args.answer_writes_in_preferred_zone,
         latency_ms=args.latency_ms,
     )

@@ -50,6 +50,11 @@ class EmulatorConfig:
     # False: the answer follows Prefer like a GET.
     answer_writes_in_written_zone: bool = True
 
+    # Editing or deleting one occurrence notifies `updated` for the series master only.
+    # Room mailboxes send several per action, each with its own changeKey: more than 1
+    # models that (tests turn it on).
+    master_updates_per_occurrence_change: int = 1
+
     # Change-notification delivery.
     notification_batch_window_s: float = 0.05
     notification_delay_s: float = 0.0

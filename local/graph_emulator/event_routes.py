@@ -3,8 +3,9 @@ permanentDelete.
 
 Writes publish change notifications whoever makes them, the app or a test playing the
 Outlook user. Occurrences of a series are addressed by their own ids: updating one turns it
-into an exception, deleting one removes it from the series, and both notify an update of
-the series master (the only notification Graph sends when one occurrence is deleted).
+into an exception, deleting one removes it from the series, and both notify only an update
+of the series master (none for the exception or occurrence itself); a room mailbox sends
+several, each with its own changeKey (`master_updates_per_occurrence_change`).
 
 DELETE is a soft delete, as in Outlook: the event moves to Deleted Items (it leaves the
 calendar, calendarView and delta, and subscribers get ``deleted``), where a GET by its
@@ -51,6 +52,14 @@ def _find(emu: GraphEmulator, mailbox: Mailbox, event_id: str) -> EventRecord:
     if record is None:
         raise not_found_item()
     return record
+
+
+def _notify_master(emu: GraphEmulator, mailbox: Mailbox, master: EventRecord) -> None:
+    """One occurrence changed: the master gets a new changeKey and `updated` (several
+    times, each with its own changeKey, when the emulator models a room mailbox)."""
+    for _ in range(max(1, emu.config.master_updates_per_occurrence_change)):
+        touch(master, utc_now())
+        emu.notifier.publish_change(mailbox, master.id, "updated", master.change_key)
 
 
 def _write_answer_zone(emu: GraphEmulator, request: GraphRequest, record: EventRecord) -> str:
@@ -133,9 +142,7 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
         changed = make_exception(record) if record.type == "occurrence" else record
         patch_event(changed, body, now)
         master.exceptions[record.original_start] = changed
-        touch(master, now)
-        emu.notifier.publish_change(mailbox, changed.id, "updated", changed.change_key)
-        emu.notifier.publish_change(mailbox, master.id, "updated", master.change_key)
+        _notify_master(emu, mailbox, master)
         record = changed
     elif record.id in mailbox.deleted_items:
         patch_event(record, body, now)  # an item in Deleted Items: no calendar to notify of
@@ -176,8 +183,7 @@ async def _remove(
         assert record.original_start is not None
         master.exceptions.pop(record.original_start, None)
         master.cancelled_occurrences.add(record.original_start)
-        touch(master, utc_now())
-        emu.notifier.publish_change(mailbox, master.id, "updated", master.change_key)
+        _notify_master(emu, mailbox, master)
         return no_content()
     del mailbox.events[record.id]
     if record.transaction_id:

@@ -224,3 +224,73 @@ async def test_http_notification_urls_are_refused_by_default(
     assert lifecycle_plain.status == 400
     assert "lifecycleNotificationUrl" in lifecycle_plain.body["error"]["message"]
     assert receiver.posts == 0
+
+
+# 5. Editing one occurrence notifies `updated` for the series master only; a room mailbox
+# sends several. (Undocumented; reported in https://github.com/pnp/PnP/issues/1894.)
+
+
+async def _daily_series(graph: GraphClient) -> tuple[str, list[str]]:
+    master = await graph.post(
+        f"{ALICE}/events",
+        event_body(
+            "Daily",
+            "2025-03-03T09:00:00",
+            "2025-03-03T09:30:00",
+            recurrence={
+                "pattern": {"type": "daily", "interval": 1},
+                "range": {"type": "numbered", "startDate": "2025-03-03", "numberOfOccurrences": 3},
+            },
+        ),
+    )
+    view = await graph.get(
+        f"{ALICE}/calendarView",
+        params={"startDateTime": "2025-03-01T00:00:00Z", "endDateTime": "2025-03-10T00:00:00Z"},
+    )
+    return master.body["id"], [e["id"] for e in view.body["value"]]
+
+
+async def test_editing_an_occurrence_notifies_only_the_master(
+    graph: GraphClient, receiver: Receiver, emulator: RunningEmulator
+) -> None:
+    master_id, occurrences = await _daily_series(graph)
+    await graph.post("/subscriptions", _subscription(receiver))
+
+    moved = await graph.patch(_path(occurrences[1]), {"subject": "Moved"})
+    assert moved.body["type"] == "exception"
+
+    await receiver.wait_for(lambda r: len(r.notifications) >= 1)
+    await emulator.notifier.idle()
+    assert [(n["changeType"], n["resourceData"]["id"]) for n in receiver.notifications] == [
+        ("updated", master_id)
+    ]
+
+
+@pytest_asyncio.fixture
+async def room_mailbox(http_session: aiohttp.ClientSession) -> AsyncIterator[RunningEmulator]:
+    running = await start_emulator(
+        mailboxes=["alice@contoso.com"],
+        allow_http_notification_urls=True,
+        master_updates_per_occurrence_change=3,
+        notification_batch_window_s=0.02,
+    )
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def test_a_room_mailbox_notifies_the_master_several_times_with_new_change_keys(
+    room_mailbox: RunningEmulator, http_session: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    graph = GraphClient(http_session, room_mailbox.graph_url)
+    master_id, occurrences = await _daily_series(graph)
+    await graph.post("/subscriptions", _subscription(receiver))
+
+    assert (await graph.delete(_path(occurrences[0]))).status == 204
+
+    await receiver.wait_for(lambda r: len(r.notifications) >= 3)
+    await room_mailbox.notifier.idle()
+    assert [n["resourceData"]["id"] for n in receiver.notifications] == [master_id] * 3
+    keys = [n["resourceData"]["@odata.etag"] for n in receiver.notifications]
+    assert len(set(keys)) == 3
