@@ -173,5 +173,8 @@ async def test_an_event_in_deleted_items_reads_as_gone(
     assert await gateway.find_event_for_booking(ALICE, "bk-del") is None
     assert [e.event_id for e in await gateway.list_our_events(ALICE)] == [kept.event_id]
     assert await gateway.get_event(ALICE, kept.event_id) is not None
+    read = await gateway.get_events(ALICE, [kept.event_id, deleted.event_id])
+    assert read[deleted.event_id] is None
+    assert read[kept.event_id] is not None
     # The calendar's id is read at most once per mailbox (the gateway lives for the session).
     assert await control.request_count("GET", "/users/{id}/calendar", ALICE) <= 1

@@ -383,7 +383,8 @@ class GraphCalendarGateway:
         self, mailbox: str, event_ids: Sequence[str]
     ) -> dict[str, CalendarEvent | None]:
         """Several events of one mailbox by id, as `$batch` GETs of at most 20 (each
-        throttled and retried on its own); None for one that is gone. Raises the first
+        throttled and retried on its own); None for one that is gone, or in a folder other
+        than the calendar (deleted, as for `get_event`). Raises the first
         other error a read met (a mailbox gone, access denied, Graph down)."""
         query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
             expand=[EXPAND_BOOKING_ID]
@@ -407,6 +408,8 @@ class GraphCalendarGateway:
                 raise answer
             elif not isinstance(answer.body, dict):
                 raise GraphError(f"get event {event_id} in {mailbox}: Graph answered no event")
+            elif not await self._in_calendar(mailbox, answer.body):
+                found[event_id] = None  # in Deleted Items (or another folder): deleted
             else:
                 found[event_id] = calendar_event(answer.body)
         return found
