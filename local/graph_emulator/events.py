@@ -46,7 +46,6 @@ _PLAIN_PROPERTIES = (
     "hideAttendees",
     "showAs",
     "sensitivity",
-    "isCancelled",
     "organizer",
 )
 _SPECIAL_PROPERTIES = (
@@ -79,6 +78,9 @@ _IGNORED_PROPERTIES = frozenset(
         "onlineMeetingUrl",
         "onlineMeeting",
         "responseStatus",
+        # Read-only: set when the organiser cancels a meeting, never by a write
+        # (https://learn.microsoft.com/graph/api/event-update?view=graph-rest-1.0).
+        "isCancelled",
         "multiValueExtendedProperties",
         "attachments",
         "calendar",
@@ -167,7 +169,7 @@ def _plain_value(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise _body_read_error("'location' must be a location object.")
         return {"displayName": "", "locationType": "default", **value}
-    booleans = ("isCancelled", "isReminderOn", "isOnlineMeeting", "hideAttendees")
+    booleans = ("isReminderOn", "isOnlineMeeting", "hideAttendees")
     if name in booleans and not isinstance(value, bool):
         raise _body_read_error(f"'{name}' must be a boolean.")
     return copy.deepcopy(value)

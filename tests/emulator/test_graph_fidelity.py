@@ -294,3 +294,20 @@ async def test_a_room_mailbox_notifies_the_master_several_times_with_new_change_
     assert [n["resourceData"]["id"] for n in receiver.notifications] == [master_id] * 3
     keys = [n["resourceData"]["@odata.etag"] for n in receiver.notifications]
     assert len(set(keys)) == 3
+
+
+# 8 (part). isCancelled is read-only: writes ignore it, as Graph ignores read-only
+# properties. https://learn.microsoft.com/graph/api/event-update?view=graph-rest-1.0
+
+
+async def test_is_cancelled_cannot_be_written(graph: GraphClient) -> None:
+    created = await graph.post(
+        f"{ALICE}/events",
+        event_body("Standup", "2025-06-02T09:00:00", "2025-06-02T10:00:00", isCancelled=True),
+    )
+    assert created.status == 201
+    assert created.body["isCancelled"] is False
+    patched = await graph.patch(_path(created.body["id"]), {"isCancelled": True})
+    assert patched.status == 200
+    assert patched.body["isCancelled"] is False
+    assert (await graph.get(_path(created.body["id"]))).body["isCancelled"] is False
