@@ -49,6 +49,7 @@ def _mailbox_json(emulator: GraphEmulator, key: str) -> dict[str, Any]:
         "userId": mailbox.user_id,
         "displayName": mailbox.display_name,
         "startup": mailbox.startup,
+        "autoProcessing": mailbox.auto_processing,
         "eventCount": len(mailbox.events),
     }
 
@@ -60,7 +61,13 @@ async def add_mailbox(request: web.Request) -> web.Response:
         return _error(400, "'id' (the mailbox address) is required")
     emulator = _emulator(request)
     display_name = body.get("displayName")
-    mailbox = emulator.state.add_mailbox(upn.strip(), str(display_name) if display_name else None)
+    mailbox = emulator.state.add_mailbox(
+        upn.strip(),
+        str(display_name) if display_name else None,
+        auto_processing=body.get("autoProcessing") is True,
+    )
+    if body.get("autoProcessing") is True:
+        mailbox.auto_processing = True  # also for a mailbox that already existed
     return web.json_response(_mailbox_json(emulator, mailbox.key), status=201)
 
 

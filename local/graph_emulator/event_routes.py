@@ -14,11 +14,14 @@ immutable id may still find it. ``permanentDelete`` purges it.
 
 from __future__ import annotations
 
+import copy as copy_module
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from local.graph_emulator.calendar_view import find_event, make_exception
 from local.graph_emulator.errors import not_found_item
 from local.graph_emulator.events import create_event, patch_event, render_event, touch
+from local.graph_emulator.ids import new_event_id
 from local.graph_emulator.lookups import (
     check_if_match,
     context_url,
@@ -52,6 +55,84 @@ def _find(emu: GraphEmulator, mailbox: Mailbox, event_id: str) -> EventRecord:
     if record is None:
         raise not_found_item()
     return record
+
+
+def _attendee_mailboxes(
+    emu: GraphEmulator, organiser: Mailbox, record: EventRecord
+) -> list[Mailbox]:
+    found: list[Mailbox] = []
+    for attendee in record.props.get("attendees") or []:
+        address = (
+            attendee.get("emailAddress", {}).get("address") if isinstance(attendee, dict) else None
+        )
+        mailbox = emu.state.find_mailbox(address) if isinstance(address, str) else None
+        if mailbox is not None and mailbox.key != organiser.key and mailbox not in found:
+            found.append(mailbox)
+    return found
+
+
+def _copies(
+    emu: GraphEmulator, organiser: Mailbox, record: EventRecord
+) -> list[tuple[Mailbox, EventRecord]]:
+    """The attendee copies of an organiser's meeting, wherever they are."""
+    origin = (organiser.key, record.id)
+    return [
+        (mailbox, copy)
+        for mailbox in emu.state.mailboxes.values()
+        for copy in mailbox.events.values()
+        if copy.copy_of == origin
+    ]
+
+
+def _sync_copies(emu: GraphEmulator, organiser: Mailbox, record: EventRecord) -> None:
+    """A meeting organised in one mailbox appears in each attendee mailbox (people and
+    rooms) as that mailbox's own item: isOrganizer false, accepted, its own id; later
+    changes of the organiser's event update the copies. Single instances only."""
+    if record.type != "singleInstance" or record.copy_of is not None:
+        return
+    existing = {mailbox.key: copy for mailbox, copy in _copies(emu, organiser, record)}
+    now = utc_now()
+    for mailbox in _attendee_mailboxes(emu, organiser, record):
+        copy = existing.get(mailbox.key)
+        if copy is None:
+            copy = replace(
+                record,
+                id=new_event_id(),
+                ical_uid=record.ical_uid,
+                props=copy_module.deepcopy(record.props),
+                extended={},  # extended properties stay with the organiser's item
+                transaction_id=None,
+                parent_folder_id=mailbox.calendar_id,
+                copy_of=(organiser.key, record.id),
+                response="accepted",
+                exceptions={},
+                cancelled_occurrences=set(),
+            )
+            touch(copy, now)
+            mailbox.events[copy.id] = copy
+            emu.notifier.publish_change(mailbox, copy.id, "created", copy.change_key)
+        else:
+            copy.start, copy.end = record.start, record.end
+            copy.start_zone, copy.end_zone = record.start_zone, record.end_zone
+            copy.is_all_day = record.is_all_day
+            copy.props = copy_module.deepcopy(record.props)
+            touch(copy, now)
+            emu.notifier.publish_change(mailbox, copy.id, "updated", copy.change_key)
+
+
+def _cancel_copies(emu: GraphEmulator, organiser: Mailbox, record: EventRecord) -> None:
+    """The organiser deleted (cancelled) the meeting: each copy gets isCancelled (an
+    `updated`), or is removed (`deleted`) from a mailbox that processes meetings itself."""
+    now = utc_now()
+    for mailbox, copy in _copies(emu, organiser, record):
+        if mailbox.auto_processing:
+            del mailbox.events[copy.id]
+            touch(copy, now)
+            emu.notifier.publish_change(mailbox, copy.id, "deleted", copy.change_key)
+        else:
+            copy.props["isCancelled"] = True
+            touch(copy, now)
+            emu.notifier.publish_change(mailbox, copy.id, "updated", copy.change_key)
 
 
 def _notify_master(emu: GraphEmulator, mailbox: Mailbox, master: EventRecord) -> None:
@@ -114,6 +195,7 @@ async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     if record.transaction_id:
         mailbox.transactions[record.transaction_id] = record.id
     emu.notifier.publish_change(mailbox, record.id, "created", record.change_key)
+    _sync_copies(emu, mailbox, record)
     rendered = render_event(record, zone=_write_answer_zone(emu, request, record))
     return ok(_entity(request, mailbox, rendered), 201, preference_headers(request))
 
@@ -149,6 +231,7 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     else:
         patch_event(record, body, now)
         emu.notifier.publish_change(mailbox, record.id, "updated", record.change_key)
+        _sync_copies(emu, mailbox, record)
     rendered = render_event(record, zone=_write_answer_zone(emu, request, record))
     return ok(_entity(request, mailbox, rendered), headers=preference_headers(request))
 
@@ -188,6 +271,7 @@ async def _remove(
     del mailbox.events[record.id]
     if record.transaction_id:
         mailbox.transactions.pop(record.transaction_id, None)
+    _cancel_copies(emu, mailbox, record)
     if not permanent:
         # Moving an item to another folder gives it a new changeKey (its id is immutable).
         touch(record, utc_now())

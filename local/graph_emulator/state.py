@@ -47,6 +47,9 @@ class EventRecord:
     cancelled_occurrences: set[datetime] = field(default_factory=set)
     # The folder holding it: the mailbox's calendar, or Deleted Items after a DELETE.
     parent_folder_id: str = ""
+    # A meeting copy in an attendee's calendar: (organiser's mailbox key, organiser's id).
+    copy_of: tuple[str, str] | None = None
+    response: str = "organizer"  # responseStatus.response: organizer, accepted, ...
 
 
 @dataclass
@@ -55,6 +58,9 @@ class Mailbox:
     user_id: str
     display_name: str
     startup: bool = False
+    # A room (or resource) mailbox that processes meetings itself: an organiser's cancel
+    # removes its copy instead of marking it cancelled.
+    auto_processing: bool = False
     events: dict[str, EventRecord] = field(default_factory=dict)
     transactions: dict[str, str] = field(default_factory=dict)
     # Soft-deleted events (DELETE moves an event here; permanentDelete purges it).
@@ -169,7 +175,12 @@ class EmulatorState:
     # Mailboxes -------------------------------------------------------------------------
 
     def add_mailbox(
-        self, upn: str, display_name: str | None = None, *, startup: bool = False
+        self,
+        upn: str,
+        display_name: str | None = None,
+        *,
+        startup: bool = False,
+        auto_processing: bool = False,
     ) -> Mailbox:
         """Create the mailbox (idempotent: an existing one is returned unchanged)."""
         existing = self.mailboxes.get(upn.lower())
@@ -180,6 +191,7 @@ class EmulatorState:
             user_id=user_id_for(upn),
             display_name=display_name or upn.split("@", 1)[0],
             startup=startup,
+            auto_processing=auto_processing,
         )
         self.mailboxes[mailbox.key] = mailbox
         logger.info("mailbox %s added", upn)

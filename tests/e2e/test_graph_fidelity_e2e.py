@@ -187,3 +187,44 @@ async def test_an_all_day_oof_in_a_new_york_room_blocks_its_new_york_day(
         ),
     )
     assert status == 409, evening
+
+
+async def test_a_meeting_copy_in_a_room_blocks_time_until_the_organiser_cancels(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=13, minute=0, microsecond=0)
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    status, meeting = await stack.graph(
+        "POST",
+        f"/users/{mb.alice}/events",
+        {
+            "subject": "Design review",
+            "start": {"dateTime": start.strftime(fmt), "timeZone": "UTC"},
+            "end": {"dateTime": (start + timedelta(hours=1)).strftime(fmt), "timeZone": "UTC"},
+            "attendees": [{"emailAddress": {"address": mb.room}, "type": "resource"}],
+        },
+    )
+    assert status == 201, meeting
+
+    async def calendar_busy() -> list[Any]:
+        window = {
+            "start": start.isoformat(),
+            "end": (start + timedelta(hours=1)).isoformat(),
+            "durationMinutes": "30",
+        }
+        _, availability = await stack.call("GET", f"/resources/{room}/availability", params=window)
+        return [b for b in availability["busy"] if b["source"] == "calendar"]
+
+    # The room's copy is a foreign event: busy time, never a booking of ours.
+    await eventually(calendar_busy)
+    [copy] = (await stack.graph("GET", f"/users/{mb.room}/events"))[1]["value"]
+    assert copy["isOrganizer"] is False
+
+    # The organiser cancels: the copy is marked cancelled, and that is free time.
+    await stack.graph("DELETE", f"/users/{mb.alice}/events/{quote(meeting['id'], safe='')}")
+
+    async def freed() -> bool:
+        return not await calendar_busy()
+
+    await eventually(freed)

@@ -311,3 +311,49 @@ async def test_is_cancelled_cannot_be_written(graph: GraphClient) -> None:
     assert patched.status == 200
     assert patched.body["isCancelled"] is False
     assert (await graph.get(_path(created.body["id"]))).body["isCancelled"] is False
+
+
+# 8. Meeting copies: a meeting organised in one mailbox appears in each attendee's calendar
+# as that mailbox's own item; the organiser's cancel marks the copies cancelled, or removes
+# them from mailboxes that process meetings themselves (rooms).
+# https://learn.microsoft.com/graph/api/resources/event?view=graph-rest-1.0 (isOrganizer,
+# responseStatus, isCancelled); https://learn.microsoft.com/graph/api/event-cancel?view=graph-rest-1.0
+
+
+async def test_meeting_copies_follow_the_organiser_and_are_cancelled_with_it(
+    graph: GraphClient, receiver: Receiver
+) -> None:
+    control = graph.graph_url.replace("/v1.0", "/_emulator")
+    await graph.post(f"{control}/mailboxes", {"id": "room-9@contoso.com", "autoProcessing": True})
+    attendees = [
+        {"emailAddress": {"address": address}, "type": "required"}
+        for address in ("bob@contoso.com", "room-9@contoso.com", "outside@example.com")
+    ]
+    meeting = await graph.post(
+        f"{ALICE}/events",
+        event_body("Review", "2025-06-02T09:00:00", "2025-06-02T10:00:00", attendees=attendees),
+    )
+    assert meeting.status == 201
+    assert meeting.body["isOrganizer"] is True
+    await graph.post(
+        "/subscriptions", _subscription(receiver, resource="/users/bob@contoso.com/events")
+    )
+
+    [bob_copy] = (await graph.get("/users/bob@contoso.com/events")).body["value"]
+    [room_copy] = (await graph.get("/users/room-9@contoso.com/events")).body["value"]
+    for copy in (bob_copy, room_copy):
+        assert copy["id"] != meeting.body["id"]
+        assert copy["isOrganizer"] is False
+        assert copy["responseStatus"]["response"] == "accepted"
+        assert copy["organizer"]["emailAddress"]["address"] == "alice@contoso.com"
+        assert copy["isCancelled"] is False
+
+    assert (await graph.delete(_path(meeting.body["id"]))).status == 204
+
+    cancelled = await graph.get(f"/users/bob@contoso.com/events/{quote(bob_copy['id'], safe='')}")
+    assert cancelled.body["isCancelled"] is True
+    assert (await graph.get("/users/room-9@contoso.com/events")).body["value"] == []
+    await receiver.wait_for(lambda r: len(r.notifications) >= 1)
+    assert [(n["changeType"], n["resourceData"]["id"]) for n in receiver.notifications] == [
+        ("updated", bob_copy["id"])
+    ]
