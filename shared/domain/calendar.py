@@ -83,11 +83,6 @@ class EventMapping(DomainModel):
     # these times is our own write, never an Outlook move.
     writes_in_flight: list[WrittenTimes] = Field(default_factory=list)
 
-    def write_in_flight(self, now: datetime) -> bool:
-        """Whether a write to the event may still be under way: the next one waits, so
-        that Graph never applies two of our writes to one event out of order."""
-        return any(w.still_in_flight(now) for w in self.writes_in_flight)
-
     def written_by_us(self, start: datetime, end: datetime) -> bool:
         """Whether an event at [start, end) shows a write of ours (recorded or in flight)."""
         if (start, end) == (self.pushed_start, self.pushed_end):

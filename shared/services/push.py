@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -61,16 +61,6 @@ class PushIncomplete(DomainError):
     """Some calendars could not be written for a transient reason; retry the message."""
 
     code = "push_incomplete"
-
-
-# How often, and how long between, a push looks again at an event whose previous write of
-# ours is still under way (a slow mailbox answers within seconds); then the queue retries.
-WAITS_FOR_WRITE_IN_FLIGHT = 40
-WAIT_FOR_WRITE_IN_FLIGHT_SECONDS = 0.5
-
-
-class _WriteInFlight(Exception):
-    """Another write to the event is still under way; this one goes after it."""
 
 
 def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
@@ -131,9 +121,7 @@ class PushService:
         sync_log: SyncLog,
         connection: ConnectionTracker,
         clock: Callable[[], datetime],
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._sleep = sleep
         self._resources = resources
         self._bookings = bookings
         self._mappings = event_mappings
@@ -149,32 +137,17 @@ class PushService:
 
     async def push_many(self, messages: list[PushBooking], *, only: str | None = None) -> None:
         """Push several bookings with one batched write (resync, reconcile); `only`
-        limits it to one resource's calendar. A calendar whose event has another write
-        of ours under way is written once that one is answered (waiting a while here).
-        Raises PushIncomplete after recording everything when some writes failed for a
-        transient reason, or waited too long."""
-        for _ in range(WAITS_FOR_WRITE_IN_FLIGHT):
-            waiting = await self._push_once(messages, only)
-            if not waiting:
-                return
-            messages = waiting
-            await self._sleep(WAIT_FOR_WRITE_IN_FLIGHT_SECONDS)
-        ids = ", ".join(m.booking_id for m in messages[:10])
-        raise PushIncomplete(f"retry for {ids}: another write to their events is under way")
-
-    async def _push_once(self, messages: list[PushBooking], only: str | None) -> list[PushBooking]:
-        """One batched write; returns the messages to push again once the writes under
-        way to their events are answered."""
+        limits it to one resource's calendar. Raises PushIncomplete after recording
+        everything when some writes failed for a transient reason."""
         now = self._clock()
         planned: list[tuple[Booking, _Planned]] = []
-        waiting: dict[str, PushBooking] = {}
         try:
-            results = await self._plan_and_send(messages, only, now, planned, waiting)
+            results = await self._plan_and_send(messages, only, now, planned)
         except BaseException:
             await self._abandon(planned, now)
             raise
         if results is None:
-            return list(waiting.values())
+            return
         transient: list[str] = []
         synced: set[str] = set()
         errors: list[BaseException] = []
@@ -197,7 +170,6 @@ class PushService:
             raise errors[0]
         if transient:
             raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
-        return list(waiting.values())
 
     async def _plan_and_send(
         self,
@@ -205,11 +177,9 @@ class PushService:
         only: str | None,
         now: datetime,
         planned: list[tuple[Booking, _Planned]],
-        waiting: dict[str, PushBooking],
     ) -> list[EventWriteResult] | None:
-        """Plan each calendar's write (filling `planned`, and `waiting` with the bookings
-        whose events have a write of ours under way), mark them unconfirmed and send them
-        as one batch; None when there is nothing to send."""
+        """Plan each calendar's write (filling `planned`), mark them unconfirmed and send
+        them as one batch; None when there is nothing to send."""
         resources: dict[str, Resource | None] = {}
         for message in messages:
             stored = await self._bookings.get(message.booking_id)
@@ -226,12 +196,7 @@ class PushService:
                 resource = resources[resource_id]
                 if resource is None:
                     continue
-                try:
-                    plan = await self._plan(booking, resource, now, message.include_past)
-                except _WriteInFlight:
-                    # Its other calendars are written now; this one again after.
-                    waiting[message.booking_id] = message
-                    continue
+                plan = await self._plan(booking, resource, now, message.include_past)
                 if plan is not None:
                     planned.append((booking, plan))
         if not planned:
@@ -266,8 +231,6 @@ class PushService:
             return None  # removed in Outlook under the ignore policy
         draft = render_draft(booking, resource)
         mailbox = resource.settings.mailbox
-        if current is not None and current.event_id is not None and current.write_in_flight(now):
-            raise _WriteInFlight(current.event_id)
         if draft is None:
             if mapping is None or current is None or current.event_id is None:
                 return None
@@ -321,8 +284,6 @@ class PushService:
         def intended(latest: EventMapping) -> EventMapping | None:
             if latest.event_id != event_id or latest.detached:
                 return None  # replaced or detached since the plan read it
-            if latest.write_in_flight(now):
-                raise _WriteInFlight(event_id)
             in_flight = [*latest.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
             return latest.model_copy(update={"writes_in_flight": in_flight})
 
