@@ -7,12 +7,12 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench soak lock clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -39,6 +39,15 @@ SOAK_MINUTES ?= 30
 soak: $(PY_STAMP) $(NODE_STAMP)
 	CONVERGENCE_SOAK_MINUTES=$(SOAK_MINUTES) $(VENV)/bin/pytest -s -q -p no:cacheprovider \
 		tests/reliability/test_convergence_stateful.py::test_soak
+
+# The locks: requirements.txt (what Azure installs) from requirements.in, and
+# requirements-dev.txt from requirements-dev.in on top of it; exact versions and hashes for
+# Python 3.11 on any platform. Versions already locked are kept unless the .in files need
+# others (`UPGRADE=--upgrade make lock` moves everything to the newest allowed).
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --no-header $(UPGRADE)
+lock: $(PY_STAMP)
+	$(UV_COMPILE) requirements.in -o requirements.txt
+	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
