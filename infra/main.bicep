@@ -72,6 +72,11 @@ param bookingEventsWebhookSecret string = ''
 @description('Always-ready instances for the HTTP trigger group, so Graph validation (10 s) and notifications (3 s) are not answered from a cold start. 0 saves the baseline cost.')
 param httpAlwaysReadyInstances int = 1
 
+@minValue(1)
+@maxValue(1000)
+@description('Concurrent HTTP invocations per instance (triggers.http.perInstanceConcurrency). Every HTTP handler is async, so one instance serves many at once; Flex Consumption\'s default for Python is 1, which starts a new instance (a cold start) for every concurrent request beyond the first.')
+param httpPerInstanceConcurrency int = 16
+
 @maxValue(1000)
 @minValue(40)
 @description('Upper bound of Flex Consumption instances.')
@@ -234,6 +239,7 @@ module api 'app/api.bicep' = {
     identityId: apiUserAssignedIdentity.outputs.resourceId
     identityClientId: apiUserAssignedIdentity.outputs.clientId
     httpAlwaysReadyInstances: httpAlwaysReadyInstances
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
     maximumInstanceCount: maximumInstanceCount
     graphTenantId: effectiveGraphTenantId
     publicBaseUrl: effectivePublicBaseUrl

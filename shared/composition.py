@@ -149,14 +149,14 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
         table_service = TableServiceClient.from_connection_string(connection, **transport)
         queue_service = QueueServiceClient.from_connection_string(connection, **transport)
     else:
-        account = settings.storage_account_name
+        # Both are set (Settings checks it); str() keeps the account's own DNS suffix.
+        table_endpoint, queue_endpoint = (
+            str(settings.storage_table_endpoint),
+            str(settings.storage_queue_endpoint),
+        )
         credential = credential or azure_credential(settings.azure_client_id)
-        table_service = TableServiceClient(
-            f"https://{account}.table.core.windows.net", credential=credential, **transport
-        )
-        queue_service = QueueServiceClient(
-            f"https://{account}.queue.core.windows.net", credential=credential, **transport
-        )
+        table_service = TableServiceClient(table_endpoint, credential=credential, **transport)
+        queue_service = QueueServiceClient(queue_endpoint, credential=credential, **transport)
     store = TableStore(table_service, prefix=settings.table_name_prefix)
     return Adapters(
         tables=store,
@@ -184,7 +184,7 @@ def azure_credential(client_id: str | None) -> AsyncTokenCredential:
 @functools.cache
 def get_adapters() -> Adapters:
     """The process-wide adapters (built on first use)."""
-    configure_observability(get_settings())
+    configure_observability()
     return build_adapters(get_settings())
 
 
@@ -373,7 +373,7 @@ def _webhook_sender(
 def get_services() -> Services:
     """The process-wide services (built on first use, sharing one set of clients)."""
     settings = get_settings()
-    configure_observability(settings)
+    configure_observability()
     managed_identity = (
         azure_credential(settings.azure_client_id)
         if settings.graph_auth_mode is GraphAuthMode.MANAGED_IDENTITY

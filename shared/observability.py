@@ -1,4 +1,4 @@
-"""Structured logs: correlation ids on every record, secrets masked, export to Azure Monitor.
+"""Structured logs: correlation ids on every record, secrets masked, export scoped.
 
 - `correlate(booking_id=..., resource_id=..., ...)` puts ids into a context variable for a
   block (nested blocks merge; each asyncio task sees its own); `CorrelationFilter` copies
@@ -7,10 +7,9 @@
 - `RedactionFilter` masks bearer tokens, clientState values, OAuth tokens and signed-URL
   or connection-string keys in messages. It is the last line of defence only: the code
   itself never logs tokens, clientState, or event subjects and bodies.
-- `configure_observability(settings)` installs both filters on the root logger's handlers
-  once per process, quiets azure-core's per-request HTTP logging, and, when
-  APPLICATIONINSIGHTS_CONNECTION_STRING is set, starts the Azure Monitor OpenTelemetry
-  distro (imported only then, so cold starts without it pay nothing).
+- `configure_observability()` installs both filters on the root logger's handlers once per
+  process (and ExportScopeFilter on the OpenTelemetry exporter's, which the Functions
+  Python worker starts in Azure) and quiets azure-core's per-request HTTP logging.
 """
 
 from __future__ import annotations
@@ -22,9 +21,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
-
-from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +168,23 @@ _configured = False
 _configure_lock = threading.Lock()
 
 
-def configure_observability(settings: Settings) -> None:
-    """Once per process (later calls return at once): azure-core's per-request HTTP logs
-    down to WARNING (unless that logger's level was set already), export to Application
-    Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is set, then the correlation and
-    redaction filters on every handler of the root logger (the Functions worker's among
-    them).
+def is_exporter_handler(handler: logging.Handler) -> bool:
+    """True for OpenTelemetry's logging handler (the Azure Monitor distro's), without
+    importing OpenTelemetry: a process that never started it has no such handler."""
+    return type(handler).__module__.split(".", 1)[0] == "opentelemetry"
 
-    A connection string the distro rejects is logged and export stays off: telemetry
-    must not take the app down.
+
+def configure_observability() -> None:
+    """Once per process (later calls return at once): azure-core's per-request HTTP logs
+    down to WARNING (unless that logger's level was set already), then the correlation and
+    redaction filters on every handler of the root logger: the Functions worker's, and in
+    Azure the OpenTelemetry exporter's, which also gets ExportScopeFilter.
+
+    Export itself is not started here. In Azure the Python worker starts the Azure Monitor
+    distro before it imports the app (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY, set by
+    infra/) and runs every invocation inside the host's trace, so the app's logs and its
+    Storage and Graph calls land in the host's request; a second exporter here would send
+    everything twice and outside that trace.
     """
     global _configured
     with _configure_lock:
@@ -190,39 +194,9 @@ def configure_observability(settings: Settings) -> None:
         http_logging = logging.getLogger(HTTP_LOGGING_POLICY_LOGGER)
         if http_logging.level == logging.NOTSET:
             http_logging.setLevel(logging.WARNING)
-        root = logging.getLogger()
-        before = list(root.handlers)
-        for handler in before:
-            install_filters(handler)
-        if not settings.applicationinsights_connection_string:
-            return
-        try:
-            export_to_azure_monitor(
-                settings.applicationinsights_connection_string, settings.azure_client_id
-            )
-        except ValueError as error:
-            logger.error("Application Insights export is off: %s", redact(str(error)))
-        for handler in root.handlers:
-            if handler not in before:  # the exporter's
+        for handler in logging.getLogger().handlers:
+            if is_exporter_handler(handler) and not any(
+                isinstance(existing, ExportScopeFilter) for existing in handler.filters
+            ):
                 handler.addFilter(ExportScopeFilter())
-                install_filters(handler)
-
-
-def export_to_azure_monitor(connection_string: str, client_id: str | None) -> None:
-    """Starts the Azure Monitor OpenTelemetry distro: logs (root logger, scoped by
-    ExportScopeFilter afterwards), traces of the Azure SDK and httpx (Graph) calls, metrics.
-
-    Local auth is off on Application Insights, so ingestion authenticates with the
-    user-assigned managed identity `client_id` (AZURE_CLIENT_ID) when given; without it the
-    exporter reads APPLICATIONINSIGHTS_AUTHENTICATION_STRING itself.
-    """
-    # Imported here: the distro and its instrumentations are heavy, and unused without it.
-    from azure.monitor.opentelemetry import configure_azure_monitor
-
-    options: dict[str, Any] = {"connection_string": connection_string, "logger_name": ""}
-    if client_id is not None:
-        # The exporter takes a synchronous credential; the app's shared one is async.
-        from azure.identity import ManagedIdentityCredential
-
-        options["credential"] = ManagedIdentityCredential(client_id=client_id)
-    configure_azure_monitor(**options)
+            install_filters(handler)

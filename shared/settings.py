@@ -10,9 +10,14 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, UrlConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# An https:// URL: storage endpoints carry bearer tokens, which azure-core refuses to send
+# over plain HTTP anyway.
+HttpsUrl = Annotated[HttpUrl, UrlConstraints(allowed_schemes=["https"])]
 
 
 class GraphAuthMode(StrEnum):
@@ -29,9 +34,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     # Storage for the app's tables and queues. Azurite: a connection string. Azure: the
-    # account name, reached with the managed identity (shared keys are off).
+    # account's table and queue endpoints, reached with the managed identity (shared keys
+    # are off). infra/ sets them from the account's own primaryEndpoints, so sovereign
+    # clouds (other DNS suffixes) need no code change.
     storage_connection_string: SecretStr | None = None
-    storage_account_name: str | None = None
+    storage_table_endpoint: HttpsUrl | None = None
+    storage_queue_endpoint: HttpsUrl | None = None
     # Client id of the user-assigned managed identity (read by azure-identity as well).
     azure_client_id: str | None = None
     table_name_prefix: str = Field(default="bookingsync", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$")
@@ -69,19 +77,17 @@ class Settings(BaseSettings):
     # after that (it died before sending), the next touch of the booking sends them.
     outbox_lease_seconds: int = Field(default=30, ge=1, le=600)
 
-    # Application Insights (the Functions host reads it too). When set, the app exports its
-    # logs and traces with OpenTelemetry, authenticating as AZURE_CLIENT_ID's identity.
-    applicationinsights_connection_string: str | None = None
-
     @property
     def subscription_renewal_horizon(self) -> timedelta:
         return timedelta(hours=self.subscription_renew_within_hours)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
-        if self.storage_connection_string is None and self.storage_account_name is None:
+        endpoints = (self.storage_table_endpoint, self.storage_queue_endpoint)
+        if self.storage_connection_string is None and None in endpoints:
             raise ValueError(
-                "set STORAGE_CONNECTION_STRING (Azurite) or STORAGE_ACCOUNT_NAME (Azure)"
+                "set STORAGE_CONNECTION_STRING (Azurite), or STORAGE_TABLE_ENDPOINT and "
+                "STORAGE_QUEUE_ENDPOINT (Azure)"
             )
         if self.graph_auth_mode is GraphAuthMode.CLIENT_SECRET and (
             self.graph_client_id is None or self.graph_client_secret is None

@@ -17,6 +17,10 @@ param identityClientId string
 param instanceMemoryMB int = 2048
 param maximumInstanceCount int = 40
 param httpAlwaysReadyInstances int = 1
+@minValue(1)
+@maxValue(1000)
+@description('Concurrent HTTP invocations one instance takes before Flex Consumption adds another.')
+param httpPerInstanceConcurrency int
 
 param graphTenantId string
 param publicBaseUrl string
@@ -58,11 +62,17 @@ var appSettings = {
   AzureWebJobsStorage__blobServiceUri: stg.properties.primaryEndpoints.blob
   AzureWebJobsStorage__queueServiceUri: stg.properties.primaryEndpoints.queue
   AzureWebJobsStorage__tableServiceUri: stg.properties.primaryEndpoints.table
-  // Functions host telemetry (and the app's OpenTelemetry exporter), Entra ID auth for ingestion.
+  // Telemetry: the host (host.json telemetryMode OpenTelemetry) and the Python worker export
+  // to this resource with OpenTelemetry, Entra ID auth for ingestion (local auth is off).
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-  // The app's own tables and queues: same account, reached with the identity below.
-  STORAGE_ACCOUNT_NAME: storageAccountName
+  // The worker starts the Azure Monitor distro itself, runs each invocation inside the host's
+  // trace (its traceparent), and tells the host not to export the worker's logs a second time.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // The app's own tables and queues: same account, reached with the identity below. The
+  // endpoints come from the account itself, so they carry the cloud's own DNS suffix.
+  STORAGE_TABLE_ENDPOINT: stg.properties.primaryEndpoints.table
+  STORAGE_QUEUE_ENDPOINT: stg.properties.primaryEndpoints.queue
   AZURE_CLIENT_ID: identityClientId
   GRAPH_TENANT_ID: graphTenantId
   GRAPH_AUTH_MODE: 'managed_identity'
@@ -112,6 +122,14 @@ module api 'br/public:avm/res/web/site:0.15.1' = {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
         alwaysReady: httpAlwaysReady
+        // Every HTTP handler is async (I/O-bound on Storage and Graph), so one instance serves
+        // many requests at once; Python's default of 1 would start an instance, with a cold
+        // start, for each concurrent request beyond the first.
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

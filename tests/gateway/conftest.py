@@ -89,7 +89,7 @@ async def session_gateway(
         graph_base_url=graph_emulator.graph_url,
         graph_auth_mode=GraphAuthMode.EMULATOR,
         public_base_url="http://localhost:7071",
-        storage_account_name="unused",
+        storage_connection_string="UseDevelopmentStorage=true",
     )
     gateway = build_calendar_gateway(settings, retry=FAST_RETRY)
     try:

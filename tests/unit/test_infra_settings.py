@@ -9,11 +9,12 @@ No network, no Bicep compiler.
 
 from __future__ import annotations
 
+import json
 import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from croniter import croniter
@@ -38,11 +39,13 @@ HOST_SETTINGS: dict[str, str] = {
     "AzureWebJobsStorage__blobServiceUri": "host blob endpoint",
     "AzureWebJobsStorage__queueServiceUri": "queue triggers' endpoint",
     "AzureWebJobsStorage__tableServiceUri": "host table endpoint",
-    # The host sends telemetry here; so does the app's OpenTelemetry exporter, which reads it
-    # as Settings.applicationinsights_connection_string: the one name that is both.
+    # Where the host and the Python worker's Azure Monitor distro send telemetry.
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "Application Insights resource",
     # Ingestion with a Microsoft Entra token, because local auth is off on Application Insights.
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=<identity>;Authorization=AAD",
+    # The Python worker starts the distro, attaches the host's trace to each invocation and
+    # tells the host not to export the worker's logs again (host.json telemetryMode).
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
 }
 
 # Settings fields infra/ leaves unset on purpose, so the app uses the default in
@@ -161,7 +164,9 @@ def unclassified_fields(model: type[BaseModel], infra_names: set[str]) -> set[st
 
 def annotation_types(model: type[BaseModel], name: str) -> set[Any]:
     annotation = model.model_fields[name].annotation
-    return set(typing.get_args(annotation)) | {annotation}
+    found = set(typing.get_args(annotation)) | {annotation}
+    # Annotated[HttpUrl, UrlConstraints(...)] inside a union counts as HttpUrl.
+    return found | {typing.get_args(t)[0] for t in found if typing.get_origin(t) is Annotated}
 
 
 def referenced_in_code(pattern: re.Pattern[str]) -> set[str]:
@@ -251,10 +256,10 @@ def test_infra_sets_nothing_the_app_or_host_does_not_know(infra_names: set[str])
     assert infra_names - known == set()
 
 
-def test_only_the_application_insights_connection_is_both_an_app_and_a_host_setting() -> None:
+def test_no_name_is_both_an_app_and_a_host_setting() -> None:
     host = {name.lower() for name in HOST_SETTINGS}
 
-    assert host & set(Settings.model_fields) == {"applicationinsights_connection_string"}
+    assert host & set(Settings.model_fields) == set()
 
 
 def test_infra_sets_every_host_setting(infra_names: set[str]) -> None:
@@ -375,3 +380,73 @@ def test_trigger_connections_are_set_by_infra(infra_names: set[str]) -> None:
 
     for connection in connections:
         assert f"{connection}__credential".lower() in infra_names, connection
+
+
+# --- storage endpoints, telemetry, scale-out -----------------------------------------------
+
+HOST_JSON = REPO / "host.json"
+README = REPO / "README.md"
+
+
+@pytest.mark.parametrize(
+    ("name", "service"), [("STORAGE_TABLE_ENDPOINT", "table"), ("STORAGE_QUEUE_ENDPOINT", "queue")]
+)
+def test_storage_endpoints_come_from_the_account(
+    infra_settings: list[InfraSetting], name: str, service: str
+) -> None:
+    # The account's own endpoint carries its cloud's DNS suffix (sovereign clouds included).
+    assert setting(infra_settings, name).value == f"stg.properties.primaryEndpoints.{service}"
+
+
+def test_the_app_names_no_storage_dns_suffix() -> None:
+    sources = [
+        REPO / "function_app.py",
+        *(REPO / "functions").rglob("*.py"),
+        *(REPO / "shared").rglob("*.py"),
+    ]
+
+    assert [p for p in sources if "core.windows.net" in p.read_text(encoding="utf-8")] == []
+
+
+def test_one_telemetry_path_the_workers_inside_the_hosts_trace(
+    infra_settings: list[InfraSetting],
+) -> None:
+    host = json.loads(HOST_JSON.read_text(encoding="utf-8"))
+
+    assert host["telemetryMode"] == "OpenTelemetry"
+    assert setting(infra_settings, "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY").value == "'true'"
+
+
+def test_host_logging_keeps_successful_invocations() -> None:
+    levels = json.loads(HOST_JSON.read_text(encoding="utf-8"))["logging"]["logLevel"]
+    order = ["Trace", "Debug", "Information", "Warning", "Error", "Critical", "None"]
+    # Host.Results are the invocation results (requests); a level above Information drops
+    # the successful ones.
+    effective = levels.get("Host.Results", levels.get("Host", levels.get("default", "Information")))
+
+    assert order.index(effective) <= order.index("Information")
+
+
+def http_per_instance_concurrency() -> int:
+    main = MAIN_BICEP.read_text(encoding="utf-8")
+    found = re.search(r"^param httpPerInstanceConcurrency int = (\d+)$", main, re.MULTILINE)
+    assert found, "infra/main.bicep declares httpPerInstanceConcurrency with a default"
+    return int(found[1])
+
+
+def test_http_concurrency_per_instance_is_set_and_above_pythons_default(api_bicep: str) -> None:
+    main = MAIN_BICEP.read_text(encoding="utf-8")
+
+    assert http_per_instance_concurrency() > 1  # Flex Consumption's default for Python is 1
+    assert "httpPerInstanceConcurrency: httpPerInstanceConcurrency" in main
+    assert re.search(
+        r"triggers:\s*\{\s*http:\s*\{\s*perInstanceConcurrency:\s*httpPerInstanceConcurrency\s*\}",
+        api_bicep,
+    )
+
+
+def test_readme_states_the_http_concurrency_infra_sets() -> None:
+    readme = README.read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if "perInstanceConcurrency" in line)
+
+    assert f"| {http_per_instance_concurrency()} |" in row

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from shared.observability import (
     correlation_ids,
     redact,
 )
-from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -222,18 +222,6 @@ def test_export_scope(name: str, level: int, exported: bool) -> None:
 # --- configuration -------------------------------------------------------------------------
 
 
-def settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "storage_account_name": "stexample",
-        "graph_tenant_id": "00000000-0000-0000-0000-000000000001",
-        "public_base_url": "https://func-example.azurewebsites.net",
-        "applicationinsights_connection_string": None,
-        "azure_client_id": None,
-        **overrides,
-    }
-    return Settings(**values)
-
-
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[ListHandler]:
     """configure_observability as if not yet called, with one extra root handler."""
@@ -245,42 +233,39 @@ def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[ListHandler]:
     root.removeHandler(handler)
 
 
-class DistroRecorder:
-    """Stands in for azure.monitor.opentelemetry.configure_azure_monitor: records the call
-    and, like the distro, adds a logging handler to the logger it was given."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.handler = ListHandler()
-        self.error = error
-
-    def __call__(self, **options: Any) -> None:
-        self.calls.append(options)
-        if self.error is not None:
-            raise self.error
-        logging.getLogger(options["logger_name"]).addHandler(self.handler)
-
-
 @pytest.fixture
-def distro(monkeypatch: pytest.MonkeyPatch) -> Iterator[DistroRecorder]:
-    recorder = DistroRecorder()
-    monkeypatch.setattr("azure.monitor.opentelemetry.configure_azure_monitor", recorder)
-    yield recorder
-    logging.getLogger().removeHandler(recorder.handler)
+def exporter_handler() -> Iterator[logging.Handler]:
+    """OpenTelemetry's logging handler on the root logger, as the Functions worker's
+    Azure Monitor distro leaves it before the app is imported (no exporter behind it)."""
+    # The handler class azure-monitor-opentelemetry's configure_azure_monitor installs.
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    handler = LoggingHandler(logger_provider=LoggerProvider())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
 
 
 def kinds(handler: logging.Handler) -> list[type]:
     return [type(item) for item in handler.filters]
 
 
-def test_without_a_connection_string_filters_go_on_root_handlers_once(
-    fresh_process: ListHandler, distro: DistroRecorder
-) -> None:
-    configure_observability(settings())
-    configure_observability(settings(applicationinsights_connection_string="InstrumentationKey=x"))
+def test_filters_go_on_root_handlers_once(fresh_process: ListHandler) -> None:
+    configure_observability()
+    configure_observability()
 
     assert kinds(fresh_process) == [CorrelationFilter, RedactionFilter]
-    assert distro.calls == []  # the second call did nothing
+
+
+def test_the_workers_exporter_handler_is_scoped_and_filtered(
+    fresh_process: ListHandler, exporter_handler: logging.Handler
+) -> None:
+    configure_observability()
+
+    assert kinds(exporter_handler) == [ExportScopeFilter, CorrelationFilter, RedactionFilter]
+    assert kinds(fresh_process) == [CorrelationFilter, RedactionFilter]
 
 
 @pytest.fixture
@@ -296,7 +281,7 @@ def test_azure_cores_per_request_http_logs_are_quieted_to_warnings(
     fresh_process: ListHandler, http_logging_logger: logging.Logger
 ) -> None:
     http_logging_logger.setLevel(logging.NOTSET)
-    configure_observability(settings())
+    configure_observability()
 
     assert not http_logging_logger.isEnabledFor(logging.INFO)
     assert http_logging_logger.isEnabledFor(logging.WARNING)
@@ -306,61 +291,30 @@ def test_a_level_set_on_the_http_logging_policy_logger_is_kept(
     fresh_process: ListHandler, http_logging_logger: logging.Logger
 ) -> None:
     http_logging_logger.setLevel(logging.DEBUG)  # someone debugging Storage calls
-    configure_observability(settings())
+    configure_observability()
 
     assert http_logging_logger.level == logging.DEBUG
 
 
-def test_with_a_connection_string_logs_export_with_the_managed_identity(
-    fresh_process: ListHandler, distro: DistroRecorder
-) -> None:
-    from azure.identity import ManagedIdentityCredential
-
-    connection = "InstrumentationKey=00000000-0000-0000-0000-00000000000a"
-    configure_observability(
-        settings(applicationinsights_connection_string=connection, azure_client_id="client-1")
-    )
-
-    [call] = distro.calls
-    assert call["connection_string"] == connection
-    assert call["logger_name"] == ""
-    assert isinstance(call["credential"], ManagedIdentityCredential)  # sync, as the exporter needs
-    assert kinds(distro.handler) == [ExportScopeFilter, CorrelationFilter, RedactionFilter]
-    assert kinds(fresh_process) == [CorrelationFilter, RedactionFilter]
-
-
-def test_without_a_client_id_the_exporter_chooses_its_credential(
-    fresh_process: ListHandler, distro: DistroRecorder
-) -> None:
-    configure_observability(settings(applicationinsights_connection_string="InstrumentationKey=x"))
-
-    [call] = distro.calls
-    assert "credential" not in call
-
-
-def test_a_rejected_connection_string_leaves_export_off_and_the_app_running(
-    fresh_process: ListHandler, distro: DistroRecorder
-) -> None:
-    distro.error = ValueError("Invalid instrumentation key. It should be a valid UUID.")
-
-    configure_observability(settings(applicationinsights_connection_string="InstrumentationKey=x"))
-
-    assert kinds(fresh_process) == [CorrelationFilter, RedactionFilter]
-    [error] = [r for r in fresh_process.records if r.levelno == logging.ERROR]
-    assert "Application Insights export is off" in error.getMessage()
-
-
-def test_the_distro_is_not_imported_without_a_connection_string() -> None:
+def test_the_app_starts_no_exporter_of_its_own() -> None:
+    """Even with Application Insights configured, as in Azure, the app neither imports the
+    distro nor adds a handler: the worker's exporter is the only one (one trace per request)."""
     script = (
-        "import sys, function_app\n"
-        "from shared.observability import configure_observability\n"
-        "from shared.settings import Settings\n"
-        "configure_observability(Settings(storage_account_name='s', graph_tenant_id='t',"
-        " public_base_url='https://x.example'))\n"
+        "import logging, sys, function_app\n"
+        "before = list(logging.getLogger().handlers)\n"
+        "from shared.composition import get_services\n"
+        "get_services()\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('azure.monitor'))\n"
-        "print(loaded)\n"
+        "print(loaded, logging.getLogger().handlers == before)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "APPLICATIONINSIGHTS_CONNECTION_STRING"}
+    env = {
+        **os.environ,
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={uuid.UUID(int=170)}",
+        "STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+        "GRAPH_TENANT_ID": "00000000-0000-0000-0000-000000000001",
+        "GRAPH_AUTH_MODE": "emulator",
+        "PUBLIC_BASE_URL": "https://func-example.azurewebsites.net",
+    }
 
     result = subprocess.run(  # noqa: S603 - our own interpreter and script
         [sys.executable, "-c", script],
@@ -373,4 +327,4 @@ def test_the_distro_is_not_imported_without_a_connection_string() -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.strip() == "[] True"
