@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint bench soak lock clean
+.PHONY: run test lint bench soak lock check-lock clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -48,6 +48,15 @@ UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --
 lock: $(PY_STAMP)
 	$(UV_COMPILE) requirements.in -o requirements.txt
 	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
+
+# The lock alone, in a new venv, with only the files .funcignore ships: the app must index
+# and build its clients. Needs the package registry; not part of `make test`.
+CHECK_DIR := $(or $(TMPDIR),/tmp)/booking-sync-check-lock
+check-lock: $(PY_STAMP)
+	rm -rf $(CHECK_DIR) && $(PYTHON) -m venv $(CHECK_DIR)/venv
+	$(CHECK_DIR)/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements.txt
+	$(PY) -m bench.package --stage $(CHECK_DIR)/app
+	$(CHECK_DIR)/venv/bin/python bench/package.py --check $(CHECK_DIR)/app
 
 clean:
 	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
