@@ -55,9 +55,6 @@ param location string
 @description('Microsoft Entra tenant of the Microsoft 365 mailboxes (GRAPH_TENANT_ID). Empty means this subscription\'s tenant, which is the only tenant a managed identity can get Graph tokens for.')
 param graphTenantId string = ''
 
-@description('Grant the identity the Microsoft Graph application permission Calendars.ReadWrite (tenant-wide) during deployment. Needs the deployer to hold Privileged Role Administrator. Leave false when the deployer lacks that role or when access is scoped with Exchange RBAC for Applications (see docs/deploy-to-azure.md).')
-param grantGraphAppRole bool = false
-
 @description('HTTPS base URL at which Microsoft Graph reaches the webhook routes (PUBLIC_BASE_URL). Empty means the Function App\'s default host name, https://<app>.azurewebsites.net.')
 param publicBaseUrl string = ''
 
@@ -254,15 +251,6 @@ module api 'app/api.bicep' = {
   ]
 }
 
-// Calendars.ReadWrite for the identity, through the Microsoft Graph Bicep extension.
-module graphAppRole 'app/graph-app-role.bicep' = if (grantGraphAppRole) {
-  name: 'graphAppRole'
-  scope: rg
-  params: {
-    principalId: apiUserAssignedIdentity.outputs.principalId
-  }
-}
-
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -274,7 +262,7 @@ output SERVICE_API_URI string = api.outputs.SERVICE_API_URI
 output APP_PUBLIC_BASE_URL string = effectivePublicBaseUrl
 output APP_GRAPH_TENANT_ID string = effectiveGraphTenantId
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
-// Needed for the manual Graph grant and for Exchange RBAC for Applications (New-ServicePrincipal).
+// Needed for the Graph grant (infra/hooks, or by hand) and for Exchange RBAC for Applications
+// (New-ServicePrincipal).
 output MANAGED_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = apiUserAssignedIdentity.outputs.principalId
-output GRAPH_APP_ROLE_GRANTED bool = grantGraphAppRole

@@ -1,6 +1,6 @@
 // Azure role assignments of the app's user-assigned identity. Names are deterministic,
 // guid(scope.id, principalId, roleId), so re-running `azd provision` updates rather than duplicates.
-// Microsoft Graph access is not an Azure role: see graph-app-role.bicep and docs/deploy-to-azure.md.
+// Microsoft Graph access is not an Azure role: see infra/hooks/ and docs/deploy-to-azure.md.
 
 param storageAccountName string
 param appInsightsName string
