@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench import cold_start
 from bench.client import StackClient
 from bench.context import Context, Outcome
 from bench.profiles import FULL, PROFILES, QUICK, Profile
@@ -98,6 +99,12 @@ async def run_on_stack(
     stack: Stack, profile: Profile, selected: Sequence[str]
 ) -> dict[str, Outcome]:
     outcomes: dict[str, Outcome] = {}
+    # First, before anything has used the app: the first request a fresh host serves.
+    first, second = await cold_start.first_requests(stack.host_url)
+    outcomes["first-request"] = Outcome(
+        [cold_start.first_request_row(first, second)],
+        {"first_s": first, "second_s": second},
+    )
     async with aiohttp.ClientSession() as session:
         context = Context(client=StackClient(stack, session), profile=profile)
         for name in selected:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench import cold_start
 from bench.client import BenchError, StackClient, poll
 from bench.context import (
     Context,
@@ -43,7 +41,6 @@ from bench.world import (
     spread_events,
     wait_synced,
 )
-from local.azurite import REPO_ROOT
 from shared.domain.messages import ReconcileResource
 
 logger = logging.getLogger(__name__)
@@ -52,9 +49,6 @@ MOVE_AIM_P95_S = 2.0
 OUTLOOK_MAILBOX_CONCURRENCY = 4
 # Azure's front end drops an HTTP request to a Function App after 230 s.
 AZURE_HTTP_TIMEOUT_S = 230
-IMPORT_PROBE = (
-    "import time; t = time.perf_counter(); import function_app; print(time.perf_counter() - t)"
-)
 
 
 def _p50_p95(dist: Distribution) -> str:
@@ -65,24 +59,11 @@ def _p50_p95(dist: Distribution) -> str:
 
 
 def measure_import(profile: Profile) -> Outcome:
-    """`import function_app` in a fresh interpreter: a cold-start proxy. Median of runs."""
-    seconds = []
-    for _ in range(profile.import_runs):
-        done = subprocess.run(  # noqa: S603 - this interpreter, a fixed snippet
-            [sys.executable, "-c", IMPORT_PROBE],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        seconds.append(float(done.stdout.strip().splitlines()[-1]))
-    median = statistics.median(seconds)
-    row = Row(
-        "import function_app (cold-start proxy)",
-        f"median {ms(median)} of {len(seconds)} (min {ms(min(seconds))}, max {ms(max(seconds))})",
-    )
-    return Outcome([row], {"import_s": seconds, "median_s": median})
+    """`import function_app` in fresh interpreters, and the deployment package's size
+    (bench/cold_start.py)."""
+    times = cold_start.import_times(profile.import_runs)
+    rows = [*cold_start.import_rows(times), cold_start.package_row()]
+    return Outcome(rows, {"import_s": times.wall_s, "import_cpu_s": times.cpu_s})
 
 
 # --- booking create ------------------------------------------------------------------------
