@@ -33,6 +33,14 @@ class NoTokens:
         return None
 
 
+@pytest.fixture(autouse=True)
+def no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what each test passes: the test session sets Azurite's connection string."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(name, raising=False)
+
+
 def azure_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "storage_table_endpoint": TABLE_ENDPOINT,
