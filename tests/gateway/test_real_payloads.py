@@ -68,7 +68,7 @@ async def canned() -> AsyncIterator[tuple[CannedGraph, GraphCalendarGateway]]:
         graph_base_url=f"http://127.0.0.1:{port}/v1.0",
         graph_auth_mode=GraphAuthMode.EMULATOR,
         public_base_url="http://localhost:7071",
-        storage_account_name="unused",
+        storage_connection_string="UseDevelopmentStorage=true",
     )
     gateway = build_calendar_gateway(settings, retry=FAST_RETRY)
     try:

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from shared.settings import Settings
 
 BASE: dict[str, Any] = {
-    "storage_account_name": "stbookingsync",
+    "storage_table_endpoint": "https://stbookingsync.table.core.windows.net",
+    "storage_queue_endpoint": "https://stbookingsync.queue.core.windows.net",
     "graph_tenant_id": "00000000-0000-0000-0000-0000000000aa",
 }
 
