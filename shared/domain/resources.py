@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import string
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -64,17 +64,28 @@ TEMPLATE_PLACEHOLDERS = frozenset(
 )
 
 
+# One part of a template: an escaped brace, a plain placeholder, or anything else that
+# involves a brace (a format spec, a conversion, nesting, an unmatched brace), which
+# str.format would act on: `{title:>1000000000}` allocates a gigabyte per render, and
+# `{title:>{notes}}` lets a customer's notes choose the width.
+_TEMPLATE_PART = re.compile(
+    r"\{\{|\}\}|\{(?P<name>[A-Za-z]+)\}|(?P<bad>\{(?:[^{}]|\{[^{}]*\})*\}?|\})"
+)
+
+
 def _check_template(value: str) -> str:
-    try:
-        parsed = string.Formatter().parse(value)
-        fields = [name for _, name, _spec, _conv in parsed if name is not None]
-    except ValueError as exc:  # unbalanced braces
-        raise ValueError(f"is not a valid template: {exc}") from exc
-    unknown = sorted({name for name in fields if name not in TEMPLATE_PLACEHOLDERS})
-    if unknown or any(not name for name in fields):
-        allowed = ", ".join("{" + name + "}" for name in sorted(TEMPLATE_PLACEHOLDERS))
-        shown = ", ".join("{" + name + "}" for name in unknown) or "{}"
-        raise ValueError(f"uses unknown placeholder(s) {shown}; allowed: {allowed}")
+    """Text with `{field}` placeholders only (`{{` and `}}` for literal braces), so that
+    rendering is a plain substitution that cannot fail or grow beyond its values."""
+    allowed = ", ".join("{" + name + "}" for name in sorted(TEMPLATE_PLACEHOLDERS))
+    for part in _TEMPLATE_PART.finditer(value):
+        bad, name = part.group("bad"), part.group("name")
+        if bad is not None:
+            raise ValueError(
+                f"'{bad}' is not a plain placeholder: a template may hold only {{field}} "
+                "(no format spec, conversion or nesting; '{{' and '}}' for literal braces)"
+            )
+        if name is not None and name not in TEMPLATE_PLACEHOLDERS:
+            raise ValueError(f"uses unknown placeholder {{{name}}}; allowed: {allowed}")
     return value
 
 

@@ -270,3 +270,21 @@ async def test_openapi_document_is_served() -> None:
     schema = spec["paths"]["/api/bookings"]["post"]["requestBody"]["content"]["application/json"]
     assert schema["schema"]["$ref"] == "#/components/schemas/BookingRequest"
     assert "resourceIds" in spec["components"]["schemas"]["BookingRequest"]["properties"]
+
+
+async def test_a_template_with_a_format_spec_is_refused_before_any_push(world: FakeWorld) -> None:
+    status, body = await call(
+        resources.put_resource,
+        "PUT",
+        {"resourceId": "room-1"},
+        {
+            "mailbox": "room-1@contoso.com",
+            "displayName": "Room 1",
+            "subjectTemplate": "Training: {title:>1000000000}",
+        },
+    )
+    assert (status, error_fields(body)) == (422, {"subjectTemplate"})
+    assert "{title:>1000000000}" in body["error"]["details"][0]["message"]
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.settings.subject_template == "{title}"
