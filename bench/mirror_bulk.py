@@ -54,6 +54,7 @@ from shared.adapters.storage.tables import (
     Transaction,
     encode_key,
 )
+from shared.domain.bookings import BookingWindow
 from shared.domain.calendar import CalendarEvent, Sensitivity, ShowAs, Unavailability
 from shared.domain.resources import ConnectionStatus, Resource, ResourceSettings
 from shared.ports import CalendarGateway
@@ -281,6 +282,7 @@ async def run(connection_string: str, events_count: int, count: int, before: boo
             SlotKeeper(tables.slot_ledger, tables.bookings, lambda: datetime.now(UTC)),
             lambda: datetime.now(UTC),
             freshness_minutes=60,
+            window=BookingWindow(grace=timedelta(minutes=5), horizon_days=180),
         )
         window_start = day0 + timedelta(days=10)
         window_end = window_start + timedelta(days=WINDOW_DAYS)

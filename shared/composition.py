@@ -250,6 +250,7 @@ def build_services(
         slots=slots,
         clock=clock,
         freshness_minutes=settings.mirror_freshness_minutes,
+        window=settings.booking_window,
         outbox_lease=timedelta(seconds=settings.outbox_lease_seconds),
     )
     push = PushService(
@@ -323,6 +324,7 @@ def build_services(
             slots,
             clock,
             freshness_minutes=settings.mirror_freshness_minutes,
+            window=settings.booking_window,
         ),
         push=push,
         subscriptions=subscriptions,

@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import Field, HttpUrl, SecretStr, UrlConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.domain.bookings import BookingWindow
+
 # An https:// URL: storage endpoints carry bearer tokens, which azure-core refuses to send
 # over plain HTTP anyway.
 HttpsUrl = Annotated[HttpUrl, UrlConstraints(allowed_schemes=["https"])]
@@ -66,6 +68,9 @@ class Settings(BaseSettings):
     mirror_days_back: int = Field(default=1, ge=0, le=31)
     mirror_days_ahead: int = Field(default=180, ge=1, le=730)
     mirror_freshness_minutes: int = Field(default=60, ge=5)
+    # A booking may start this much before now (a client's clock a little behind ours);
+    # it ends by MIRROR_DAYS_AHEAD from now, the mirror's horizon.
+    booking_start_grace_minutes: int = Field(default=5, ge=0, le=1440)
 
     # Booking events: always to the booking-events queue; also POSTed when a URL is set.
     booking_events_webhook_url: HttpUrl | None = None
@@ -76,6 +81,13 @@ class Settings(BaseSettings):
     # How long the request that wrote a booking change alone may send its queue messages;
     # after that (it died before sending), the next touch of the booking sends them.
     outbox_lease_seconds: int = Field(default=30, ge=1, le=600)
+
+    @property
+    def booking_window(self) -> BookingWindow:
+        return BookingWindow(
+            grace=timedelta(minutes=self.booking_start_grace_minutes),
+            horizon_days=self.mirror_days_ahead,
+        )
 
     @property
     def subscription_renewal_horizon(self) -> timedelta:

@@ -6,7 +6,15 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -24,13 +32,32 @@ class DomainModel(BaseModel):
     )
 
 
+# A date and time as ISO 8601 text (its offset is checked by AwareDatetime). pydantic
+# would also take epoch numbers, as numbers or digit strings; the API speaks ISO 8601 only.
+_ISO_8601_DATETIME = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+# Table Storage's Edm.DateTime starts at 1601-01-01 UTC; an earlier time cannot be stored.
+EARLIEST_DATETIME = datetime(1601, 1, 1, tzinfo=UTC)
+
+
+def _iso_8601_only(value: object) -> object:
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_8601_DATETIME.match(value)):
+        return value
+    raise ValueError("must be an ISO 8601 date and time with an offset, like 2030-01-07T09:00Z")
+
+
 def _to_utc(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:30+01:00, before year 1 in UTC
+        raise ValueError("is out of range in UTC") from None
+    if utc < EARLIEST_DATETIME:
+        raise ValueError(f"must not be before {EARLIEST_DATETIME.isoformat()}")
     # Whole seconds: Outlook keeps no finer time, so a finer one would read back "moved".
-    return value.astimezone(UTC).replace(microsecond=0)
+    return utc.replace(microsecond=0)
 
 
 # A datetime that must carry an offset; stored and compared in UTC, to the second.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), AfterValidator(_to_utc)]
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 # Ids we accept from callers: safe as Table Storage keys (no / \ # ? or control chars).

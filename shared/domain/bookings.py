@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -18,9 +19,12 @@ from shared.domain.base import (
     ShortText,
     UtcDatetime,
 )
+from shared.domain.errors import BeyondHorizon, DurationTooLong, StartInPast
 
 MAX_RESOURCES_PER_BOOKING = 20
-MAX_BOOKING_DAYS = 31
+# A booking's day rows of the slot ledger are written in one Table Storage transaction
+# (at most 100 entities), so the limit must stay well below 100 days.
+MAX_BOOKING_DURATION = timedelta(days=31)
 
 
 class BookingStatus(StrEnum):
@@ -55,6 +59,50 @@ class TimeRange(DomainModel):
         return self.start < other.end and other.start < self.end
 
 
+@dataclass(frozen=True)
+class BookingWindow:
+    """When a booking may be: the one rule for create, reschedule, availability and
+    Outlook moves.
+
+    A booking starts no earlier than now less `grace` (a client's clock a little behind
+    ours; anything older would never be pushed), ends by the horizon, `horizon_days`
+    from now (the unavailability mirror's MIRROR_DAYS_AHEAD: beyond it Outlook busy time
+    is not known, so a booking there could overlap it unseen), and lasts at most
+    `max_duration`."""
+
+    grace: timedelta
+    horizon_days: int
+    max_duration: timedelta = MAX_BOOKING_DURATION
+
+    def check_booking(self, time_range: TimeRange, now: datetime) -> None:
+        """Raises DurationTooLong, StartInPast or BeyondHorizon (all InvalidInput)."""
+        if time_range.end - time_range.start > self.max_duration:
+            days = self.max_duration / timedelta(days=1)
+            raise DurationTooLong(
+                f"a booking may last at most {days:g} days",
+                details=[{"field": "end", "message": f"at most {days:g} days after start"}],
+            )
+        earliest = now - self.grace
+        if time_range.start < earliest:
+            minutes = self.grace / timedelta(minutes=1)
+            raise StartInPast(
+                f"start must not be in the past (more than {minutes:g} minutes before now, "
+                f"{earliest.isoformat()})",
+                details=[{"field": "start", "message": "in the past"}],
+            )
+        self.check_within_horizon(time_range, now)
+
+    def check_within_horizon(self, time_range: TimeRange, now: datetime) -> None:
+        """Raises BeyondHorizon when `time_range` ends after the horizon."""
+        horizon = now + timedelta(days=self.horizon_days)
+        if time_range.end > horizon:
+            raise BeyondHorizon(
+                f"end must be within the horizon of {self.horizon_days} days from now "
+                f"({horizon.isoformat()}): busy time beyond it is not known",
+                details=[{"field": "end", "message": f"after the horizon, {horizon.isoformat()}"}],
+            )
+
+
 class BookingRequest(DomainModel):
     """The body of POST /api/bookings."""
 
@@ -73,8 +121,6 @@ class BookingRequest(DomainModel):
     def _check(self) -> BookingRequest:
         if self.end <= self.start:
             raise ValueError("end must be after start")
-        if (self.end - self.start).days >= MAX_BOOKING_DAYS:
-            raise ValueError(f"a booking may last at most {MAX_BOOKING_DAYS} days")
         if len(set(self.resource_ids)) != len(self.resource_ids):
             raise ValueError("resourceIds must not repeat a resource")
         return self

@@ -34,6 +34,26 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class BookingTimeRefused(InvalidInput):
+    """A booking's time lies outside what may be booked (`BookingWindow`)."""
+
+    code = "booking_time_refused"
+
+
+class StartInPast(BookingTimeRefused):
+    code = "start_in_past"
+
+
+class BeyondHorizon(BookingTimeRefused):
+    """Past the mirror's horizon: Outlook busy time there is not known."""
+
+    code = "beyond_horizon"
+
+
+class DurationTooLong(BookingTimeRefused):
+    code = "duration_too_long"
+
+
 class SlotUnavailable(DomainError):
     code = "slot_unavailable"
 

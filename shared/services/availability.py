@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field
 
 from shared.domain.base import DomainModel, UtcDatetime
-from shared.domain.bookings import TimeRange
+from shared.domain.bookings import BookingWindow, TimeRange
 from shared.domain.calendar import ShowAs
 from shared.domain.errors import CalendarUnavailable, InvalidInput, NotFound
 from shared.domain.resources import ConnectionState, Resource
@@ -126,7 +126,11 @@ class AvailabilityService:
         clock: Callable[[], datetime],
         *,
         freshness_minutes: int,
+        window: BookingWindow,
     ) -> None:
+        """`window`: availability is asked of the time that may be booked, up to its
+        horizon (the mirror knows no busy time beyond)."""
+        self._window = window
         self._resources = resources
         self._unavailability = unavailability
         self._slots = slots
@@ -136,9 +140,11 @@ class AvailabilityService:
     async def availability(self, resource_id: str, query: AvailabilityQuery) -> Availability:
         """Busy intervals (no private details) and free slots of the duration.
 
-        Raises NotFound, InvalidInput (window), CalendarUnavailable (fail closed).
+        Raises NotFound, InvalidInput (window; BeyondHorizon past the booking window's
+        horizon), CalendarUnavailable (fail closed).
         """
         window = _window(query)
+        self._window.check_within_horizon(window, self._clock())
         stored = await self._resources.get(resource_id)
         if stored is None:
             raise NotFound(f"resource {resource_id} does not exist")

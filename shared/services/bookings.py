@@ -17,7 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.base import DomainModel, UtcDatetime
-from shared.domain.bookings import Booking, BookingRequest, BookingStatus, OutboxMessage, TimeRange
+from shared.domain.bookings import (
+    Booking,
+    BookingRequest,
+    BookingStatus,
+    BookingWindow,
+    OutboxMessage,
+    TimeRange,
+)
 from shared.domain.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -99,9 +106,11 @@ class BookingService:
         clock: Callable[[], datetime],
         freshness_minutes: int,
         routing: EventRouting,
+        window: BookingWindow,
         outbox_lease: timedelta = timedelta(seconds=30),
     ) -> None:
-        """`outbox_lease`: how long the request that wrote a change alone may send its
+        """`window`: when bookings may be (create and reschedule, from the API or Outlook).
+        `outbox_lease`: how long the request that wrote a change alone may send its
         messages; after that (it died before sending) whoever flushes the booking next,
         reconciliation at the latest, sends them."""
         self._routing = routing
@@ -116,6 +125,7 @@ class BookingService:
         self._clock = clock
         self._freshness = freshness_minutes
         self._outbox_lease = outbox_lease
+        self._window = window
 
     # -- create ------------------------------------------------------------------
     async def create(self, request: BookingRequest, idempotency_key: str | None) -> BookingView:
@@ -124,7 +134,8 @@ class BookingService:
         With an Idempotency-Key, the same key and body return the first response; the
         same key with another body raises IdempotencyKeyReused. A failed attempt keeps
         no claim and no key, so it may be retried. Raises SlotUnavailable (overlap with
-        a booking or Outlook busy time), CalendarUnavailable (fail closed), InvalidInput.
+        a booking or Outlook busy time), CalendarUnavailable (fail closed), InvalidInput
+        (BookingTimeRefused: outside the booking window).
         """
         if idempotency_key is None:
             owner = _new_owner()
@@ -211,10 +222,11 @@ class BookingService:
             if existing is not None:
                 return existing
         now = self._clock()
+        time_range = TimeRange(start=request.start, end=request.end)
+        self._window.check_booking(time_range, now)
         resources = await self._load_resources(request.resource_ids)
         for resource in resources:
             ensure_calendar_trusted(resource, now, self._freshness)
-        time_range = TimeRange(start=request.start, end=request.end)
         await self._refuse_outlook_busy(resources, time_range)
         await self._claim_all(request.resource_ids, booking_id, time_range)
         booking = Booking(
@@ -294,7 +306,8 @@ class BookingService:
         source: EventSource = EventSource.API,
     ) -> BookingView:
         """Move the booking on every resource: the new slot is claimed before the old
-        one is released. Raises SlotUnavailable (nothing changes then)."""
+        one is released. Raises SlotUnavailable or BookingTimeRefused (outside the
+        booking window); nothing changes then."""
         stored = await self._get(booking_id)
         booking = stored.value
         if booking.status is BookingStatus.CANCELLED:
@@ -302,6 +315,7 @@ class BookingService:
         if booking.time_range == new_range:
             return await self.view(await self.flush_outbox(stored))
         now = self._clock()
+        self._window.check_booking(new_range, now)
         resources = await self._load_resources(booking.resource_ids)
         for resource in resources:
             ensure_calendar_trusted(resource, now, self._freshness)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from shared.domain.bookings import Booking, TimeRange
 from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import SlotUnavailable
+from shared.domain.errors import BookingTimeRefused, SlotUnavailable
 from shared.domain.messages import (
     BookingEvent,
     BookingEventType,
@@ -158,8 +158,9 @@ class OutlookChangeApplier:
                     TimeRange(start=event.start, end=event.end),
                     EventSource.OUTLOOK,
                 )
-            except SlotUnavailable as conflict:
-                # The new time is taken: the booking stays, the event goes back.
+            except (SlotUnavailable, BookingTimeRefused) as conflict:
+                # The new time is taken, or may not be booked (too long, past, beyond the
+                # horizon): the booking stays, the event goes back.
                 await self._restore(mapping, booking, recreate=False)
                 await self._emit_conflict(booking, event, conflict.message)
                 await self._log(

@@ -288,3 +288,82 @@ async def test_a_template_with_a_format_spec_is_refused_before_any_push(world: F
     stored = await world.resources.get("room-1")
     assert stored is not None
     assert stored.value.settings.subject_template == "{title}"
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "code", "field"),
+    [
+        ("0001-01-01T00:00:00Z", "0001-01-01T01:00:00Z", "invalid_input", "start,end"),
+        ("9999-12-31T00:00:00Z", "9999-12-31T01:00:00Z", "beyond_horizon", "end"),
+        ("2029-01-01T09:00:00Z", "2029-01-01T10:00:00Z", "start_in_past", "start"),
+        ("2030-09-15T09:00:00Z", "2030-09-15T10:00:00Z", "beyond_horizon", "end"),
+        ("2030-01-07T09:00:00Z", "2030-04-06T09:00:00Z", "duration_too_long", "end"),
+    ],
+)
+async def test_a_booking_outside_the_window_is_422_and_never_written(
+    world: FakeWorld, start: str, end: str, code: str, field: str
+) -> None:
+    status, body = await call(
+        bookings.create_booking, "POST", body=booking_body(start=start, end=end)
+    )
+    assert (status, body["error"]["code"]) == (422, code)
+    assert error_fields(body) == set(field.split(","))
+    assert world.ports.bookings.rows == {}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0001-01-01T00:30:00+01:00",  # before year 1 in UTC
+        "9999-12-31T23:30:00-01:00",  # after year 9999 in UTC
+        "1600-12-31T23:59:59Z",  # before Table Storage's first date
+        1_900_000_000,  # an epoch integer
+        "1900000000",  # the same, as text
+        1.9e9,
+        True,
+    ],
+)
+async def test_a_datetime_that_is_not_an_iso_8601_string_in_range_is_422(
+    world: FakeWorld, value: object
+) -> None:
+    status, body = await call(bookings.create_booking, "POST", body=booking_body(start=value))
+    assert (status, error_fields(body)) == (422, {"start"})
+    status, body = await call(
+        resources.get_availability,
+        "GET",
+        {"resourceId": "room-1"},
+        params={"start": str(value), "end": "2030-01-08T00:00:00Z"},
+    )
+    assert (status, error_fields(body)) == (422, {"start"})
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "code"),
+    [
+        ("2030-01-07T09:00:00Z", "2030-04-06T09:00:00Z", "duration_too_long"),  # 89 days
+        ("2030-01-07T09:00:00Z", "2031-01-07T09:00:00Z", "duration_too_long"),  # a year
+        ("2030-12-01T09:00:00Z", "2030-12-01T10:00:00Z", "beyond_horizon"),
+    ],
+)
+async def test_reschedule_outside_the_window_is_422(
+    world: FakeWorld, start: str, end: str, code: str
+) -> None:
+    _, created = await call(bookings.create_booking, "POST", body=booking_body())
+    status, body = await call(
+        bookings.reschedule_booking,
+        "POST",
+        {"bookingId": created["bookingId"]},
+        {"start": start, "end": end},
+    )
+    assert (status, body["error"]["code"]) == (422, code)
+    _, unchanged = await call(bookings.get_booking, "GET", {"bookingId": created["bookingId"]})
+    assert (unchanged["start"], unchanged["end"]) == (created["start"], created["end"])
+
+
+async def test_availability_beyond_the_horizon_is_422(world: FakeWorld) -> None:
+    params = {"start": "2030-06-20T00:00:00Z", "end": "2030-07-20T00:00:00Z"}
+    status, body = await call(
+        resources.get_availability, "GET", {"resourceId": "room-1"}, params=params
+    )
+    assert (status, body["error"]["code"]) == (422, "beyond_horizon")
+    assert "180 days" in body["error"]["message"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.domain.bookings import BookingRequest, BookingStatus, TimeRange
+from shared.domain.bookings import BookingRequest, BookingStatus, BookingWindow, TimeRange
 from shared.domain.calendar import ShowAs
 from shared.domain.errors import (
     CalendarUnavailable,
@@ -82,6 +82,7 @@ async def world() -> World:
         clock=clock,
         freshness_minutes=60,
         routing=EventRouting(webhooks=False),
+        window=BookingWindow(grace=timedelta(minutes=5), horizon_days=180),
     )
     w = World(service, resources, bookings, ledger, unavailability, queue, idem, clock)
     for resource_id in ("room-1", "alice", "bob"):

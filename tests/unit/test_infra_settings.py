@@ -65,6 +65,7 @@ DEFAULTS_KEPT_IN_AZURE: dict[str, str] = {
     "sync_log_retention_days": "product default",
     "mirror_days_ahead": "product default",
     "mirror_freshness_minutes": "product default, tied to the reconcile schedule",
+    "booking_start_grace_minutes": "product default",
     "idempotency_retention_hours": "product default",
 }
 
