@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import azure.functions as func
 
 from functions.http import json_response, parse_body, parse_query, respond, route_id
@@ -14,6 +16,10 @@ from shared.observability import correlate
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
 
 MAX_IDEMPOTENCY_KEY = 255
+# Printable ASCII, as an Idempotency-Key is a structured-field string
+# (draft-ietf-httpapi-idempotency-key-header); anything else cannot be hashed or logged
+# safely (a byte that was not UTF-8 reaches Python as a lone surrogate).
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]+")
 
 
 class RescheduleRequest(DomainModel):
@@ -32,10 +38,12 @@ def _idempotency_key(req: func.HttpRequest) -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not _IDEMPOTENCY_KEY.fullmatch(key):
         raise InvalidInput(
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
-            details=[{"field": "Idempotency-Key", "message": "empty or too long"}],
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+            details=[
+                {"field": "Idempotency-Key", "message": "empty, too long or not printable ASCII"}
+            ],
         )
     return key
 

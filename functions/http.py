@@ -16,13 +16,16 @@ from shared.domain.errors import (
     CalendarUnavailable,
     ConcurrencyConflict,
     DomainError,
+    GraphError,
     IdempotencyKeyReused,
     InvalidInput,
     MailboxInUse,
     NotFound,
     SlotUnavailable,
     StorageUnavailable,
+    TransactionTooLarge,
 )
+from shared.services.push import PushIncomplete
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,14 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
     AlreadyExists: 409,
     ConcurrencyConflict: 409,
     IdempotencyKeyReused: 422,
+    # A request whose day rows break Azure's transaction rules (input the rules above
+    # should have refused already): the request, not the service, has to change.
+    TransactionTooLarge: 422,
     CalendarUnavailable: 503,
     StorageUnavailable: 503,
+    # Graph could not be asked (throttled, down, access lost): retry later.
+    GraphError: 503,
+    PushIncomplete: 503,
 }
 
 
@@ -79,18 +88,30 @@ MAX_BODY_BYTES = 64 * 1024
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def parse_body(req: func.HttpRequest, model: type[ModelT]) -> ModelT:
+def parse_body(
+    req: func.HttpRequest, model: type[ModelT], *, max_bytes: int = MAX_BODY_BYTES
+) -> ModelT:
     """The JSON body as `model`; InvalidInput (naming the fields) when it is not."""
+    return validate(model, parse_json_object(req, max_bytes=max_bytes))
+
+
+def parse_json_object(req: func.HttpRequest, *, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object. Raises BodyTooLarge beyond `max_bytes` (checked here,
+    in the app, so it holds whatever the host in front allows: Azure's is 100 MB) and
+    MalformedJson for anything else than one JSON object."""
     body = req.get_body()
-    if len(body) > MAX_BODY_BYTES:
-        raise BodyTooLarge(f"the body may hold at most {MAX_BODY_BYTES} bytes")
+    if len(body) > max_bytes:
+        raise BodyTooLarge(f"the body may hold at most {max_bytes} bytes")
     try:
         data = json.loads(body or b"null")
     except ValueError as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        # json's C scanner recurses per nesting level: 60 KB of `[` exhaust the stack.
+        raise MalformedJson("the body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise MalformedJson("the body must be a JSON object")
-    return validate(model, data)
+    return data
 
 
 def parse_query(req: func.HttpRequest, model: type[ModelT], names: dict[str, str]) -> ModelT:
@@ -122,7 +143,8 @@ def invalid_input(error: ValidationError) -> InvalidInput:
 def route_id(req: func.HttpRequest, name: str) -> str:
     """A `{name}` route parameter, checked to be a well-formed id."""
     value = str(req.route_params.get(name, ""))
-    if not ID_PATTERN.match(value):
+    # fullmatch: `$` in ID_PATTERN also matches before a trailing newline.
+    if not ID_PATTERN.fullmatch(value):
         raise InvalidInput(
             f"{name} must be 1-64 letters, digits, '.', '_' or '-'",
             details=[{"field": name, "message": "not a valid id"}],

@@ -57,6 +57,8 @@ LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 _RECORD_TTL_SECONDS = 60.0
 _RECORD_STALE_LIMIT_SECONDS = 600.0
 _UNKNOWN_TTL_SECONDS = 5.0
+# Graph's largest batch.
+MAX_NOTIFICATIONS_PER_POST = 1000
 
 
 class ResourceData(BaseModel):
@@ -84,7 +86,7 @@ class GraphNotification(BaseModel):
 class NotificationBatch(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    value: Annotated[list[GraphNotification], Field(max_length=1000)]
+    value: Annotated[list[GraphNotification], Field(max_length=MAX_NOTIFICATIONS_PER_POST)]
 
 
 def pack_inbound_work(

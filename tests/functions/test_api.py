@@ -13,7 +13,9 @@ import pytest
 
 import function_app
 from functions import bookings, openapi, resources
+from functions.http import domain_error_response
 from functions.openapi import OPERATIONS
+from shared.domain.errors import DomainError, TransactionTooLarge
 from shared.domain.resources import ConnectionStatus
 from tests.builders import T0
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -367,3 +369,68 @@ async def test_availability_beyond_the_horizon_is_422(world: FakeWorld) -> None:
     )
     assert (status, body["error"]["code"]) == (422, "beyond_horizon")
     assert "180 days" in body["error"]["message"]
+
+
+async def test_deeply_nested_json_is_400_on_every_json_route(world: FakeWorld) -> None:
+    nested = b"[" * 60_000
+    for function, route in (
+        (bookings.create_booking, {}),
+        (bookings.reschedule_booking, {"bookingId": "bk-1"}),
+        (resources.put_resource, {"resourceId": "room-1"}),
+    ):
+        status, body = await call(function, "POST", route, raw=nested)
+        assert (status, body["error"]["code"]) == (400, "malformed_json")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "caf\udce9",  # a byte that was not UTF-8, as the worker hands it over
+        "café",
+        "tab\there",
+        "line\nbreak",
+        "x" * 256,
+        " ",
+    ],
+)
+async def test_an_idempotency_key_that_is_not_printable_ascii_is_422(
+    world: FakeWorld, key: str
+) -> None:
+    status, body = await call(
+        bookings.create_booking, "POST", body=booking_body(), headers={"Idempotency-Key": key}
+    )
+    assert (status, error_fields(body)) == (422, {"Idempotency-Key"})
+    assert world.ports.bookings.rows == {}  # type: ignore[attr-defined]
+
+
+async def test_a_route_id_with_a_trailing_newline_is_422(world: FakeWorld) -> None:
+    _, created = await call(bookings.create_booking, "POST", body=booking_body())
+    for function, route in (
+        (bookings.get_booking, {"bookingId": created["bookingId"] + "\n"}),
+        (bookings.cancel_booking, {"bookingId": created["bookingId"] + "\n"}),
+        (resources.get_resource, {"resourceId": "room-1\n"}),
+    ):
+        status, body = await call(function, "GET", route)
+        assert (status, body["error"]["code"]) == (422, "invalid_input")
+
+
+def every_subclass(kind: type[DomainError]) -> list[type[DomainError]]:
+    return [kind, *(sub for child in kind.__subclasses__() for sub in every_subclass(child))]
+
+
+def test_every_domain_error_has_a_status_other_than_500() -> None:
+    # DomainError itself is never raised; an unlisted kind is a bug, and answers 500.
+    for kind in every_subclass(DomainError)[1:]:
+        response = domain_error_response(kind("x"))
+        assert response.status_code != 500, kind.__name__
+
+
+async def test_a_table_transaction_too_large_is_422_not_500(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(*args: object, **kwargs: object) -> None:
+        raise TransactionTooLarge("more than 100 entities in one transaction")
+
+    monkeypatch.setattr(world.ports.slot_ledger, "write_days", refused)
+    status, body = await call(bookings.create_booking, "POST", body=booking_body())
+    assert (status, body["error"]["code"]) == (422, "transaction_invalid")

@@ -494,6 +494,87 @@ async def test_the_webhook_answers_503_when_the_queue_is_down(world: FakeWorld) 
     assert world.queue.bodies(SYNC_INBOUND_QUEUE) == []
 
 
+async def post_raw(body: bytes, route: Any = graph.graph_notifications) -> func.HttpResponse:
+    handler = route.build().get_user_function()
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost/api/graph/notifications",
+        body=body,
+        headers={"content-type": "application/json"},
+        params={},
+        route_params={},
+    )
+    response: func.HttpResponse = await handler(request)
+    return response
+
+
+def as_graph_sends_it(room: str, event_id: str) -> dict[str, Any]:
+    """A change notification with every field Graph sends (about 700 bytes)."""
+    long_id = f"AAMkAGI2TG93AAA{event_id}".ljust(152, "A")
+    return change(
+        room,
+        long_id,
+        subscriptionExpirationDateTime="2030-01-10T09:00:00.0000000+00:00",
+        resource=f"Users/6e6f0e2a-2b1c-4f0e-9d55-5c9b1f0f1f1f/Events/{long_id}",
+        resourceData={
+            "@odata.type": "#Microsoft.Graph.Event",
+            "@odata.id": f"Users/6e6f0e2a-2b1c-4f0e-9d55-5c9b1f0f1f1f/Events/{long_id}",
+            "@odata.etag": 'W/"DwAAABYAAADjWTHkCm7xTqKB9Iq0ycHPAAAD6+Aa"',
+            "id": long_id,
+        },
+    )
+
+
+def notifications_body(count: int) -> bytes:
+    return json.dumps(
+        {"value": [as_graph_sends_it(ROOMS[i % 3], f"e{i}") for i in range(count)]}
+    ).encode()
+
+
+@pytest.mark.parametrize("count", [100, 1000])
+async def test_graphs_batches_up_to_a_thousand_are_taken_whole(
+    world: FakeWorld, count: int
+) -> None:
+    body = notifications_body(count)
+    assert len(body) > 64 * 1024
+
+    response = await post_raw(body)
+
+    assert response.status_code == 202
+    queued = sum(size(message) for message in sent(world))
+    assert queued == count
+
+
+@pytest.mark.parametrize("route", [graph.graph_notifications, graph.graph_lifecycle])
+async def test_above_a_megabyte_or_a_thousand_items_is_413(world: FakeWorld, route: Any) -> None:
+    padded = {"value": [as_graph_sends_it("room-1", "x")], "pad": "x" * (1024 * 1024)}
+    too_big = await post_raw(json.dumps(padded).encode(), route)
+    too_many = await post_raw(
+        json.dumps({"value": [change("room-1", f"e{i}") for i in range(1001)]}).encode(), route
+    )
+
+    for response in (too_big, too_many):
+        assert response.status_code == 413
+        assert json.loads(response.get_body())["error"]["code"] == "body_too_large"
+    assert sent(world) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 60_000, b'{"value": ' + b"[" * 60_000, b"\xff\xfe{}", b'{"value": [1, 2]}'],
+)
+async def test_malformed_notification_bodies_are_4xx_and_enqueue_nothing(
+    world: FakeWorld, raw: bytes
+) -> None:
+    response = await post_raw(raw)
+
+    assert response.status_code in (400, 422)
+    error = json.loads(response.get_body())["error"]
+    assert error["code"]
+    assert error["message"]
+    assert sent(world) == []
+
+
 # --- the inbound worker ----------------------------------------------------------------------
 
 
