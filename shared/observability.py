@@ -6,7 +6,9 @@
   as Application Insights custom dimensions.
 - `RedactionFilter` masks bearer tokens, clientState values, OAuth tokens and signed-URL
   or connection-string keys in messages. It is the last line of defence only: the code
-  itself never logs tokens, clientState, or event subjects and bodies.
+  itself never logs tokens, clientState, or event subjects and bodies. It also escapes
+  control characters in logged values (a request's value holding a newline would
+  otherwise forge a log line).
 - `configure_observability()` installs both filters on the root logger's handlers once per
   process (and ExportScopeFilter on the OpenTelemetry exporter's, which the Functions
   Python worker starts in Azure) and quiets azure-core's per-request HTTP logging.
@@ -115,13 +117,36 @@ def _keep_name_mask_value(match: re.Match[str]) -> str:
     return match.group(1) + MASK
 
 
+# C0 and C1 control characters and DEL.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with each control character written as its Python escape (`\\n`, `\\x1b`)."""
+    return _CONTROL_CHARACTERS.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+def _escape_arg(value: object) -> object:
+    return escape_controls(value) if isinstance(value, str) else value
+
+
 class RedactionFilter(logging.Filter):
     """Masks secrets in a record's message (merging its args), its string attributes and
-    its formatted traceback. The record is changed in place, so every handler after this
+    its formatted traceback; escapes control characters in its args and string
+    attributes. The record is changed in place, so every handler after this
     one sees the masked version too. Never drops a record. (OpenTelemetry's handler formats
     exceptions from `exc_info` itself; those are out of a filter's reach.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Values (not the code's own format string) may come from a request.
+        if isinstance(record.args, tuple):
+            record.args = tuple(_escape_arg(arg) for arg in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {key: _escape_arg(arg) for key, arg in record.args.items()}
         try:
             message = record.getMessage()
         except (TypeError, ValueError):  # arguments that do not fit the format: left as is
@@ -132,7 +157,7 @@ class RedactionFilter(logging.Filter):
                 record.msg, record.args = masked, None
         for name, value in list(vars(record).items()):
             if name not in _STANDARD_ATTRIBUTES and isinstance(value, str):
-                setattr(record, name, redact(value))
+                setattr(record, name, redact(escape_controls(value)))
         if record.exc_info and not record.exc_text:
             # Formatters reuse exc_text instead of formatting the exception again.
             record.exc_text = logging.Formatter().formatException(record.exc_info)

@@ -473,6 +473,9 @@ class FakeSubscriptions(FakeTable[SubscriptionRecord]):
     async def delete(self, subscription_id: str) -> None:
         self.rows.pop((subscription_id, ""), None)
 
+    async def list_all(self) -> list[Stored[SubscriptionRecord]]:
+        return list(self.rows.values())
+
 
 class FakeLeases:
     def __init__(self) -> None:

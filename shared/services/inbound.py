@@ -13,9 +13,10 @@ import asyncio
 import hmac
 import logging
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,14 +52,23 @@ logger = logging.getLogger(__name__)
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 # How long the webhook trusts what it read of a subscription. A known one is then still
 # served while it is read again in the background, up to _RECORD_STALE_LIMIT_SECONDS, so
-# that no acknowledgement waits on Table Storage for a subscription it has seen. An
-# unknown one is looked up again after _UNKNOWN_TTL_SECONDS: it may be one being created
-# (Graph can notify before our record of it is written).
+# that no acknowledgement waits on Table Storage for a subscription it has seen.
 _RECORD_TTL_SECONDS = 60.0
 _RECORD_STALE_LIMIT_SECONDS = 600.0
-_UNKNOWN_TTL_SECONDS = 5.0
+# An id not known is looked up by listing every subscription (one query, whatever the
+# POST holds), at most once per this many seconds: a POST of 1,000 made-up ids costs no
+# more than one of one, and an id being created (Graph can notify before our record of
+# it is written) is known within seconds.
+_LIST_TTL_SECONDS = 5.0
+# Known subscriptions remembered (one per connected resource); least recently used go.
+_MAX_REMEMBERED = 50_000
 # Graph's largest batch.
 MAX_NOTIFICATIONS_PER_POST = 1000
+# Graph's subscription ids are GUIDs; anything else is refused before it reaches storage
+# or a log line.
+SUBSCRIPTION_ID_PATTERN = (
+    r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+)
 
 
 class ResourceData(BaseModel):
@@ -73,7 +83,7 @@ class GraphNotification(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    subscription_id: Annotated[str, Field(alias="subscriptionId", max_length=200)]
+    subscription_id: Annotated[str, Field(alias="subscriptionId", pattern=SUBSCRIPTION_ID_PATTERN)]
     client_state: Annotated[str | None, Field(alias="clientState", max_length=256)] = None
     tenant_id: Annotated[str | None, Field(alias="tenantId", max_length=100)] = None
     # Real lifecycle notifications carry organizationId instead (docs-contrib #84).
@@ -229,13 +239,16 @@ class InboundWriter:
         await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
 
 
-def _seen(write: asyncio.Future[None]) -> None:
+def _seen(write: asyncio.Future[Any]) -> None:
     if not write.cancelled() and write.exception() is not None:
-        logger.debug("an inbound queue write failed; its POSTs were answered 503")
+        logger.debug("a queue write or subscription listing failed; its POSTs were answered 503")
 
 
 class NotificationIntake:
-    """Validates notifications against stored subscriptions and enqueues the good ones."""
+    """Validates notifications against stored subscriptions and enqueues the good ones.
+
+    What it knows of subscriptions is what this table holds, never what a sender claims:
+    an unknown id costs no memory and, per POST, at most one listing of the table."""
 
     def __init__(
         self,
@@ -250,35 +263,45 @@ class NotificationIntake:
         self._writer = InboundWriter(queue)
         self._tenant_id = tenant_id.lower()
         self._clock = clock
-        # subscription id → (record or None, read at): the webhook must answer fast.
-        self._cache: dict[str, tuple[SubscriptionRecord | None, float]] = {}
-        self._refreshing: dict[str, asyncio.Task[SubscriptionRecord | None]] = {}
+        # subscription id → (record, read at), least recently used first.
+        self._known: OrderedDict[str, tuple[SubscriptionRecord, float]] = OrderedDict()
+        self._listed_at: float | None = None
+        self._listing: asyncio.Future[dict[str, SubscriptionRecord]] | None = None
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._monotonic = monotonic
 
     async def accept(self, batch: NotificationBatch) -> tuple[int, int]:
-        """Enqueue every trusted item; returns (enqueued, dropped). Raises
-        StorageUnavailable when the queue cannot take them (Graph will retry)."""
+        """Enqueue every trusted item; returns (enqueued, dropped) and logs one line
+        for the POST. Raises StorageUnavailable when the subscriptions cannot be read or
+        the queue cannot take the items (Graph will retry)."""
+        records = await self._records({item.subscription_id for item in batch.value})
         messages: list[EventChange | LifecycleEvent] = []
-        dropped = 0
+        dropped: Counter[str] = Counter()
         now = self._clock()
         for item in batch.value:
-            record = await self._record(item.subscription_id)
+            record = records.get(item.subscription_id)
             reason = self._untrusted(item, record)
-            if reason is not None or record is None:
-                dropped += 1
-                logger.warning(
-                    "notification for subscription %s dropped: %s", item.subscription_id, reason
-                )
-                continue
-            message = self._message(item, record, now)
-            if message is None:
-                dropped += 1
-                continue
-            messages.append(message)
+            if reason is None and record is not None:
+                message = self._message(item, record, now)
+                if isinstance(message, str):
+                    reason = message
+                else:
+                    messages.append(message)
+            if reason is not None:
+                dropped[reason] += 1
         # Each queue write is a Storage round trip the acknowledgement waits for: one per
         # POST at most (per MAX_CHANGES_PER_MESSAGE changes), fewer when POSTs overlap.
         await self._writer.write(messages)
-        return len(messages), dropped
+        total = sum(dropped.values())
+        if total:
+            # One line per POST, whatever it holds: a flood of forged items is one line.
+            reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.most_common())
+            logger.warning(
+                "graph notifications: %d enqueued, %d dropped (%s)", len(messages), total, reasons
+            )
+        else:
+            logger.info("graph notifications: %d enqueued", len(messages))
+        return len(messages), total
 
     def _untrusted(self, item: GraphNotification, record: SubscriptionRecord | None) -> str | None:
         if record is None:
@@ -293,11 +316,11 @@ class NotificationIntake:
     @staticmethod
     def _message(
         item: GraphNotification, record: SubscriptionRecord, now: datetime
-    ) -> EventChange | LifecycleEvent | None:
+    ) -> EventChange | LifecycleEvent | str:
+        """The queue message of a trusted item, or why it is dropped."""
         if item.lifecycle_event is not None:
             if item.lifecycle_event not in LIFECYCLE_EVENTS:
-                logger.warning("unknown lifecycle event %s ignored", item.lifecycle_event)
-                return None
+                return "unknown lifecycle event"
             return LifecycleEvent(
                 subscription_id=record.subscription_id,
                 resource_id=record.resource_id,
@@ -306,8 +329,7 @@ class NotificationIntake:
             )
         event_id = item.resource_data.id if item.resource_data else None
         if item.change_type not in ("created", "updated", "deleted") or not event_id:
-            logger.warning("malformed change notification for %s ignored", record.subscription_id)
-            return None
+            return "malformed change"
         return EventChange(
             subscription_id=record.subscription_id,
             resource_id=record.resource_id,
@@ -319,23 +341,80 @@ class NotificationIntake:
             received_at=now,
         )
 
-    async def _record(self, subscription_id: str) -> SubscriptionRecord | None:
-        cached = self._cache.get(subscription_id)
-        if cached is not None:
-            record, read_at = cached
-            age = self._monotonic() - read_at
-            if age < (_RECORD_TTL_SECONDS if record is not None else _UNKNOWN_TTL_SECONDS):
-                return record
-            if record is not None and age < _RECORD_STALE_LIMIT_SECONDS:
-                self._refresh_in_background(subscription_id)
-                return record
-        return await self._read(subscription_id)
+    async def _records(self, subscription_ids: set[str]) -> dict[str, SubscriptionRecord]:
+        """The stored records of those of `subscription_ids` that exist. Ids not
+        remembered are looked up together, by one listing of the table (or none, if
+        the last one is under _LIST_TTL_SECONDS old)."""
+        found: dict[str, SubscriptionRecord] = {}
+        missing: list[str] = []
+        for subscription_id in subscription_ids:
+            record = self._remembered(subscription_id)
+            if record is None:
+                missing.append(subscription_id)
+            else:
+                found[subscription_id] = record
+        if missing:
+            listed = await self._list_all()
+            for subscription_id in missing:
+                entry = self._known.get(subscription_id)
+                record = listed.get(subscription_id) or (entry[0] if entry else None)
+                if record is not None:
+                    found[subscription_id] = record
+        return found
 
-    async def _read(self, subscription_id: str) -> SubscriptionRecord | None:
-        stored = await self._subscriptions.get(subscription_id)
-        record = stored.value if stored else None
-        self._cache[subscription_id] = (record, self._monotonic())
+    def _remembered(self, subscription_id: str) -> SubscriptionRecord | None:
+        entry = self._known.get(subscription_id)
+        if entry is None:
+            return None
+        record, read_at = entry
+        age = self._monotonic() - read_at
+        if age >= _RECORD_STALE_LIMIT_SECONDS:
+            return None
+        self._known.move_to_end(subscription_id)
+        if age >= _RECORD_TTL_SECONDS:
+            self._refresh_in_background(subscription_id)
         return record
+
+    def _remember(self, record: SubscriptionRecord, read_at: float) -> None:
+        self._known[record.subscription_id] = (record, read_at)
+        self._known.move_to_end(record.subscription_id)
+        while len(self._known) > _MAX_REMEMBERED:
+            self._known.popitem(last=False)
+
+    async def _list_all(self) -> dict[str, SubscriptionRecord]:
+        """Every stored subscription, remembered (the rest forgotten); nothing (what is
+        remembered serves) when that was done under _LIST_TTL_SECONDS ago. Concurrent
+        POSTs share one listing."""
+        listed_at = self._listed_at
+        if listed_at is not None and self._monotonic() - listed_at < _LIST_TTL_SECONDS:
+            return {}
+        listing = self._listing
+        if (
+            listing is None
+            or listing.done()
+            or listing.get_loop() is not asyncio.get_running_loop()
+        ):
+            listing = self._listing = asyncio.ensure_future(self._list())
+            listing.add_done_callback(_seen)
+        # A POST that stops waiting does not stop the listing the others wait for.
+        return await asyncio.shield(listing)
+
+    async def _list(self) -> dict[str, SubscriptionRecord]:
+        started = self._monotonic()
+        listed = {s.value.subscription_id: s.value for s in await self._subscriptions.list_all()}
+        self._known.clear()
+        for record in listed.values():
+            self._remember(record, started)
+        self._listed_at = started
+        return listed
+
+    async def _read(self, subscription_id: str) -> None:
+        started = self._monotonic()
+        stored = await self._subscriptions.get(subscription_id)
+        if stored is None:
+            self._known.pop(subscription_id, None)  # gone: unknown from now on
+        else:
+            self._remember(stored.value, started)
 
     def _refresh_in_background(self, subscription_id: str) -> None:
         if subscription_id in self._refreshing:
@@ -343,7 +422,7 @@ class NotificationIntake:
         task = asyncio.ensure_future(self._read(subscription_id))
         self._refreshing[subscription_id] = task
 
-        def done(finished: asyncio.Task[SubscriptionRecord | None]) -> None:
+        def done(finished: asyncio.Task[None]) -> None:
             self._refreshing.pop(subscription_id, None)
             error = None if finished.cancelled() else finished.exception()
             if error is not None:

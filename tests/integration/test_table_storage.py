@@ -188,6 +188,8 @@ async def test_subscription_client_state_is_stored_but_never_dumped(adapters: Ad
     assert stored is not None
     assert stored.value.client_state.get_secret_value() == "s3cret-state"
     assert "s3cret-state" not in stored.value.model_dump_json()
+    listed = {s.value.subscription_id: s.value for s in await adapters.subscriptions.list_all()}
+    assert listed["sub-1"].client_state.get_secret_value() == "s3cret-state"
 
 
 async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:

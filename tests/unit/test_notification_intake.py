@@ -7,6 +7,8 @@ import asyncio
 import base64
 import gc
 import json
+import logging
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -28,13 +30,18 @@ from shared.domain.messages import (
     InboundWork,
     LifecycleEvent,
 )
+from shared.observability import RedactionFilter
 from shared.ports import Stored, SubscriptionRepository
+from shared.services import inbound
 from shared.services.inbound import NotificationBatch, NotificationIntake, pack_inbound_work
 from tests.builders import T0
 from tests.fakes import Clock, FakeQueue, FakeWorld, fake_world
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"  # fake_world's GRAPH_TENANT_ID
 ROOMS = ("room-1", "room-2", "room-3")
+# Graph's subscription ids are GUIDs.
+SUBSCRIPTIONS = {room: f"00000000-0000-4000-8000-00000000000{i}" for i, room in enumerate(ROOMS)}
+NOBODY = "ffffffff-0000-4000-8000-000000000000"
 _inbound = TypeAdapter[InboundWork](InboundWork)
 
 
@@ -44,7 +51,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
     for room in ROOMS:
         await w.ports.subscriptions.save(
             SubscriptionRecord(
-                subscription_id=f"sub-{room}",
+                subscription_id=SUBSCRIPTIONS[room],
                 resource_id=room,
                 mailbox=f"{room}@contoso.com",
                 client_state=SecretStr(f"state-{room}"),
@@ -58,7 +65,7 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
 
 def change(room: str, event_id: str, **fields: Any) -> dict[str, Any]:
     item = {
-        "subscriptionId": f"sub-{room}",
+        "subscriptionId": SUBSCRIPTIONS[room],
         "clientState": f"state-{room}",
         "tenantId": TENANT,
         "changeType": "updated",
@@ -71,7 +78,7 @@ def change(room: str, event_id: str, **fields: Any) -> dict[str, Any]:
 
 def lifecycle(room: str, event: str = "missed") -> dict[str, Any]:
     return {
-        "subscriptionId": f"sub-{room}",
+        "subscriptionId": SUBSCRIPTIONS[room],
         "clientState": f"state-{room}",
         "tenantId": TENANT,
         "lifecycleEvent": event,
@@ -98,7 +105,7 @@ async def test_one_subscription_is_one_event_changes_message(world: FakeWorld) -
 
     [message] = sent(world)
     assert isinstance(message, EventChanges)
-    assert (message.subscription_id, message.resource_id) == ("sub-room-1", "room-1")
+    assert (message.subscription_id, message.resource_id) == (SUBSCRIPTIONS["room-1"], "room-1")
     assert [(c.event_id, c.change_key) for c in message.changes] == [
         ("e1", "ck-e1"),
         ("e2", "ck-e2"),
@@ -127,7 +134,7 @@ async def test_untrusted_items_are_dropped_and_the_rest_enqueued(world: FakeWorl
         change("room-1", "good"),
         change("room-2", "forged", clientState="not-the-secret"),
         change("room-3", "other-tenant", tenantId="11111111-1111-1111-1111-111111111111"),
-        change("room-1", "unknown", subscriptionId="sub-nobody"),
+        change("room-1", "unknown", subscriptionId=NOBODY),
         change("room-1", "bad-type", changeType="missed"),
     )
 
@@ -373,7 +380,8 @@ class SlowSubscriptions:
 
     def __init__(self, inner: SubscriptionRepository) -> None:
         self.inner = inner
-        self.reads = 0
+        self.reads = 0  # gets and lists
+        self.lists = 0
         self.hold = False
         self.gate = asyncio.Event()
 
@@ -382,6 +390,13 @@ class SlowSubscriptions:
         if self.hold:
             await self.gate.wait()
         return await self.inner.get(subscription_id)
+
+    async def list_all(self) -> list[Stored[SubscriptionRecord]]:
+        self.reads += 1
+        self.lists += 1
+        if self.hold:
+            await self.gate.wait()
+        return await self.inner.list_all()
 
     async def save(self, record: SubscriptionRecord) -> Stored[SubscriptionRecord]:
         return await self.inner.save(record)
@@ -422,7 +437,7 @@ async def test_a_known_subscription_is_reread_in_the_background_once_a_minute_ol
 
     ticker.now += 61
     subscriptions.hold = True  # Table Storage is slow now
-    await world.ports.subscriptions.delete("sub-room-1")  # the resource was disconnected
+    await world.ports.subscriptions.delete(SUBSCRIPTIONS["room-1"])  # the resource was disconnected
     # Answered from what was read, without waiting on the table; one re-read started.
     assert await asyncio.wait_for(intake.accept(one_post("room-1", "c")), 1) == (1, 0)
     assert await asyncio.wait_for(intake.accept(one_post("room-1", "d")), 1) == (1, 0)
@@ -439,7 +454,7 @@ async def test_a_subscription_not_reread_for_ten_minutes_is_read_before_answerin
     intake, subscriptions, ticker = remembering
     assert await intake.accept(one_post("room-1", "a")) == (1, 0)
     ticker.now += 601
-    await world.ports.subscriptions.delete("sub-room-1")
+    await world.ports.subscriptions.delete(SUBSCRIPTIONS["room-1"])
 
     assert await intake.accept(one_post("room-1", "b")) == (0, 1)
     assert subscriptions.reads == 2
@@ -449,9 +464,9 @@ async def test_an_unknown_subscription_is_looked_up_again_after_five_seconds(
     world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
 ) -> None:
     intake, _, ticker = remembering
-    record = await world.ports.subscriptions.get("sub-room-1")
+    record = await world.ports.subscriptions.get(SUBSCRIPTIONS["room-1"])
     assert record is not None
-    await world.ports.subscriptions.delete("sub-room-1")
+    await world.ports.subscriptions.delete(SUBSCRIPTIONS["room-1"])
     # Graph notifies before the subscription's record is written...
     assert await intake.accept(one_post("room-1", "early")) == (0, 1)
     await world.ports.subscriptions.save(record.value)
@@ -460,6 +475,106 @@ async def test_an_unknown_subscription_is_looked_up_again_after_five_seconds(
 
     ticker.now += 4  # ...and a few seconds later it is known
     assert await intake.accept(one_post("room-1", "later")) == (1, 0)
+
+
+# --- a flood of made-up subscription ids ----------------------------------------------------
+
+
+def made_up(count: int) -> list[dict[str, Any]]:
+    return [change("room-1", f"e{i}", subscriptionId=str(uuid.uuid4())) for i in range(count)]
+
+
+async def test_a_thousand_unknown_ids_cost_one_listing_and_one_log_line(
+    world: FakeWorld,
+    remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    intake, subscriptions, _ = remembering
+    batch = NotificationBatch.model_validate({"value": made_up(1000)})
+
+    with caplog.at_level(logging.INFO, logger="shared.services.inbound"):
+        assert await intake.accept(batch) == (0, 1000)
+
+    assert (subscriptions.reads, subscriptions.lists) == (1, 1)
+    [line] = [r for r in caplog.records if r.name == "shared.services.inbound"]
+    assert line.getMessage() == (
+        "graph notifications: 0 enqueued, 1000 dropped (1000 unknown subscription)"
+    )
+    assert sent(world) == []
+
+
+async def test_what_is_remembered_stays_flat_across_floods(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, subscriptions, ticker = remembering
+    for _ in range(20):
+        ticker.now += 6  # each flood comes after the last listing has aged out
+        batch = NotificationBatch.model_validate({"value": made_up(1000)})
+        assert await intake.accept(batch) == (0, 1000)
+        assert await intake.accept(one_post("room-2", "genuine")) == (1, 0)
+
+    assert subscriptions.lists == 20
+    assert len(intake._known) == len(ROOMS)  # the stored subscriptions, nothing a sender sent
+
+
+async def test_the_remembered_subscriptions_are_bounded_least_recently_used_first(
+    world: FakeWorld,
+    remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    intake, _, ticker = remembering
+    monkeypatch.setattr(inbound, "_MAX_REMEMBERED", 2)
+    assert await intake.accept(one_post("room-1", "a")) == (1, 0)  # lists all three, keeps 2
+    assert len(intake._known) == 2
+    ticker.now += 6
+    for room in ROOMS:
+        assert await intake.accept(one_post(room, room)) == (1, 0)
+    assert len(intake._known) == 2
+
+
+@pytest.mark.parametrize(
+    "subscription_id",
+    [
+        f"{SUBSCRIPTIONS['room-1']}\nWARNING forged line",
+        "not-a-guid",
+        "",
+        SUBSCRIPTIONS["room-1"] + "0",
+    ],
+)
+async def test_a_subscription_id_that_is_not_a_guid_is_400_and_never_looked_up_or_logged(
+    world: FakeWorld,
+    subscription_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    subscriptions = SlowSubscriptions(world.ports.subscriptions)
+    monkeypatch.setattr(world.services.intake, "_subscriptions", subscriptions)
+    items = [change("room-1", "ok"), change("room-1", "bad", subscriptionId=subscription_id)]
+
+    with caplog.at_level(logging.DEBUG):
+        response = await post_raw(json.dumps({"value": items}).encode())
+
+    assert response.status_code == 400
+    [detail] = json.loads(response.get_body())["error"]["details"]
+    assert detail["field"] == "value.1.subscriptionId"
+    assert subscriptions.reads == 0
+    assert sent(world) == []
+    assert not any("forged" in record.getMessage() for record in caplog.records)
+
+
+def test_logged_values_have_their_control_characters_escaped() -> None:
+    record = logging.makeLogRecord(
+        {
+            "msg": "unknown lifecycle event %s from %s",
+            "args": ("missed\nERROR forged\x1b[31m", 7),
+            "mailbox": "a@b.c\r\nforged",
+        }
+    )
+
+    assert RedactionFilter().filter(record)
+
+    assert record.getMessage() == ("unknown lifecycle event missed\\nERROR forged\\x1b[31m from 7")
+    assert record.__dict__["mailbox"] == "a@b.c\\r\\nforged"
 
 
 # --- the webhook function ----------------------------------------------------------------

@@ -360,6 +360,9 @@ class SubscriptionTable(EntityTable[SubscriptionRecord]):
     async def delete(self, subscription_id: str) -> None:
         await self.delete_by_keys(subscription_id, SUBSCRIPTION_ROW)
 
+    async def list_all(self) -> list[Stored[SubscriptionRecord]]:
+        return await self.query()
+
 
 class SyncLogTable(EntityTable[SyncLogEntry]):
     kind = SYNC_LOG
