@@ -21,7 +21,7 @@ from shared.domain.resources import ResourceSettings
 from shared.domain.sync_log import SyncLogEntry
 from shared.services.availability import Availability, AvailabilityQuery
 from shared.services.bookings import BookingView
-from shared.services.health import HealthReport
+from shared.services.health import HealthReport, HealthSummary
 from shared.services.resources import ResourceView
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
@@ -70,8 +70,11 @@ class Operation:
 
 
 OPERATIONS: tuple[Operation, ...] = (
-    Operation("GET", "health", "health", "Storage reachability and service state",
-              response=HealthReport, errors=(503,), auth="anonymous"),
+    Operation("GET", "health", "health", "Ok or not, with a reason code per dependency",
+              response=HealthSummary, errors=(503,), auth="anonymous"),
+    Operation("GET", "health/details", "healthDetails",
+              "Health with each dependency's error text, failing and expiring resources",
+              response=HealthReport, errors=(503,)),
     Operation("GET", "openapi.json", "openapi", "This document", errors=(), auth="anonymous"),
     Operation("PUT", "resources/{resourceId}", "putResource",
               "Connect or update a resource (person or room)", body=ResourceSettings,

@@ -58,6 +58,7 @@ from shared.services.availability import AvailabilityService
 from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
 from shared.services.events import EventRouting, WebhookSender
+from shared.services.health import HealthService
 from shared.services.inbound import EventChangeHandler, InboundService, NotificationIntake
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
@@ -205,6 +206,7 @@ class Services:
     inbound: InboundService
     reconcile: ReconcileService
     upkeep: Upkeep
+    health: HealthService
     webhooks: WebhookSender | None
 
 
@@ -355,6 +357,13 @@ def build_services(
             sync_log=ports.sync_log,
             idempotency_retention=timedelta(hours=settings.idempotency_retention_hours),
             sync_log_retention=timedelta(days=settings.sync_log_retention_days),
+        ),
+        health=HealthService(
+            ports.storage,
+            gateway,
+            ports.resources,
+            clock=clock,
+            expiring_within=settings.subscription_renewal_horizon,
         ),
         webhooks=_webhook_sender(settings, ports.queue, clock),
     )

@@ -1,4 +1,9 @@
-"""Health: can the service do its work right now, and which resources cannot?"""
+"""Health: can the service do its work right now, and which resources cannot?
+
+Two views: `HealthSummary` for anyone (ok, and a reason code per dependency) and the
+whole `HealthReport` for administrators and the logs. A dependency's error text can name
+the app, the tenant or a mailbox (Entra's AADSTS messages do), so it is never anonymous.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,13 @@ PROBE_SECONDS = 5.0
 LISTED = 50
 
 
-class ComponentHealth(DomainModel):
+class ComponentStatus(DomainModel):
     ok: bool
-    detail: str | None = None
+    reason: str | None = None  # a code: the domain error's (graph_access_denied...) or timeout
+
+
+class ComponentHealth(ComponentStatus):
+    detail: str | None = None  # the dependency's own words: administrators only
 
 
 class ResourcesHealth(DomainModel):
@@ -29,11 +38,56 @@ class ResourcesHealth(DomainModel):
     subscriptions_expiring: list[str]  # within the renewal horizon, or missing
 
 
+class HealthSummary(DomainModel):
+    """What GET /api/health tells anyone: ok or not, and why as a code."""
+
+    ok: bool
+    storage: ComponentStatus
+    graph: ComponentStatus | None = None
+
+
 class HealthReport(DomainModel):
     ok: bool
     storage: ComponentHealth
     graph: ComponentHealth | None = None
     resources: ResourcesHealth | None = None
+
+    def summary(self) -> HealthSummary:
+        graph = _status(self.graph) if self.graph is not None else None
+        return HealthSummary(ok=self.ok, storage=_status(self.storage), graph=graph)
+
+
+def _status(component: ComponentHealth) -> ComponentStatus:
+    return ComponentStatus(ok=component.ok, reason=component.reason)
+
+
+class HealthService:
+    """Probes storage, Graph and the resources' state (see `check_health`)."""
+
+    def __init__(
+        self,
+        storage: StorageProbe,
+        gateway: CalendarGateway,
+        resources: ResourceRepository,
+        *,
+        clock: Callable[[], datetime],
+        expiring_within: timedelta,
+    ) -> None:
+        self._storage = storage
+        self._gateway = gateway
+        self._resources = resources
+        self._clock = clock
+        self._expiring_within = expiring_within
+
+    async def check(self) -> HealthReport:
+        """Never raises; see `check_health`."""
+        return await check_health(
+            self._storage,
+            self._gateway,
+            self._resources,
+            clock=self._clock,
+            expiring_within=self._expiring_within,
+        )
 
 
 async def check_health(
@@ -78,10 +132,11 @@ async def check_health(
 async def _probe(check: Awaitable[None], name: str) -> ComponentHealth:
     try:
         await asyncio.wait_for(check, PROBE_SECONDS)
-    except (DomainError, TimeoutError) as exc:
-        detail = (
-            exc.message if isinstance(exc, DomainError) else f"no answer in {PROBE_SECONDS:.0f} s"
-        )
+    except DomainError as exc:
+        logger.warning("health: %s unavailable: %s", name, exc.message)
+        return ComponentHealth(ok=False, reason=exc.code, detail=exc.message)
+    except TimeoutError:
+        detail = f"no answer in {PROBE_SECONDS:g} s"
         logger.warning("health: %s unavailable: %s", name, detail)
-        return ComponentHealth(ok=False, detail=detail)
+        return ComponentHealth(ok=False, reason="timeout", detail=detail)
     return ComponentHealth(ok=True)
