@@ -68,7 +68,7 @@ class ResourceSyncState(DomainModel):
     event_id: str | None = None
     synced_at: UtcDatetime | None = None
     error: str | None = None
-    state: str  # "pending" | "synced" | "failed" | "not_pushed"
+    state: str  # "pending" | "synced" | "failed" | "removed" (cancelled, no event)
 
 
 class BookingView(DomainModel):
@@ -418,14 +418,18 @@ class BookingService:
             zip(booking.resource_ids, mappings, strict=True)
         ):
             value = mapping.value if mapping else None
-            if value is None:
-                state = "pending"
-            elif value.last_error:
+            if value is not None and value.last_error:
                 state = "failed"
-            elif value.booking_version >= booking.version:
-                state = "synced"
-            else:
+            elif booking.status is BookingStatus.CANCELLED and (
+                value is None or (value.event_id is None and value.pending_transaction_id is None)
+            ):
+                # No event and none being created: settled, whoever removed it (a push,
+                # or the Outlook user whose delete cancelled the booking).
+                state = "removed"
+            elif value is None or value.booking_version < booking.version:
                 state = "pending"
+            else:
+                state = "synced"
             sync.append(
                 ResourceSyncState(
                     resource_id=resource_id,
