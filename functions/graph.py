@@ -14,6 +14,7 @@ import azure.functions as func
 from functions.http import (
     BodyTooLarge,
     MalformedJson,
+    UnsupportedMediaType,
     domain_error_response,
     error_response,
     parse_json_object,
@@ -63,8 +64,8 @@ async def _accept(req: func.HttpRequest) -> func.HttpResponse:
         return handshake
     try:
         batch = _notifications(req)
-    except (BodyTooLarge, MalformedJson) as exc:
-        return domain_error_response(exc)  # 413, 400: as on every route
+    except (BodyTooLarge, MalformedJson, UnsupportedMediaType) as exc:
+        return domain_error_response(exc)  # 413, 400, 415: as on every route
     except InvalidInput as exc:
         return error_response(400, exc.code, exc.message, list(exc.details))
 

@@ -41,11 +41,16 @@ class BodyTooLarge(InvalidInput):
     code = "body_too_large"
 
 
+class UnsupportedMediaType(InvalidInput):
+    code = "unsupported_media_type"
+
+
 # Domain error → HTTP status; the first matching class wins, so specific ones come first.
 # Anything not listed is a 500 (and a bug to look at).
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
     MalformedJson: 400,
     BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
     InvalidInput: 422,
     NotFound: 404,
     SlotUnavailable: 409,
@@ -98,7 +103,14 @@ def parse_body(
 def parse_json_object(req: func.HttpRequest, *, max_bytes: int) -> dict[str, Any]:
     """The body as a JSON object. Raises BodyTooLarge beyond `max_bytes` (checked here,
     in the app, so it holds whatever the host in front allows: Azure's is 100 MB) and
-    MalformedJson for anything else than one JSON object."""
+    MalformedJson for anything else than one JSON object, UnsupportedMediaType for a
+    body declared as something else than JSON (no Content-Type is read as JSON)."""
+    declared = req.headers.get("Content-Type")
+    if declared is not None and not _is_json(declared):
+        raise UnsupportedMediaType(
+            f"the body must be application/json, not {declared.split(';')[0].strip()[:100]}",
+            details=[{"field": "Content-Type", "message": "not application/json"}],
+        )
     body = req.get_body()
     if len(body) > max_bytes:
         raise BodyTooLarge(f"the body may hold at most {max_bytes} bytes")
@@ -112,6 +124,13 @@ def parse_json_object(req: func.HttpRequest, *, max_bytes: int) -> dict[str, Any
     if not isinstance(data, dict):
         raise MalformedJson("the body must be a JSON object")
     return data
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == JSON or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
 
 
 def parse_query(req: func.HttpRequest, model: type[ModelT], names: dict[str, str]) -> ModelT:

@@ -78,7 +78,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "openapi.json", "openapi", "This document", errors=(), auth="anonymous"),
     Operation("PUT", "resources/{resourceId}", "putResource",
               "Connect or update a resource (person or room)", body=ResourceSettings,
-              response=ResourceView, errors=(400, 413, 422, 503)),
+              response=ResourceView, errors=(400, 413, 415, 422, 503)),
     Operation("GET", "resources/{resourceId}", "getResource", "Settings and connection status",
               response=ResourceView),
     Operation("DELETE", "resources/{resourceId}", "deleteResource",
@@ -94,13 +94,13 @@ OPERATIONS: tuple[Operation, ...] = (
               ok_status=202, errors=(404, 422)),
     Operation("POST", "graph/notifications", "graphNotifications",
               "Microsoft Graph change notifications (and ?validationToken= handshake)",
-              ok_status=202, errors=(400, 413, 503), auth="anonymous"),
+              ok_status=202, errors=(400, 413, 415, 503), auth="anonymous"),
     Operation("POST", "graph/lifecycle", "graphLifecycle",
               "Microsoft Graph lifecycle notifications (and ?validationToken= handshake)",
-              ok_status=202, errors=(400, 413, 503), auth="anonymous"),
+              ok_status=202, errors=(400, 413, 415, 503), auth="anonymous"),
     Operation("POST", "bookings", "createBooking", "Book one or more resources",
               ok_status=201, body=BookingRequest, response=BookingView,
-              errors=(400, 409, 413, 422, 503),
+              errors=(400, 409, 413, 415, 422, 503),
               headers={"Idempotency-Key": "Same key and body: the first response again; "
                        "409 concurrency_conflict while a request with the key is in progress"}),
     Operation("GET", "bookings", "listBookings", "Bookings of a resource in a window",
@@ -111,7 +111,7 @@ OPERATIONS: tuple[Operation, ...] = (
               response=BookingView),
     Operation("POST", "bookings/{bookingId}/reschedule", "rescheduleBooking",
               "Move a booking on every resource", body=RescheduleRequest, response=BookingView,
-              errors=(400, 404, 409, 413, 422, 503)),
+              errors=(400, 404, 409, 413, 415, 422, 503)),
 )  # fmt: skip
 
 _STATUS_TEXT = {
@@ -119,6 +119,7 @@ _STATUS_TEXT = {
     404: "Not found",
     409: "Conflict (slot_unavailable; concurrency_conflict: retry shortly)",
     413: "Body too large",
+    415: "The body is not declared as application/json",
     422: "Invalid input; details name each field",
     503: "Unavailable (calendar_unavailable: fail closed, or storage)",
 }

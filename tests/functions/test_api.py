@@ -434,3 +434,29 @@ async def test_a_table_transaction_too_large_is_422_not_500(
     monkeypatch.setattr(world.ports.slot_ledger, "write_days", refused)
     status, body = await call(bookings.create_booking, "POST", body=booking_body())
     assert (status, body["error"]["code"]) == (422, "transaction_invalid")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_a_body_declared_as_anything_but_json_is_415(
+    world: FakeWorld, content_type: str
+) -> None:
+    status, body = await call(
+        bookings.create_booking, "POST", body=booking_body(), headers={"Content-Type": content_type}
+    )
+    assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
+    assert content_type in body["error"]["message"]
+    assert world.ports.bookings.rows == {}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+)
+async def test_json_bodies_are_taken_with_or_without_a_charset(
+    world: FakeWorld, content_type: str
+) -> None:
+    status, _ = await call(
+        bookings.create_booking, "POST", body=booking_body(), headers={"Content-Type": content_type}
+    )
+    assert status == 201

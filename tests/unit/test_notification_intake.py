@@ -609,13 +609,15 @@ async def test_the_webhook_answers_503_when_the_queue_is_down(world: FakeWorld) 
     assert world.queue.bodies(SYNC_INBOUND_QUEUE) == []
 
 
-async def post_raw(body: bytes, route: Any = graph.graph_notifications) -> func.HttpResponse:
+async def post_raw(
+    body: bytes, route: Any = graph.graph_notifications, content_type: str = "application/json"
+) -> func.HttpResponse:
     handler = route.build().get_user_function()
     request = func.HttpRequest(
         method="POST",
         url="http://localhost/api/graph/notifications",
         body=body,
-        headers={"content-type": "application/json"},
+        headers={"content-type": content_type},
         params={},
         route_params={},
     )
@@ -687,6 +689,16 @@ async def test_malformed_notification_bodies_are_4xx_and_enqueue_nothing(
     error = json.loads(response.get_body())["error"]
     assert error["code"]
     assert error["message"]
+    assert sent(world) == []
+
+
+async def test_a_notification_body_declared_as_text_is_415(world: FakeWorld) -> None:
+    body = json.dumps({"value": [change("room-1", "e1")]}).encode()
+
+    response = await post_raw(body, content_type="text/plain")
+
+    assert response.status_code == 415
+    assert json.loads(response.get_body())["error"]["code"] == "unsupported_media_type"
     assert sent(world) == []
 
 
