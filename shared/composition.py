@@ -232,11 +232,6 @@ def build_services(
         resources=ports.resources,
         clock=clock,
         public_base_url=str(settings.public_base_url),
-        function_key=(
-            settings.graph_webhook_function_key.get_secret_value()
-            if settings.graph_webhook_function_key
-            else None
-        ),
         expiry_minutes=settings.subscription_expiry_minutes,
     )
     routing = EventRouting(webhooks=settings.booking_events_webhook_url is not None)

@@ -55,8 +55,6 @@ class Settings(BaseSettings):
 
     # Where Graph reaches our webhook routes, e.g. https://<app>.azurewebsites.net
     public_base_url: HttpUrl
-    # Function key appended as ?code= to the notification URLs when the routes need one.
-    graph_webhook_function_key: SecretStr | None = None
     subscription_expiry_minutes: int = Field(default=10_000, ge=45, le=10_070)
     subscription_renew_within_hours: int = Field(default=24, ge=1, le=120)
 

@@ -45,9 +45,11 @@ def subscribed_mailbox(resource: str | None) -> str | None:
     return match.group(1).strip("'\"").lower() if match else None
 
 
-def webhook_url(public_base_url: str, route: str, function_key: str | None) -> str:
-    url = public_base_url.rstrip("/") + route
-    return f"{url}?code={function_key}" if function_key else url
+def webhook_url(public_base_url: str, route: str) -> str:
+    """The URL Graph is given for one of our webhook routes. The routes are anonymous
+    (Graph sends no key; a notification is trusted on its clientState), so no key is in
+    it: a `?code=` would only put a secret into Graph's subscription records."""
+    return public_base_url.rstrip("/") + route
 
 
 class SubscriptionService:
@@ -59,7 +61,6 @@ class SubscriptionService:
         resources: ResourceRepository,
         clock: Callable[[], datetime],
         public_base_url: str,
-        function_key: str | None,
         expiry_minutes: int,
     ) -> None:
         self._gateway = gateway
@@ -67,7 +68,6 @@ class SubscriptionService:
         self._resources = resources
         self._clock = clock
         self._base_url = public_base_url
-        self._function_key = function_key
         self._expiry = timedelta(minutes=expiry_minutes)
 
     async def subscribe(self, resource: Resource) -> Resource:
@@ -115,8 +115,8 @@ class SubscriptionService:
     async def _create(self, resource: Resource, state: str, now: datetime) -> GraphSubscription:
         return await self._gateway.create_subscription(
             resource.settings.mailbox,
-            webhook_url(self._base_url, NOTIFICATIONS_ROUTE, self._function_key),
-            webhook_url(self._base_url, LIFECYCLE_ROUTE, self._function_key),
+            webhook_url(self._base_url, NOTIFICATIONS_ROUTE),
+            webhook_url(self._base_url, LIFECYCLE_ROUTE),
             state,
             now + self._expiry,
         )

@@ -57,7 +57,6 @@ DEFAULTS_KEPT_IN_AZURE: dict[str, str] = {
     "graph_base_url": "the real Microsoft Graph v1.0; only local runs use the emulator",
     "graph_client_id": "client_secret mode only; Azure uses the managed identity",
     "graph_client_secret": "client_secret mode only; no Graph secret exists in Azure",
-    "graph_webhook_function_key": "the Graph routes are anonymous and trust clientState",
     "subscription_expiry_minutes": "tuned to Graph's limits in the app",
     "subscription_renew_within_hours": "tuned to the upkeep timer in the app",
     "mirror_days_back": "product default",
