@@ -22,6 +22,7 @@ from shared.domain.sync_log import SyncLogEntry
 from shared.services.availability import Availability, AvailabilityQuery
 from shared.services.bookings import BookingView
 from shared.services.health import HealthReport, HealthSummary
+from shared.services.inbound import NotificationBatch
 from shared.services.resources import ResourceView
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
@@ -94,10 +95,12 @@ OPERATIONS: tuple[Operation, ...] = (
               ok_status=202, errors=(404, 422)),
     Operation("POST", "graph/notifications", "graphNotifications",
               "Microsoft Graph change notifications (and ?validationToken= handshake)",
-              ok_status=202, errors=(400, 413, 415, 503), auth="anonymous"),
+              ok_status=202, body=NotificationBatch, errors=(400, 413, 415, 503),
+              auth="anonymous"),
     Operation("POST", "graph/lifecycle", "graphLifecycle",
               "Microsoft Graph lifecycle notifications (and ?validationToken= handshake)",
-              ok_status=202, errors=(400, 413, 415, 503), auth="anonymous"),
+              ok_status=202, body=NotificationBatch, errors=(400, 413, 415, 503),
+              auth="anonymous"),
     Operation("POST", "bookings", "createBooking", "Book one or more resources",
               ok_status=201, body=BookingRequest, response=BookingView,
               errors=(400, 409, 413, 415, 422, 503),
