@@ -26,7 +26,7 @@ from bench.context import (
 from bench.load import Distribution, timed
 from bench.profiles import Profile
 from bench.report import Row, judged, mib, ms
-from bench.webhook import webhook_load
+from bench.webhook import webhook_flood, webhook_load
 from bench.world import (
     add_mailbox,
     booking_body,
@@ -533,4 +533,5 @@ SCENARIOS: dict[str, Scenario] = {
     "reconcile": idle_reconcile,
     "connect-pull": connect_pull,
     "webhook": webhook_load,
+    "webhook-flood": webhook_flood,
 }

@@ -94,6 +94,10 @@ class Stack:
         """VmHWM (peak resident set) of each host process so far; None off Linux."""
         return {role: peak_rss_bytes(process.pid) for role, process in self.hosts().items()}
 
+    def host_rss_bytes(self) -> int | None:
+        """VmRSS (resident set now) of the HTTP host process; None off Linux."""
+        return rss_bytes(self.host.pid)
+
     def exited(self) -> str:
         """Which processes of the stack have ended (e.g. killed from outside), or ""."""
         processes = {
@@ -136,6 +140,18 @@ def peak_rss_bytes(pid: int) -> int | None:
         if line.startswith("VmHWM:"):
             kilobytes = int(line.split()[1])
             return kilobytes * 1024
+    return None
+
+
+def rss_bytes(pid: int) -> int | None:
+    """VmRSS (resident set now) of a process; None off Linux."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
     return None
 
 

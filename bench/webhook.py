@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from azure.storage.queue.aio import QueueClient
 from bench.client import BenchError, StackClient
 from bench.context import Context, Outcome, quiet
 from bench.load import Distribution, open_loop
-from bench.report import Row, Verdict, judged, ms
+from bench.report import Row, Verdict, judged, mib, ms
 from bench.world import add_mailbox, connect, mailbox_address, seed_events, spread_events
 from shared.domain.messages import SYNC_INBOUND_QUEUE
 
@@ -268,3 +269,79 @@ async def webhook_load(ctx: Context) -> Outcome:
         outcome.rows += run.rows
         outcome.figures[f"batch_{size}"] = run.figures
     return outcome
+
+
+FLOOD_ITEMS = 1000
+FLOOD_POSTS = 100
+FLOOD_WARMUP_POSTS = 10
+FLOOD_AIM_P99_S = 1.0
+FLOOD_AIM_GROWTH_BYTES = 4 * 1024 * 1024
+
+
+def flood_body(tenant_id: str) -> bytes:
+    """A POST of FLOOD_ITEMS change notifications for made-up subscriptions (fresh GUIDs,
+    as a stranger would send them): the most the webhook takes in one POST."""
+    items = [
+        {
+            "subscriptionId": str(uuid.uuid4()),
+            "clientState": "guessed",
+            "tenantId": tenant_id,
+            "changeType": "updated",
+            "resource": "Users/x/Events/y",
+            "resourceData": {"id": "y"},
+        }
+        for _ in range(FLOOD_ITEMS)
+    ]
+    return json.dumps({"value": items}).encode()
+
+
+async def webhook_flood(ctx: Context) -> Outcome:
+    """POSTs of 1,000 unknown subscription ids, one at a time: each must be answered 202
+    well under a second (Graph counts over 2.9 s as slow) and the HTTP host's memory must
+    stay flat across FLOOD_POSTS of them (unknown ids are never remembered)."""
+    client = ctx.client
+    url = client.stack.api_url + "/graph/notifications"
+    tenant_id = client.stack.tenant_id
+    await quiet(client)
+
+    async def post(body: bytes) -> float:
+        started = time.perf_counter()
+        status, answer = await client.post_raw(url, body)
+        elapsed = time.perf_counter() - started
+        if status != 202:
+            raise BenchError(f"webhook answered {status}: {answer[:200]!r}")
+        return elapsed
+
+    for _ in range(FLOOD_WARMUP_POSTS):
+        await post(flood_body(tenant_id))
+    rss_before = client.stack.host_rss_bytes()
+    bodies = [flood_body(tenant_id) for _ in range(FLOOD_POSTS)]
+    latencies = [await post(body) for body in bodies]
+    rss_after = client.stack.host_rss_bytes()
+    dist = Distribution.of(latencies)
+    growth = None if rss_before is None or rss_after is None else rss_after - rss_before
+    kib = len(bodies[0]) / 1024
+    rows = [
+        judged(
+            f"webhook flood: {FLOOD_ITEMS:,} unknown subscription ids per POST ({kib:.0f} KB), "
+            "one POST at a time",
+            f"p50 {ms(dist.p50)}  p99 {ms(dist.p99)}  (all {FLOOD_POSTS} answered 202)",
+            f"p99 < {FLOOD_AIM_P99_S:g} s",
+            dist.p99 < FLOOD_AIM_P99_S,
+        ),
+        judged(
+            f"  HTTP host memory (RSS) across {FLOOD_POSTS} such POSTs",
+            f"{mib(rss_before)} → {mib(rss_after)}",
+            f"grows < {mib(FLOOD_AIM_GROWTH_BYTES)}",
+            growth is not None and growth < FLOOD_AIM_GROWTH_BYTES,
+        ),
+    ]
+    figures = {
+        "items_per_post": FLOOD_ITEMS,
+        "body_bytes": len(bodies[0]),
+        "posts": FLOOD_POSTS,
+        "latency": dist.as_ms(),
+        "host_rss_before_bytes": rss_before,
+        "host_rss_after_bytes": rss_after,
+    }
+    return Outcome(rows, figures)
