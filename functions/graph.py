@@ -30,8 +30,10 @@ logger = logging.getLogger(__name__)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
 
-# Graph delivers up to 1,000 notifications in one POST (about 700 bytes each); anything
-# bigger is not Graph. The API's 64 KB limit would refuse a genuine batch of 100.
+# Graph delivers many notifications in one POST; we take up to 1,000 (about 700 bytes
+# each), and anything bigger is not Graph. The API's 64 KB limit would refuse a genuine
+# batch of 100, and a refused POST is retried for up to 4 hours, then lost
+# (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
 MAX_NOTIFICATION_BYTES = 1024 * 1024
 MAX_VALIDATION_TOKEN = 2048
 

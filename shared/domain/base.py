@@ -35,7 +35,8 @@ class DomainModel(BaseModel):
 # A date and time as ISO 8601 text (its offset is checked by AwareDatetime). pydantic
 # would also take epoch numbers, as numbers or digit strings; the API speaks ISO 8601 only.
 _ISO_8601_DATETIME = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-# Table Storage's Edm.DateTime starts at 1601-01-01 UTC; an earlier time cannot be stored.
+# Table Storage's Edm.DateTime starts at 1601-01-01 UTC; an earlier time cannot be stored
+# (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model).
 EARLIEST_DATETIME = datetime(1601, 1, 1, tzinfo=UTC)
 
 
