@@ -7,8 +7,6 @@ by only validating and enqueueing — never calling Graph inline.
 
 from __future__ import annotations
 
-import logging
-
 import azure.functions as func
 
 from functions.http import (
@@ -25,8 +23,6 @@ from shared.composition import get_services
 from shared.domain.errors import InvalidInput
 from shared.observability import correlate
 from shared.services.inbound import MAX_NOTIFICATIONS_PER_POST, NotificationBatch
-
-logger = logging.getLogger(__name__)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
 

@@ -55,13 +55,19 @@ LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 # that no acknowledgement waits on Table Storage for a subscription it has seen.
 _RECORD_TTL_SECONDS = 60.0
 _RECORD_STALE_LIMIT_SECONDS = 600.0
-# An id not known is looked up by listing every subscription (one query, whatever the
-# POST holds), at most once per this many seconds: a POST of 1,000 made-up ids costs no
-# more than one of one, and an id being created (Graph can notify before our record of
-# it is written) is known within seconds.
+# Ids not remembered are read one by one, up to _MAX_READS_PER_POST of them per POST (a
+# genuine POST holds one subscription's items, or a few). More than that, and the whole
+# table is listed instead (one query), at most once per _LIST_TTL_SECONDS: a POST of
+# 1,000 made-up ids costs a listing or a few reads, never 1,000.
+_MAX_READS_PER_POST = 8
 _LIST_TTL_SECONDS = 5.0
-# Known subscriptions remembered (one per connected resource); least recently used go.
+# An id read and not found is not read again for this long: it may be one being created
+# (Graph can notify before our record of it is written).
+_UNKNOWN_TTL_SECONDS = 5.0
+# Known subscriptions remembered (one per connected resource), and ids read and not
+# found; least recently used go first.
 _MAX_REMEMBERED = 50_000
+_MAX_UNKNOWN = 10_000
 # Graph's largest batch.
 MAX_NOTIFICATIONS_PER_POST = 1000
 # Graph's subscription ids are GUIDs; anything else is refused before it reaches storage
@@ -247,8 +253,8 @@ def _seen(write: asyncio.Future[Any]) -> None:
 class NotificationIntake:
     """Validates notifications against stored subscriptions and enqueues the good ones.
 
-    What it knows of subscriptions is what this table holds, never what a sender claims:
-    an unknown id costs no memory and, per POST, at most one listing of the table."""
+    What a stranger sends costs little: per POST at most _MAX_READS_PER_POST point reads
+    or one listing of the table, and a bounded memory of ids found missing."""
 
     def __init__(
         self,
@@ -265,9 +271,11 @@ class NotificationIntake:
         self._clock = clock
         # subscription id → (record, read at), least recently used first.
         self._known: OrderedDict[str, tuple[SubscriptionRecord, float]] = OrderedDict()
+        # subscription id → when it was read and not found.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
         self._listed_at: float | None = None
         self._listing: asyncio.Future[dict[str, SubscriptionRecord]] | None = None
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refreshing: dict[str, asyncio.Task[SubscriptionRecord | None]] = {}
         self._monotonic = monotonic
 
     async def accept(self, batch: NotificationBatch) -> tuple[int, int]:
@@ -293,14 +301,15 @@ class NotificationIntake:
         # POST at most (per MAX_CHANGES_PER_MESSAGE changes), fewer when POSTs overlap.
         await self._writer.write(messages)
         total = sum(dropped.values())
-        if total:
-            # One line per POST, whatever it holds: a flood of forged items is one line.
-            reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.most_common())
-            logger.warning(
-                "graph notifications: %d enqueued, %d dropped (%s)", len(messages), total, reasons
-            )
-        else:
-            logger.info("graph notifications: %d enqueued", len(messages))
+        # One line per POST, whatever it holds: a flood of forged items is one line.
+        reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.most_common())
+        logger.log(
+            logging.WARNING if total else logging.INFO,
+            "graph notifications: %d enqueued, %d dropped%s",
+            len(messages),
+            total,
+            f" ({reasons})" if reasons else "",
+        )
         return len(messages), total
 
     def _untrusted(self, item: GraphNotification, record: SubscriptionRecord | None) -> str | None:
@@ -342,25 +351,39 @@ class NotificationIntake:
         )
 
     async def _records(self, subscription_ids: set[str]) -> dict[str, SubscriptionRecord]:
-        """The stored records of those of `subscription_ids` that exist. Ids not
-        remembered are looked up together, by one listing of the table (or none, if
-        the last one is under _LIST_TTL_SECONDS old)."""
+        """The stored records of those of `subscription_ids` that exist. Ids neither
+        remembered nor lately found missing are read, at most _MAX_READS_PER_POST of
+        them; beyond that the table is listed (unless it was under _LIST_TTL_SECONDS ago;
+        then the ids beyond the reads count as unknown until a later POST)."""
         found: dict[str, SubscriptionRecord] = {}
         missing: list[str] = []
         for subscription_id in subscription_ids:
             record = self._remembered(subscription_id)
-            if record is None:
-                missing.append(subscription_id)
-            else:
+            if record is not None:
                 found[subscription_id] = record
-        if missing:
+            elif not self._lately_missing(subscription_id):
+                missing.append(subscription_id)
+        if len(missing) > _MAX_READS_PER_POST:
             listed = await self._list_all()
-            for subscription_id in missing:
-                entry = self._known.get(subscription_id)
-                record = listed.get(subscription_id) or (entry[0] if entry else None)
-                if record is not None:
-                    found[subscription_id] = record
+            if listed is not None:
+                found.update((i, listed[i]) for i in missing if i in listed)
+                return found
+            missing = missing[:_MAX_READS_PER_POST]
+        for subscription_id, record in zip(
+            missing, await asyncio.gather(*(self._read(i) for i in missing)), strict=True
+        ):
+            if record is not None:
+                found[subscription_id] = record
         return found
+
+    def _lately_missing(self, subscription_id: str) -> bool:
+        read_at = self._unknown.get(subscription_id)
+        if read_at is None:
+            return False
+        if self._monotonic() - read_at < _UNKNOWN_TTL_SECONDS:
+            return True
+        del self._unknown[subscription_id]
+        return False
 
     def _remembered(self, subscription_id: str) -> SubscriptionRecord | None:
         entry = self._known.get(subscription_id)
@@ -381,13 +404,12 @@ class NotificationIntake:
         while len(self._known) > _MAX_REMEMBERED:
             self._known.popitem(last=False)
 
-    async def _list_all(self) -> dict[str, SubscriptionRecord]:
-        """Every stored subscription, remembered (the rest forgotten); nothing (what is
-        remembered serves) when that was done under _LIST_TTL_SECONDS ago. Concurrent
-        POSTs share one listing."""
+    async def _list_all(self) -> dict[str, SubscriptionRecord] | None:
+        """Every stored subscription, remembered (the rest forgotten); None when that was
+        done under _LIST_TTL_SECONDS ago. Concurrent POSTs share one listing."""
         listed_at = self._listed_at
         if listed_at is not None and self._monotonic() - listed_at < _LIST_TTL_SECONDS:
-            return {}
+            return None
         listing = self._listing
         if (
             listing is None
@@ -408,13 +430,19 @@ class NotificationIntake:
         self._listed_at = started
         return listed
 
-    async def _read(self, subscription_id: str) -> None:
+    async def _read(self, subscription_id: str) -> SubscriptionRecord | None:
         started = self._monotonic()
         stored = await self._subscriptions.get(subscription_id)
         if stored is None:
             self._known.pop(subscription_id, None)  # gone: unknown from now on
-        else:
-            self._remember(stored.value, started)
+            self._unknown[subscription_id] = started
+            self._unknown.move_to_end(subscription_id)
+            while len(self._unknown) > _MAX_UNKNOWN:
+                self._unknown.popitem(last=False)
+            return None
+        self._unknown.pop(subscription_id, None)
+        self._remember(stored.value, started)
+        return stored.value
 
     def _refresh_in_background(self, subscription_id: str) -> None:
         if subscription_id in self._refreshing:
@@ -422,7 +450,7 @@ class NotificationIntake:
         task = asyncio.ensure_future(self._read(subscription_id))
         self._refreshing[subscription_id] = task
 
-        def done(finished: asyncio.Task[None]) -> None:
+        def done(finished: asyncio.Task[SubscriptionRecord | None]) -> None:
             self._refreshing.pop(subscription_id, None)
             error = None if finished.cancelled() else finished.exception()
             if error is not None:

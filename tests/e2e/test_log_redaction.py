@@ -242,7 +242,9 @@ async def test_client_state_tokens_and_subjects_never_reach_the_logs(
     # The capture did see the app, the host and azure-core's HTTP logging, and the
     # entry points' correlation ids.
     loggers = {seen.logger for seen in records}
-    assert {"functions.graph", "functions.workers", "shared.services.subscriptions"} <= loggers
+    assert {"shared.services.inbound", "functions.workers", "shared.services.subscriptions"} <= (
+        loggers
+    )
     assert any(name.startswith("azure.core.pipeline.policies.http_logging") for name in loggers)
     assert any(name.startswith("local.functions_host") for name in loggers)
     push = next(s for s in records if s.message.startswith(f"push booking {created['bookingId']}"))

@@ -524,12 +524,44 @@ async def test_the_remembered_subscriptions_are_bounded_least_recently_used_firs
 ) -> None:
     intake, _, ticker = remembering
     monkeypatch.setattr(inbound, "_MAX_REMEMBERED", 2)
-    assert await intake.accept(one_post("room-1", "a")) == (1, 0)  # lists all three, keeps 2
+    flood = NotificationBatch.model_validate({"value": made_up(1000)})
+    assert await intake.accept(flood) == (0, 1000)  # lists all three, keeps two
     assert len(intake._known) == 2
     ticker.now += 6
     for room in ROOMS:
         assert await intake.accept(one_post(room, room)) == (1, 0)
     assert len(intake._known) == 2
+
+
+async def test_a_subscription_created_just_after_a_listing_is_known_at_once(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, subscriptions, ticker = remembering
+    record = await world.ports.subscriptions.get(SUBSCRIPTIONS["room-1"])
+    assert record is not None
+    await world.ports.subscriptions.delete(SUBSCRIPTIONS["room-1"])
+    flood = NotificationBatch.model_validate({"value": made_up(1000)})
+    assert await intake.accept(flood) == (0, 1000)  # lists the table
+    # A resource is connected a moment later; Graph notifies for it at once.
+    await world.ports.subscriptions.save(record.value)
+    ticker.now += 1
+
+    assert await intake.accept(one_post("room-1", "first")) == (1, 0)
+    assert subscriptions.lists == 1
+
+
+async def test_a_flood_costs_a_bounded_number_of_reads_even_right_after_a_listing(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, subscriptions, ticker = remembering
+    for _ in range(5):
+        ticker.now += 1  # within the listing's 5 s: no new listing
+        flood = NotificationBatch.model_validate({"value": made_up(1000)})
+        assert await intake.accept(flood) == (0, 1000)
+
+    assert subscriptions.lists == 1
+    assert subscriptions.reads - subscriptions.lists <= 4 * inbound._MAX_READS_PER_POST
+    assert len(intake._unknown) <= 4 * inbound._MAX_READS_PER_POST
 
 
 @pytest.mark.parametrize(
