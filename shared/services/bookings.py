@@ -68,7 +68,7 @@ class ResourceSyncState(DomainModel):
     event_id: str | None = None
     synced_at: UtcDatetime | None = None
     error: str | None = None
-    state: str  # "pending" | "synced" | "failed" | "removed" (cancelled, no event)
+    state: str  # "pending" | "synced" | "failed" | "removed" (cancelled, its event gone)
 
 
 class BookingView(DomainModel):
@@ -420,16 +420,16 @@ class BookingService:
             value = mapping.value if mapping else None
             if value is not None and value.last_error:
                 state = "failed"
+            elif value is not None and value.booking_version >= booking.version:
+                state = "synced"
             elif booking.status is BookingStatus.CANCELLED and (
                 value is None or (value.event_id is None and value.pending_transaction_id is None)
             ):
-                # No event and none being created: settled, whoever removed it (a push,
-                # or the Outlook user whose delete cancelled the booking).
+                # Cancelled, no event and none being created: nothing is left to push
+                # (the Outlook user whose delete cancelled it removed the event).
                 state = "removed"
-            elif value is None or value.booking_version < booking.version:
-                state = "pending"
             else:
-                state = "synced"
+                state = "pending"
             sync.append(
                 ResourceSyncState(
                     resource_id=resource_id,
