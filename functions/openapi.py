@@ -79,7 +79,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "openapi.json", "openapi", "This document", errors=(), auth="anonymous"),
     Operation("PUT", "resources/{resourceId}", "putResource",
               "Connect or update a resource (person or room)", body=ResourceSettings,
-              response=ResourceView, errors=(400, 413, 415, 422, 503)),
+              response=ResourceView, errors=(400, 409, 413, 415, 422, 503)),
     Operation("GET", "resources/{resourceId}", "getResource", "Settings and connection status",
               response=ResourceView),
     Operation("DELETE", "resources/{resourceId}", "deleteResource",

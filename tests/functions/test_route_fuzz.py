@@ -181,7 +181,12 @@ def check(method: str, path: str, response: func.HttpResponse, before: Any, afte
         assert status in DOCUMENTED_ERRORS[(method, path)], f"{method} {path}: {status}"
         assert response.mimetype == "application/json"
         ErrorResponse.model_validate_json(response.get_body())
-        assert after == before, f"{method} {path} -> {status} left something behind"
+        changed = sorted(name for name in before if after[name] != before[name])
+        assert not changed, (
+            f"{method} {path} -> {status} left something in {changed}: "
+            + str({name: after[name] for name in changed})[:600]
+            + f" {response.get_body()[:300]!r}"
+        )
 
 
 def operations() -> list[Any]:
