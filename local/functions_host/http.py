@@ -2,8 +2,8 @@
 
 A request becomes a `func.HttpRequest`; the returned `func.HttpResponse` (or str) becomes
 the answer, with Content-Type built from mimetype and charset as the worker does. No
-route → 404; a route without the method → 405 with `Allow`; a failing function → 500
-with the traceback logged. Keys (`authLevel`) are not checked, as `func start` does not
+route, or a route without the method → 404 (the host has no 405); a failing function →
+500 with the traceback logged. Keys (`authLevel`) are not checked, as `func start` does not
 check them either.
 
 Two host endpoints exist besides the functions: `GET /admin/host/status` (readiness) and
@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 import azure.functions as func
@@ -94,30 +94,20 @@ class HttpTriggerServer:
         raw_path = request.rel_url.raw_path
         if raw_path.lower().startswith("/admin/"):
             return await self._admin(request, raw_path)
-        allowed: set[str] = set()
         for entry in self._routes:
-            values = entry.route.match(raw_path)
-            if values is None:
-                continue
+            # The host makes the methods part of each route, so a known route with
+            # another method matches nothing: 404, never 405.
             if request.method.upper() not in entry.methods:
-                allowed.update(entry.methods)
                 continue
-            return await self._invoke(entry, request, values)
-        if allowed:
-            return web.Response(status=405, headers={"Allow": ", ".join(sorted(allowed))})
+            values = entry.route.match(raw_path)
+            if values is not None:
+                return await self._invoke(entry, request, values)
         return web.Response(status=404)
 
     async def _invoke(
         self, entry: HttpFunction, request: web.Request, route_values: dict[str, str]
     ) -> web.StreamResponse:
-        http_request = func.HttpRequest(
-            method=request.method,
-            url=str(request.url),
-            headers=_joined(request.headers, ", ", lower_names=True),
-            params=_joined(request.query, ",", lower_names=False),
-            route_params=route_values,
-            body=await request.read(),
-        )
+        http_request = await to_function_request(request, route_values)
         outcome = await self._invoker.invoke(
             entry.function, http_request, reason=f"HTTP {request.method} {request.path}"
         )
@@ -157,6 +147,24 @@ class HttpTriggerServer:
         return web.Response(status=404)
 
 
+async def to_function_request(
+    request: web.Request, route_values: dict[str, str]
+) -> func.HttpRequest:
+    """The request as the host hands it to the worker (ToRpcHttp in the host's
+    GrpcMessageConversionExtensions.cs): repeated headers and query names joined with
+    `,` (StringValues.ToString), empty query values left out, and a body only when the
+    request has a Content-Length above 0, so a chunked request arrives without one."""
+    has_length = (request.content_length or 0) > 0
+    return func.HttpRequest(
+        method=request.method,
+        url=str(request.url),
+        headers=_joined(request.headers.items(), lower_names=True),
+        params=_joined(((k, v) for k, v in request.query.items() if v), lower_names=False),
+        route_params=route_values,
+        body=await request.read() if has_length else b"",
+    )
+
+
 def to_web_response(value: object) -> web.Response:
     """The HTTP answer for a function's return value. Raises TypeError for anything else."""
     if isinstance(value, func.HttpResponse):
@@ -177,12 +185,12 @@ def to_web_response(value: object) -> web.Response:
     raise TypeError(f"expected func.HttpResponse or str, got {type(value).__name__}")
 
 
-def _joined(values: Mapping[str, str], separator: str, *, lower_names: bool) -> dict[str, str]:
-    """One value per name; repeated names joined, as the host's StringValues does."""
+def _joined(pairs: Iterable[tuple[str, str]], *, lower_names: bool) -> dict[str, str]:
+    """One value per name; repeated names joined with `,`, as StringValues.ToString does."""
     joined: dict[str, list[str]] = {}
-    for name, value in values.items():
+    for name, value in pairs:
         joined.setdefault(name.lower() if lower_names else name, []).append(value)
-    return {name: separator.join(parts) for name, parts in joined.items()}
+    return {name: ",".join(parts) for name, parts in joined.items()}
 
 
 def _lookup(invokers: Mapping[str, AdminInvoke], name: str) -> AdminInvoke | None:

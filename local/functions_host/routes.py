@@ -73,7 +73,7 @@ class RouteTemplate:
                 elif not (parameter.optional or parameter.catch_all):
                     return None
                 continue
-            value = unquote(raw)
+            value = _decoded_except_slash(raw)
             if not all(check(value) for check in parameter.constraints):
                 return None
             values[parameter.name] = value
@@ -146,6 +146,13 @@ class RouteTemplate:
         )
         self.parameters.append(parameter)
         return parameter
+
+
+def _decoded_except_slash(raw: str) -> str:
+    """Percent-decoded, except `%2F`: Kestrel decodes the request path but leaves an
+    encoded slash encoded (so it cannot split a segment), and routing passes the value on
+    as it is."""
+    return "%2F".join(unquote(part) for part in re.split("%2[Ff]", raw))
 
 
 def _split_segment(segment: str, template: str) -> list[str | tuple[None, str]]:

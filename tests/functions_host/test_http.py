@@ -43,6 +43,49 @@ async def test_route_params_query_and_headers_reach_the_function(
     assert answer["url"] == f"{host.url}/api/items/42?colour=red&size=s&size=m"
 
 
+async def test_requests_reach_the_function_as_the_host_passes_them(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    """GrpcMessageConversionExtensions.ToRpcHttp (azure-functions-host): a query value
+    that is empty is left out, a repeated header arrives as one value joined with `,`
+    (StringValues.ToString)."""
+    async with client.get(
+        f"{host.url}/api/items/42?empty=&flag&kept=1",
+        headers=[("X-Sample", "a"), ("X-Sample", "b")],
+    ) as response:
+        answer = await response.json()
+    assert answer["query"] == {"kept": "1"}
+    assert answer["sample_header"] == "a,b"
+
+
+async def test_a_chunked_request_reaches_the_function_without_its_body(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    """ToRpcHttp reads the body only `if (request.Body != null && request.ContentLength > 0)`:
+    a request sent with Transfer-Encoding: chunked has no Content-Length, so the function
+    sees an empty body."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"n": '
+        yield b"1}"
+
+    async with client.post(f"{host.url}/api/items/abc", data=chunks()) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert answer["body"] == ""
+
+
+async def test_an_encoded_slash_stays_encoded_in_a_route_value(
+    host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    """Kestrel decodes the request path except `%2F`, so ASP.NET routing hands the
+    function `a%2Fb` while `%20` arrives as a space."""
+    async with client.get(f"{host.url}/api/items/a%2Fb%20c") as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert answer["id"] == "a%2Fb c"
+
+
 async def test_post_body_reaches_the_function(
     host: RunningHost, client: aiohttp.ClientSession
 ) -> None:
@@ -52,12 +95,15 @@ async def test_post_body_reaches_the_function(
     assert (answer["id"], answer["method"], answer["body"]) == ("abc", "POST", '{"n": 1}')
 
 
-async def test_a_method_the_route_does_not_allow_is_405(
+async def test_a_method_the_route_does_not_allow_is_404(
     host: RunningHost, client: aiohttp.ClientSession
 ) -> None:
+    """The host registers each function's methods as a route constraint, so a known
+    route with another method matches no route: 404, not 405 (WebJobs.Script.WebHost
+    routing, functions-bindings-http-webhook-trigger "methods")."""
     async with client.delete(f"{host.url}/api/items/42") as response:
-        assert response.status == 405
-        assert response.headers["Allow"] == "GET, POST"
+        assert response.status == 404
+        assert "Allow" not in response.headers
 
 
 @pytest.mark.parametrize("path", ["/api/nothing-here", "/api/items", "/items/42", "/api/items/1/2"])

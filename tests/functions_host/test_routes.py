@@ -60,7 +60,8 @@ def test_an_unknown_constraint_is_ignored() -> None:
 def test_a_catch_all_takes_the_rest_of_the_path() -> None:
     route = RouteTemplate("files/{*path}", prefix="api")
 
-    assert route.match("/api/files/a/b%2Fc.txt") == {"path": "a/b/c.txt"}
+    # Kestrel leaves `%2F` encoded in the path it decodes, and so in the route value.
+    assert route.match("/api/files/a/b%2Fc%20d.txt") == {"path": "a/b%2Fc d.txt"}
     assert route.match("/api/files") == {}
 
 
