@@ -35,6 +35,7 @@ line.
 """
 
 from local.functions_host.config import (
+    FastMode,
     HostConfig,
     HostStartupError,
     QueuesOptions,
@@ -42,9 +43,12 @@ from local.functions_host.config import (
     load_local_settings,
 )
 from local.functions_host.host import RunningHost, start_host
+from local.functions_host.http import HostKeys
 
 __all__ = [
+    "FastMode",
     "HostConfig",
+    "HostKeys",
     "HostStartupError",
     "QueuesOptions",
     "RunningHost",

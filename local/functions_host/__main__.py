@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,12 +20,18 @@ import azure.functions as func
 from local.functions_host.app_index import TRIGGER_KINDS, TriggerKind, trigger_kinds
 from local.functions_host.config import (
     HOST_JSON,
+    FastMode,
     HostConfig,
     HostStartupError,
+    default_http_concurrency,
     load_local_settings,
 )
 from local.functions_host.host import DEFAULT_GRACE_PERIOD_SECONDS, start_host
-from local.functions_host.queues import DEFAULT_PROCESSING_LEASE_SECONDS
+from local.functions_host.http import HostKeys
+
+# Keys mode reads its keys from these variables, or makes random ones and logs them.
+MASTER_KEY_VARIABLE = "LOCAL_HOST_MASTER_KEY"
+FUNCTION_KEY_VARIABLE = "LOCAL_HOST_FUNCTION_KEY"
 
 logger = logging.getLogger("local.functions_host")
 
@@ -49,11 +56,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="folder with host.json and local.settings.json (default: current directory)",
     )
     parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="timings shorter than Azure's, for tests: a crashed host's queue messages come "
+        "back after --processing-lease instead of 10 minutes, idle queues are polled at "
+        "least every 0.2 s and failed messages retried at once (default: host.json's "
+        "timings, as in Azure)",
+    )
+    parser.add_argument(
         "--processing-lease",
         type=float,
-        default=DEFAULT_PROCESSING_LEASE_SECONDS,
-        help="seconds a queue message stays invisible while processed, renewed half-way "
-        "(the host's is 600)",
+        default=None,
+        help="with --fast: seconds a queue message stays invisible while processed, "
+        f"renewed half-way (default {FastMode().processing_lease:g}; Azure's is 600)",
+    )
+    parser.add_argument(
+        "--keys",
+        action="store_true",
+        help="keys mode: function-level routes need the function or master key, the admin "
+        f"API the master key (x-functions-key or ?code=); keys from {MASTER_KEY_VARIABLE} "
+        f"and {FUNCTION_KEY_VARIABLE}, else random ones, logged at start",
+    )
+    parser.add_argument(
+        "--http-concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="HTTP invocations at once, more requests wait (default: "
+        "triggers.http.perInstanceConcurrency in the script root's infra/, else Flex "
+        "Consumption's default for Python, 1)",
     )
     parser.add_argument(
         "--grace-period",
@@ -121,14 +152,42 @@ async def serve(args: argparse.Namespace, app: func.FunctionRegister, config: Ho
         port=args.port,
         host_config=config,
         script_root=args.script_root,
-        processing_lease=args.processing_lease,
         grace_period=args.grace_period,
         triggers=args.triggers,
+        keys=keys_for(args),
+        http_concurrency=args.http_concurrency,
     )
     try:
         await stop.wait()
     finally:
         await running.close()
+
+
+def keys_for(args: argparse.Namespace) -> HostKeys | None:
+    """The keys of keys mode, or None without --keys."""
+    if not args.keys:
+        return None
+    master = os.environ.get(MASTER_KEY_VARIABLE)
+    function = os.environ.get(FUNCTION_KEY_VARIABLE)
+    generated = HostKeys.generate()
+    keys = HostKeys(master=master or generated.master, function=function or generated.function)
+    if not (master and function):
+        logger.info("Keys mode: master key %s, function key %s", keys.master, keys.function)
+    return keys
+
+
+def host_config_for(args: argparse.Namespace) -> HostConfig:
+    """host.json's configuration, with the fast mode's timings when asked for."""
+    config = HostConfig.from_file(args.script_root / HOST_JSON)
+    if args.processing_lease is not None and not args.fast:
+        raise HostStartupError("--processing-lease shortens Azure's timings: it needs --fast")
+    if not args.fast:
+        return config
+    fast = FastMode()
+    if args.processing_lease is not None:
+        fast = FastMode(processing_lease=args.processing_lease)
+    logger.warning("Fast mode: queue timings shorter than Azure's (%s)", fast)
+    return config.with_fast_mode(fast)
 
 
 def _request_stop(stop: asyncio.Event, signum: int) -> None:
@@ -148,7 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.script_root = args.script_root.resolve()
     try:
         load_local_settings(args.script_root)
-        config = HostConfig.from_file(args.script_root / HOST_JSON)
+        config = host_config_for(args)
+        if args.http_concurrency is None:
+            args.http_concurrency = default_http_concurrency(args.script_root)
+        elif args.http_concurrency < 1:
+            raise HostStartupError("--http-concurrency must be at least 1")
         app = load_app(args.app, args.script_root)
         # This process is the host, so it owns the event loop the app's code runs on.
         asyncio.run(serve(args, app, config))  # noqa: TID251

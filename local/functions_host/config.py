@@ -12,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,25 @@ MIN_POLLING_INTERVAL_SECONDS = 0.1
 DEFAULT_MAX_POLLING_INTERVAL_SECONDS = 60.0
 
 MessageEncoding = Literal["base64", "none"]
+
+# How long the queue extension keeps a message it is processing invisible (renewed
+# half-way): QueueListener's 10-minute visibility for messages in flight. A host that
+# dies mid-run leaves its messages invisible that long.
+HOST_PROCESSING_LEASE_SECONDS = 600.0
+# functionTimeout when host.json sets none: Flex Consumption's default, 30 minutes
+# (https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout).
+DEFAULT_FUNCTION_TIMEOUT_SECONDS = 1800.0
+# The longest an HTTP-triggered function may take to answer: Azure Load Balancer's idle
+# timeout, whatever functionTimeout says; the caller then gets a 502 while the function
+# runs on (https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout).
+HTTP_RESPONSE_LIMIT_SECONDS = 230.0
+
+
+# HTTP invocations per instance on Flex Consumption for Python when the app sets none
+# (https://learn.microsoft.com/azure/azure-functions/functions-concurrency, "HTTP trigger
+# concurrency"); infra/ may set another with triggers.http.perInstanceConcurrency.
+FLEX_PYTHON_HTTP_CONCURRENCY = 1
+INFRA_DIR = "infra"
 
 
 class HostStartupError(Exception):
@@ -54,6 +73,23 @@ class QueuesOptions:
 
 
 @dataclass(frozen=True)
+class FastMode:
+    """Timings shorter than Azure's, for tests that cannot wait for Azure's own.
+
+    Only in this explicit mode may a host run faster than Azure: a crashed host's messages
+    come back after `processing_lease` instead of 10 minutes, an idle queue is polled at
+    least every `max_polling_interval` and a failed message is retried after at most
+    `visibility_timeout`. `http_response_limit` replaces the 230 s answer limit (to test
+    it). Everything else (batch sizes, dequeue counts, functionTimeout) stays host.json's.
+    """
+
+    processing_lease: float = 3.0
+    max_polling_interval: float = 0.2
+    visibility_timeout: float = 0.0
+    http_response_limit: float = HTTP_RESPONSE_LIMIT_SECONDS
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """The parts of host.json the local host honours."""
 
@@ -61,6 +97,28 @@ class HostConfig:
     queues: QueuesOptions = field(default_factory=QueuesOptions)
     # host.json `functions`: the functions to run; None runs all of them.
     functions: tuple[str, ...] | None = None
+    # host.json `functionTimeout` in seconds; None: unbounded ("-1", allowed on Flex).
+    function_timeout: float | None = DEFAULT_FUNCTION_TIMEOUT_SECONDS
+    # Set by `with_fast_mode` only.
+    fast: FastMode | None = None
+
+    @property
+    def processing_lease(self) -> float:
+        return self.fast.processing_lease if self.fast else HOST_PROCESSING_LEASE_SECONDS
+
+    @property
+    def http_response_limit(self) -> float:
+        return self.fast.http_response_limit if self.fast else HTTP_RESPONSE_LIMIT_SECONDS
+
+    def with_fast_mode(self, fast: FastMode | None = None) -> HostConfig:
+        """This configuration with `fast`'s shorter timings (see FastMode)."""
+        fast = fast or FastMode()
+        queues = replace(
+            self.queues,
+            max_polling_interval=min(self.queues.max_polling_interval, fast.max_polling_interval),
+            visibility_timeout=min(self.queues.visibility_timeout, fast.visibility_timeout),
+        )
+        return replace(self, queues=queues, fast=fast)
 
     @classmethod
     def from_file(cls, path: Path | str) -> HostConfig:
@@ -103,6 +161,7 @@ class HostConfig:
             queues=_queues_options(queues, f"{source}: extensions.queues"),
             # An empty list means "all functions" for the real host too.
             functions=tuple(functions) if functions else None,
+            function_timeout=_function_timeout(_get(document, "functionTimeout"), source),
         )
 
 
@@ -113,6 +172,17 @@ def load_host_config(source: Path | str | Mapping[str, Any] | None) -> HostConfi
     if isinstance(source, Mapping):
         return HostConfig.from_dict(source)
     return HostConfig.from_file(source)
+
+
+def _function_timeout(value: object, source: str) -> float | None:
+    if value is None:
+        return DEFAULT_FUNCTION_TIMEOUT_SECONDS
+    if isinstance(value, str) and value.strip() == "-1":
+        return None  # unbounded, which Flex Consumption and Premium allow
+    seconds = parse_timespan(value, f"{source}: functionTimeout")
+    if seconds <= 0:
+        raise HostStartupError(f"{source}: functionTimeout must be positive, or '-1'")
+    return seconds
 
 
 def _queues_options(section: Mapping[str, Any], where: str) -> QueuesOptions:
@@ -278,3 +348,40 @@ def _int(section: Mapping[str, Any], key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise HostStartupError(f"{where}.{key} must be an integer, got {value!r}")
     return value
+
+
+_PER_INSTANCE_CONCURRENCY = re.compile(r"\bperInstanceConcurrency\s*:\s*([A-Za-z_]\w*|\d+)")
+
+
+def infra_http_concurrency(infra: Path) -> int | None:
+    """`triggers.http.perInstanceConcurrency` as the Bicep files under `infra` set it: a
+    number, or a parameter whose default is a number; None when they set none."""
+    if not infra.is_dir():
+        return None
+    sources = [path.read_text(encoding="utf-8") for path in sorted(infra.rglob("*.bicep"))]
+    for text in sources:
+        for match in _PER_INSTANCE_CONCURRENCY.finditer(text):
+            value = match[1]
+            if value.isdigit():
+                return int(value)
+            default = _bicep_int_default(value, sources)
+            if default is not None:
+                return default
+    return None
+
+
+def _bicep_int_default(name: str, sources: list[str]) -> int | None:
+    # A module parameter is often passed through from main.bicep under the same name.
+    pattern = re.compile(rf"\bparam\s+{re.escape(name)}\s+int\s*=\s*(\d+)")
+    for text in sources:
+        found = pattern.search(text)
+        if found:
+            return int(found[1])
+    return None
+
+
+def default_http_concurrency(script_root: Path) -> int:
+    """What the command line's --http-concurrency defaults to: infra/'s value, else
+    FLEX_PYTHON_HTTP_CONCURRENCY."""
+    configured = infra_http_concurrency(script_root / INFRA_DIR)
+    return FLEX_PYTHON_HTTP_CONCURRENCY if configured is None else configured

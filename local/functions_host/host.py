@@ -18,10 +18,10 @@ from local.functions_host.app_index import (
     index_app,
     trigger_kinds,
 )
-from local.functions_host.config import HostConfig, HostStartupError
-from local.functions_host.http import AdminInvoke, HttpTriggerServer
+from local.functions_host.config import HOST_JSON, HostConfig, HostStartupError
+from local.functions_host.http import AdminInvoke, HostKeys, HttpTriggerServer
 from local.functions_host.invocation import Invoker, ThreadRunner
-from local.functions_host.queues import DEFAULT_PROCESSING_LEASE_SECONDS, QueueTriggerListener
+from local.functions_host.queues import QueueTriggerListener
 from local.functions_host.timers import TimerTriggerListener
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,13 @@ class RunningHost:
         http: HttpTriggerServer,
         queues: list[QueueTriggerListener],
         timers: list[TimerTriggerListener],
+        invoker: Invoker,
+        keys: HostKeys | None,
     ) -> None:
         self.url = url
+        self.invoker = invoker
+        # The keys requests need (None: keys are not checked).
+        self.keys = keys
         self.config = config
         self.index = index
         self.grace_period = grace_period
@@ -78,16 +83,21 @@ async def start_host(
     host_config: HostConfig | None = None,
     environ: Mapping[str, str] | None = None,
     script_root: Path | None = None,
-    processing_lease: float = DEFAULT_PROCESSING_LEASE_SECONDS,
     grace_period: float = DEFAULT_GRACE_PERIOD_SECONDS,
     triggers: Collection[TriggerKind] = TRIGGER_KINDS,
+    keys: HostKeys | None = None,
+    http_concurrency: int | None = None,
 ) -> RunningHost:
     """Run the app's HTTP, queue and timer functions until `close()` on the result.
 
-    `environ` (default os.environ) supplies app settings: `%NAME%` references, queue
-    connections. `processing_lease` is how long a queue message stays invisible while its
-    function runs (renewed half-way); the host's is 10 minutes. local.settings.json is not
-    read here (the command line does it; see `load_local_settings`).
+    `host_config` defaults to the script root's host.json (Azure's timings: a crashed
+    host's queue messages come back after 10 minutes); `HostConfig.with_fast_mode()` is
+    the only way to shorter ones. `environ` (default os.environ) supplies app settings:
+    `%NAME%` references, queue connections. local.settings.json is not read here (the
+    command line does it; see `load_local_settings`).
+
+    `keys` turns on keys mode (see http.py); `http_concurrency` caps the HTTP
+    invocations running at once, the rest waiting (None: no cap).
 
     `triggers` picks the kinds of trigger this host runs (all by default). Flex
     Consumption runs the HTTP functions on instances of their own, apart from the queue
@@ -99,7 +109,13 @@ async def start_host(
     Raises HostStartupError if the app cannot run here (before anything starts) or the
     port is taken.
     """
-    config = host_config or HostConfig()
+    root = script_root or Path.cwd()
+    if host_config is not None:
+        config = host_config
+    elif (root / HOST_JSON).exists():
+        config = HostConfig.from_file(root / HOST_JSON)
+    else:
+        config = HostConfig()
     settings = os.environ if environ is None else environ
     try:
         chosen = trigger_kinds(triggers)
@@ -108,9 +124,13 @@ async def start_host(
     whole = index_app(app, config, settings)
     index = whole.only(chosen)
     elsewhere = [name for name in whole.names() if name not in index.names()]
-    invoker = Invoker(threads=ThreadRunner(), function_directory=str(script_root or Path.cwd()))
+    invoker = Invoker(
+        threads=ThreadRunner(),
+        function_directory=str(root),
+        function_timeout=config.function_timeout,
+    )
     queues = [
-        QueueTriggerListener(q, invoker, config.queues, processing_lease=processing_lease)
+        QueueTriggerListener(q, invoker, config.queues, processing_lease=config.processing_lease)
         for q in index.queues
     ]
     timers = [TimerTriggerListener(t, invoker) for t in index.timers]
@@ -119,7 +139,15 @@ async def start_host(
         admin[queue_listener.function.function.name] = queue_listener.invoke_now
     for timer_listener in timers:
         admin[timer_listener.function.function.name] = timer_listener.invoke_now
-    http = HttpTriggerServer(index.http, invoker, admin_invokers=admin, not_here=elsewhere)
+    http = HttpTriggerServer(
+        index.http,
+        invoker,
+        admin_invokers=admin,
+        not_here=elsewhere,
+        keys=keys,
+        concurrency=http_concurrency,
+        response_limit=config.http_response_limit,
+    )
 
     started_queues: list[QueueTriggerListener] = []
     started_timers: list[TimerTriggerListener] = []
@@ -143,6 +171,8 @@ async def start_host(
         http=http,
         queues=started_queues,
         timers=started_timers,
+        invoker=invoker,
+        keys=keys,
     )
 
 

@@ -9,14 +9,31 @@ check them either.
 Two host endpoints exist besides the functions: `GET /admin/host/status` (readiness) and
 `POST /admin/functions/{name}` (run a queue or timer function now; body
 `{"input": "..."}`, answered with 202 like the host does).
+
+Stricter than `func start`, as Azure is:
+- **Keys** (`keys=HostKeys(...)`): a `function`-level route needs the function key or the
+  master key, an `admin`-level one the master key, in `x-functions-key` or `?code=`;
+  the admin API needs the master key; otherwise 401. `anonymous` routes need none.
+  (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to)
+- **HTTP concurrency** (`concurrency=N`): at most N HTTP invocations at once; more
+  requests wait for a slot, as on a Flex Consumption instance whose
+  `perInstanceConcurrency` is N (1 by default for Python:
+  https://learn.microsoft.com/azure/azure-functions/functions-concurrency).
+- **230 s to answer**: a function that has not answered by then gets its caller a 502,
+  and runs on (https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import json
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 import azure.functions as func
@@ -24,7 +41,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from local.functions_host.app_index import HttpFunction
-from local.functions_host.config import HostStartupError
+from local.functions_host.config import HTTP_RESPONSE_LIMIT_SECONDS, HostStartupError
 from local.functions_host.invocation import Invoker
 
 logger = logging.getLogger(__name__)
@@ -33,7 +50,33 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
 
 AdminInvoke = Callable[[str], Awaitable[object]]
+# Where the host looks for a key: this header, then the `code` query parameter.
+KEY_HEADER = "x-functions-key"
+KEY_QUERY = "code"
 _DROPPED_RESPONSE_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class HostKeys:
+    """The keys a host in keys mode checks: its master key and one host function key
+    (`default`), which every `function`-level route takes."""
+
+    master: str
+    function: str
+
+    @classmethod
+    def generate(cls) -> HostKeys:
+        return cls(master=secrets.token_urlsafe(32), function=secrets.token_urlsafe(32))
+
+    def allows(self, auth_level: str, key: str | None) -> bool:
+        """Whether `key` opens a route of `auth_level` (anonymous, function or admin)."""
+        level = auth_level.lower()
+        if level == "anonymous":
+            return True
+        if not key:
+            return False
+        accepted = [self.master] if level == "admin" else [self.master, self.function]
+        return any(hmac.compare_digest(key, candidate) for candidate in accepted)
 
 
 class HttpTriggerServer:
@@ -46,7 +89,12 @@ class HttpTriggerServer:
         *,
         admin_invokers: Mapping[str, AdminInvoke] | None = None,
         not_here: Sequence[str] = (),
+        keys: HostKeys | None = None,
+        concurrency: int | None = None,
+        response_limit: float = HTTP_RESPONSE_LIMIT_SECONDS,
     ) -> None:
+        if concurrency is not None and concurrency < 1:
+            raise HostStartupError("the HTTP concurrency must be at least 1")
         # Most specific routes first, as ASP.NET orders them; then by name for stability.
         self._routes = sorted(
             functions, key=lambda f: (f.route.precedence, f.route.path_template, f.function.name)
@@ -56,6 +104,11 @@ class HttpTriggerServer:
         # Functions of the app that another host runs (see start_host's `triggers`).
         self._not_here = {name.lower(): name for name in not_here}
         self._admin_tasks: set[asyncio.Task[object]] = set()
+        self._keys = keys
+        self._slots = asyncio.Semaphore(concurrency) if concurrency else None
+        self._response_limit = response_limit
+        # Invocations whose caller was answered 502 at the response limit; they run on.
+        self._overrun: set[asyncio.Future[web.StreamResponse]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -84,8 +137,9 @@ class HttpTriggerServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
-        if self._admin_tasks:
-            _, pending = await asyncio.wait(self._admin_tasks, timeout=grace_period)
+        running: set[asyncio.Future[Any]] = {*self._admin_tasks, *self._overrun}
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace_period)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -93,6 +147,8 @@ class HttpTriggerServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.rel_url.raw_path
         if raw_path.lower().startswith("/admin/"):
+            if not self._authorized("admin", request):
+                return web.Response(status=401)
             return await self._admin(request, raw_path)
         for entry in self._routes:
             # The host makes the methods part of each route, so a known route with
@@ -101,16 +157,54 @@ class HttpTriggerServer:
                 continue
             values = entry.route.match(raw_path)
             if values is not None:
-                return await self._invoke(entry, request, values)
+                if not self._authorized(entry.auth_level, request):
+                    return web.Response(status=401)
+                return await self._answer_in_time(entry, request, values)
         return web.Response(status=404)
 
-    async def _invoke(
+    def _authorized(self, auth_level: str, request: web.Request) -> bool:
+        if self._keys is None:
+            return True
+        key = request.headers.get(KEY_HEADER) or request.query.get(KEY_QUERY)
+        return self._keys.allows(auth_level, key)
+
+    async def _answer_in_time(
         self, entry: HttpFunction, request: web.Request, route_values: dict[str, str]
     ) -> web.StreamResponse:
+        """The function's answer, or 502 once the response limit passed (it runs on)."""
         http_request = await to_function_request(request, route_values)
-        outcome = await self._invoker.invoke(
-            entry.function, http_request, reason=f"HTTP {request.method} {request.path}"
+        reason = f"HTTP {request.method} {request.path}"
+        invocation = asyncio.ensure_future(self._invoke_in_slot(entry, http_request, reason))
+        try:
+            done, _ = await asyncio.wait({invocation}, timeout=self._response_limit)
+        except asyncio.CancelledError:
+            invocation.cancel()  # the client went away or the server stops
+            raise
+        if done:
+            return invocation.result()
+        logger.error(
+            "Function '%s' did not answer %s %s within %.0f s; the caller gets 502 and the "
+            "invocation runs on",
+            entry.function.name,
+            request.method,
+            request.path,
+            self._response_limit,
         )
+        self._overrun.add(invocation)
+        invocation.add_done_callback(self._overrun.discard)
+        invocation.add_done_callback(_retrieve)
+        return web.Response(status=502)
+
+    async def _invoke_in_slot(
+        self, entry: HttpFunction, http_request: func.HttpRequest, reason: str
+    ) -> web.StreamResponse:
+        async with self._slots or contextlib.nullcontext():
+            return await self._invoke(entry, http_request, reason)
+
+    async def _invoke(
+        self, entry: HttpFunction, http_request: func.HttpRequest, reason: str
+    ) -> web.StreamResponse:
+        outcome = await self._invoker.invoke(entry.function, http_request, reason=reason)
         if not outcome.succeeded:
             return web.Response(status=500)
         try:
@@ -191,6 +285,13 @@ def _joined(pairs: Iterable[tuple[str, str]], *, lower_names: bool) -> dict[str,
     for name, value in pairs:
         joined.setdefault(name.lower() if lower_names else name, []).append(value)
     return {name: ",".join(parts) for name, parts in joined.items()}
+
+
+def _retrieve(invocation: asyncio.Future[web.StreamResponse]) -> None:
+    # Nobody awaits an invocation past the response limit; read its outcome here.
+    error = None if invocation.cancelled() else invocation.exception()
+    if error is not None:
+        logger.error("An HTTP invocation past the response limit failed", exc_info=error)
 
 
 def _lookup(invokers: Mapping[str, AdminInvoke], name: str) -> AdminInvoke | None:

@@ -4,6 +4,15 @@ Async functions are awaited on the host's event loop; sync ones run on a worker 
 (at most PYTHON_THREADPOOL_THREAD_COUNT at once, the worker's setting). The trigger value
 is passed under the trigger's parameter name and a `context` parameter, when declared,
 gets a `func.Context`. Every invocation is logged like the host logs it.
+
+`functionTimeout` is enforced as Azure enforces it: when one invocation runs past it,
+the host restarts the language worker process (WebScriptHostExceptionHandler.
+OnTimeoutExceptionAsync in azure-functions-host restarts the worker channel that ran the
+invocation), so every invocation on that worker fails, not only the one that timed out;
+queue messages among them go back to their queue and count a dequeue. Here the "worker"
+is this process's invocations: they are cancelled and fail. What a real restart also
+does, and this cannot, is lose module state and stop sync functions' threads; a sync
+function past the timeout is abandoned, its thread left to finish on its own.
 """
 
 from __future__ import annotations
@@ -40,6 +49,14 @@ class InvocationOutcome:
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+
+class FunctionTimeoutError(Exception):
+    """The invocation ran past functionTimeout (the host's FunctionTimeoutException)."""
+
+
+class WorkerRestartedError(Exception):
+    """Another invocation on the same worker timed out, and the worker was restarted."""
 
 
 class ThreadRunner:
@@ -185,9 +202,20 @@ class InvocationContext(func.Context):
 class Invoker:
     """Invokes indexed functions; shared by the HTTP, queue and timer triggers."""
 
-    def __init__(self, *, threads: ThreadRunner, function_directory: str) -> None:
+    def __init__(
+        self,
+        *,
+        threads: ThreadRunner,
+        function_directory: str,
+        function_timeout: float | None = None,
+    ) -> None:
         self._threads = threads
         self._function_directory = function_directory
+        self._function_timeout = function_timeout
+        # The user calls in flight on "the worker", and why those a restart ended ended.
+        self._calls: dict[str, asyncio.Future[Any]] = {}
+        self._ended: dict[str, Exception] = {}
+        self.worker_restarts = 0
 
     async def invoke(
         self, function: IndexedFunction, trigger_value: object, *, reason: str
@@ -208,12 +236,28 @@ class Invoker:
             "Executing 'Functions.%s' (Reason='%s', Id=%s)", function.name, reason, invocation_id
         )
         started = time.monotonic()
+        call: asyncio.Future[Any] = asyncio.ensure_future(self._call(function, kwargs))
+        self._calls[invocation_id] = call
         try:
-            if function.is_async:
-                value = await function.user_function(**kwargs)
-            else:
-                value = await self._threads.run(lambda: function.user_function(**kwargs))
+            await asyncio.wait({call}, timeout=self._function_timeout)
+            if not call.done():
+                self._restart_worker(function.name, invocation_id)
+            value = await call
+            restarted = self._ended.get(invocation_id)
+            if restarted is not None:  # the function swallowed its cancellation
+                raise restarted
         except asyncio.CancelledError:
+            ended = self._ended.pop(invocation_id, None)
+            if ended is not None:
+                logger.error(
+                    "Executed 'Functions.%s' (Failed, Id=%s, Duration=%dms): %s",
+                    function.name,
+                    invocation_id,
+                    _elapsed_ms(started),
+                    ended,
+                )
+                return InvocationOutcome(invocation_id, error=ended)
+            call.cancel()
             logger.warning(
                 "Executed 'Functions.%s' (Cancelled, Id=%s, Duration=%dms): the host stopped",
                 function.name,
@@ -229,6 +273,9 @@ class Invoker:
                 _elapsed_ms(started),
             )
             return InvocationOutcome(invocation_id, error=error)
+        finally:
+            self._calls.pop(invocation_id, None)
+            self._ended.pop(invocation_id, None)
         if value is not None and not function.returns_output:
             # The worker rejects this too: there is no output binding to take the value.
             misuse = TypeError(
@@ -250,6 +297,43 @@ class Invoker:
             _elapsed_ms(started),
         )
         return InvocationOutcome(invocation_id, value=value)
+
+    async def _call(self, function: IndexedFunction, kwargs: dict[str, Any]) -> Any:
+        if function.is_async:
+            return await function.user_function(**kwargs)
+        return await self._threads.run(lambda: function.user_function(**kwargs))
+
+    def _restart_worker(self, function_name: str, timed_out_id: str) -> None:
+        """End every invocation in flight, as the host's restart of the worker does."""
+        self.worker_restarts += 1
+        timeout = self._function_timeout or 0.0
+        logger.error(
+            "Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating "
+            "cancellation. Restarting the worker: %d invocation(s) in flight on it fail.",
+            _timespan_text(timeout),
+            function_name,
+            timed_out_id,
+            len(self._calls),
+        )
+        for invocation_id, call in self._calls.items():
+            if call.done():
+                continue
+            self._ended[invocation_id] = (
+                FunctionTimeoutError(
+                    f"Timeout value of {_timespan_text(timeout)} was exceeded by function "
+                    f"'Functions.{function_name}'"
+                )
+                if invocation_id == timed_out_id
+                else WorkerRestartedError(
+                    f"the worker restarted after 'Functions.{function_name}' timed out"
+                )
+            )
+            call.cancel()
+
+
+def _timespan_text(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def _elapsed_ms(started: float) -> int:

@@ -43,6 +43,7 @@ from azure.storage.queue.aio import QueueClient
 
 from local.functions_host.app_index import QueueFunction
 from local.functions_host.config import (
+    HOST_PROCESSING_LEASE_SECONDS,
     MIN_POLLING_INTERVAL_SECONDS,
     HostStartupError,
     QueuesOptions,
@@ -51,8 +52,6 @@ from local.functions_host.invocation import InvocationOutcome, Invoker
 
 logger = logging.getLogger(__name__)
 
-# The queue extension's lease on a message while its function runs.
-DEFAULT_PROCESSING_LEASE_SECONDS = 600.0
 POISON_SUFFIX = "-poison"
 
 
@@ -71,7 +70,7 @@ class QueueTriggerListener:
         invoker: Invoker,
         options: QueuesOptions,
         *,
-        processing_lease: float = DEFAULT_PROCESSING_LEASE_SECONDS,
+        processing_lease: float = HOST_PROCESSING_LEASE_SECONDS,
     ) -> None:
         if processing_lease < 1:
             raise HostStartupError("the processing lease must be at least 1 second")

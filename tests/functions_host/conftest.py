@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.storage.queue.aio import QueueServiceClient
 
-from local.functions_host import HostConfig, RunningHost, start_host
+from local.functions_host import FastMode, HostConfig, RunningHost, start_host
 from tests.functions_host import sample_app
 from tests.functions_host.harness import HostStarter
 
@@ -46,13 +46,17 @@ async def run_host() -> AsyncIterator[HostStarter]:
     hosts: list[RunningHost] = []
 
     async def start(
-        *functions: str, host_json: dict[str, Any] | None = None, **options: Any
+        *functions: str,
+        host_json: dict[str, Any] | None = None,
+        fast: FastMode | None = None,
+        **options: Any,
     ) -> RunningHost:
         document = {"version": "2.0", **(host_json or {}), "functions": list(functions)}
         options.setdefault("grace_period", 1.0)
-        host = await start_host(
-            sample_app.app, host_config=HostConfig.from_dict(document), **options
-        )
+        config = HostConfig.from_dict(document)
+        if fast is not None:
+            config = config.with_fast_mode(fast)
+        host = await start_host(sample_app.app, host_config=config, **options)
         hosts.append(host)
         return host
 

@@ -7,14 +7,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from local.functions_host import RunningHost
+from local.functions_host import FastMode, RunningHost
 
 
 class HostStarter(Protocol):
     """The `run_host` fixture: start the sample app with only the named functions."""
 
     def __call__(
-        self, *functions: str, host_json: dict[str, Any] | None = None, **options: Any
+        self,
+        *functions: str,
+        host_json: dict[str, Any] | None = None,
+        fast: FastMode | None = None,
+        **options: Any,
     ) -> Awaitable[RunningHost]: ...
 
 

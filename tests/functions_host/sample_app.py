@@ -43,6 +43,7 @@ class SampleState:
     queue_in_flight: int = 0
     queue_max_in_flight: int = 0
     sync_threads: list[str] = field(default_factory=list)
+    naps_finished: int = 0
 
     def reset(self) -> None:
         self.__dict__.update(SampleState().__dict__)
@@ -73,6 +74,24 @@ async def slow(req: func.HttpRequest) -> func.HttpResponse:
     finally:
         state.http_in_flight -= 1
     return func.HttpResponse("done")
+
+
+@bp.route(route="nap", methods=["GET"])
+async def nap(req: func.HttpRequest) -> func.HttpResponse:
+    """Sleeps `?seconds=` and records that it finished (after its caller got a 502)."""
+    await asyncio.sleep(float(req.params.get("seconds", "0")))
+    state.naps_finished += 1
+    return func.HttpResponse("rested")
+
+
+@bp.route(route="open", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def open_door(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("open")
+
+
+@bp.route(route="locked", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+async def locked(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("admin only")
 
 
 @bp.route(route="greet/{name?}", methods=["GET"])

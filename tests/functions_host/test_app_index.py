@@ -23,7 +23,16 @@ def test_the_sample_app_indexes_into_http_queue_and_timer_functions() -> None:
 
     index = index_app(sample_app.app, HostConfig(), environ)
 
-    assert {h.function.name for h in index.http} == {"item", "slow", "greet", "teapot", "boom"}
+    assert {h.function.name for h in index.http} == {
+        "item",
+        "slow",
+        "nap",
+        "open_door",
+        "locked",
+        "greet",
+        "teapot",
+        "boom",
+    }
     assert {q.queue_name for q in index.queues} == {"records", "failing", "slow"}
     assert {t.function.name: t.schedule_text for t in index.timers} == {
         "tick": "0 */5 * * * *",

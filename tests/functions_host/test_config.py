@@ -7,14 +7,25 @@ from pathlib import Path
 
 import pytest
 
+from local.azurite import REPO_ROOT
 from local.functions_host import (
+    FastMode,
     HostConfig,
     HostStartupError,
     QueuesOptions,
     load_host_config,
     load_local_settings,
+    start_host,
 )
-from local.functions_host.config import parse_timespan, resolve_setting_references
+from local.functions_host.__main__ import host_config_for, parse_args
+from local.functions_host.config import (
+    FLEX_PYTHON_HTTP_CONCURRENCY,
+    default_http_concurrency,
+    infra_http_concurrency,
+    parse_timespan,
+    resolve_setting_references,
+)
+from tests.functions_host import sample_app
 
 
 def test_defaults_are_the_hosts() -> None:
@@ -158,3 +169,95 @@ def test_no_local_settings_file_is_fine(tmp_path: Path) -> None:
 
     assert load_local_settings(tmp_path, environ) == []
     assert environ == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(None, 1800.0), ("00:10:00", 600.0), ("-1", None), ("1.00:00:00", 86400.0)],
+)
+def test_function_timeout_comes_from_host_json(value: str | None, seconds: float | None) -> None:
+    """functionTimeout: a TimeSpan, "-1" for none (Flex Consumption allows it), and Flex
+    Consumption's 30 minutes when unset (functions-scale#timeout)."""
+    document = {"version": "2.0"} if value is None else {"version": "2.0", "functionTimeout": value}
+
+    assert load_host_config(document).function_timeout == seconds
+
+
+def test_a_bad_function_timeout_is_a_startup_error() -> None:
+    with pytest.raises(HostStartupError, match="functionTimeout"):
+        load_host_config({"version": "2.0", "functionTimeout": "ten minutes"})
+
+
+def test_azures_timings_unless_fast_mode_is_asked_for() -> None:
+    config = load_host_config(
+        {
+            "extensions": {
+                "queues": {"maxPollingInterval": "00:00:01", "visibilityTimeout": "00:00:05"}
+            }
+        }
+    )
+
+    assert config.fast is None
+    assert config.processing_lease == 600
+    assert config.http_response_limit == 230
+    fast = config.with_fast_mode(FastMode(processing_lease=2))
+    assert fast.processing_lease == 2
+    assert fast.queues.max_polling_interval == 0.2
+    assert fast.queues.visibility_timeout == 0
+    # What fast mode does not touch stays host.json's.
+    assert fast.queues.batch_size == config.queues.batch_size
+    assert fast.function_timeout == config.function_timeout
+
+
+def test_the_command_line_shortens_timings_only_with_fast(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text('{"version": "2.0"}')
+
+    slow = parse_args(["--script-root", str(tmp_path), "--processing-lease", "2"])
+    slow.script_root = tmp_path
+    with pytest.raises(HostStartupError, match="--fast"):
+        host_config_for(slow)
+    fast = parse_args(["--script-root", str(tmp_path), "--fast", "--processing-lease", "2"])
+    fast.script_root = tmp_path
+    assert host_config_for(fast).processing_lease == 2
+    plain = parse_args(["--script-root", str(tmp_path)])
+    plain.script_root = tmp_path
+    assert host_config_for(plain).processing_lease == 600
+
+
+async def test_start_host_reads_the_script_roots_host_json_by_default(tmp_path: Path) -> None:
+    (tmp_path / "host.json").write_text(
+        json.dumps({"version": "2.0", "functions": ["item"], "functionTimeout": "00:03:00"})
+    )
+
+    host = await start_host(sample_app.app, script_root=tmp_path)
+    try:
+        assert host.config.function_timeout == 180
+        assert [h.function.name for h in host.index.http] == ["item"]
+    finally:
+        await host.close()
+
+
+def test_http_concurrency_is_read_from_infra(tmp_path: Path) -> None:
+    """Flex Consumption's functionAppConfig.scaleAndConcurrency.triggers.http.
+    perInstanceConcurrency, as a number or through a parameter's default."""
+    infra = tmp_path / "infra"
+    (infra / "app").mkdir(parents=True)
+    assert infra_http_concurrency(infra) is None
+    assert default_http_concurrency(tmp_path) == FLEX_PYTHON_HTTP_CONCURRENCY == 1
+
+    (infra / "app" / "api.bicep").write_text(
+        "triggers: {\n  http: {\n    perInstanceConcurrency: httpPerInstanceConcurrency\n  }\n}\n"
+    )
+    (infra / "main.bicep").write_text("param httpPerInstanceConcurrency int = 16\n")
+    assert default_http_concurrency(tmp_path) == 16
+
+    (infra / "app" / "api.bicep").write_text("triggers: { http: { perInstanceConcurrency: 4 } }")
+    assert default_http_concurrency(tmp_path) == 4
+
+
+def test_the_command_lines_http_concurrency_is_what_this_repositorys_infra_sets() -> None:
+    """Until infra/ sets perInstanceConcurrency, Azure runs Flex's default for Python (1)."""
+    configured = infra_http_concurrency(REPO_ROOT / "infra")
+
+    expected = FLEX_PYTHON_HTTP_CONCURRENCY if configured is None else configured
+    assert default_http_concurrency(REPO_ROOT) == expected

@@ -11,6 +11,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from local.functions_host import FastMode
 from tests.functions_host.harness import HostStarter, eventually, fast_queues
 from tests.functions_host.sample_app import Delivery, SampleState
 
@@ -163,7 +164,7 @@ async def test_the_lease_is_renewed_while_a_long_function_runs(
     # Runs 3 s on a 2 s lease: without renewal it would be delivered a second time.
     await base64_queue.send_message(json.dumps({"sleep": 3, "slow_attempts": 1}))
 
-    await run_host("slow_queue", host_json=fast_queues(), processing_lease=2)
+    await run_host("slow_queue", host_json=fast_queues(), fast=FastMode(processing_lease=2))
 
     await eventually(lambda: len(fresh_sample_state.deliveries) == 1, within=8)
     assert fresh_sample_state.slow_started == [1]

@@ -77,6 +77,7 @@ async def test_sigterm_mid_message_exits_0_and_the_message_comes_back(
         str(tmp_path),
         "--port",
         str(free_port()),
+        "--fast",
         "--processing-lease",
         str(PROCESSING_LEASE_SECONDS),
         "--grace-period",
