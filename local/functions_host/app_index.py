@@ -11,6 +11,7 @@ import inspect
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -82,6 +83,8 @@ class TimerFunction:
     schedule: Schedule
     schedule_text: str
     run_on_startup: bool
+    # The schedule monitor keeps its status in storage (see timers.py).
+    use_monitor: bool
 
 
 @dataclass(frozen=True)
@@ -266,14 +269,21 @@ def _timer_function(
         schedule = parse_schedule(text, environ)
     except ScheduleError as error:
         raise HostStartupError(f"Function '{name}': {error}") from error
-    if spec.get("useMonitor"):
-        logger.debug("Function '%s': useMonitor has no effect in the local host", name)
+    use_monitor = spec.get("useMonitor")
     return TimerFunction(
         function=_indexed(fn, name, str(spec["name"]), returns_output=False),
         schedule=schedule,
         schedule_text=text,
         run_on_startup=bool(spec.get("runOnStartup")),
+        # TimerTriggerAttribute.UseMonitor: on unless set, but the extension turns it off
+        # for schedules more frequent than once a minute.
+        use_monitor=bool(use_monitor) if use_monitor is not None else _minute_or_more(schedule),
     )
+
+
+def _minute_or_more(schedule: Schedule) -> bool:
+    first = schedule.next_after(datetime.now(UTC))
+    return (schedule.next_after(first) - first).total_seconds() >= 60
 
 
 def _plain(spec: Mapping[str, Any]) -> dict[str, Any]:

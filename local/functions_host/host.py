@@ -12,6 +12,7 @@ import azure.functions as func
 
 from local.functions_host.app_index import (
     ALL_METHODS,
+    DEFAULT_CONNECTION,
     TRIGGER_KINDS,
     AppIndex,
     TriggerKind,
@@ -22,6 +23,7 @@ from local.functions_host.config import HOST_JSON, HostConfig, HostStartupError
 from local.functions_host.http import AdminInvoke, HostKeys, HttpTriggerServer
 from local.functions_host.invocation import Invoker, ThreadRunner
 from local.functions_host.queues import QueueTriggerListener
+from local.functions_host.schedule_monitor import ScheduleMonitor, TableScheduleMonitor
 from local.functions_host.timers import TimerTriggerListener
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class RunningHost:
         timers: list[TimerTriggerListener],
         invoker: Invoker,
         keys: HostKeys | None,
+        monitor: ScheduleMonitor | None = None,
     ) -> None:
         self.url = url
         self.invoker = invoker
@@ -55,6 +58,7 @@ class RunningHost:
         self._http = http
         self._queues = queues
         self._timers = timers
+        self._monitor = monitor
         self._closed = False
 
     async def close(self) -> None:
@@ -66,6 +70,8 @@ class RunningHost:
         self._closed = True
         logger.info("Stopping the local Functions host (grace period %.1f s)", self.grace_period)
         await _stop_all(self._http, self._queues, self._timers, self.grace_period)
+        if self._monitor is not None:
+            await self._monitor.close()
         logger.info("Local Functions host stopped")
 
     async def __aenter__(self) -> RunningHost:
@@ -133,7 +139,8 @@ async def start_host(
         QueueTriggerListener(q, invoker, config.queues, processing_lease=config.processing_lease)
         for q in index.queues
     ]
-    timers = [TimerTriggerListener(t, invoker) for t in index.timers]
+    monitor = _schedule_monitor(index, settings)
+    timers = [TimerTriggerListener(t, invoker, monitor) for t in index.timers]
     admin: dict[str, AdminInvoke] = {}
     for queue_listener in queues:
         admin[queue_listener.function.function.name] = queue_listener.invoke_now
@@ -161,6 +168,8 @@ async def start_host(
         url = await http.start(host, port, grace_period=grace_period)
     except BaseException:
         await _stop_all(http, started_queues, started_timers, grace_period=0)
+        if monitor is not None:
+            await monitor.close()
         raise
     _log_functions(index, url, chosen, elsewhere)
     return RunningHost(
@@ -173,7 +182,24 @@ async def start_host(
         timers=started_timers,
         invoker=invoker,
         keys=keys,
+        monitor=monitor,
     )
+
+
+def _schedule_monitor(index: AppIndex, settings: Mapping[str, str]) -> ScheduleMonitor | None:
+    """The timers' schedule monitor, in AzureWebJobsStorage; None when no timer uses it
+    or that storage is not set (the timers then run without one, with a warning)."""
+    if not any(timer.use_monitor for timer in index.timers):
+        return None
+    connection = settings.get(DEFAULT_CONNECTION)
+    if not connection:
+        logger.warning(
+            "Timers run without the schedule monitor: %s is not set, so a missed run is "
+            "not made up at start",
+            DEFAULT_CONNECTION,
+        )
+        return None
+    return TableScheduleMonitor.for_settings(settings, connection)
 
 
 async def _stop_all(

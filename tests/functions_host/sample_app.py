@@ -38,6 +38,7 @@ class SampleState:
     ticks: list[TimerRequest] = field(default_factory=list)
     startup_ticks: list[TimerRequest] = field(default_factory=list)
     failing_ticks: int = 0
+    overrun_ticks: list[TimerRequest] = field(default_factory=list)
     http_in_flight: int = 0
     http_max_in_flight: int = 0
     queue_in_flight: int = 0
@@ -160,6 +161,15 @@ def tick(timer: func.TimerRequest) -> None:
 async def startup_tick(timer: func.TimerRequest) -> None:
     assert isinstance(timer, TimerRequest)
     state.startup_ticks.append(timer)
+
+
+@bp.timer_trigger(schedule="*/1 * * * * *", arg_name="timer")
+async def overrun_tick(timer: func.TimerRequest) -> None:
+    """Every second; its first run takes 2.5 s, past two occurrences."""
+    assert isinstance(timer, TimerRequest)
+    state.overrun_ticks.append(timer)
+    if len(state.overrun_ticks) == 1:
+        await asyncio.sleep(2.5)
 
 
 @bp.timer_trigger(schedule="*/1 * * * * *", arg_name="timer")

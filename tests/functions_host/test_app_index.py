@@ -38,7 +38,10 @@ def test_the_sample_app_indexes_into_http_queue_and_timer_functions() -> None:
         "tick": "0 */5 * * * *",
         "startup_tick": "0 0 0 1 1 *",
         "failing_tick": "*/1 * * * * *",
+        "overrun_tick": "*/1 * * * * *",
     }
+    # The schedule monitor: on for schedules of a minute or more (TimerTriggerAttribute).
+    assert {t.function.name for t in index.timers if t.use_monitor} == {"tick", "startup_tick"}
     [item] = [h for h in index.http if h.function.name == "item"]
     assert item.methods == ("GET", "POST")
     assert item.function.is_async

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
 
 from local.functions_host import HostStartupError
+from local.functions_host.schedule_monitor import (
+    HOST_ID_SETTING,
+    ScheduleStatus,
+    TableScheduleMonitor,
+)
 from tests.functions_host.harness import HostStarter, eventually
 from tests.functions_host.sample_app import SampleState
 
@@ -20,12 +27,16 @@ async def test_a_timer_fires_on_its_schedule_from_an_app_setting(
     await run_host("tick")
 
     await eventually(lambda: len(fresh_sample_state.ticks) >= 2, within=3.5)
-    first = fresh_sample_state.ticks[0]
+    first, second = fresh_sample_state.ticks[:2]
     assert first.past_due is False
-    # Next is the second after Last: the schedule is every second.
-    last = datetime.fromisoformat(first.schedule_status["Last"])
-    following = datetime.fromisoformat(first.schedule_status["Next"])
-    assert (following - last).total_seconds() == 1
+    # The first run follows no run; each names the occurrence it runs as Next, and the
+    # schedule is every second.
+    assert datetime.fromisoformat(first.schedule_status["Last"]).year == 1
+    assert second.schedule_status["Last"] >= first.schedule_status["Next"]
+    gap = datetime.fromisoformat(second.schedule_status["Next"]) - datetime.fromisoformat(
+        first.schedule_status["Next"]
+    )
+    assert gap.total_seconds() == 1
 
 
 async def test_a_missing_schedule_setting_is_a_startup_error_naming_it(
@@ -79,3 +90,88 @@ async def test_the_admin_api_runs_a_timer_function_now(
         assert response.status == 202
 
     await eventually(lambda: len(fresh_sample_state.startup_ticks) == 2, within=2)
+
+
+# The timer extension's TimerListener (azure-webjobs-sdk-extensions,
+# src/WebJobs.Extensions/Extensions/Timers/Listener/TimerListener.cs).
+
+
+async def test_a_run_past_its_next_occurrence_is_followed_by_that_occurrence_at_once(
+    run_host: HostStarter, fresh_sample_state: SampleState
+) -> None:
+    """Next is computed from the run's start, so the occurrence missed while it ran fires
+    as soon as it ends (and only that one: the next one after it follows the schedule)."""
+    await run_host("overrun_tick")
+
+    await eventually(lambda: len(fresh_sample_state.overrun_ticks) >= 3, within=8)
+    first, second, third = fresh_sample_state.overrun_ticks[:3]
+    occurrence = [datetime.fromisoformat(t.schedule_status["Next"]) for t in (first, second)]
+    # The second run is the occurrence one second after the first, though it started
+    # 2.5 s later; the old way (skip what was missed) would have run the one 3 s after.
+    assert (occurrence[1] - occurrence[0]).total_seconds() == 1
+    assert not second.past_due
+    assert datetime.fromisoformat(third.schedule_status["Next"]) > occurrence[1]
+
+
+@pytest.fixture
+def host_id(monkeypatch: pytest.MonkeyPatch, storage_env: str) -> str:
+    """A host id of this test alone, so statuses of other tests' timers stay apart."""
+    value = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv(HOST_ID_SETTING, value)
+    return value
+
+
+@pytest.mark.integration
+async def test_a_missed_occurrence_runs_at_start_up_past_due(
+    run_host: HostStarter,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sample_state: SampleState,
+    storage_connection_string: str,
+    host_id: str,
+) -> None:
+    """The schedule monitor recorded a Next that passed while no host ran (or the host
+    died mid-run, leaving the status of the interrupted occurrence): the function runs at
+    once with isPastDue, and the status moves on."""
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", "0 0 0 1 1 *")  # once a year: monitored
+    monitor = TableScheduleMonitor(storage_connection_string, host_id)
+    missed = datetime.now(UTC) - timedelta(minutes=15)
+    await monitor.update_status("tick", ScheduleStatus(last=None, next=missed, last_updated=None))
+
+    await run_host("tick")
+
+    await eventually(lambda: len(fresh_sample_state.ticks) == 1, within=3)
+    assert fresh_sample_state.ticks[0].past_due is True
+    assert datetime.fromisoformat(fresh_sample_state.ticks[0].schedule_status["Next"]) == missed
+
+    async def recorded_next() -> bool:
+        status = await monitor.get_status("tick")
+        return status is not None and status.next > datetime.now(UTC)
+
+    await eventually(recorded_next, within=3)
+    await monitor.close()
+
+
+@pytest.mark.integration
+async def test_without_a_missed_occurrence_nothing_runs_at_start_up(
+    run_host: HostStarter,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sample_state: SampleState,
+    host_id: str,
+) -> None:
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", "0 0 0 1 1 *")
+
+    host = await run_host("tick")
+    await asyncio.sleep(1.0)  # a past-due run would have started at once
+
+    assert fresh_sample_state.ticks == []
+    assert [t.use_monitor for t in host.index.timers] == [True]
+
+
+async def test_the_monitor_is_off_for_schedules_more_frequent_than_a_minute(
+    run_host: HostStarter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", "*/30 * * * * *")
+
+    host = await run_host("tick")
+
+    assert [t.use_monitor for t in host.index.timers] == [False]
