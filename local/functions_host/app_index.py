@@ -18,6 +18,7 @@ from typing import Any, Literal
 import azure.functions as func
 
 from local.functions_host.config import HostConfig, HostStartupError, resolve_setting_references
+from local.functions_host.connections import StorageConnection, resolve_storage_connection
 from local.functions_host.routes import RouteTemplate, RouteTemplateError
 from local.functions_host.schedules import Schedule, ScheduleError, parse_schedule
 
@@ -74,7 +75,7 @@ class QueueFunction:
     function: IndexedFunction
     queue_name: str
     connection_setting: str
-    connection_string: str
+    connection: StorageConnection
 
 
 @dataclass(frozen=True)
@@ -239,24 +240,7 @@ def _queue_function(
         function=_indexed(fn, name, str(spec["name"]), returns_output=False),
         queue_name=queue_name,
         connection_setting=setting,
-        connection_string=_connection_string(name, setting, environ),
-    )
-
-
-def _connection_string(function: str, setting: str, environ: Mapping[str, str]) -> str:
-    # The host looks up a connection name as given, then with the AzureWebJobs prefix.
-    for candidate in (setting, f"AzureWebJobs{setting}"):
-        value = environ.get(candidate)
-        if value:
-            return value
-    if any(key.startswith(f"{setting}__") for key in environ):
-        raise HostStartupError(
-            f"Function '{function}': connection '{setting}' is identity-based "
-            f"({setting}__...); the local Functions host needs a connection string in '{setting}'"
-        )
-    raise HostStartupError(
-        f"Function '{function}': connection app setting '{setting}' is not set (it should "
-        "hold a Storage connection string, e.g. Azurite's)"
+        connection=resolve_storage_connection(setting, environ, what=f"Function '{name}'"),
     )
 
 

@@ -20,6 +20,7 @@ from local.functions_host.app_index import (
     trigger_kinds,
 )
 from local.functions_host.config import HOST_JSON, HostConfig, HostStartupError
+from local.functions_host.connections import resolve_storage_connection
 from local.functions_host.http import AdminInvoke, HostKeys, HttpTriggerServer
 from local.functions_host.invocation import Invoker, ThreadRunner
 from local.functions_host.queues import QueueTriggerListener
@@ -191,15 +192,17 @@ def _schedule_monitor(index: AppIndex, settings: Mapping[str, str]) -> ScheduleM
     or that storage is not set (the timers then run without one, with a warning)."""
     if not any(timer.use_monitor for timer in index.timers):
         return None
-    connection = settings.get(DEFAULT_CONNECTION)
-    if not connection:
+    try:
+        connection = resolve_storage_connection(
+            DEFAULT_CONNECTION, settings, what="The schedule monitor"
+        )
+        return TableScheduleMonitor.for_settings(settings, connection)
+    except HostStartupError as error:
         logger.warning(
-            "Timers run without the schedule monitor: %s is not set, so a missed run is "
-            "not made up at start",
-            DEFAULT_CONNECTION,
+            "Timers run without the schedule monitor, so a missed run is not made up at start: %s",
+            error,
         )
         return None
-    return TableScheduleMonitor.for_settings(settings, connection)
 
 
 async def _stop_all(

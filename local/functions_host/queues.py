@@ -400,8 +400,7 @@ class QueueTriggerListener:
     def _client(self, queue_name: str) -> QueueClient:
         # The SDK's default retry waits 15 s and more between tries; a local host with
         # Azurite down should say so within seconds.
-        return QueueClient.from_connection_string(
-            self.function.connection_string,
+        return self.function.connection.queue_client(
             queue_name,
             initial_backoff=1,
             increment_base=2,

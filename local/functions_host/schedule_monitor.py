@@ -19,7 +19,8 @@ from typing import Protocol
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
-from azure.data.tables.aio import TableClient
+
+from local.functions_host.connections import StorageConnection
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +58,18 @@ class TableScheduleMonitor:
     """ScheduleMonitor on a Storage table. Storage failures are logged, never raised: a
     timer must run on without its monitor, as the extension's GetSafeStatusAsync does."""
 
-    def __init__(self, connection_string: str, host_id: str) -> None:
-        self._table = TableClient.from_connection_string(
-            connection_string, STATUS_TABLE, retry_total=2
-        )
+    def __init__(self, connection: StorageConnection | str, host_id: str) -> None:
+        if isinstance(connection, str):
+            connection = StorageConnection(setting="", connection_string=connection)
+        self._table = connection.table_client(STATUS_TABLE, retry_total=2)
         self._host_id = host_id
         self._created = False
 
     @classmethod
     def for_settings(
-        cls, environ: Mapping[str, str], connection_string: str
+        cls, environ: Mapping[str, str], connection: StorageConnection
     ) -> TableScheduleMonitor:
-        return cls(connection_string, environ.get(HOST_ID_SETTING) or DEFAULT_HOST_ID)
+        return cls(connection, environ.get(HOST_ID_SETTING) or DEFAULT_HOST_ID)
 
     async def get_status(self, function_name: str) -> ScheduleStatus | None:
         try:

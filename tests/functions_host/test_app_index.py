@@ -97,11 +97,49 @@ def test_a_missing_queue_connection_is_refused_naming_the_setting() -> None:
         index_app(sample_app.app, HostConfig(functions=("record",)), {"SAMPLE_RECORD_QUEUE": "q"})
 
 
-def test_an_identity_based_connection_is_refused_with_the_reason() -> None:
-    environ = {"SAMPLE_RECORD_QUEUE": "q", "AzureWebJobsStorage__queueServiceUri": "https://x"}
+def test_an_identity_based_connection_is_read_from_its_settings() -> None:
+    """functions-reference, "Common properties for identity-based connections"."""
+    environ = {
+        "SAMPLE_RECORD_QUEUE": "q",
+        "AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+        "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-0000000000c1",
+    }
 
-    with pytest.raises(HostStartupError, match="identity-based"):
-        index_app(sample_app.app, HostConfig(functions=("record",)), environ)
+    [queue] = index_app(sample_app.app, HostConfig(functions=("record",)), environ).queues
+
+    assert queue.connection.identity_based
+    assert queue.connection.queue_service_uri == "https://acct.queue.core.windows.net"
+    assert queue.connection.client_id == "00000000-0000-0000-0000-0000000000c1"
+
+
+def test_an_identity_based_account_name_means_the_public_clouds_endpoints() -> None:
+    environ = {"SAMPLE_RECORD_QUEUE": "q", "AzureWebJobsStorage__accountName": "acct"}
+
+    [queue] = index_app(sample_app.app, HostConfig(functions=("record",)), environ).queues
+
+    assert queue.connection.queue_service_uri == "https://acct.queue.core.windows.net"
+    assert queue.connection.table_service_uri == "https://acct.table.core.windows.net"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"AzureWebJobsStorage__clientId": "x"}, "__queueServiceUri"),
+        (
+            {"AzureWebJobsStorage__accountName": "a", "AzureWebJobsStorage__credential": "key"},
+            "__credential",
+        ),
+    ],
+)
+def test_an_incomplete_identity_based_connection_is_refused_naming_the_setting(
+    settings: dict[str, str], message: str
+) -> None:
+    with pytest.raises(HostStartupError, match=message):
+        index_app(
+            sample_app.app,
+            HostConfig(functions=("record",)),
+            {"SAMPLE_RECORD_QUEUE": "q", **settings},
+        )
 
 
 def test_a_missing_queue_name_setting_is_refused_naming_it() -> None:

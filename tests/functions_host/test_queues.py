@@ -195,3 +195,28 @@ async def test_the_admin_api_runs_a_queue_function_now(
 
 async def _is_empty(queue: QueueClient) -> bool:
     return await message_count(queue) == 0
+
+
+async def test_a_queue_trigger_runs_on_an_identity_based_connection(
+    run_host: HostStarter,
+    storage_connection_string: str,
+    monkeypatch: pytest.MonkeyPatch,
+    base64_queue: QueueClient,
+    fresh_sample_state: SampleState,
+) -> None:
+    """AzureWebJobsStorage__queueServiceUri, as in Azure, against Azurite: no connection
+    string in the settings at all."""
+    endpoints = dict(
+        part.split("=", 1) for part in storage_connection_string.split(";") if "=" in part
+    )
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.setenv("AzureWebJobsStorage__queueServiceUri", endpoints["QueueEndpoint"])
+    monkeypatch.setenv("AzureWebJobsStorage__tableServiceUri", endpoints["TableEndpoint"])
+    monkeypatch.setenv("SAMPLE_RECORD_QUEUE", base64_queue.queue_name)
+    await base64_queue.send_message("through an identity")
+
+    host = await run_host("record", host_json=fast_queues())
+
+    await eventually(lambda: len(fresh_sample_state.deliveries) == 1)
+    assert fresh_sample_state.deliveries[0].body == "through an identity"
+    assert host.index.queues[0].connection.identity_based
