@@ -7,6 +7,12 @@ returns a clientState when subscriptions are read, so ours is only ever the one 
 Graph refuses a second subscription of the app on one mailbox (409 Conflict). One left by
 a connect that crashed before recording it, or by another deployment of the app, is found
 by its resource in `GET /subscriptions`, deleted, and the subscription made again, once.
+
+Callers race: a connect and the upkeep's recreate, or a timer fired twice for one
+occurrence (a past-due run at start-up and the scheduled one). So what a subscription
+replaces is read when it is written onto the resource (under the resource's ETag), not
+from the caller's copy: the replaced one is dropped, whoever wrote it, and a renewal
+records nothing once the resource points to another subscription. One survives.
 """
 
 from __future__ import annotations
@@ -98,11 +104,25 @@ class SubscriptionService:
                 created_at=now,
             )
         )
-        previous = resource.subscription_id
-        updated = await self._record_on_resource(
-            resource.resource_id, created.subscription_id, created.expires_at
-        )
-        if previous and previous != created.subscription_id:
+        replaced: list[str] = []
+
+        def point_to_created(current: Resource) -> Resource:
+            if current.subscription_id and current.subscription_id != created.subscription_id:
+                replaced[:] = [current.subscription_id]
+            else:
+                replaced.clear()
+            return current.model_copy(
+                update={
+                    "subscription_id": created.subscription_id,
+                    "subscription_expires_at": created.expires_at,
+                }
+            )
+
+        updated = await update_resource(self._resources, resource.resource_id, point_to_created)
+        if updated is None:  # the resource is gone: nothing may keep this subscription
+            await self._drop(created.subscription_id)
+            return resource
+        for previous in replaced:
             await self._drop(previous)
         logger.info(
             "subscription %s created for resource %s, expires %s",
@@ -143,7 +163,9 @@ class SubscriptionService:
         if resource.subscription_id is None:
             return resource
         await self._drop(resource.subscription_id)
-        updated = await self._record_on_resource(resource.resource_id, None, None)
+        updated = await self._record_if_current(
+            resource.resource_id, resource.subscription_id, None, None
+        )
         return updated or resource
 
     async def renew(self, resource: Resource) -> Resource:
@@ -164,10 +186,17 @@ class SubscriptionService:
             await self._subscriptions.save(
                 stored.value.model_copy(update={"expires_at": renewed.expires_at})
             )
-        updated = await self._record_on_resource(
-            resource.resource_id, renewed.subscription_id, renewed.expires_at
+        updated = await self._record_if_current(
+            resource.resource_id,
+            resource.subscription_id,
+            renewed.subscription_id,
+            renewed.expires_at,
         )
-        return updated or resource
+        if updated is None:
+            # Replaced meanwhile (its replacer dropped the one renewed here).
+            current = await self._resources.get(resource.resource_id)
+            return current.value if current is not None else resource
+        return updated
 
     async def reauthorize(self, resource: Resource) -> Resource:
         """Answer `reauthorizationRequired`: reauthorize, then renew."""
@@ -182,13 +211,21 @@ class SubscriptionService:
         await self._gateway.delete_subscription(subscription_id)
         await self._subscriptions.delete(subscription_id)
 
-    async def _record_on_resource(
-        self, resource_id: str, subscription_id: str | None, expires_at: datetime | None
+    async def _record_if_current(
+        self,
+        resource_id: str,
+        expected: str,
+        subscription_id: str | None,
+        expires_at: datetime | None,
     ) -> Resource | None:
-        return await update_resource(
-            self._resources,
-            resource_id,
-            lambda resource: resource.model_copy(
+        """Write the subscription onto the resource if it still points to `expected`;
+        None when it does not (or is gone)."""
+
+        def change(current: Resource) -> Resource | None:
+            if current.subscription_id != expected:
+                return None
+            return current.model_copy(
                 update={"subscription_id": subscription_id, "subscription_expires_at": expires_at}
-            ),
-        )
+            )
+
+        return await update_resource(self._resources, resource_id, change)
