@@ -100,11 +100,17 @@ async def seed_events(client: StackClient, mailbox: str, events: Sequence[dict[s
 
 
 async def connect(client: StackClient, resource_id: str, mailbox: str, **settings: Any) -> Any:
-    """PUT the resource (connects it: subscription + initial pull)."""
+    """PUT the resource, then wait while the queue worker connects it (subscription +
+    initial pull); the resource's status says when it is done."""
     body = {"mailbox": mailbox, "displayName": resource_id, **settings}
-    return await client.api_ok(
-        "PUT", f"/resources/{resource_id}", body, timeout_s=CONNECT_TIMEOUT_S
-    )
+    view = await client.api_ok("PUT", f"/resources/{resource_id}", body)
+    deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
+    while view["status"]["state"] == "connecting":
+        if asyncio.get_running_loop().time() > deadline:
+            raise BenchError(f"{resource_id} still connecting after {CONNECT_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.2)
+        view = await client.api_ok("GET", f"/resources/{resource_id}")
+    return view
 
 
 def booking_body(

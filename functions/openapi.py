@@ -78,7 +78,9 @@ OPERATIONS: tuple[Operation, ...] = (
               response=HealthReport, errors=(503,)),
     Operation("GET", "openapi.json", "openapi", "This document", errors=(), auth="anonymous"),
     Operation("PUT", "resources/{resourceId}", "putResource",
-              "Connect or update a resource (person or room)", body=ResourceSettings,
+              "Connect or update a resource (person or room); a connect answers 202 with "
+              "status.state `connecting` and goes on in the background (GET shows when "
+              "it is `connected`), an update 200", body=ResourceSettings, ok_status=202,
               response=ResourceView, errors=(400, 409, 413, 415, 422, 503)),
     Operation("GET", "resources/{resourceId}", "getResource", "Settings and connection status",
               response=ResourceView),

@@ -11,7 +11,7 @@ from functions.http import json_response, parse_body, parse_query, respond, rout
 from shared.composition import get_services
 from shared.domain.base import DomainModel
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ResyncResource
-from shared.domain.resources import ResourceSettings
+from shared.domain.resources import ConnectionState, ResourceSettings
 from shared.observability import correlate
 from shared.services.availability import AvailabilityQuery
 
@@ -33,6 +33,9 @@ async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
         settings = parse_body(req, ResourceSettings)
         with correlate(resource_id=resource_id, mailbox=settings.mailbox):
             view, created = await get_services().resources.put(resource_id, settings)
+            # Connecting goes on in the queue worker; the status shows when it is done.
+            if view.status.state is ConnectionState.CONNECTING:
+                return json_response(view, status=202)
             return json_response(view, status=201 if created else 200)
 
     return await respond(handle)

@@ -14,6 +14,7 @@ from shared.domain.messages import (
     BOOKING_WEBHOOKS_QUEUE,
     SYNC_INBOUND_QUEUE,
     SYNC_OUTBOUND_QUEUE,
+    ConnectResource,
     EventChange,
     EventChanges,
     InboundBatch,
@@ -39,6 +40,7 @@ def _ids(
     work: PushBooking
     | ResyncResource
     | ReconcileResource
+    | ConnectResource
     | EventChange
     | EventChanges
     | LifecycleEvent,
@@ -70,6 +72,9 @@ async def sync_outbound(msg: func.QueueMessage) -> None:
                 msg.dequeue_count,
             )
             await services.push.push(work)
+        elif isinstance(work, ConnectResource):
+            logger.info("connect %s to %s", work.resource_id, work.mailbox)
+            await services.resources.finish_connect(work)
         elif isinstance(work, ReconcileResource):
             report = await services.reconcile.reconcile(work.resource_id)
             logger.info("reconciled %s: %s", work.resource_id, report.model_dump_json())

@@ -313,6 +313,7 @@ def build_services(
             connection=connection,
             sync_log=ports.sync_log,
             clock=clock,
+            queue=ports.queue,
         ),
         bookings=bookings,
         availability=AvailabilityService(

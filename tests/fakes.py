@@ -34,7 +34,7 @@ from shared.domain.errors import (
     InvalidInput,
     StorageUnavailable,
 )
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, PushBooking
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource, PushBooking
 from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry
 from shared.ports import EventWrite, EventWriteResult, IdempotencyRecord, Stored
@@ -533,6 +533,20 @@ class FakeWorld:
 
     def outbound(self) -> list[PushBooking]:
         return [PushBooking.model_validate_json(b) for b in self.queue.bodies(SYNC_OUTBOUND_QUEUE)]
+
+    async def finish_connects(self) -> None:
+        """Run the worker over every queued ConnectResource (what PUT leaves), as the
+        host would, and take them off the queue."""
+        connects: list[ConnectResource] = []
+        kept: list[tuple[str, str]] = []
+        for name, body in self.queue.sent:
+            if name == SYNC_OUTBOUND_QUEUE and '"connect_resource"' in body:
+                connects.append(ConnectResource.model_validate_json(body))
+            else:
+                kept.append((name, body))
+        self.queue.sent = kept
+        for work in connects:
+            await self.services.resources.finish_connect(work)
 
     async def push_all(self) -> None:
         """Run the push worker over every queued push, as the host would."""

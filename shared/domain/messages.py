@@ -46,6 +46,16 @@ class ResyncResource(DomainModel):
     reason: str
 
 
+class ConnectResource(DomainModel):
+    """sync-outbound: finish connecting a resource to `mailbox` (subscribe, pull its busy
+    time). Off the PUT, because Graph's validation POST needs an HTTP invocation of its
+    own, which a PUT holding the instance's only one would never let run."""
+
+    kind: Literal["connect_resource"] = "connect_resource"
+    resource_id: ResourceId
+    mailbox: str
+
+
 class ReconcileResource(DomainModel):
     """sync-outbound: one reconcile round for one resource (fanned out by the timer)."""
 
@@ -55,7 +65,8 @@ class ReconcileResource(DomainModel):
 
 
 OutboundWork = Annotated[
-    PushBooking | ResyncResource | ReconcileResource, Field(discriminator="kind")
+    PushBooking | ResyncResource | ReconcileResource | ConnectResource,
+    Field(discriminator="kind"),
 ]
 
 

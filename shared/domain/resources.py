@@ -53,6 +53,8 @@ class CancelledEventMode(StrEnum):
 
 
 class ConnectionState(StrEnum):
+    # Accepted by PUT; subscribing and the first pull run on the queue (ConnectResource).
+    CONNECTING = "connecting"
     CONNECTED = "connected"
     FAILING = "failing"
     DISCONNECTED = "disconnected"

@@ -68,6 +68,8 @@ def ensure_calendar_trusted(resource: Resource, now: datetime, freshness_minutes
         raise CalendarUnavailable(f"resource {resource.resource_id} is not active")
     if status.state is ConnectionState.DISCONNECTED:
         raise CalendarUnavailable(f"resource {resource.resource_id} is disconnected")
+    if status.state is ConnectionState.CONNECTING:
+        raise CalendarUnavailable(f"resource {resource.resource_id} is still connecting")
     if status.state is ConnectionState.FAILING:
         raise CalendarUnavailable(
             f"calendar of {resource.resource_id} is failing: {status.reason or 'unknown reason'}"

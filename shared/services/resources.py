@@ -1,4 +1,11 @@
-"""Resources: connect (check the mailbox, subscribe, pull busy time), read, disconnect."""
+"""Resources: connect (check the mailbox, subscribe, pull busy time), read, disconnect.
+
+A connect is two steps: the PUT checks the mailbox, stores the resource as `connecting`
+and enqueues a ConnectResource; the worker subscribes and pulls (`finish_connect`). The
+subscription cannot be made inside the PUT: Graph validates it with a POST to our
+webhook within 10 s, and a Flex Consumption instance runs one HTTP invocation at a time
+for Python unless told otherwise, which the PUT would hold.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +24,14 @@ from shared.domain.errors import (
     MailboxInUse,
     NotFound,
 )
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, Resource, ResourceSettings
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     CalendarGateway,
     EventMappingRepository,
     MailboxClaims,
+    MessageQueue,
     ResourceRepository,
     Stored,
     SyncLog,
@@ -70,7 +79,9 @@ class ResourceService:
         connection: ConnectionTracker,
         sync_log: SyncLog,
         clock: Callable[[], datetime],
+        queue: MessageQueue,
     ) -> None:
+        self._queue = queue
         self._resources = resources
         self._mappings = event_mappings
         self._mailboxes = mailboxes
@@ -84,12 +95,13 @@ class ResourceService:
     async def put(self, resource_id: str, settings: ResourceSettings) -> tuple[ResourceView, bool]:
         """Create or update; returns the view and whether it was created.
 
-        Connecting (a new resource, a changed mailbox, or one that was disconnected)
-        checks that the mailbox answers, subscribes and pulls its busy time. Raises
-        InvalidInput when the mailbox does not exist or cannot be read, MailboxInUse when
-        another resource is connected to it (one mailbox is one resource: two would
-        accept bookings for the same time, and removing one's events would remove the
-        other's).
+        Connecting (a new resource, a changed mailbox, one that was disconnected, or one
+        still connecting) checks that the mailbox answers, stores the resource as
+        `connecting` and enqueues the rest (see `finish_connect`); the view's status says
+        so. Raises InvalidInput when the mailbox does not exist or cannot be read,
+        MailboxInUse when another resource is connected to it (one mailbox is one
+        resource: two would accept bookings for the same time, and removing one's events
+        would remove the other's).
         """
         for _ in range(5):
             stored = await self._resources.get(resource_id)
@@ -97,7 +109,8 @@ class ResourceService:
             reconnect = (
                 stored is None
                 or previous != settings.mailbox
-                or stored.value.status.state is ConnectionState.DISCONNECTED
+                or stored.value.status.state
+                in (ConnectionState.DISCONNECTED, ConnectionState.CONNECTING)
             )
             if reconnect:
                 await self._claim_mailbox(resource_id, settings.mailbox)
@@ -108,11 +121,13 @@ class ResourceService:
                     raise
             now = self._clock()
             try:
+                connecting = ConnectionStatus(state=ConnectionState.CONNECTING, since=now)
                 if stored is None:
-                    saved = await self._resources.add(
+                    await self._resources.add(
                         Resource(
                             resource_id=resource_id,
                             settings=settings,
+                            status=connecting,
                             created_at=now,
                             updated_at=now,
                         )
@@ -120,10 +135,8 @@ class ResourceService:
                 else:
                     update: dict[str, object] = {"settings": settings, "updated_at": now}
                     if reconnect:
-                        update["status"] = ConnectionStatus(
-                            state=ConnectionState.CONNECTED, since=now
-                        )
-                    saved = await self._resources.update(
+                        update["status"] = connecting
+                    await self._resources.update(
                         stored.value.model_copy(update=update), stored.etag
                     )
             except ConcurrencyConflict:
@@ -131,7 +144,10 @@ class ResourceService:
             if previous is not None and previous.lower() != settings.mailbox.lower():
                 await self._mailboxes.release(previous, resource_id)
             if reconnect:
-                await self._connect(saved)
+                await self._queue.send(
+                    SYNC_OUTBOUND_QUEUE,
+                    ConnectResource(resource_id=resource_id, mailbox=settings.mailbox),
+                )
             return await self.get(resource_id), stored is None
         raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
 
@@ -190,6 +206,25 @@ class ResourceService:
                 details=[{"field": "mailbox", "message": "access denied by Microsoft 365"}],
             ) from exc
 
+    async def finish_connect(self, work: ConnectResource) -> None:
+        """Subscribe and pull the busy time of a resource a PUT left `connecting`.
+
+        Idempotent: nothing happens once the resource is gone, disconnected, connected
+        elsewhere (its mailbox changed since) or connected with a subscription (a
+        reconcile may mark it synced first; then it still lacks one). A Graph error on
+        subscribing is raised, so the queue retries it; a failed first pull marks the
+        resource failing (the next reconcile recovers it).
+        """
+        stored = await self._resources.get(work.resource_id)
+        if stored is None or stored.value.settings.mailbox != work.mailbox:
+            return
+        state = stored.value.status.state
+        if state is ConnectionState.DISCONNECTED:
+            return
+        if state is not ConnectionState.CONNECTING and stored.value.subscription_id is not None:
+            return
+        await self._connect(stored)
+
     async def _connect(self, stored: Stored[Resource]) -> None:
         try:
             resource = await self._subscriptions.subscribe(stored.value)
@@ -209,7 +244,23 @@ class ResourceService:
                 )
                 return
             await self._connection.mark_synced(resource.resource_id, mirror_refreshed=True)
+        else:
+            await self._mark_connected(resource.resource_id)
         await self._log(resource.resource_id, "connected", SyncOutcome.OK)
+
+    async def _mark_connected(self, resource_id: str) -> None:
+        now = self._clock()
+        await update_resource(
+            self._resources,
+            resource_id,
+            lambda current: (
+                current.model_copy(
+                    update={"status": ConnectionStatus(state=ConnectionState.CONNECTED, since=now)}
+                )
+                if current.status.state is ConnectionState.CONNECTING
+                else None
+            ),
+        )
 
     async def get(self, resource_id: str) -> ResourceView:
         stored = await self._resources.get(resource_id)

@@ -35,7 +35,8 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
             {"resourceId": resource_id},
             {"mailbox": f"{resource_id}@contoso.com", "displayName": resource_id},
         )
-        assert status == 201
+        assert status == 202  # connecting: the worker subscribes and pulls
+    await w.finish_connects()
     return w
 
 
@@ -460,3 +461,36 @@ async def test_json_bodies_are_taken_with_or_without_a_charset(
         bookings.create_booking, "POST", body=booking_body(), headers={"Content-Type": content_type}
     )
     assert status == 201
+
+
+async def test_put_resource_answers_202_and_the_worker_finishes_the_connect(
+    world: FakeWorld,
+) -> None:
+    """PUT must not subscribe inline: Graph's validation POST needs an HTTP invocation of
+    its own, and a Flex Consumption instance may run only one (functions-concurrency)."""
+    world.calendar.events["carol@contoso.com"] = {}
+    body = {"mailbox": "carol@contoso.com", "displayName": "Carol"}
+    status, view = await call(resources.put_resource, "PUT", {"resourceId": "r3"}, body)
+
+    assert status == 202
+    assert view["status"]["state"] == "connecting"
+    assert view["subscription"]["id"] is None
+    _, unavailable = await call(
+        resources.get_availability,
+        "GET",
+        {"resourceId": "r3"},
+        params={
+            "start": (T0 + timedelta(days=1)).isoformat(),
+            "end": (T0 + timedelta(days=2)).isoformat(),
+        },
+    )
+    assert "still connecting" in unavailable["error"]["message"]
+
+    await world.finish_connects()
+
+    status, view = await call(resources.get_resource, "GET", {"resourceId": "r3"})
+    assert view["status"]["state"] == "connected"
+    assert view["subscription"]["id"] is not None
+    # A PUT that changes no mailbox is an update, answered at once.
+    status, _ = await call(resources.put_resource, "PUT", {"resourceId": "r3"}, body)
+    assert status == 200

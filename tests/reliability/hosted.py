@@ -49,14 +49,27 @@ class HostProcess:
     Graph's subscriptions reach it again after a restart)."""
 
     def __init__(
-        self, *, port: int, connection_string: str, emulator: RunningEmulator, log_path: Path
+        self,
+        *,
+        port: int,
+        connection_string: str,
+        emulator: RunningEmulator,
+        log_path: Path,
+        http_concurrency: int | None = None,
+        triggers: str | None = None,
+        public_port: int | None = None,
     ) -> None:
+        """`http_concurrency`: the host's --http-concurrency (default: infra/'s, as in
+        Azure); `triggers`: its --triggers (default: all); `public_port`: where Graph
+        reaches the webhook when another process serves HTTP (default: this one)."""
         self.port = port
+        self.http_concurrency = http_concurrency
+        self.triggers = triggers
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.environment = {
             **os.environ,
-            **app_environment(connection_string, port, emulator.port),
+            **app_environment(connection_string, public_port or port, emulator.port),
             "GRAPH_TENANT_ID": emulator.config.tenant_id,
             "TABLE_NAME_PREFIX": "rel" + secrets.token_hex(4),
             "RECONCILE_SCHEDULE": NEVER,
@@ -71,6 +84,11 @@ class HostProcess:
 
     async def start(self, *, within: float = 60.0) -> None:
         """Start and wait until it answers; fails with the end of its log otherwise."""
+        options: list[str] = []
+        if self.http_concurrency is not None:
+            options += ["--http-concurrency", str(self.http_concurrency)]
+        if self.triggers is not None:
+            options += ["--triggers", self.triggers]
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -87,6 +105,7 @@ class HostProcess:
                 "2",
                 "--log-level",
                 "INFO",
+                *options,
                 cwd=REPO_ROOT,
                 env=self.environment,
                 stdout=log,

@@ -214,7 +214,13 @@ async def connect(client: Client, members: Iterable[Member]) -> None:
     for member in members:
         body = {"mailbox": member.mailbox, "displayName": member.resource_id, **member.settings}
         status, payload = await client.call("PUT", f"/resources/{member.resource_id}", body)
-        assert status == 201, payload
+        assert status == 202, payload  # connecting: the queue worker subscribes and pulls
+        for _ in range(300):
+            if payload["status"]["state"] != "connecting":
+                break
+            await asyncio.sleep(0.1)
+            status, payload = await client.call("GET", f"/resources/{member.resource_id}")
+        assert payload["status"]["state"] == "connected", payload
 
 
 def _error_code(payload: Any) -> str | None:
