@@ -3,16 +3,24 @@
 It loads a Python v2-model FunctionApp (default `function_app:app`) and runs what it
 registers the way `func start` would:
 
-- HTTP triggers at http://127.0.0.1:7071/<routePrefix>/<route> (aiohttp, one event loop,
-  requests served concurrently). Route templates, methods (405 otherwise), 404s, and
-  500s with the traceback logged. **Keys are not enforced**: `authLevel` is ignored,
-  as `func start` ignores it locally too, so never expose this host beyond localhost.
+- HTTP triggers at http://127.0.0.1:7071/<routePrefix>/<route> (aiohttp, one event loop).
+  Route templates, 404s (also for a route without the method, as the host answers),
+  500s with the traceback logged; requests passed as the host passes them (http.py).
+  As strict as Azure: at most `--http-concurrency` invocations at once (default from
+  infra/, else Flex Consumption's 1 for Python), 502 after 230 s, and with `--keys` the
+  function/master keys checked (http.py).
 - Queue triggers polling Storage (Azurite) with host.json's queue settings: base64 or
   plain encoding, batchSize/newBatchThreshold concurrency, a renewed lease while a
   message is processed, retries after visibilityTimeout and `<queue>-poison` after
-  maxDequeueCount.
+  maxDequeueCount (queues.py); connections as strings or identity-based settings
+  (connections.py).
 - Timer triggers on NCRONTAB schedules (6 fields, or 5; croniter) or TimeSpans,
-  `%SETTING%` resolved, and runOnStartup honoured.
+  `%SETTING%` resolved, runOnStartup, a schedule monitor that runs missed occurrences
+  past due, and overruns followed by the missed occurrence (timers.py).
+- host.json's functionTimeout: a run past it restarts the worker, failing every
+  invocation on it (invocation.py).
+- Azure's timings (a crashed host's messages come back after 10 minutes) unless `--fast`,
+  for tests only (config.FastMode).
 
 Only trigger bindings run here; an app with output or input bindings is refused at
 startup with a message naming the binding. SIGINT/SIGTERM stop it gracefully.
@@ -21,6 +29,7 @@ Command line (from the repository root):
 
     python -m local.functions_host [--host 127.0.0.1] [--port 7071]
         [--app function_app:app] [--script-root .] [--triggers http,queue,timer]
+        [--http-concurrency N] [--keys] [--fast [--processing-lease S]]
 
 `--triggers` runs a subset of the trigger kinds in this process. On Flex Consumption
 the HTTP functions scale together on instances of their own and each queue or timer
