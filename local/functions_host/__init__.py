@@ -6,8 +6,8 @@ registers the way `func start` would:
 - HTTP triggers at http://127.0.0.1:7071/<routePrefix>/<route> (aiohttp, one event loop).
   Route templates, 404s (also for a route without the method, as the host answers),
   500s with the traceback logged; requests passed as the host passes them (http.py).
-  As strict as Azure: at most `--http-concurrency` invocations at once (default from
-  infra/, else Flex Consumption's 1 for Python), 502 after 230 s, and with `--keys` the
+  As strict as Azure: at most `--http-concurrency` invocations at once (default:
+  infra/'s perInstanceConcurrency), 502 after 230 s, and with `--keys` the
   function/master keys checked (http.py).
 - Queue triggers polling Storage (Azurite) with host.json's queue settings: base64 or
   plain encoding, batchSize/newBatchThreshold concurrency, a renewed lease while a

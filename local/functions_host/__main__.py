@@ -83,8 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="HTTP invocations at once, more requests wait (default: "
-        "triggers.http.perInstanceConcurrency in the script root's infra/, else Flex "
-        "Consumption's default for Python, 1)",
+        "triggers.http.perInstanceConcurrency in the script root's infra/; Flex "
+        "Consumption's own default for Python is 1)",
     )
     parser.add_argument(
         "--grace-period",

@@ -44,8 +44,12 @@ HTTP_RESPONSE_LIMIT_SECONDS = 230.0
 
 # HTTP invocations per instance on Flex Consumption for Python when the app sets none
 # (https://learn.microsoft.com/azure/azure-functions/functions-concurrency, "HTTP trigger
-# concurrency"); infra/ may set another with triggers.http.perInstanceConcurrency.
+# concurrency"). One slot: a request that waits for another (Graph's validation POST
+# during a subscribe) waits unless the platform adds an instance.
 FLEX_PYTHON_HTTP_CONCURRENCY = 1
+# What infra/ sets as triggers.http.perInstanceConcurrency (httpPerInstanceConcurrency),
+# for when the Bicep files set none; a test keeps the two equal.
+APP_HTTP_CONCURRENCY = 16
 INFRA_DIR = "infra"
 
 
@@ -382,6 +386,6 @@ def _bicep_int_default(name: str, sources: list[str]) -> int | None:
 
 def default_http_concurrency(script_root: Path) -> int:
     """What the command line's --http-concurrency defaults to: infra/'s value, else
-    FLEX_PYTHON_HTTP_CONCURRENCY."""
+    APP_HTTP_CONCURRENCY (the same number, once infra/ sets it)."""
     configured = infra_http_concurrency(script_root / INFRA_DIR)
-    return FLEX_PYTHON_HTTP_CONCURRENCY if configured is None else configured
+    return APP_HTTP_CONCURRENCY if configured is None else configured

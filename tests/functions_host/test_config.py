@@ -19,6 +19,7 @@ from local.functions_host import (
 )
 from local.functions_host.__main__ import host_config_for, parse_args
 from local.functions_host.config import (
+    APP_HTTP_CONCURRENCY,
     FLEX_PYTHON_HTTP_CONCURRENCY,
     default_http_concurrency,
     infra_http_concurrency,
@@ -243,7 +244,7 @@ def test_http_concurrency_is_read_from_infra(tmp_path: Path) -> None:
     infra = tmp_path / "infra"
     (infra / "app").mkdir(parents=True)
     assert infra_http_concurrency(infra) is None
-    assert default_http_concurrency(tmp_path) == FLEX_PYTHON_HTTP_CONCURRENCY == 1
+    assert default_http_concurrency(tmp_path) == APP_HTTP_CONCURRENCY
 
     (infra / "app" / "api.bicep").write_text(
         "triggers: {\n  http: {\n    perInstanceConcurrency: httpPerInstanceConcurrency\n  }\n}\n"
@@ -256,8 +257,12 @@ def test_http_concurrency_is_read_from_infra(tmp_path: Path) -> None:
 
 
 def test_the_command_lines_http_concurrency_is_what_this_repositorys_infra_sets() -> None:
-    """Until infra/ sets perInstanceConcurrency, Azure runs Flex's default for Python (1)."""
+    """APP_HTTP_CONCURRENCY stands in for infra/'s value; once infra/ sets one, they agree
+    (and it is not Flex Consumption's default for Python, 1, which would need an
+    instance per concurrent request)."""
     configured = infra_http_concurrency(REPO_ROOT / "infra")
 
-    expected = FLEX_PYTHON_HTTP_CONCURRENCY if configured is None else configured
-    assert default_http_concurrency(REPO_ROOT) == expected
+    if configured is not None:
+        assert configured == APP_HTTP_CONCURRENCY
+    assert default_http_concurrency(REPO_ROOT) == APP_HTTP_CONCURRENCY
+    assert APP_HTTP_CONCURRENCY > FLEX_PYTHON_HTTP_CONCURRENCY
