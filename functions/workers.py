@@ -1,15 +1,26 @@
 """Queue-triggered workers. They let exceptions propagate so the host retries and, after
-maxDequeueCount, moves the message to `<queue>-poison`; every handler is idempotent."""
+maxDequeueCount, moves the message to `<queue>-poison`; every handler is idempotent.
+
+Except Graph throttling that outlasts the gateway's retries: Graph allows 4 concurrent
+requests per mailbox, and Azure runs each queue function on as many instances as its
+queue calls for, so MailboxConcurrency 429s are expected under load, not failures. Such a
+message is sent again with the Retry-After as its delay and this delivery succeeds, so
+throttling never walks a message toward poison.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 from pydantic import TypeAdapter
 
 from shared.composition import get_services
+from shared.domain.errors import GraphThrottled
 from shared.domain.messages import (
     BOOKING_WEBHOOKS_QUEUE,
     SYNC_INBOUND_QUEUE,
@@ -31,6 +42,11 @@ from shared.observability import correlate
 logger = logging.getLogger(__name__)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
+
+# Bounds of the delay of a throttled message sent again (Queue Storage takes whole
+# seconds); without a Retry-After, 2-10 s, spread so that processes do not return at once.
+MAX_THROTTLE_DELAY_SECONDS = 300
+_THROTTLE_DELAY_RANGE = (2, 10)
 
 _outbound = TypeAdapter[OutboundWork](OutboundWork)
 _inbound = TypeAdapter[InboundWork](InboundWork)
@@ -61,6 +77,10 @@ def _ids(
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_OUTBOUND_QUEUE, connection="AzureWebJobsStorage")
 async def sync_outbound(msg: func.QueueMessage) -> None:
+    await _later_when_throttled(SYNC_OUTBOUND_QUEUE, msg, _handle_outbound)
+
+
+async def _handle_outbound(msg: func.QueueMessage) -> None:
     work = _outbound.validate_json(msg.get_body())
     services = get_services()
     with correlate(**_ids(work)):
@@ -85,6 +105,39 @@ async def sync_outbound(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=SYNC_INBOUND_QUEUE, connection="AzureWebJobsStorage")
 async def sync_inbound(msg: func.QueueMessage) -> None:
+    await _later_when_throttled(SYNC_INBOUND_QUEUE, msg, _handle_inbound_message)
+
+
+async def _later_when_throttled(
+    queue_name: str,
+    msg: func.QueueMessage,
+    handle: Callable[[func.QueueMessage], Awaitable[None]],
+) -> None:
+    """Run `handle`; when Graph throttled it past the gateway's retries, send the message
+    again after the Retry-After instead of failing this delivery."""
+    try:
+        await handle(msg)
+    except GraphThrottled as exc:
+        delay = throttle_delay(exc.retry_after_seconds)
+        logger.warning(
+            "Graph throttled message %s of %s (%s); sending it again in %d s",
+            msg.id,
+            queue_name,
+            exc.message,
+            delay,
+        )
+        await get_services().ports.queue.send(
+            queue_name, msg.get_body().decode("utf-8"), delay_seconds=delay
+        )
+
+
+def throttle_delay(retry_after_seconds: float | None) -> int:
+    if retry_after_seconds is None:
+        return random.randint(*_THROTTLE_DELAY_RANGE)  # noqa: S311 - spreading, not secrecy
+    return min(MAX_THROTTLE_DELAY_SECONDS, max(1, math.ceil(retry_after_seconds)))
+
+
+async def _handle_inbound_message(msg: func.QueueMessage) -> None:
     work = _inbound.validate_json(msg.get_body())
     if not isinstance(work, InboundBatch):
         await _handle_inbound(work)

@@ -261,6 +261,8 @@ class FakeIdempotency(FakeTable[IdempotencyRecord]):
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str]] = []
+        # The delay_seconds of each send, in the order of `sent`.
+        self.delays: list[int] = []
         self.fail_next = 0
 
     async def send(
@@ -272,6 +274,7 @@ class FakeQueue:
         self.sent.append(
             (queue_name, message if isinstance(message, str) else message.model_dump_json())
         )
+        self.delays.append(delay_seconds)
 
     def bodies(self, queue_name: str) -> list[str]:
         return [body for name, body in self.sent if name == queue_name]

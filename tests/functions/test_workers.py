@@ -1,0 +1,54 @@
+"""Queue workers over fake ports: what goes back to the queue, and how."""
+
+from __future__ import annotations
+
+import azure.functions as func
+import pytest
+
+from functions import workers
+from shared.domain.errors import GraphThrottled
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource
+from shared.domain.resources import ConnectionState, ConnectionStatus
+from tests.builders import T0, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+
+MAILBOX = "room-1@contoso.com"
+
+
+@pytest.fixture
+async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    w = fake_world(Clock(T0), (MAILBOX,))
+    monkeypatch.setattr(workers, "get_services", lambda: w.services)
+    connecting = ConnectionStatus(state=ConnectionState.CONNECTING, since=T0)
+    await w.resources.add(resource("room-1").model_copy(update={"status": connecting}))
+    return w
+
+
+async def test_a_throttled_message_goes_back_to_the_queue_after_retry_after(
+    world: FakeWorld,
+) -> None:
+    """Graph's 4 concurrent requests per mailbox hold across every process Azure runs (each
+    queue function scales out on its own), so a MailboxConcurrency 429 that outlasts the
+    gateway's retries is no failure: the message is sent again, delayed by Retry-After,
+    instead of failing toward `<queue>-poison` after maxDequeueCount deliveries."""
+    body = ConnectResource(resource_id="room-1", mailbox=MAILBOX).model_dump_json()
+    world.calendar.fail(MAILBOX, GraphThrottled("MailboxConcurrency", retry_after_seconds=7))
+    handler = workers.sync_outbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    assert world.queue.sent == [(SYNC_OUTBOUND_QUEUE, body)]
+    assert world.queue.delays == [7]
+
+
+async def test_a_throttled_message_without_retry_after_waits_a_few_seconds(
+    world: FakeWorld,
+) -> None:
+    body = ConnectResource(resource_id="room-1", mailbox=MAILBOX).model_dump_json()
+    world.calendar.fail(MAILBOX, GraphThrottled("throttled"))
+    handler = workers.sync_outbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    [delay] = world.queue.delays
+    assert 1 <= delay <= workers.MAX_THROTTLE_DELAY_SECONDS
