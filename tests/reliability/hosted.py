@@ -58,10 +58,12 @@ class HostProcess:
         http_concurrency: int | None = None,
         triggers: str | None = None,
         public_port: int | None = None,
+        table_prefix: str | None = None,
     ) -> None:
         """`http_concurrency`: the host's --http-concurrency (default: infra/'s, as in
         Azure); `triggers`: its --triggers (default: all); `public_port`: where Graph
-        reaches the webhook when another process serves HTTP (default: this one)."""
+        reaches the webhook when another process serves HTTP (default: this one);
+        `table_prefix`: shared by processes of one app (default: a fresh one)."""
         self.port = port
         self.http_concurrency = http_concurrency
         self.triggers = triggers
@@ -71,7 +73,7 @@ class HostProcess:
             **os.environ,
             **app_environment(connection_string, public_port or port, emulator.port),
             "GRAPH_TENANT_ID": emulator.config.tenant_id,
-            "TABLE_NAME_PREFIX": "rel" + secrets.token_hex(4),
+            "TABLE_NAME_PREFIX": table_prefix or "rel" + secrets.token_hex(4),
             "RECONCILE_SCHEDULE": NEVER,
             "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
             "OUTBOX_LEASE_SECONDS": str(OUTBOX_LEASE_SECONDS),
@@ -189,15 +191,40 @@ async def run_hosted_workload(
     outlook_edits: int,
     disrupt: Callable[[int, HostProcess], Awaitable[None]],
     gate: asyncio.Event | None = None,
+    queue_processes: int = 0,
 ) -> HostedRun:
     """Start a host, connect the mailboxes, run the workload (`disrupt(n, host)` is awaited
     after the n-th operation), settle what stayed uncertain, let the outbox leases of
-    requests cut short lapse, then take the verdict after one reconcile."""
+    requests cut short lapse, then take the verdict after one reconcile.
+
+    With `queue_processes`, the host runs the HTTP functions only and that many more
+    processes run the queue and timer functions, as Flex Consumption scales an app out
+    (every queue function on instances of its own, each with its own per-mailbox limit
+    on Graph requests); their logs go next to `log_path`."""
     seed = workload_seed()
+    port = free_port()
+    prefix = "rel" + secrets.token_hex(4)
     host = HostProcess(
-        port=free_port(), connection_string=storage, emulator=emulator, log_path=log_path
+        port=port,
+        connection_string=storage,
+        emulator=emulator,
+        log_path=log_path,
+        triggers="http" if queue_processes else None,
+        table_prefix=prefix,
     )
-    await host.start()
+    workers = [
+        HostProcess(
+            port=free_port(),
+            connection_string=storage,
+            emulator=emulator,
+            log_path=log_path.with_name(f"{log_path.stem}-queue{index}{log_path.suffix}"),
+            triggers="queue,timer",
+            public_port=port,
+            table_prefix=prefix,
+        )
+        for index in range(queue_processes)
+    ]
+    await asyncio.gather(host.start(), *(worker.start() for worker in workers))
     try:
         client = Client(api=host.api, graph_url=emulator.graph_url, http=http)
         members = members_for(mailboxes)
@@ -219,7 +246,9 @@ async def run_hosted_workload(
         try:
             findings = await verdict(storage, emulator, client, workload, emitted)
         except AssertionError as failure:
-            raise AssertionError(f"{failure}\nhost log:\n{host.log_tail()}") from None
+            logs = "\n".join(process.log_tail() for process in (host, *workers))
+            raise AssertionError(f"{failure}\nhost logs:\n{logs}") from None
     finally:
-        await host.stop()
-    return HostedRun(seed=seed, workload=workload, findings=findings, log_tail=host.log_tail())
+        await asyncio.gather(host.stop(), *(worker.stop() for worker in workers))
+    logs = "\n".join(process.log_tail() for process in (host, *workers))
+    return HostedRun(seed=seed, workload=workload, findings=findings, log_tail=logs)
