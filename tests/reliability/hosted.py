@@ -59,6 +59,7 @@ class HostProcess:
         triggers: str | None = None,
         public_port: int | None = None,
         table_prefix: str | None = None,
+        processing_lease: float = PROCESSING_LEASE_SECONDS,
     ) -> None:
         """`http_concurrency`: the host's --http-concurrency (default: infra/'s, as in
         Azure); `triggers`: its --triggers (default: all); `public_port`: where Graph
@@ -66,6 +67,7 @@ class HostProcess:
         `table_prefix`: shared by processes of one app (default: a fresh one)."""
         self.port = port
         self.http_concurrency = http_concurrency
+        self.processing_lease = processing_lease
         self.triggers = triggers
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
@@ -102,7 +104,7 @@ class HostProcess:
                 str(REPO_ROOT),
                 "--fast",
                 "--processing-lease",
-                str(PROCESSING_LEASE_SECONDS),
+                str(self.processing_lease),
                 "--grace-period",
                 "2",
                 "--log-level",
@@ -192,6 +194,7 @@ async def run_hosted_workload(
     disrupt: Callable[[int, HostProcess], Awaitable[None]],
     gate: asyncio.Event | None = None,
     queue_processes: int = 0,
+    processing_lease: float = PROCESSING_LEASE_SECONDS,
 ) -> HostedRun:
     """Start a host, connect the mailboxes, run the workload (`disrupt(n, host)` is awaited
     after the n-th operation), settle what stayed uncertain, let the outbox leases of
@@ -211,6 +214,7 @@ async def run_hosted_workload(
         log_path=log_path,
         triggers="http" if queue_processes else None,
         table_prefix=prefix,
+        processing_lease=processing_lease,
     )
     workers = [
         HostProcess(
@@ -221,6 +225,7 @@ async def run_hosted_workload(
             triggers="queue,timer",
             public_port=port,
             table_prefix=prefix,
+            processing_lease=processing_lease,
         )
         for index in range(queue_processes)
     ]

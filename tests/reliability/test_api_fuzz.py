@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from functions.openapi import build_openapi
-from tests.fixtures.stack import Mailboxes, Stack
+from tests.fixtures.stack import KEY_HEADER, Mailboxes, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -65,18 +65,21 @@ class Report:
     failures: dict[str, str] = field(default_factory=dict)  # operation -> first failure
 
 
-def fuzz(base_url: str, known: dict[str, str]) -> Report:
+def fuzz(base_url: str, known: dict[str, str], key: str) -> Report:
     """Every operation, EXAMPLES_PER_OPERATION cases each, valid and invalid ones mixed;
-    path ids are sometimes those of a real resource and booking (`known`)."""
+    path ids are sometimes those of a real resource and booking (`known`). Every request
+    carries the host's function `key` (the host checks keys, as Azure does)."""
     schema = schemathesis.openapi.from_dict(build_openapi())
     report = Report()
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result  # else the document itself is invalid
-        fuzz_operation(result.ok(), base_url, known, report)
+        fuzz_operation(result.ok(), base_url, known, key, report)
     return report
 
 
-def fuzz_operation(operation: Any, base_url: str, known: dict[str, str], report: Report) -> None:
+def fuzz_operation(
+    operation: Any, base_url: str, known: dict[str, str], key: str, report: Report
+) -> None:
     # The real ids go everywhere but to DELETE, which would disconnect the resource for
     # every operation fuzzed after it.
     ids = {
@@ -104,6 +107,8 @@ def fuzz_operation(operation: Any, base_url: str, known: dict[str, str], report:
     )
     @given(case=strategy)
     def check(case: Any) -> None:
+        # Whatever headers the case made up, the key is the host's (else a 401).
+        case.headers = {**(case.headers or {}), KEY_HEADER: key}
         response = case.call(base_url=base_url, timeout=30)
         report.requests[operation.label] += 1
         if response.status_code == 404 and response.text == HOST_ROUTER_404:
@@ -141,7 +146,7 @@ async def test_no_request_gets_a_server_error_or_an_undocumented_answer(
     assert status == 201, booking
     known = {"resourceId": resource_id, "bookingId": booking["bookingId"]}
 
-    report = await asyncio.to_thread(fuzz, stack.host_url, known)
+    report = await asyncio.to_thread(fuzz, stack.host_url, known, stack.keys.function)
 
     # Every operation of the document was exercised, most of them many times.
     assert set(report.requests) == {
