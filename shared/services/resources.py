@@ -20,6 +20,8 @@ from shared.domain.errors import (
     GraphAccessDenied,
     GraphError,
     GraphNotFound,
+    GraphThrottled,
+    GraphTransient,
     InvalidInput,
     MailboxInUse,
     NotFound,
@@ -228,6 +230,8 @@ class ResourceService:
     async def _connect(self, stored: Stored[Resource]) -> None:
         try:
             resource = await self._subscriptions.subscribe(stored.value)
+        except (GraphThrottled, GraphTransient):
+            raise  # the queue tries again (a throttled message after its Retry-After)
         except GraphError as exc:
             # Saved, but not connected: the resource says why (and fails closed).
             await self._connection.mark_failing(

@@ -81,6 +81,7 @@ NOW = T0 - timedelta(days=1)
 async def world_with_a_booking() -> tuple[FakeWorld, dict[str, str]]:
     w = fake_world(Clock(NOW), (ROOM,))
     await w.services.resources.put("room-1", _settings())
+    await w.finish_connects()
     view = await w.services.bookings.create(booking_request(), None)
     await w.ports.subscriptions.save(
         SubscriptionRecord(

@@ -447,6 +447,10 @@ def test_http_concurrency_per_instance_is_set_and_above_pythons_default(api_bice
 
 def test_readme_states_the_http_concurrency_infra_sets() -> None:
     readme = README.read_text(encoding="utf-8")
-    row = next(line for line in readme.splitlines() if "perInstanceConcurrency" in line)
+    row = next(
+        line
+        for line in readme.splitlines()
+        if line.startswith("| `functionAppConfig") and "perInstanceConcurrency" in line
+    )
 
     assert f"| {http_per_instance_concurrency()} |" in row

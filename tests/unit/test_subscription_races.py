@@ -56,7 +56,8 @@ async def test_two_subscribes_from_one_stale_read_leave_one_subscription() -> No
     current = await _stored(world)
     assert current.subscription_id is not None
     assert _trusted(world) == {current.subscription_id}
-    assert len(deleted.ids) == 1
+    # The loser is dropped (the 409 handling may drop it too: deleting is idempotent).
+    assert len(set(deleted.ids)) == 1
     assert current.subscription_id not in deleted.ids
 
 
