@@ -200,6 +200,18 @@ async def test_restore_event_recreates_a_deleted_event_at_once_each_time(
     assert [a for _, a, *_ in outlook.log()] == ["outlook_delete:restore_event"] * 2
 
 
+async def test_restore_event_recreates_the_event_of_a_booking_already_over(
+    outlook: Outlook,
+) -> None:
+    await outlook.policy("room-1", delete=OnOutlookDelete.RESTORE_EVENT)
+    outlook.world.clock.now = T0 + timedelta(days=1)  # the calendar keeps its history
+
+    assert await outlook.delete("room-1") is Action.RESTORE_EVENT
+
+    restored = outlook.event("room-1")
+    assert (restored.start, restored.end) == (T0, T0 + timedelta(hours=1))
+
+
 async def test_a_delete_of_a_cancelled_bookings_event_changes_nothing_more(
     outlook: Outlook,
 ) -> None:

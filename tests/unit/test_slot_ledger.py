@@ -189,6 +189,13 @@ async def test_releasing_what_was_never_claimed_writes_nothing(keeper: Keeper) -
     assert keeper.ledger.writes == 0
     assert keeper.ledger.rows == {}
 
+    await keeper.slots.claim(ROOM, "bk-2", at(120))
+    rows = dict(keeper.ledger.rows)
+    await keeper.slots.release(ROOM, "bk-1", HOUR)  # a day row exists, without bk-1
+
+    assert keeper.ledger.writes == 1
+    assert keeper.ledger.rows == rows  # not even rewritten
+
 
 async def test_release_stale_frees_old_claims_no_booking_holds_and_counts_them(
     keeper: Keeper,
