@@ -6,8 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# The mutation-testing tool lives in a virtualenv of its own: none of it is needed to run
+# or test the app, and it runs the tests with .venv's interpreter.
+MUTATE_VENV := .venv-mutate
+MUTATE_STAMP := $(MUTATE_VENV)/.installed
 
-.PHONY: run test lint bench soak lock check-lock clean
+.PHONY: run test lint bench soak mutate lock check-lock clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -58,5 +62,16 @@ check-lock: $(PY_STAMP)
 	$(PY) -m bench.package --stage $(CHECK_DIR)/app
 	$(CHECK_DIR)/venv/bin/python bench/package.py --check $(CHECK_DIR)/app
 
+$(MUTATE_STAMP): mutation/requirements.txt
+	test -x $(MUTATE_VENV)/bin/python || $(PYTHON) -m venv $(MUTATE_VENV)
+	$(MUTATE_VENV)/bin/pip install --quiet --disable-pip-version-check -r mutation/requirements.txt
+	@touch $@
+
+# Mutation testing of the core modules against the fast unit tests (not part of `make
+# test`; minutes per module). MUTATE_ARGS: module names, --budget-minutes N.
+# Results and how to read them: docs/mutation-testing.md.
+mutate: $(PY_STAMP) $(MUTATE_STAMP)
+	nice -n 15 $(MUTATE_VENV)/bin/python -m mutation $(MUTATE_ARGS)
+
 clean:
-	rm -rf $(VENV) node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(MUTATE_VENV) .mutate node_modules .azurite .mypy_cache .ruff_cache .pytest_cache
