@@ -60,7 +60,7 @@ class Equivalent:
     operator: str
     line: str
     reason: str
-    span: str | None = None
+    mutated: str | None = None
 
 
 @dataclass
@@ -235,7 +235,7 @@ def run_module(
                 continue
             tally.tried += 1
             [mutation] = item.mutations
-            described = describe(mutation, sources[str(mutation.module_path)])
+            described = describe(mutation, sources[str(mutation.module_path)], result.diff or "")
             if result.is_killed:
                 tally.killed += 1
                 match = find_equivalent(module.name, described, equivalents)
@@ -258,19 +258,16 @@ def order(item: Any) -> tuple[str, str, int]:
     return (str(mutation.module_path), mutation.operator_name, mutation.occurrence)
 
 
-def describe(mutation: Any, source: str) -> dict[str, Any]:
-    lines = source.splitlines()
-    (line, col), (end_line, end_col) = mutation.start_pos, mutation.end_pos
-    if line == end_line:
-        span = lines[line - 1][col:end_col]
-    else:
-        span = "\n".join([lines[line - 1][col:], *lines[line : end_line - 1]])
+def describe(mutation: Any, source: str, diff: str) -> dict[str, Any]:
+    """Where the mutant is, the line as written and as mutated (its first changed line)."""
+    line = mutation.start_pos[0]
+    added = [d[1:] for d in diff.splitlines() if d.startswith("+") and not d.startswith("+++")]
     return {
         "path": str(mutation.module_path),
         "line": line,
         "operator": mutation.operator_name,
-        "text": lines[line - 1].strip(),
-        "span": span.strip(),
+        "text": source.splitlines()[line - 1].strip(),
+        "mutated": added[0].strip() if added else "",
     }
 
 
@@ -282,7 +279,7 @@ def find_equivalent(
             e.module == module
             and re.fullmatch(e.operator, described["operator"])
             and e.line.strip() == described["text"]
-            and (e.span is None or e.span == described["span"])
+            and (e.mutated is None or e.mutated.strip() == described["mutated"])
         ):
             return e
     return None
@@ -336,7 +333,8 @@ def main() -> int:
         tallies.append(tally)
         print(f"{module.name}: {tally.tried}/{tally.mutants} tried in {tally.seconds:.0f} s")
         for s in tally.survived:
-            print(f"  survived {s['path']}:{s['line']} {s['operator']}: {s['text']}")
+            print(f"  survived {s['path']}:{s['line']} {s['operator']}")
+            print(f"    - {s['text']}\n    + {s['mutated']}")
         for k in tally.killed_equivalents:
             print(f"  listed as equivalent but killed (remove it): {k}")
         sys.stdout.flush()

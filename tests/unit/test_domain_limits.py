@@ -4,6 +4,7 @@ domain's small rules (time ranges, freshness, claims' days, outbox leases) at th
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -365,3 +366,37 @@ def test_calendar_events_and_booking_events_round_trip_by_their_wire_names() -> 
     change = EventChange.model_validate(CHANGE)
     assert change.change_key is None
     assert Resource.model_validate_json(resource().model_dump_json()) == resource()
+
+
+def test_flags_default_to_the_safe_side() -> None:
+    settings = ResourceSettings.model_validate(SETTINGS)
+    assert (settings.active, settings.block_working_elsewhere) == (True, False)
+    assert EventMapping.model_validate(MAPPING).detached is False
+    block = Unavailability.model_validate(BLOCK)
+    assert (block.is_all_day, block.private) == (False, False)
+    event = CalendarEvent.model_validate({"eventId": "ev-1", "start": NOW, "end": LATER})
+    assert (event.is_all_day, event.is_cancelled) == (False, False)
+    assert PushBooking(booking_id="bk-1", booking_version=1).include_past is False
+
+
+def test_models_speak_camel_case_on_the_wire_and_snake_case_in_python() -> None:
+    published = BookingEvent.model_validate(EVENT)
+    assert set(json.loads(published.model_dump_json())) == {
+        "eventId",
+        "type",
+        "bookingId",
+        "occurredAt",
+        "source",
+        "data",
+    }
+    by_name = BookingEvent(
+        event_id="e", type="booking.created", booking_id="bk-1", occurred_at=T0, source="api"
+    )
+    assert by_name.booking_id == "bk-1"
+
+
+def test_models_are_immutable_and_strip_their_strings() -> None:
+    parsed = BookingRequest.model_validate({**REQUEST, "title": "  Intro call  "})
+    assert parsed.title == "Intro call"
+    with pytest.raises(ValidationError, match="frozen"):
+        parsed.title = "Changed"  # type: ignore[misc]
