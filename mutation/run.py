@@ -42,7 +42,7 @@ TEST_PYTHON = ROOT / ".venv" / "bin" / "python"
 # emulator), no plugins the unit tests do not use: each mutant's run starts in ~2 s.
 PYTEST_ARGS = [
     *("-x", "-q", "--no-header", "-p", "no:cacheprovider", "-p", "no:schemathesis"),
-    *("-p", "no:anyio", "--noconftest"),
+    *("-p", "no:anyio", "--noconftest", "-W", "ignore::pytest.PytestAssertRewriteWarning"),
 ]
 
 
@@ -73,9 +73,12 @@ class Tally:
     equivalent: list[dict[str, Any]] = field(default_factory=list)
     killed_equivalents: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    error: str | None = None
 
     @property
     def score(self) -> float:
+        if self.error:
+            return 0.0
         counted = self.tried - len(self.equivalent)
         return 100.0 * self.killed / counted if counted else 100.0
 
@@ -118,9 +121,10 @@ def copy_tree(dest: Path) -> None:
     if dest.exists():
         shutil.rmtree(dest)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis")
-    for name in ("shared", "tests"):
+    for name in ("shared", "functions", "tests"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
-    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    for name in ("function_app.py", "pyproject.toml"):
+        shutil.copy2(ROOT / name, dest / name)
 
 
 def pytest_args(module: Module, workdir: Path) -> list[str]:
@@ -194,7 +198,10 @@ def run_module(
     code, output = runner.run(args, config["timeout_seconds"] * 5, warm=True)
     if code != 0:
         sys.stderr.write(output[-5000:])
-        raise SystemExit(f"{module.name}: the tests fail on the unmutated code")
+        tally.error = "the tests fail on the unmutated code"
+        runner.close()
+        os.chdir(ROOT)
+        return tally
     for path in module.paths:  # no stale bytecode may stand in for a mutant
         for cached in (workdir / path).parent.glob(f"__pycache__/{Path(path).stem}.*.pyc"):
             cached.unlink()
@@ -331,7 +338,8 @@ def main() -> int:
     for module in modules:
         tally = run_module(module, config, equivalents, budget)
         tallies.append(tally)
-        print(f"{module.name}: {tally.tried}/{tally.mutants} tried in {tally.seconds:.0f} s")
+        done = f"{tally.tried}/{tally.mutants} tried in {tally.seconds:.0f} s"
+        print(f"{module.name}: {tally.error or done}")
         for s in tally.survived:
             print(f"  survived {s['path']}:{s['line']} {s['operator']}")
             print(f"    - {s['text']}\n    + {s['mutated']}")

@@ -11,9 +11,11 @@ import pytest
 
 from shared.domain.bookings import BookingStatus
 from shared.domain.calendar import EventMapping
+from shared.domain.errors import GraphTransient
 from shared.domain.messages import PushBooking
-from shared.domain.resources import CancelledEventMode, ConnectionStatus, Direction
-from shared.services.push import CANCELLED_PREFIX, render_draft, transaction_id
+from shared.domain.resources import CancelledEventMode, ConnectionState, ConnectionStatus, Direction
+from shared.ports import EventWrite, EventWriteResult
+from shared.services.push import CANCELLED_PREFIX, PushIncomplete, render_draft, transaction_id
 from tests.builders import T0, booking, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
@@ -44,8 +46,10 @@ async def settle(w: FakeWorld, resource_id: str, **settings: Any) -> None:
     await w.resources.update(stored.value.model_copy(update={"settings": updated}), stored.etag)
 
 
-async def book(w: FakeWorld, *resource_ids: str) -> str:
-    request = booking_request(resourceIds=list(resource_ids or ("room-1", "alice", "bob")))
+async def book(w: FakeWorld, *resource_ids: str, hour: int = 0) -> str:
+    request = booking_request(
+        T0 + timedelta(hours=hour), resourceIds=list(resource_ids or ("room-1", "alice", "bob"))
+    )
     view = await w.services.bookings.create(request, None)
     w.queue.sent.clear()  # the test pushes explicitly
     return view.booking_id
@@ -89,7 +93,7 @@ def test_every_placeholder_is_filled_from_the_booking() -> None:
 
 
 def test_subject_and_body_are_cut_to_what_outlook_keeps() -> None:
-    room = resource(subject_template="{title}{title}", body_template="  {notes}{notes}  ")
+    room = resource(subject_template="{title}{title}", body_template="  {notes}{notes}{notes}")
     long = booking(title="t" * 200, notes="n" * 4000)
 
     draft = render_draft(long, room)
@@ -288,3 +292,41 @@ async def test_a_recreated_event_gets_a_new_transaction_id(world: FakeWorld) -> 
     again = await mapping(world, "room-1", booking_id)
     assert again.event_id not in (None, first.value.event_id)
     assert world.calendar.transactions[(ROOM, f"{booking_id}.room-1.v1.r1")] == again.event_id
+
+
+async def test_a_successful_write_marks_its_calendar_synced(world: FakeWorld) -> None:
+    booking_id = await book(world, "room-1", "alice")
+    await world.services.connection.mark_failing("alice", "graph_transient: 503")
+
+    await world.services.push.push(message(booking_id))
+
+    for resource_id in ("room-1", "alice"):
+        stored = await world.resources.get(resource_id)
+        assert stored is not None
+        assert stored.value.status.state is ConnectionState.CONNECTED
+        assert stored.value.status.last_sync_at == world.clock.now
+
+
+async def test_a_gateway_answer_missing_a_result_fails_the_push(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    booking_id = await book(world)
+    write_batch = world.calendar.write_batch
+
+    async def one_short(writes: list[EventWrite]) -> list[EventWriteResult]:
+        return (await write_batch(writes))[:-1]
+
+    monkeypatch.setattr(world.calendar, "write_batch", one_short)
+
+    with pytest.raises(ValueError, match="shorter"):
+        await world.services.push.push(message(booking_id))
+
+
+async def test_a_retry_names_at_most_ten_of_the_writes_that_failed(world: FakeWorld) -> None:
+    booking_ids = [await book(world, "room-1", hour=i) for i in range(12)]
+    world.calendar.fail(ROOM, *(GraphTransient("503") for _ in booking_ids))
+
+    with pytest.raises(PushIncomplete) as failed:
+        await world.services.push.push_many([message(b) for b in booking_ids])
+
+    assert failed.value.message.count(" on room-1") == 10
