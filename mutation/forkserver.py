@@ -21,7 +21,8 @@ import tempfile
 import time
 from typing import Any
 
-OWN = ("shared", "tests", "mutation", "__main__", "conftest")
+# Never preloaded: the project's own code (anything under the scratch copy, too).
+OWN = ("shared", "functions", "function_app", "tests", "mutation", "__main__", "conftest")
 
 
 def _fork_pytest(args: list[str], timeout: float, out_path: str, warm: bool) -> int | None:
@@ -64,7 +65,13 @@ def _preload(args: list[str]) -> int:
         import pytest
 
         pytest.main([*args, "--collect-only", "-q"])
-        names = [n for n in sys.modules if n.split(".")[0] not in OWN]
+        here = os.getcwd() + os.sep
+        names = [
+            name
+            for name, module in list(sys.modules.items())
+            if name.split(".")[0] not in OWN
+            and not (getattr(module, "__file__", None) or "").startswith(here)
+        ]
         os.write(write, json.dumps(names).encode())
         os._exit(0)
     os.close(write)
@@ -88,6 +95,11 @@ def main() -> None:
     preloaded = False
     for line in sys.stdin:
         request: dict[str, Any] = json.loads(line)
+        if "loaded" in request:  # which of these modules a fork would inherit
+            found = [name for name in request["loaded"] if name in sys.modules]
+            sys.stdout.write(json.dumps({"loaded": found}) + "\n")
+            sys.stdout.flush()
+            continue
         if not preloaded:
             _preload(request["args"])
             preloaded = True

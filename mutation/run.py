@@ -153,6 +153,15 @@ class TestRunner:
         answer = json.loads(self._server.stdout.readline())
         return answer["code"], answer["output"]
 
+    def preloaded(self, modules: list[str]) -> list[str]:
+        """Those of `modules` the forks would inherit instead of importing afresh."""
+        assert self._server.stdin is not None
+        assert self._server.stdout is not None
+        self._server.stdin.write(json.dumps({"loaded": modules}) + "\n")
+        self._server.stdin.flush()
+        found: list[str] = json.loads(self._server.stdout.readline())["loaded"]
+        return found
+
     def close(self) -> None:
         assert self._server.stdin is not None
         self._server.stdin.close()
@@ -199,6 +208,12 @@ def run_module(
     if code != 0:
         sys.stderr.write(output[-5000:])
         tally.error = "the tests fail on the unmutated code"
+        runner.close()
+        os.chdir(ROOT)
+        return tally
+    stale = runner.preloaded([p.removesuffix(".py").replace("/", ".") for p in module.paths])
+    if stale:  # every mutant would survive: the forks would run the unmutated code
+        tally.error = f"preloaded by the test runner: {', '.join(stale)}"
         runner.close()
         os.chdir(ROOT)
         return tally
