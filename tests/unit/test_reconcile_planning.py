@@ -16,7 +16,9 @@ from shared.domain.errors import StorageUnavailable
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE
 from shared.domain.resources import ConnectionStatus, OnOutlookDelete
 from shared.services.reconcile import ReconcileReport
+from shared.services.slots import SlotKeeper
 from tests.builders import T0, booking_request, resource
+from tests.builders import booking as _booking
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
@@ -58,6 +60,10 @@ async def mapping(w: FakeWorld, booking_id: str) -> EventMapping:
 
 def events(w: FakeWorld) -> list[CalendarEvent]:
     return sorted(w.calendar.events[ROOM].values(), key=lambda e: e.event_id)
+
+
+def _hour(hours: int) -> TimeRange:
+    return TimeRange(start=T0 + timedelta(hours=hours), end=T0 + timedelta(hours=hours + 1))
 
 
 def counts(report: ReconcileReport) -> tuple[int, int, int, int]:
@@ -285,3 +291,56 @@ async def test_a_change_a_crash_left_unsent_is_sent(world: FakeWorld) -> None:
     after = await world.bookings.get(stored.value.booking_id)
     assert after is not None
     assert after.value.outbox == []
+
+
+async def test_an_adopted_event_moved_before_it_was_mapped_is_put_back(world: FakeWorld) -> None:
+    booking_id = await book(world)
+    [event] = events(world)
+    del world.mappings.rows[("room-1", booking_id)]
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={"start": LATER[0], "end": LATER[1], "change_key": "ck-user"}
+    )
+
+    report = await reconcile(world)
+
+    assert (report.adopted, report.pushed) == (1, 1)
+    [restored] = events(world)
+    assert (restored.event_id, restored.start, restored.end) == (
+        event.event_id,
+        T0,
+        T0 + timedelta(hours=1),
+    )
+
+
+async def test_bookings_after_one_that_is_unknown_or_elsewhere_are_still_reconciled(
+    world: FakeWorld,
+) -> None:
+    booking_id = await book(world, pushed=False)
+    # Sorted before it: the claim of a booking never written, and an event of ours for a
+    # booking of another resource.
+    slots = SlotKeeper(world.ports.slot_ledger, world.bookings, world.clock)
+    await slots.claim("room-1", "0-ghost", _hour(6))
+    await world.bookings.add(_booking("0-stray", resource_ids=["alice"]))
+    world.calendar.events[ROOM]["ev-stray"] = CalendarEvent(
+        event_id="ev-stray", start=LATER[0], end=LATER[1], booking_id="0-stray"
+    )
+
+    report = await reconcile(world)
+
+    assert report.pushed == 1
+    assert sorted(e.booking_id or "" for e in events(world)) == ["0-stray", booking_id]
+
+
+async def test_bookings_after_one_the_policy_handled_are_still_reconciled(
+    world: FakeWorld,
+) -> None:
+    first, second = sorted([await book(world), await book(world, start=LATER[0])])
+    deleted = (await mapping(world, first)).event_id
+    assert deleted is not None
+    del world.calendar.events[ROOM][deleted]  # the Outlook user deletes the first
+    await edit_mapping(world, second, booking_version=0)  # the second is behind
+
+    report = await reconcile(world)
+
+    assert (report.policies_applied, report.pushed) == (1, 1)
+    assert (await mapping(world, second)).booking_version == 1
