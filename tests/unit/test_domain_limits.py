@@ -137,7 +137,7 @@ LIMITS: list[tuple[type[BaseModel], dict[str, Any], str, Any, Any]] = [
     (OutboxMessage, {"queue": "abc", "body": "{}"}, "queue", text(63), text(64)),
     (ResourceSettings, SETTINGS, "displayName", text(1), ""),
     (ResourceSettings, SETTINGS, "displayName", text(200), text(201)),
-    (ResourceSettings, SETTINGS, "subjectTemplate", "{title}", ""),
+    (ResourceSettings, SETTINGS, "subjectTemplate", "x", ""),
     (ResourceSettings, SETTINGS, "bodyTemplate", "{notes}" + text(1993), "{notes}" + text(1994)),
     (ResourceSettings, SETTINGS, "mailbox", email(320), email(321)),
     (EventMapping, MAPPING, "bookingVersion", 0, -1),
@@ -320,7 +320,23 @@ def test_templates_use_named_known_placeholders_only(template: str, accepted: bo
         return
     with pytest.raises(ValidationError) as exc:
         ResourceSettings.model_validate(body)
-    assert {str(e["loc"][0]) for e in exc.value.errors()} == {"subjectTemplate"}
+    [error] = exc.value.errors()
+    assert error["loc"] == ("subjectTemplate",)
+    if template in ("{}", "{0}", "{titel}"):  # the message names what is wrong
+        assert f"unknown placeholder(s) {template};" in error["msg"]
+        assert "allowed: {bookingId}, {customerEmail}," in error["msg"]
+    else:
+        assert "is not a valid template" in error["msg"]
+
+
+@pytest.mark.parametrize(
+    "zone", ["right/Europe/London", "posix/Europe/London", "posixrules", "Europe/london"]
+)
+def test_only_iana_zone_names_are_accepted(zone: str) -> None:
+    """Some names load as zones but are not IANA names ("right/..." counts leap seconds)."""
+    with pytest.raises(ValidationError, match="is not an IANA time zone"):
+        ResourceSettings.model_validate({**SETTINGS, "timeZone": zone})
+    assert ResourceSettings.model_validate({**SETTINGS, "timeZone": "Europe/London"})
 
 
 def test_emails_are_checked_and_lowercased() -> None:
@@ -371,7 +387,9 @@ def test_calendar_events_and_booking_events_round_trip_by_their_wire_names() -> 
 def test_flags_default_to_the_safe_side() -> None:
     settings = ResourceSettings.model_validate(SETTINGS)
     assert (settings.active, settings.block_working_elsewhere) == (True, False)
-    assert EventMapping.model_validate(MAPPING).detached is False
+    new = EventMapping.model_validate(MAPPING)
+    assert (new.detached, new.booking_version, new.recreations) == (False, 0, 0)
+    assert WebhookDelivery.model_validate({"event": EVENT}).attempt == 1
     block = Unavailability.model_validate(BLOCK)
     assert (block.is_all_day, block.private) == (False, False)
     event = CalendarEvent.model_validate({"eventId": "ev-1", "start": NOW, "end": LATER})
