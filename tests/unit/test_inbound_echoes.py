@@ -11,7 +11,7 @@ import pytest
 
 from shared.domain.bookings import BookingStatus
 from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import GraphAccessDenied
+from shared.domain.errors import GraphAccessDenied, GraphTransient
 from shared.domain.messages import EventChange, EventChanges
 from shared.domain.resources import (
     ChangeKind,
@@ -285,3 +285,52 @@ async def test_repeats_in_a_message_are_applied_once_and_distinct_changes_each(
     await inbox.world.services.inbound.handle_change(work)
 
     assert inbox.world.calendar.reads == [(ROOM, "ev-a")] * 4 + [(ROOM, "ev-b")]
+
+
+async def test_every_change_is_tried_and_the_first_failure_is_raised(inbox: Inbox) -> None:
+    inbox.world.calendar.events[ROOM]["ev-c"] = foreign("ev-c")
+    inbox.world.calendar.fail(ROOM, GraphTransient("first"), GraphTransient("second"))
+    work = EventChanges(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        changes=[
+            EventChange(
+                subscription_id="sub-1",
+                resource_id="room-1",
+                change_type="created",
+                event_id=event_id,
+                received_at=T0,
+            )
+            for event_id in ("ev-a", "ev-b", "ev-c")
+        ],
+    )
+
+    with pytest.raises(GraphTransient, match="first"):
+        await inbox.world.services.inbound.handle_change(work)
+
+    blocks = await inbox.world.ports.unavailability.list_for_resource("room-1")
+    assert [b.event_id for b in blocks] == ["ev-c"]  # the third still ran
+
+
+@pytest.mark.parametrize(("repeats", "logged"), [(0, []), (2, ["2 repeated changes skipped"])])
+async def test_skipped_repeats_are_counted_in_the_log(
+    inbox: Inbox, caplog: pytest.LogCaptureFixture, repeats: int, logged: list[str]
+) -> None:
+    change = EventChange(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        change_type="deleted",
+        event_id="ev-gone",
+        received_at=T0,
+    )
+    others = [change.model_copy(update={"event_id": f"ev-{i}"}) for i in range(2)]
+    work = EventChanges(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        changes=[change, *others, *[change] * repeats],
+    )
+
+    with caplog.at_level("DEBUG", logger="shared.services.inbound"):
+        await inbox.world.services.inbound.handle_change(work)
+
+    assert [r.getMessage() for r in caplog.records if "repeated" in r.getMessage()] == logged
