@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingStatus, TimeRange
-from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.calendar import CalendarCheck, CalendarEvent, EventMapping
 from shared.domain.errors import StorageUnavailable
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE
 from shared.domain.resources import ConnectionStatus, OnOutlookDelete
-from shared.services.reconcile import ReconcileReport
+from shared.ports import Stored
+from shared.services.reconcile import ABANDONED_CHECK, ReconcileReport
 from shared.services.slots import SlotKeeper
 from tests.builders import T0, booking_request, resource
 from tests.builders import booking as _booking
@@ -350,3 +351,79 @@ async def test_bookings_after_one_the_policy_handled_are_still_reconciled(
 
     assert report.policies_applied == 1
     assert (await mapping(world, second)).booking_version == 1
+
+
+def _checks(w: FakeWorld) -> FakeCalendarChecks:
+    checks = w.ports.calendar_checks
+    assert isinstance(checks, FakeCalendarChecks)
+    return checks
+
+
+def _check(w: FakeWorld, booking_id: str, version: int, age: timedelta) -> None:
+    """A calendar check marked `age` ago, as a write that may not have happened leaves."""
+    value = CalendarCheck(
+        resource_id="room-1",
+        booking_id=booking_id,
+        booking_version=version,
+        marked_at=w.clock.now - age,
+    )
+    _checks(w).rows[("room-1", booking_id)] = Stored(value=value, etag=f"check-{booking_id}")
+
+
+async def test_a_check_waits_for_its_change_then_is_dropped_when_abandoned(
+    world: FakeWorld,
+) -> None:
+    behind = await book(world, start=LATER[0])
+    never_pushed = await book(world, pushed=False)
+    await reconcile(world)  # settles what the setup left; the next round is incremental
+    _checks(world).rows.clear()
+    _check(world, "0-abandoned", 1, ABANDONED_CHECK + timedelta(seconds=1))
+    _check(world, "0-in-progress", 1, ABANDONED_CHECK)
+    _check(world, behind, 2, timedelta(0))  # its version 2 is not written yet
+    del world.mappings.rows[("room-1", never_pushed)]
+    world.calendar.events[ROOM] = {
+        k: e for k, e in world.calendar.events[ROOM].items() if e.booking_id != never_pushed
+    }
+    _check(world, never_pushed, 1, timedelta(0))
+
+    report = await world.services.reconcile.reconcile("room-1")
+
+    assert not report.full
+    assert (report.checked, report.confirmed, report.pushed) == (4, 1, 1)
+    assert sorted(b for _, b in _checks(world).rows) == sorted(
+        ["0-in-progress", behind, never_pushed]
+    )
+
+
+async def test_a_check_of_a_detached_or_foreign_calendar_is_confirmed(world: FakeWorld) -> None:
+    detached = await book(world)
+    alices = await book(world, resourceIds=["alice"])
+    await reconcile(world)
+    await edit_mapping(world, detached, event_id=None, change_key=None, detached=True)
+    world.calendar.events[ROOM].clear()
+    _checks(world).rows.clear()
+    _check(world, detached, 1, timedelta(0))
+    _check(world, alices, 1, timedelta(0))
+
+    report = await world.services.reconcile.reconcile("room-1")
+
+    assert (report.checked, report.confirmed, report.pushed) == (2, 2, 0)
+    assert _checks(world).rows == {}
+
+
+async def test_a_checked_event_deleted_without_a_notification_gets_the_policy(
+    world: FakeWorld,
+) -> None:
+    booking_id = await book(world)
+    await reconcile(world)
+    _checks(world).rows.clear()
+    _check(world, booking_id, 1, timedelta(0))
+    world.calendar.events[ROOM].clear()  # its notification was lost; delta never saw it
+
+    report = await world.services.reconcile.reconcile("room-1")
+
+    assert not report.full
+    assert report.policies_applied == 1
+    stored = await world.bookings.get(booking_id)
+    assert stored is not None
+    assert stored.value.status is BookingStatus.CANCELLED
