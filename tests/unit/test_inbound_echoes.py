@@ -251,42 +251,6 @@ async def test_access_denied_marks_the_resource_failing_and_fails_the_message(
     assert stored.value.status.state is ConnectionState.FAILING
 
 
-async def test_repeats_in_a_message_are_applied_once_and_distinct_changes_each(
-    inbox: Inbox,
-) -> None:
-    inbox.world.calendar.events[ROOM]["ev-a"] = foreign("ev-a")
-    inbox.world.calendar.events[ROOM]["ev-b"] = foreign("ev-b")
-
-    def change(event_id: str, seconds: int, **fields: Any) -> EventChange:
-        values: dict[str, Any] = {
-            "subscription_id": "sub-1",
-            "resource_id": "room-1",
-            "change_type": "updated",
-            "event_id": event_id,
-            "change_key": "ck-1",
-            "received_at": T0 + timedelta(seconds=seconds),
-            **fields,
-        }
-        return EventChange(**values)
-
-    work = EventChanges(
-        subscription_id="sub-1",
-        resource_id="room-1",
-        changes=[
-            change("ev-a", 0),
-            change("ev-a", 1),  # Graph's redelivery: the same notification again
-            change("ev-a", 2, change_key="ck-2"),  # a later change of the same event
-            change("ev-a", 3, change_type="created"),
-            change("ev-a", 4, subscription_id="sub-2"),
-            change("ev-b", 5),
-        ],
-    )
-
-    await inbox.world.services.inbound.handle_change(work)
-
-    assert inbox.world.calendar.reads == [(ROOM, "ev-a")] * 4 + [(ROOM, "ev-b")]
-
-
 async def test_every_change_is_tried_and_the_first_failure_is_raised(inbox: Inbox) -> None:
     inbox.world.calendar.events[ROOM]["ev-c"] = foreign("ev-c")
     inbox.world.calendar.fail(ROOM, GraphTransient("first"), GraphTransient("second"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.domain.bookings import BookingStatus, TimeRange
+from shared.domain.bookings import BookingStatus
 from shared.domain.calendar import EventMapping, WrittenTimes
 from shared.domain.errors import GraphTransient, StorageUnavailable
 from shared.domain.messages import PushBooking
@@ -17,7 +17,7 @@ from shared.domain.resources import CancelledEventMode, ConnectionState, Connect
 from shared.ports import EventWrite, EventWriteResult
 from shared.services.push import CANCELLED_PREFIX, PushIncomplete, render_draft, transaction_id
 from tests.builders import T0, booking, booking_request, resource
-from tests.fakes import Clock, FakeCalendarChecks, FakeWorld, fake_world
+from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM, ALICE, BOB = "room-1@contoso.com", "alice@contoso.com", "bob@contoso.com"
 MAILBOX = {"room-1": ROOM, "alice": ALICE, "bob": BOB}
@@ -350,69 +350,6 @@ async def answer(w: FakeWorld, resource_id: str, booking_id: str) -> None:
     answered = [x.model_copy(update={"answered": True}) for x in stored.value.writes_in_flight]
     await w.mappings.update(
         stored.value.model_copy(update={"writes_in_flight": answered}), stored.etag
-    )
-
-
-async def test_a_calendar_with_our_write_in_flight_is_written_once_it_is_answered(
-    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    booking_id = await book(world, "alice", "room-1")
-    await world.services.push.push(message(booking_id))
-    later = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=4))
-    await world.services.bookings.reschedule(booking_id, later)
-    await in_flight(world, "alice", booking_id)
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await answer(world, "alice", booking_id)
-
-    monkeypatch.setattr(world.services.push, "_sleep", sleep)
-    checks = world.ports.calendar_checks
-    assert isinstance(checks, FakeCalendarChecks)
-    checks.rows.clear()  # the reschedule's own marks: the push marks again
-
-    await world.services.push.push(message(booking_id, 2))
-
-    assert len(slept) == 1
-    assert world.calendar.batches == [2, 1, 1]  # room-1 at once, alice after the answer
-    for mailbox in (ROOM, ALICE):
-        [event] = world.calendar.events[mailbox].values()
-        assert (event.start, event.end) == (later.start, later.end)
-    for resource_id in ("alice", "room-1"):  # marked before sending, for reconcile
-        assert [c.value.booking_version for c in await checks.pending(resource_id)] == [2]
-
-
-async def test_writes_in_flight_too_long_fail_the_push_naming_ten_bookings(
-    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    booking_ids = [await book(world, "alice", "room-1", hour=i) for i in range(11)]
-    await world.services.push.push_many([message(b) for b in booking_ids])
-    for booking_id in booking_ids:
-        await in_flight(world, "alice", booking_id)
-        stored = await world.bookings.get(booking_id)
-        assert stored is not None
-        await world.services.bookings.reschedule(
-            booking_id,
-            TimeRange(
-                start=stored.value.start + timedelta(days=1),
-                end=stored.value.end + timedelta(days=1),
-            ),
-        )
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    monkeypatch.setattr(world.services.push, "_sleep", sleep)
-
-    with pytest.raises(PushIncomplete, match="another write to their events") as failed:
-        await world.services.push.push_many([message(b, 2) for b in booking_ids])
-
-    assert len(slept) == 40
-    assert failed.value.message.count("bk-") == 10
-    assert sorted(e.start for e in world.calendar.events[ROOM].values())[0] == T0 + timedelta(
-        days=1
     )
 
 
