@@ -12,7 +12,12 @@ import pytest
 
 from shared.domain.bookings import BookingStatus, TimeRange
 from shared.domain.errors import GraphAccessDenied, GraphTransient, MailboxInUse
-from shared.domain.messages import BOOKING_EVENTS_QUEUE, SYNC_OUTBOUND_QUEUE, EventChange
+from shared.domain.messages import (
+    BOOKING_EVENTS_QUEUE,
+    SYNC_OUTBOUND_QUEUE,
+    EventChange,
+    PushBooking,
+)
 from shared.domain.resources import (
     ConnectionState,
     ConnectionStatus,
@@ -194,6 +199,43 @@ class GatedBatches:
         return results
 
 
+T2 = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+T3 = TimeRange(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5))
+
+
+async def slow_push_to_t2(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, booking_id: str
+) -> tuple[asyncio.Future[None], GatedBatches]:
+    """Reschedule to T2 and start its push: Graph applies it at once, the answer waits
+    for `gate.release`. Returns once the write reached the calendar."""
+    await world.services.bookings.reschedule(booking_id, T2)
+    [push_t2] = world.outbound()
+    drop_outbound(world)
+    gate = GatedBatches(world)
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    in_flight = asyncio.ensure_future(world.services.push.push(push_t2))
+    await gate.written.wait()
+    return in_flight, gate
+
+
+async def notify_updated(world: FakeWorld, event_id: str, change_key: str | None) -> None:
+    """The inbound worker handles an `updated` notification of room-1's event."""
+    await world.services.inbound.handle_change(
+        EventChange(
+            subscription_id="s",
+            resource_id="room-1",
+            change_type="updated",
+            event_id=event_id,
+            change_key=change_key,
+            received_at=world.clock.now,
+        )
+    )
+
+
+def outlook_moves(world: FakeWorld) -> list[str]:
+    return [e.action for e in world.sync_log.entries if e.action.startswith("outlook_move")]
+
+
 async def test_our_own_write_seen_before_its_answer_is_not_an_outlook_move(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,43 +243,27 @@ async def test_our_own_write_seen_before_its_answer_is_not_an_outlook_move(
         await world.services.bookings.create(booking_request(resourceIds=["room-1", "alice"]), None)
     ).booking_id
     await world.push_all()
-    t2 = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
-    t3 = TimeRange(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5))
-    await world.services.bookings.reschedule(booking_id, t2)
-    [push_t2] = world.outbound()
-    drop_outbound(world)
-    gate = GatedBatches(world)
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
-    in_flight = asyncio.ensure_future(world.services.push.push(push_t2))
-    await gate.written.wait()  # Graph applied the move to T2; its answer is slow (B's mailbox)
-    await world.services.bookings.reschedule(booking_id, t3)
+    # Graph applied the move to T2; its answer is slow (B's mailbox).
+    in_flight, gate = await slow_push_to_t2(world, monkeypatch, booking_id)
+    await world.services.bookings.reschedule(booking_id, T3)
     [room_event] = world.calendar.events[ROOM].values()
 
     # The notification of our own write to T2 is handled while the booking is at T3.
-    await world.services.inbound.handle_change(
-        EventChange(
-            subscription_id="s",
-            resource_id="room-1",
-            change_type="updated",
-            event_id=room_event.event_id,
-            change_key=room_event.change_key,
-            received_at=world.clock.now,
-        )
-    )
+    await notify_updated(world, room_event.event_id, room_event.change_key)
     gate.release.set()
     await in_flight
     await world.push_all()
 
     view = await world.services.bookings.get(booking_id)
-    assert (view.start, view.end) == (t3.start, t3.end)
+    assert (view.start, view.end) == (T3.start, T3.end)
     assert changes_of(world, booking_id) == [
         ("booking.created", "api"),
         ("booking.rescheduled", "api"),
         ("booking.rescheduled", "api"),
     ]
-    assert not [e for e in world.sync_log.entries if e.action.startswith("outlook_move")]
-    assert events_at(world, ROOM) == [(booking_id, t3.start, t3.end)]
-    assert events_at(world, ALICE) == [(booking_id, t3.start, t3.end)]
+    assert outlook_moves(world) == []
+    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
+    assert events_at(world, ALICE) == [(booking_id, T3.start, T3.end)]
 
 
 async def test_a_racing_mapping_write_does_not_stop_the_rest_of_a_push_being_recorded(
@@ -322,41 +348,27 @@ async def test_an_older_write_answered_after_a_newer_one_is_written_again(
 ) -> None:
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
-    t2 = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
-    t3 = TimeRange(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5))
-    await world.services.bookings.reschedule(booking_id, t2)
-    [push_t2] = world.outbound()
-    drop_outbound(world)
-    gate = GatedBatches(world)
     write_batch = world.calendar.write_batch
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
-    slow = asyncio.ensure_future(world.services.push.push(push_t2))
-    await gate.written.wait()  # sent; its answer (after retries) takes a while
+    # Sent; its answer (after retries) takes a while.
+    slow, gate = await slow_push_to_t2(world, monkeypatch, booking_id)
     monkeypatch.setattr(world.calendar, "write_batch", write_batch)
-    await world.services.bookings.reschedule(booking_id, t3)
+    await world.services.bookings.reschedule(booking_id, T3)
     await world.push_all()  # T3 is written and recorded first
     [event] = world.calendar.events[ROOM].values()
     world.calendar.events[ROOM][event.event_id] = event.model_copy(
-        update={"start": t2.start, "end": t2.end, "change_key": "late"}
+        update={"start": T2.start, "end": T2.end, "change_key": "late"}
     )  # ...and then the older write lands on top of it
-    await world.services.inbound.handle_change(
-        EventChange(
-            subscription_id="s",
-            resource_id="room-1",
-            change_type="updated",
-            event_id=event.event_id,
-            change_key="late",
-            received_at=world.clock.now,
-        )
-    )  # its notification: our own write, not an Outlook move
-    assert not [e for e in world.sync_log.entries if e.action.startswith("outlook_move")]
+    await notify_updated(world, event.event_id, "late")  # ours, not an Outlook move
+    assert outlook_moves(world) == []
 
     gate.release.set()
     with pytest.raises(PushIncomplete):
         await slow
-    await world.services.push.push(push_t2)  # the queue's retry
+    await world.services.push.push(
+        PushBooking(booking_id=booking_id, booking_version=2)
+    )  # the retry
 
-    assert events_at(world, ROOM) == [(booking_id, t3.start, t3.end)]
+    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
     view = await world.services.bookings.get(booking_id)
-    assert (view.start, view.end) == (t3.start, t3.end)
+    assert (view.start, view.end) == (T3.start, T3.end)
     assert [s.state for s in view.sync] == ["synced"]
