@@ -48,7 +48,9 @@ soak: $(PY_STAMP) $(NODE_STAMP)
 # requirements-dev.txt from requirements-dev.in on top of it; exact versions and hashes for
 # Python 3.11 on any platform. Versions already locked are kept unless the .in files need
 # others (`UPGRADE=--upgrade make lock` moves everything to the newest allowed).
-UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --no-header $(UPGRADE)
+# --no-strip-extras: pip in --require-hashes mode refuses a dependency asking for
+# `httpx[http2]` unless the lock pins it with that extra (it looks for a newer httpx).
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 --no-header --no-strip-extras $(UPGRADE)
 lock: $(PY_STAMP)
 	$(UV_COMPILE) requirements.in -o requirements.txt
 	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt

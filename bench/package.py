@@ -62,7 +62,9 @@ def shipped_files(repo: Path = REPO_ROOT) -> list[str]:
     return sorted(found)
 
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+# A pin may name extras (`httpx[http2]==…`): pip needs them in the lock to install a
+# dependency that asks for them in --require-hashes mode.
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
 
 
 def locked(repo: Path = REPO_ROOT) -> dict[str, str]:
