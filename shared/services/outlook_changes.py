@@ -69,7 +69,16 @@ class OutlookChangeApplier:
         direction: SyncDirection,
     ) -> Action | None:
         """Decide and act; returns the action taken (None: nothing changed, e.g. an
-        echo of our own write). Idempotent. Raises on transient failures."""
+        echo of our own write). Idempotent. Raises on transient failures.
+
+        `event` was read after `mapping`; a push may have written the event and recorded
+        it in between. So the decision is made on the mapping as it is now, read after
+        the event: every write of ours is recorded (in flight) before it is sent, so the
+        mapping read now knows every write the event can show."""
+        fresh = await self._mappings.get(mapping.value.resource_id, mapping.value.booking_id)
+        if fresh is None or fresh.value.event_id != mapping.value.event_id:
+            return None  # the event was replaced or removed by us meanwhile
+        mapping = fresh
         current = mapping.value
         if current.event_id is None or current.detached:
             return None
@@ -83,6 +92,8 @@ class OutlookChangeApplier:
         if stored_booking is None:
             return None
         booking = stored_booking.value
+        if resource.resource_id not in booking.resource_ids:
+            return None  # taken off the booking: its event is ours to remove, not a change
         settings = resource.settings
         is_primary = booking.primary_resource_id == resource.resource_id
         if event is None:

@@ -372,3 +372,46 @@ async def test_an_older_write_answered_after_a_newer_one_is_written_again(
     view = await world.services.bookings.get(booking_id)
     assert (view.start, view.end) == (T3.start, T3.end)
     assert [s.state for s in view.sync] == ["synced"]
+
+
+T4 = TimeRange(start=T0 + timedelta(hours=6), end=T0 + timedelta(hours=7))
+
+
+@pytest.mark.parametrize("path", ["notification", "round"])
+async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The mapping is read, then our push to T3 is written and recorded, then the event is
+    read (at T3) while the client has moved the booking on to T4: the decision must be
+    made on what we had written by the time the event was read, not on the mapping read
+    before it."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    await world.services.bookings.reschedule(booking_id, T2)
+    await world.push_all()
+    await world.services.bookings.reschedule(booking_id, T3)
+    [push_t3] = world.outbound()
+    drop_outbound(world)
+    read_event = world.calendar.get_event
+
+    async def push_t3_then_read(mailbox: str, event_id: str) -> Any:
+        if world.calendar.events[ROOM][event_id].start != T3.start:
+            await world.services.push.push(push_t3)  # written and recorded meanwhile
+            await world.services.bookings.reschedule(booking_id, T4)  # the client moves on
+        return await read_event(mailbox, event_id)
+
+    monkeypatch.setattr(world.calendar, "get_event", push_t3_then_read)
+    [event] = world.calendar.events[ROOM].values()
+    if path == "notification":
+        await notify_updated(world, event.event_id, "an Outlook edit's changeKey")
+    else:
+        await incremental_round(world)
+    monkeypatch.setattr(world.calendar, "get_event", read_event)
+    await world.push_all()
+
+    assert outlook_moves(world) == []
+    assert [source for _, source in changes_of(world, booking_id)] == ["api"] * 4
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T4.start, T4.end)
+    assert events_at(world, ROOM) == [(booking_id, T4.start, T4.end)]
