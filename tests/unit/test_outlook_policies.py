@@ -450,3 +450,41 @@ async def test_a_delete_the_cancels_push_already_recorded_is_not_written_again(
     assert [e.direction for e in outlook.world.sync_log.entries if "outlook" in e.action] == [
         SyncDirection.RECONCILE
     ]
+
+
+@pytest.mark.parametrize("meanwhile", ["replaced", "removed"])
+async def test_an_event_we_replaced_or_removed_since_the_mapping_was_read_is_left_alone(
+    outlook: Outlook, meanwhile: str
+) -> None:
+    """The decision is made on the mapping as it is after the event was read."""
+    await outlook.policy("room-1", OnOutlookDelete.CANCEL_BOOKING, OnOutlookMove.RESCHEDULE_BOOKING)
+    read_before = await outlook.mapping("room-1")
+    if meanwhile == "replaced":  # say, recreated by a restore: a new event id
+        await outlook.world.mappings.update(
+            read_before.value.model_copy(update={"event_id": "a-newer-event"}), read_before.etag
+        )
+    else:  # the mapping itself is gone
+        del outlook.world.mappings.rows[("room-1", outlook.booking_id)]
+    moved = outlook.event("room-1").model_copy(update={"start": LATER[0], "end": LATER[1]})
+
+    assert await outlook.apply("room-1", None, read_before) is None
+    assert await outlook.apply("room-1", moved, read_before) is None
+
+    assert await outlook.status() == BOOKED
+    assert outlook.log() == []
+
+
+async def test_an_event_of_a_resource_taken_off_the_booking_is_left_alone(
+    outlook: Outlook,
+) -> None:
+    await outlook.policy("alice", OnOutlookDelete.RESTORE_EVENT, OnOutlookMove.RESTORE_EVENT)
+    stored = await outlook.world.bookings.get(outlook.booking_id)
+    assert stored is not None
+    await outlook.world.bookings.update(
+        stored.value.model_copy(update={"resource_ids": ["room-1"]}), stored.etag
+    )
+
+    assert await outlook.delete("alice") is None
+
+    assert outlook.world.calendar.events[ALICE] == {}  # not restored
+    assert outlook.log() == []
