@@ -16,7 +16,6 @@ from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.data.tables.aio import TableServiceClient
-from azure.identity.aio import ManagedIdentityCredential
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared.adapters.graph.gateway import build_calendar_gateway
@@ -179,6 +178,12 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
 @functools.cache
 def azure_credential(client_id: str | None) -> AsyncTokenCredential:
     """One managed-identity credential per process, shared by storage and Graph."""
+    # Imported here, not at indexing: azure-identity's package imports msal, requests and
+    # cryptography for every credential it has. In Azure the Python worker has imported it
+    # before indexing (its Azure Monitor exporter does), so this costs the first request
+    # nothing there; locally (Azurite, the Graph emulator) no credential is ever built.
+    from azure.identity.aio import ManagedIdentityCredential
+
     return ManagedIdentityCredential(client_id=client_id)
 
 

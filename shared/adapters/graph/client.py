@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
@@ -124,6 +123,9 @@ def graph_credential(
     mode = settings.graph_auth_mode
     if mode is GraphAuthMode.EMULATOR:
         return StaticTokenCredential(), True
+    # Not at indexing: see shared.composition.azure_credential.
+    from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
+
     if mode is GraphAuthMode.CLIENT_SECRET:
         if settings.graph_client_id is None or settings.graph_client_secret is None:
             raise ValueError("GRAPH_AUTH_MODE=client_secret needs GRAPH_CLIENT_ID and _SECRET")
