@@ -82,3 +82,25 @@ def test_indexing_imports_only_the_graph_modules_the_gateway_uses(
 ) -> None:
     generated = {m for m in loaded_at_indexing if m.startswith("msgraph.generated.")}
     assert 0 < len(generated) <= MOST_GRAPH_MODULES_AT_INDEXING, sorted(generated)
+
+
+GC_PROBE = """
+import gc, sys
+if sys.argv[1] == "off":
+    gc.disable()
+import function_app
+print(gc.isenabled())
+"""
+
+
+@pytest.mark.parametrize(("before", "after"), [("on", "True"), ("off", "False")])
+def test_indexing_leaves_the_garbage_collector_as_it_found_it(before: str, after: str) -> None:
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed snippet
+        [sys.executable, "-c", GC_PROBE, before],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == after
