@@ -62,8 +62,17 @@ def measure_import(profile: Profile) -> Outcome:
     """`import function_app` in fresh interpreters, and the deployment package's size
     (bench/cold_start.py)."""
     times = cold_start.import_times(profile.import_runs)
-    rows = [*cold_start.import_rows(times), cold_start.package_row()]
-    return Outcome(rows, {"import_s": times.wall_s, "import_cpu_s": times.cpu_s})
+    after_worker = cold_start.worker_import_times(profile.import_runs)
+    rows = [*cold_start.import_rows(times, after_worker), cold_start.package_row()]
+    return Outcome(
+        rows,
+        {
+            "import_s": times.wall_s,
+            "import_cpu_s": times.cpu_s,
+            "import_after_worker_s": after_worker.wall_s,
+            "import_after_worker_cpu_s": after_worker.cpu_s,
+        },
+    )
 
 
 # --- booking create ------------------------------------------------------------------------
