@@ -178,10 +178,11 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
 @functools.cache
 def azure_credential(client_id: str | None) -> AsyncTokenCredential:
     """One managed-identity credential per process, shared by storage and Graph."""
-    # Imported here, not at indexing: azure-identity's package imports msal, requests and
-    # cryptography for every credential it has. In Azure the Python worker has imported it
-    # before indexing (its Azure Monitor exporter does), so this costs the first request
-    # nothing there; locally (Azurite, the Graph emulator) no credential is ever built.
+    # Imported here, not at indexing: azure-identity's package imports every credential it
+    # has, and msal with them. In Azure the Python worker has imported it before indexing
+    # (the Azure Monitor exporter it starts does, with PYTHON_APPLICATIONINSIGHTS_ENABLE_
+    # TELEMETRY on as infra/ sets it), so the first request pays nothing for it there;
+    # locally (Azurite, the Graph emulator) no credential is built at all.
     from azure.identity.aio import ManagedIdentityCredential
 
     return ManagedIdentityCredential(client_id=client_id)
