@@ -536,7 +536,13 @@ class EventChangeHandler:
                     if change.change_type == "deleted"
                     else await self._gateway.get_event(settings.mailbox, change.event_id)
                 )
-                await self._applier.apply(resource, mapping, event, SyncDirection.INBOUND)
+                await self._applier.apply(
+                    resource,
+                    mapping,
+                    event,
+                    SyncDirection.INBOUND,
+                    read_back=change.change_type != "deleted",
+                )
             elif settings.direction.pulls:
                 await self._mirror_change(resource, change)
         except GraphAccessDenied as exc:

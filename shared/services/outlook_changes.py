@@ -67,6 +67,8 @@ class OutlookChangeApplier:
         mapping: Stored[EventMapping],
         event: CalendarEvent | None,
         direction: SyncDirection,
+        *,
+        read_back: bool = True,
     ) -> Action | None:
         """Decide and act; returns the action taken (None: nothing changed, e.g. an
         echo of our own write). Idempotent. Raises on transient failures.
@@ -74,7 +76,10 @@ class OutlookChangeApplier:
         `event` was read after `mapping`; a push may have written the event and recorded
         it in between. So the decision is made on the mapping as it is now, read after
         the event: every write of ours is recorded (in flight) before it is sent, so the
-        mapping read now knows every write the event can show."""
+        mapping read now knows every write the event can show.
+
+        `read_back` False: `event` is None because a `deleted` notification said so, not
+        because a read found it gone."""
         fresh = await self._mappings.get(mapping.value.resource_id, mapping.value.booking_id)
         if fresh is None or fresh.value.event_id != mapping.value.event_id:
             return None  # the event was replaced or removed by us meanwhile
@@ -100,7 +105,7 @@ class OutlookChangeApplier:
             action = on_delete(
                 settings.on_outlook_delete, is_primary=is_primary, status=booking.status
             )
-            await self._on_deleted(resource, mapping, booking, action, direction)
+            await self._on_deleted(resource, mapping, booking, action, direction, read_back)
             return action
         if current.written_by_us(event.start, event.end):
             # At times we wrote (the answer to a write may still be on its way, so its
@@ -121,13 +126,18 @@ class OutlookChangeApplier:
         booking: Booking,
         action: Action,
         direction: SyncDirection,
+        read_back: bool,
     ) -> None:
         current = mapping.value
         if action is Action.CANCEL_BOOKING:
             # Cancel first: if anything after fails, the retry finds the booking
             # cancelled and only tidies the mapping.
             await self._booking_service.cancel(booking.booking_id, EventSource.OUTLOOK)
-            await self._forget_event(current)
+            if read_back:
+                await self._forget_event(current)
+            # Else the mapping keeps the event for the cancel's push: its delete costs a
+            # 404 when the event is gone, and removes it when a late or stale `deleted`
+            # came for an event still there, so no event of ours outlives its booking.
         elif action is Action.RESTORE_EVENT:
             await self._restore(mapping, booking, recreate=True)
         else:

@@ -415,3 +415,31 @@ async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
     view = await world.services.bookings.get(booking_id)
     assert (view.start, view.end) == (T4.start, T4.end)
     assert events_at(world, ROOM) == [(booking_id, T4.start, T4.end)]
+
+
+async def test_an_event_still_there_when_a_deleted_notification_cancelled_its_booking_is_removed(
+    world: FakeWorld,
+) -> None:
+    # A deleted notification (late, out of order, or forged with a leaked clientState) for
+    # an event still in the calendar: the booking is cancelled as the policy says, but then
+    # an event of ours stays without a live booking, and one ordinary round must remove it.
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    [event_id] = world.calendar.events[ROOM]
+    await world.services.inbound.handle_change(
+        EventChange(
+            subscription_id="sub-1",
+            resource_id="room-1",
+            change_type="deleted",
+            event_id=event_id,
+            change_key="ck-last",
+            received_at=T0,
+        )
+    )
+    await world.push_all()
+    assert (await world.services.bookings.get(booking_id)).status is BookingStatus.CANCELLED
+
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == []
