@@ -1,5 +1,6 @@
-"""Timers: reconciliation fan-out, and the hourly upkeep: subscriptions renewed, expired
-records purged (schedules from app settings)."""
+"""Timers: reconciliation fan-out (pages of resources, see shared/services/rounds.py), and
+the hourly upkeep: subscriptions renewed, expired records purged (schedules from app
+settings)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RECONCILE_SCHEDULE%")
 async def reconcile_timer(timer: func.TimerRequest) -> None:
-    await get_services().upkeep.fan_out_reconcile()
+    await get_services().rounds.fan_out()
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_UPKEEP_SCHEDULE%")

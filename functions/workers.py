@@ -33,6 +33,7 @@ from shared.domain.messages import (
     LifecycleEvent,
     OutboundWork,
     PushBooking,
+    ReconcilePage,
     ReconcileResource,
     ResyncResource,
     WebhookDelivery,
@@ -56,12 +57,15 @@ def _ids(
     work: PushBooking
     | ResyncResource
     | ReconcileResource
+    | ReconcilePage
     | ConnectResource
     | EventChange
     | EventChanges
     | LifecycleEvent,
 ) -> dict[str, str]:
     """The correlation ids a queue message carries."""
+    if isinstance(work, ReconcilePage):
+        return {}
     if isinstance(work, PushBooking):
         return {"booking_id": work.booking_id}
     if isinstance(work, EventChange):
@@ -95,8 +99,11 @@ async def _handle_outbound(msg: func.QueueMessage) -> None:
         elif isinstance(work, ConnectResource):
             logger.info("connect %s to %s", work.resource_id, work.mailbox)
             await services.resources.finish_connect(work)
+        elif isinstance(work, ReconcilePage):
+            sent = await services.rounds.fan_out_page(work)
+            logger.info("reconcile round %s: %d resources sent", work.round_at.isoformat(), sent)
         elif isinstance(work, ReconcileResource):
-            report = await services.reconcile.reconcile(work.resource_id)
+            report = await services.rounds.run(work)
             logger.info("reconciled %s: %s", work.resource_id, report.model_dump_json())
         else:
             logger.info("resync of %s (%s)", work.resource_id, work.reason)

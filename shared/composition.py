@@ -64,6 +64,7 @@ from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
 from shared.services.reconcile import ReconcileService
 from shared.services.resources import ResourceService
+from shared.services.rounds import ReconcileRounds, RetrySchedule
 from shared.services.slots import SlotKeeper
 from shared.services.subscriptions import SubscriptionService
 from shared.services.upkeep import Upkeep
@@ -211,6 +212,7 @@ class Services:
     intake: NotificationIntake
     inbound: InboundService
     reconcile: ReconcileService
+    rounds: ReconcileRounds
     upkeep: Upkeep
     health: HealthService
     webhooks: WebhookSender | None
@@ -303,6 +305,20 @@ def build_services(
         connection=connection,
         sync_log=ports.sync_log,
         clock=clock,
+        repeat_within=timedelta(minutes=settings.reconcile_repeat_within_minutes),
+    )
+    rounds = ReconcileRounds(
+        resources=ports.resources,
+        reconcile=reconcile,
+        subscriptions=subscriptions,
+        connection=connection,
+        queue=ports.queue,
+        sync_log=ports.sync_log,
+        clock=clock,
+        retry=RetrySchedule(
+            first=timedelta(minutes=settings.failing_retry_first_minutes),
+            cap=timedelta(minutes=settings.failing_retry_max_minutes),
+        ),
     )
     return Services(
         ports=ports,
@@ -348,6 +364,7 @@ def build_services(
             clock=clock,
         ),
         reconcile=reconcile,
+        rounds=rounds,
         upkeep=Upkeep(
             resources=ports.resources,
             subscriptions=subscriptions,

@@ -61,6 +61,15 @@ class Settings(BaseSettings):
     # Timers (NCRONTAB, 6 fields). The host reads these names from app settings too.
     reconcile_schedule: str = "0 */15 * * * *"
     subscription_upkeep_schedule: str = "0 5 * * * *"
+    # A timer round this soon after the resource's last one is a repeat (a page sent
+    # twice, a past-due run of an interrupted occurrence) and skipped; keep it below the
+    # RECONCILE_SCHEDULE's period.
+    reconcile_repeat_within_minutes: int = Field(default=5, ge=0, le=60)
+    # A resource whose round failed on a condition retrying cannot heal (mailbox gone,
+    # access denied) is left out of timer rounds for this long, doubling per failed
+    # round up to the maximum; it recovers by itself once a round succeeds.
+    failing_retry_first_minutes: int = Field(default=15, ge=1, le=1440)
+    failing_retry_max_minutes: int = Field(default=60, ge=1, le=1440)
 
     # Unavailability mirror window and freshness bound (fail closed past it).
     mirror_days_back: int = Field(default=1, ge=0, le=31)
@@ -113,6 +122,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PUBLIC_BASE_URL must be an https URL (Graph refuses http notification URLs);"
                 " http is accepted only with GRAPH_AUTH_MODE=emulator"
+            )
+        if self.failing_retry_max_minutes < self.failing_retry_first_minutes:
+            raise ValueError(
+                "FAILING_RETRY_MAX_MINUTES must be at least FAILING_RETRY_FIRST_MINUTES"
             )
         webhook = self.booking_events_webhook_url
         if webhook is not None and self.booking_events_webhook_secret is None:

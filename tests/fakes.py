@@ -301,6 +301,7 @@ class FakeCalendar:
         self.batch_reads: list[int] = []  # get_events calls: how many ids each
         self.instance_reads: list[tuple[str, str]] = []  # series_instances: (mailbox, master)
         self.view_reads = 0  # calendar_view calls
+        self.delta_reads: list[str] = []  # delta calls: the mailbox of each
         self.unreachable = False
         # The app's subscriptions as Graph holds them: one per mailbox (a second is a 409).
         self.subscriptions: dict[str, GraphSubscription] = {}
@@ -397,6 +398,7 @@ class FakeCalendar:
     async def delta(
         self, mailbox: str, start: datetime, end: datetime, delta_link: str | None
     ) -> DeltaRound:
+        self.delta_reads.append(mailbox)
         return DeltaRound(
             events=await self.calendar_view(mailbox, start, end), removed_ids=[], delta_link="d"
         )

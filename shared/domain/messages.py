@@ -57,15 +57,33 @@ class ConnectResource(DomainModel):
 
 
 class ReconcileResource(DomainModel):
-    """sync-outbound: one reconcile round for one resource (fanned out by the timer)."""
+    """sync-outbound: one reconcile round for one resource."""
 
     kind: Literal["reconcile_resource"] = "reconcile_resource"
     resource_id: ResourceId
     scheduled_at: UtcDatetime
+    # The timer round that asked for it (from its ReconcilePage); None when something
+    # else did (a new subscription, a `missed` lifecycle event), which always runs.
+    round_at: UtcDatetime | None = None
+
+
+# Resources per ReconcilePage: 100 ids of at most 64 characters stay far under a queue
+# message's 48 KiB of JSON, and one page's sends take well under a second.
+RECONCILE_PAGE_SIZE = 100
+
+
+class ReconcilePage(DomainModel):
+    """sync-outbound: a page of the timer's fan-out; its worker sends one ReconcileResource
+    per resource. Sent twice (a retried send, a past-due timer run), its resources' rounds
+    are skipped as repeats of `round_at`."""
+
+    kind: Literal["reconcile_page"] = "reconcile_page"
+    round_at: UtcDatetime
+    resource_ids: Annotated[list[ResourceId], Field(min_length=1, max_length=RECONCILE_PAGE_SIZE)]
 
 
 OutboundWork = Annotated[
-    PushBooking | ResyncResource | ReconcileResource | ConnectResource,
+    PushBooking | ResyncResource | ReconcileResource | ReconcilePage | ConnectResource,
     Field(discriminator="kind"),
 ]
 

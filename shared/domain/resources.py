@@ -138,6 +138,10 @@ class ConnectionStatus(DomainModel):
     since: UtcDatetime | None = None
     last_sync_at: UtcDatetime | None = None
     mirror_refreshed_at: UtcDatetime | None = None
+    # Reconcile rounds failed in a row on a condition a retry of the same message cannot
+    # heal (mailbox gone, access denied), and the time before which no timer round runs.
+    failed_rounds: int = Field(default=0, ge=0)
+    retry_at: UtcDatetime | None = None
 
 
 class Resource(DomainModel):
@@ -149,6 +153,9 @@ class Resource(DomainModel):
     # calendarView/delta state: the link of the last round and the window it covers.
     delta_link: str | None = None
     delta_window_start: UtcDatetime | None = None
+    # The timer round (its time) that last ran for this resource, well or failing: a
+    # repeat of that round (a page sent twice, a past-due run) is skipped.
+    last_round_at: UtcDatetime | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

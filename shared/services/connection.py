@@ -2,7 +2,9 @@
 
 Permanent Graph errors (auth, permission, mailbox gone) and lost subscriptions make a
 resource failing; its availability and new bookings then answer 503 (fail closed). The
-next good sync makes it connected again.
+next good sync makes it connected again. A reconcile round that fails that way is counted
+(`failed_rounds`) and puts the resource's next timer round off (`retry_at`); a good sync
+clears both.
 """
 
 from __future__ import annotations
@@ -61,8 +63,39 @@ class ConnectionTracker:
                 )
             )
 
-    async def mark_synced(self, resource_id: str, *, mirror_refreshed: bool = False) -> None:
-        """A good sync: connected again, lastSyncAt (and the mirror's time) now."""
+    async def record_failed_round(
+        self,
+        resource_id: str,
+        round_at: datetime,
+        put_off: Callable[[int], timedelta],
+    ) -> Resource | None:
+        """Count a reconcile round that failed on a permanent condition (after
+        `mark_failing`): `failed_rounds` + 1, no timer round before `round_at +
+        put_off(failed_rounds)`, and `round_at` as the resource's last round. Idempotent
+        for one round (a repeat counts once). Returns the resource as written, or None
+        when nothing changed (a repeat, or the resource is gone or disconnected)."""
+
+        def change(resource: Resource) -> Resource | None:
+            status = resource.status
+            if status.state is ConnectionState.DISCONNECTED:
+                return None
+            if resource.last_round_at == round_at and status.failed_rounds > 0:
+                return None
+            failed = status.failed_rounds + 1
+            return resource.model_copy(
+                update={
+                    "status": status.model_copy(
+                        update={"failed_rounds": failed, "retry_at": round_at + put_off(failed)}
+                    ),
+                    "last_round_at": max(resource.last_round_at or round_at, round_at),
+                }
+            )
+
+        return await self._update(resource_id, change)
+
+    async def mark_synced(self, resource_id: str, *, mirror_refreshed: bool = False) -> bool:
+        """A good sync: connected again, lastSyncAt (and the mirror's time) now, the count
+        of failed rounds cleared. Returns whether the resource was failing until now."""
         now = self._clock()
         recovered = False
 
@@ -73,13 +106,16 @@ class ConnectionTracker:
                 return None
             recovered = status.state is ConnectionState.FAILING
             recent = status.last_sync_at is not None and now - status.last_sync_at < _QUIET
-            if status.state is ConnectionState.CONNECTED and recent and not mirror_refreshed:
+            quiet = recent and not mirror_refreshed and not status.failed_rounds
+            if status.state is ConnectionState.CONNECTED and quiet:
                 return None  # keep the resource row cool under bursts of pushes
             update: dict[str, object] = {
                 "state": ConnectionState.CONNECTED,
                 "reason": None,
                 "since": now if recovered else status.since,
                 "last_sync_at": now,
+                "failed_rounds": 0,
+                "retry_at": None,
             }
             if mirror_refreshed:
                 update["mirror_refreshed_at"] = now
@@ -97,6 +133,7 @@ class ConnectionTracker:
                     outcome=SyncOutcome.OK,
                 )
             )
+        return recovered
 
     async def _update(
         self, resource_id: str, change: Callable[[Resource], Resource | None]

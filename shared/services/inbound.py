@@ -683,8 +683,12 @@ class InboundService:
             else:  # missed: notifications were lost; catch up from the calendar itself
                 await self._reconcile(resource.resource_id)
         except (GraphAccessDenied, GraphNotFound) as exc:
+            # Every delivery would meet the same answer (a leaving user's mailbox is gone
+            # with its subscriptions): recorded, and the message completes instead of
+            # walking to -poison. The reconcile rounds retry the resource on their
+            # schedule and renew its subscription once it answers again.
             await self._connection.mark_failing(resource.resource_id, f"{exc.code}: {exc.message}")
-            raise
+            return
         await self._sync_log.append(
             SyncLogEntry(
                 resource_id=resource.resource_id,

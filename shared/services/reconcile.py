@@ -78,6 +78,8 @@ class ReconcileReport(DomainModel):
     checked: int = 0
     confirmed: int = 0
     skipped: str | None = None
+    # The resource was failing until this round.
+    recovered: bool = False
 
 
 class ReconcileService:
@@ -99,7 +101,9 @@ class ReconcileService:
         connection: ConnectionTracker,
         sync_log: SyncLog,
         clock: Callable[[], datetime],
+        repeat_within: timedelta = timedelta(0),
     ) -> None:
+        self._repeat_within = repeat_within
         self._resources = resources
         self._bookings = bookings
         self._booking_service = booking_service
@@ -116,9 +120,15 @@ class ReconcileService:
         self._sync_log = sync_log
         self._clock = clock
 
-    async def reconcile(self, resource_id: str) -> ReconcileReport:
+    async def reconcile(
+        self, resource_id: str, *, round_at: datetime | None = None
+    ) -> ReconcileReport:
         """One round for one resource, under a per-resource lease (a concurrent round for
         the same mailbox, from an overlapping timer or another instance, skips).
+
+        `round_at` names the timer round asking: a round within `repeat_within` after
+        the resource's last one is a repeat (a page sent twice, a past-due timer run)
+        and skips, after one table read; the round's time is recorded when it finishes.
 
         A calendarView/delta round: an unchanged mailbox costs one Graph request. The
         first round, a moved mirror window, or a delta link Graph no longer knows
@@ -128,16 +138,19 @@ class ReconcileService:
         if not await self._leases.acquire(f"reconcile:{resource_id}", holder, LEASE_SECONDS):
             return ReconcileReport(resource_id=resource_id, skipped="another round is running")
         try:
-            return await self._reconcile(resource_id)
+            return await self._reconcile(resource_id, round_at)
         finally:
             await self._leases.release(f"reconcile:{resource_id}", holder)
 
-    async def _reconcile(self, resource_id: str) -> ReconcileReport:
+    async def _reconcile(self, resource_id: str, round_at: datetime | None) -> ReconcileReport:
         report = ReconcileReport(resource_id=resource_id)
         stored = await self._resources.get(resource_id)
         if stored is None:
             return report.model_copy(update={"skipped": "unknown resource"})
         resource = stored.value
+        last = resource.last_round_at
+        if round_at is not None and last is not None and last >= round_at - self._repeat_within:
+            return report.model_copy(update={"skipped": "a repeat of the last timer round"})
         settings = resource.settings
         if not settings.active or resource.status.state is ConnectionState.DISCONNECTED:
             return report.model_copy(update={"skipped": "inactive or disconnected"})
@@ -164,8 +177,11 @@ class ReconcileService:
         report = report.model_copy(
             update={"events_read": len(delta.events) + len(delta.removed_ids), "full": link is None}
         )
-        await self._save_delta(resource_id, delta.delta_link, start)
-        await self._connection.mark_synced(resource_id, mirror_refreshed=settings.direction.pulls)
+        await self._save_delta(resource_id, delta.delta_link, start, round_at)
+        recovered = await self._connection.mark_synced(
+            resource_id, mirror_refreshed=settings.direction.pulls
+        )
+        report = report.model_copy(update={"recovered": recovered})
         await self._log(
             resource_id,
             "reconcile",
@@ -339,15 +355,17 @@ class ReconcileService:
                 await self._booking_service.flush_outbox(stored)
         await self._slots.release_stale(resource_id, claims, bookings)
 
-    async def _save_delta(self, resource_id: str, link: str, window_start: datetime) -> None:
+    async def _save_delta(
+        self, resource_id: str, link: str, window_start: datetime, round_at: datetime | None
+    ) -> None:
+        def change(resource: Resource) -> Resource:
+            update: dict[str, object] = {"delta_link": link, "delta_window_start": window_start}
+            if round_at is not None:
+                update["last_round_at"] = max(resource.last_round_at or round_at, round_at)
+            return resource.model_copy(update=update)
+
         try:
-            await update_resource(
-                self._resources,
-                resource_id,
-                lambda resource: resource.model_copy(
-                    update={"delta_link": link, "delta_window_start": window_start}
-                ),
-            )
+            await update_resource(self._resources, resource_id, change)
         except ConcurrencyConflict:
             # Not fatal: without the link the next round is a full one.
             logger.warning("delta link of %s not saved; the next round is full", resource_id)

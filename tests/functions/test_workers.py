@@ -7,7 +7,12 @@ import pytest
 
 from functions import workers
 from shared.domain.errors import GraphThrottled
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource
+from shared.domain.messages import (
+    SYNC_OUTBOUND_QUEUE,
+    ConnectResource,
+    ReconcilePage,
+    ReconcileResource,
+)
 from shared.domain.resources import ConnectionState, ConnectionStatus
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -52,3 +57,31 @@ async def test_a_throttled_message_without_retry_after_waits_a_few_seconds(
 
     [delay] = world.queue.delays
     assert 1 <= delay <= workers.MAX_THROTTLE_DELAY_SECONDS
+
+
+async def test_a_round_of_a_gone_mailbox_completes_and_nothing_goes_back_to_the_queue(
+    world: FakeWorld,
+) -> None:
+    """A mailbox that no longer exists fails every delivery alike: the round records it on
+    the resource and completes, instead of five deliveries and `-poison` every round."""
+    world.calendar.events.pop(MAILBOX)
+    body = ReconcileResource(resource_id="room-1", scheduled_at=T0, round_at=T0).model_dump_json()
+    handler = workers.sync_outbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    assert world.queue.sent == []
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.state is ConnectionState.FAILING
+    assert stored.value.status.retry_at is not None
+
+
+async def test_a_reconcile_page_becomes_one_message_per_resource(world: FakeWorld) -> None:
+    body = ReconcilePage(round_at=T0, resource_ids=["room-1", "room-2"]).model_dump_json()
+    handler = workers.sync_outbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    sent = [ReconcileResource.model_validate_json(b) for _, b in world.queue.sent]
+    assert [(m.resource_id, m.round_at) for m in sent] == [("room-1", T0), ("room-2", T0)]

@@ -1,0 +1,214 @@
+"""Reconcile rounds at tenant scale: the timer's fan-out, and what a failing resource's
+round does.
+
+The fan-out costs the timer one table listing and one queue message per
+RECONCILE_PAGE_SIZE resources, sent side by side; each page's worker sends its resources'
+ReconcileResource messages side by side. So the timer's time grows with the pages, not the
+resources, and the per-resource sends spread over as many instances as the queue calls
+for. Azure may run a timer twice for one occurrence (a past-due run after an interrupted
+one) and a page may be sent twice: a round within REPEAT_WITHIN of a resource's last
+round is a repeat and skips after one table read (`ReconcileService.reconcile`).
+
+A round that meets a condition the same message cannot heal by being retried (the
+mailbox is gone, access is denied) records it on the resource (failing, fail closed, as
+before) and completes its message: no five deliveries, nothing in `-poison`. The resource
+is left out of the timer's rounds until its `retry_at`, which doubles per failed round
+from FAILING_RETRY_FIRST_MINUTES up to FAILING_RETRY_MAX_MINUTES; the first round that
+succeeds makes it connected again and renews (or recreates) its subscription. Transient
+errors (503, 429, timeouts) still raise, for the queue's retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from shared.domain.errors import GraphAccessDenied, GraphError, GraphNotFound
+from shared.domain.messages import (
+    RECONCILE_PAGE_SIZE,
+    SYNC_OUTBOUND_QUEUE,
+    ReconcilePage,
+    ReconcileResource,
+)
+from shared.domain.resources import ConnectionState, Direction, Resource
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.ports import MessageQueue, ResourceRepository, SyncLog
+from shared.services.connection import ConnectionTracker
+from shared.services.reconcile import ReconcileReport, ReconcileService
+from shared.services.subscriptions import SubscriptionService
+
+logger = logging.getLogger(__name__)
+
+# Queue sends in flight at once from one fan-out (a timer's pages, or a page's resources):
+# Queue Storage takes 2,000 messages/s per queue, far above what 16 sends of ~10 ms do.
+SEND_CONCURRENCY = 16
+# A resource is due when its retry time is at most this far past the round's time: a
+# timer run starts a little after its occurrence, and retry times count from rounds.
+DUE_SLACK = timedelta(minutes=1)
+
+
+def in_sync_scope(resource: Resource) -> bool:
+    """Active, syncing in some direction, and not disconnected."""
+    return (
+        resource.settings.active
+        and resource.settings.direction is not Direction.NONE
+        and resource.status.state is not ConnectionState.DISCONNECTED
+    )
+
+
+def backing_off(resource: Resource, now: datetime) -> bool:
+    """Left out of timer rounds (and renewals) until its retry time."""
+    retry_at = resource.status.retry_at
+    return retry_at is not None and retry_at - now > DUE_SLACK
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """How long a resource failing on a permanent condition waits before its next round:
+    `first` after one failed round, doubling per further failed round, at most `cap`."""
+
+    first: timedelta
+    cap: timedelta
+
+    def after(self, failed_rounds: int) -> timedelta:
+        doublings = min(max(failed_rounds, 1) - 1, 30)  # 2**30 minutes is past any cap
+        wait: timedelta = self.first * (1 << doublings)
+        return min(self.cap, wait)
+
+
+class ReconcileRounds:
+    def __init__(
+        self,
+        *,
+        resources: ResourceRepository,
+        reconcile: ReconcileService,
+        subscriptions: SubscriptionService,
+        connection: ConnectionTracker,
+        queue: MessageQueue,
+        sync_log: SyncLog,
+        clock: Callable[[], datetime],
+        retry: RetrySchedule,
+    ) -> None:
+        self._resources = resources
+        self._reconcile = reconcile
+        self._subscriptions = subscriptions
+        self._connection = connection
+        self._queue = queue
+        self._sync_log = sync_log
+        self._clock = clock
+        self._retry = retry
+
+    async def fan_out(self) -> int:
+        """The timer: page the resources in scope and not backing off into ReconcilePage
+        messages, sent side by side. Returns how many resources were paged."""
+        round_at = self._clock()
+        due: list[str] = []
+        backing = 0
+        for stored in await self._resources.list_all():
+            resource = stored.value
+            if not in_sync_scope(resource):
+                continue
+            if backing_off(resource, round_at):
+                backing += 1
+                continue
+            due.append(resource.resource_id)
+        pages = [
+            ReconcilePage(round_at=round_at, resource_ids=due[i : i + RECONCILE_PAGE_SIZE])
+            for i in range(0, len(due), RECONCILE_PAGE_SIZE)
+        ]
+        await self._send_all(pages)
+        logger.info(
+            "reconcile round %s: %d resources in %d pages; %d failing ones wait for their retry",
+            round_at.isoformat(),
+            len(due),
+            len(pages),
+            backing,
+        )
+        return len(due)
+
+    async def fan_out_page(self, page: ReconcilePage) -> int:
+        """One ReconcileResource per resource of the page, sent side by side. Idempotent:
+        a page sent twice sends its messages twice, and their repeats skip."""
+        now = self._clock()
+        await self._send_all(
+            [
+                ReconcileResource(resource_id=resource_id, scheduled_at=now, round_at=page.round_at)
+                for resource_id in page.resource_ids
+            ]
+        )
+        return len(page.resource_ids)
+
+    async def run(self, work: ReconcileResource) -> ReconcileReport:
+        """One resource's round. A permanent failure (mailbox gone, access denied) is
+        recorded on the resource, puts its next timer round off and returns (the message
+        completes); transient errors raise. A failing resource that syncs again gets its
+        subscription renewed, or recreated if Graph lost it meanwhile."""
+        round_at = work.round_at or self._clock()
+        try:
+            report = await self._reconcile.reconcile(work.resource_id, round_at=work.round_at)
+        except (GraphAccessDenied, GraphNotFound) as exc:
+            return await self._failed(work.resource_id, round_at, exc)
+        if report.recovered:
+            await self._renew_subscription(work.resource_id)
+        return report
+
+    async def _failed(
+        self, resource_id: str, round_at: datetime, error: GraphError
+    ) -> ReconcileReport:
+        # The round already made the resource failing (fail closed) with the reason.
+        written = await self._connection.record_failed_round(
+            resource_id, round_at, self._retry.after
+        )
+        retry_at = written.status.retry_at if written is not None else None
+        logger.warning(
+            "reconcile of %s failed (%s); next timer round after %s",
+            resource_id,
+            error.code,
+            retry_at.isoformat() if retry_at else "the current one",
+        )
+        await self._sync_log.append(
+            SyncLogEntry(
+                resource_id=resource_id,
+                at=self._clock(),
+                direction=SyncDirection.RECONCILE,
+                action="reconcile",
+                outcome=SyncOutcome.FAILED,
+                detail=f"{error.code}: {error.message}"[:900]
+                + (f"; next round after {retry_at.isoformat()}" if retry_at else ""),
+            )
+        )
+        return ReconcileReport(resource_id=resource_id, skipped=f"failing: {error.code}")
+
+    async def _renew_subscription(self, resource_id: str) -> None:
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            return
+        try:
+            await self._subscriptions.renew(stored.value)
+        except GraphError as exc:
+            # Not this round's failure: the hourly upkeep renews it again.
+            logger.warning(
+                "resource %s synced again but its subscription was not renewed: %s",
+                resource_id,
+                exc.code,
+            )
+
+    async def _send_all(self, messages: Sequence[BaseModel]) -> None:
+        """Send every message, SEND_CONCURRENCY at a time; then raise the first failure
+        (the caller's message is retried, and what was sent repeats harmlessly)."""
+        gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def send(message: BaseModel) -> None:
+            async with gate:
+                await self._queue.send(SYNC_OUTBOUND_QUEUE, message)
+
+        outcomes = await asyncio.gather(*(send(m) for m in messages), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            logger.warning("%d of %d sends failed", len(failures), len(messages))
+            raise failures[0]
