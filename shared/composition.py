@@ -241,6 +241,7 @@ def build_services(
         clock=clock,
         public_base_url=str(settings.public_base_url),
         expiry_minutes=settings.subscription_expiry_minutes,
+        expiry_jitter_minutes=settings.subscription_expiry_jitter_minutes,
     )
     routing = EventRouting(webhooks=settings.booking_events_webhook_url is not None)
     bookings = BookingService(

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     public_base_url: HttpUrl
     subscription_expiry_minutes: int = Field(default=10_000, ge=45, le=10_070)
     subscription_renew_within_hours: int = Field(default=24, ge=1, le=120)
+    # New and renewed subscriptions expire up to this much earlier, at random (at most a
+    # quarter of SUBSCRIPTION_EXPIRY_MINUTES), so mailboxes connected together do not all
+    # fall due in one upkeep run.
+    subscription_expiry_jitter_minutes: int = Field(default=1440, ge=0)
 
     # Timers (NCRONTAB, 6 fields). The host reads these names from app settings too.
     reconcile_schedule: str = "0 */15 * * * *"

@@ -18,6 +18,7 @@ records nothing once the resource points to another subscription. One survives.
 from __future__ import annotations
 
 import logging
+import random
 import re
 import secrets
 from collections.abc import Callable
@@ -68,6 +69,8 @@ class SubscriptionService:
         clock: Callable[[], datetime],
         public_base_url: str,
         expiry_minutes: int,
+        expiry_jitter_minutes: int = 0,
+        rng: random.Random | None = None,
     ) -> None:
         self._gateway = gateway
         self._subscriptions = subscriptions
@@ -75,6 +78,16 @@ class SubscriptionService:
         self._clock = clock
         self._base_url = public_base_url
         self._expiry = timedelta(minutes=expiry_minutes)
+        # At most a quarter of the lifetime, so a subscription never expires much sooner
+        # than asked however the two settings are combined.
+        self._jitter = timedelta(minutes=min(expiry_jitter_minutes, expiry_minutes // 4))
+        self._rng = rng or random.Random()  # noqa: S311 - spreading expiries, not secrecy
+
+    def _expiry_from(self, now: datetime) -> datetime:
+        """When a subscription made or renewed now should expire: the configured lifetime
+        less a random part of the jitter, so that subscriptions made together (a bulk
+        onboarding) fall due in different upkeep runs, and stay spread as they renew."""
+        return now + self._expiry - self._jitter * self._rng.random()
 
     async def subscribe(self, resource: Resource) -> Resource:
         """Create a fresh subscription on the mailbox's events (replacing any old one).
@@ -138,7 +151,7 @@ class SubscriptionService:
             webhook_url(self._base_url, NOTIFICATIONS_ROUTE),
             webhook_url(self._base_url, LIFECYCLE_ROUTE),
             state,
-            now + self._expiry,
+            self._expiry_from(now),
         )
 
     async def _drop_conflicting(self, resource: Resource) -> None:
@@ -175,7 +188,7 @@ class SubscriptionService:
             return await self.subscribe(resource)
         try:
             renewed = await self._gateway.renew_subscription(
-                resource.subscription_id, self._clock() + self._expiry
+                resource.subscription_id, self._expiry_from(self._clock())
             )
         except GraphNotFound:
             logger.warning("subscription %s is gone; recreating", resource.subscription_id)

@@ -1,28 +1,36 @@
-"""Timer work: fan reconciliation out per resource, keep subscriptions alive, and forget
-what is past its retention (Idempotency-Keys, sync log entries)."""
+"""Timer work: keep subscriptions alive, and forget what is past its retention
+(Idempotency-Keys, sync log entries). The reconcile fan-out is in rounds.py."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from shared.domain.errors import GraphError
+from shared.domain.base import EARLIEST_DATETIME
+from shared.domain.errors import GraphError, GraphThrottled, GraphTransient
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ReconcileResource
-from shared.domain.resources import ConnectionState, Direction, Resource
+from shared.domain.resources import Resource
 from shared.ports import IdempotencyStore, MessageQueue, ResourceRepository, SyncLog
 from shared.services.connection import ConnectionTracker
+from shared.services.rounds import backing_off, in_sync_scope
 from shared.services.subscriptions import SubscriptionService
 
 logger = logging.getLogger(__name__)
 
 
-def _in_sync_scope(resource: Resource) -> bool:
-    return (
-        resource.settings.active
-        and resource.settings.direction is not Direction.NONE
-        and resource.status.state is not ConnectionState.DISCONNECTED
-    )
+# Renewals in flight at once. Each touches one subscription of one mailbox (Outlook's 4
+# per mailbox are never approached) and Graph's per-app limit is 130,000 requests per 10 s
+# (https://learn.microsoft.com/graph/throttling-limits): the bound keeps one process's
+# connections and memory modest, not Graph's limits.
+RENEW_CONCURRENCY = 16
+# Renewals are started a page at a time, and no new page after RENEW_BUDGET: the timer's
+# functionTimeout is 10 minutes, and the purge runs after. What is left waits for the
+# next hourly run (SUBSCRIPTION_RENEW_WITHIN_HOURS gives it many).
+RENEW_PAGE_SIZE = 100
+RENEW_BUDGET = timedelta(minutes=6)
 
 
 class Upkeep:
@@ -51,52 +59,69 @@ class Upkeep:
         self._clock = clock
         self._renew_within = renew_within
 
-    async def fan_out_reconcile(self) -> int:
-        """One ReconcileResource message per resource in scope (no long-running timer)."""
+    async def renew_subscriptions(self, *, budget: timedelta = RENEW_BUDGET) -> int:
+        """Renew the subscriptions expiring within the renewal window, soonest first,
+        RENEW_CONCURRENCY at a time; recreate missing or lost ones (and then reconcile
+        that mailbox). No page of renewals starts after `budget`: the rest wait for the
+        next run. A permanent failure makes the resource failing; a transient one leaves
+        it for the next run. Resources backing off from failed rounds wait for their
+        retry (a round that succeeds renews them). Returns renewals."""
+        started = time.monotonic()
         now = self._clock()
-        count = 0
-        for stored in await self._resources.list_all():
-            if _in_sync_scope(stored.value):
-                await self._queue.send(
-                    SYNC_OUTBOUND_QUEUE,
-                    ReconcileResource(resource_id=stored.value.resource_id, scheduled_at=now),
-                )
-                count += 1
-        logger.info("reconcile fanned out to %d resources", count)
-        return count
+        due = sorted(
+            (s.value for s in await self._resources.list_all() if self._renewal_due(s.value, now)),
+            key=lambda r: r.subscription_expires_at or EARLIEST_DATETIME,
+        )
+        gate = asyncio.Semaphore(RENEW_CONCURRENCY)
 
-    async def renew_subscriptions(self) -> int:
-        """Renew subscriptions expiring soon; recreate missing or lost ones (and then
-        reconcile that mailbox). Failures make the resource failing. Returns renewals."""
-        now = self._clock()
+        async def renew(resource: Resource) -> bool:
+            async with gate:
+                return await self._renew(resource, now)
+
         renewed = 0
-        for stored in await self._resources.list_all():
-            resource = stored.value
-            if not _in_sync_scope(resource):
-                continue
-            expires = resource.subscription_expires_at
-            if (
-                resource.subscription_id is not None
-                and expires is not None
-                and expires - now > self._renew_within
-            ):
-                continue
-            try:
-                updated = await self._subscriptions.renew(resource)
-            except GraphError as exc:
-                await self._connection.mark_failing(
-                    resource.resource_id, f"subscription could not be renewed: {exc.code}"
+        for first in range(0, len(due), RENEW_PAGE_SIZE):
+            if first and time.monotonic() - started > budget.total_seconds():
+                logger.warning(
+                    "subscription upkeep: %d renewals left for the next run", len(due) - first
                 )
-                continue
-            renewed += 1
-            if updated.subscription_id != resource.subscription_id:
-                # A new subscription: whatever happened meanwhile was not notified.
-                await self._queue.send(
-                    SYNC_OUTBOUND_QUEUE,
-                    ReconcileResource(resource_id=resource.resource_id, scheduled_at=now),
-                )
-        logger.info("subscription upkeep: %d renewed or recreated", renewed)
+                break
+            page = due[first : first + RENEW_PAGE_SIZE]
+            renewed += sum(await asyncio.gather(*(renew(r) for r in page)))
+        logger.info("subscription upkeep: %d of %d due renewed or recreated", renewed, len(due))
         return renewed
+
+    def _renewal_due(self, resource: Resource, now: datetime) -> bool:
+        if not in_sync_scope(resource) or backing_off(resource, now):
+            return False
+        expires = resource.subscription_expires_at
+        return (
+            resource.subscription_id is None
+            or expires is None
+            or expires - now <= self._renew_within
+        )
+
+    async def _renew(self, resource: Resource, now: datetime) -> bool:
+        try:
+            updated = await self._subscriptions.renew(resource)
+        except (GraphThrottled, GraphTransient) as exc:
+            logger.warning(
+                "subscription of %s not renewed (%s); the next run tries again",
+                resource.resource_id,
+                exc.code,
+            )
+            return False
+        except GraphError as exc:
+            await self._connection.mark_failing(
+                resource.resource_id, f"subscription could not be renewed: {exc.code}"
+            )
+            return False
+        if updated.subscription_id != resource.subscription_id:
+            # A new subscription: whatever happened meanwhile was not notified.
+            await self._queue.send(
+                SYNC_OUTBOUND_QUEUE,
+                ReconcileResource(resource_id=resource.resource_id, scheduled_at=now),
+            )
+        return True
 
     async def purge_expired(self) -> tuple[int, int]:
         """Forget Idempotency-Keys and sync log entries past their retention; returns

@@ -59,6 +59,7 @@ DEFAULTS_KEPT_IN_AZURE: dict[str, str] = {
     "graph_client_secret": "client_secret mode only; no Graph secret exists in Azure",
     "subscription_expiry_minutes": "tuned to Graph's limits in the app",
     "subscription_renew_within_hours": "tuned to the upkeep timer in the app",
+    "subscription_expiry_jitter_minutes": "tuned to the renewal window in the app",
     "reconcile_repeat_within_minutes": "tied to the reconcile schedule's 15 minutes",
     "failing_retry_first_minutes": "tied to the reconcile schedule's 15 minutes",
     "failing_retry_max_minutes": "product default",
