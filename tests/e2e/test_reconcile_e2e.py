@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import TextBase64DecodePolicy
+from azure.storage.queue.aio import QueueClient
 
 from shared.composition import Services, get_services
+from shared.domain.messages import SYNC_INBOUND_QUEUE, SYNC_OUTBOUND_QUEUE, poison_queue
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from tests.e2e.test_bookings_e2e import START, booking, our_events, slot, synced
 from tests.e2e.test_outlook_e2e import booked, subscription_of, when
 from tests.fixtures.stack import Mailboxes, Stack, eventually
 
 pytestmark = pytest.mark.integration
+
+_DAY = {
+    "start": (START + timedelta(days=1)).isoformat(),
+    "end": (START + timedelta(days=2)).isoformat(),
+}
 
 
 def services() -> Services:
@@ -325,3 +336,77 @@ async def test_full_rounds_rebuild_a_mirror_of_more_than_a_hundred_events(
     blocks = await services().ports.unavailability.list_for_resource(room)
     assert {(b.event_id, b.start) for b in blocks} == untouched | moved | new
     assert len(blocks) == 120
+
+
+async def _poisoned(resource_id: str) -> list[str]:
+    """Messages about the resource in the sync queues' -poison queues."""
+    found: list[str] = []
+    for name in (SYNC_OUTBOUND_QUEUE, SYNC_INBOUND_QUEUE):
+        queue = QueueClient.from_connection_string(
+            os.environ["STORAGE_CONNECTION_STRING"],
+            poison_queue(name),
+            message_decode_policy=TextBase64DecodePolicy(),
+        )
+        async with queue:
+            with contextlib.suppress(ResourceNotFoundError):
+                peeked = await queue.peek_messages(max_messages=32)
+                found += [m.content for m in peeked if resource_id in m.content]
+    return found
+
+
+async def test_a_gone_mailbox_completes_its_round_backs_off_and_recovers_when_it_returns(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
+    old = await subscription_of(stack, mb.room)
+    # The user leaves: the mailbox goes, and Graph removes its subscription (with a
+    # subscriptionRemoved lifecycle event, whose new subscription meets a 404).
+    await stack.control("DELETE", f"/mailboxes/{mb.room}")
+
+    await stack.run_function("reconcile_timer")
+
+    async def failed_rounds() -> list[dict[str, Any]]:
+        _, log = await stack.call("GET", f"/resources/{room}/sync-log")
+        return [e for e in log["value"] if e["action"] == "reconcile" and e["outcome"] == "failed"]
+
+    await eventually(failed_rounds, within=20)
+    _, view = await stack.call("GET", f"/resources/{room}")
+    assert view["status"]["state"] == "failing"
+    assert view["status"]["failedRounds"] == 1
+    assert view["status"]["retryAt"] > datetime.now(UTC).isoformat()
+    status, _ = await stack.call("GET", f"/resources/{room}/availability", params=_DAY)
+    assert status == 503  # fail closed, as before
+    # One worker run, and its message completed: no redelivery, nothing in -poison.
+    await asyncio.sleep(3)  # the host's fast-mode retries would have come by now
+    assert len(await failed_rounds()) == 1
+    assert await _poisoned(room) == []
+
+    # The mailbox returns; once its retry time has come, the next round brings it back.
+    await stack.control("POST", "/mailboxes", {"id": mb.room})
+    resources = services().ports.resources
+    stored = await resources.get(room)
+    assert stored is not None
+    past = datetime.now(UTC) - timedelta(hours=1)
+    await resources.update(
+        stored.value.model_copy(
+            update={
+                "last_round_at": past,
+                "status": stored.value.status.model_copy(update={"retry_at": past}),
+            }
+        ),
+        stored.etag,
+    )
+    await stack.run_function("reconcile_timer")
+
+    async def connected_again() -> bool:
+        _, view = await stack.call("GET", f"/resources/{room}")
+        return bool(
+            view["status"]["state"] == "connected"
+            and view["subscription"]["id"] not in (None, old["id"])
+        )
+
+    await eventually(connected_again, within=20)
+    assert (await subscription_of(stack, mb.room))["id"] != old["id"]
+    status, _ = await stack.call("GET", f"/resources/{room}/availability", params=_DAY)
+    assert status == 200
+    assert await _poisoned(room) == []
