@@ -59,6 +59,7 @@ from shared.services.connection import ConnectionTracker
 from shared.services.events import EventRouting, WebhookSender
 from shared.services.health import HealthService
 from shared.services.inbound import EventChangeHandler, InboundService, NotificationIntake
+from shared.services.live_check import LiveSlotCheck
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.push import PushService
@@ -258,6 +259,7 @@ def build_services(
         freshness_minutes=settings.mirror_freshness_minutes,
         window=settings.booking_window,
         outbox_lease=timedelta(seconds=settings.outbox_lease_seconds),
+        live_check=LiveSlotCheck(gateway, ports.queue, clock),
     )
     push = PushService(
         resources=ports.resources,

@@ -255,6 +255,14 @@ class CalendarGateway(Protocol):
     async def calendar_view(
         self, mailbox: str, start: datetime, end: datetime
     ) -> list[CalendarEvent]: ...
+    async def calendar_views(
+        self, mailboxes: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, list[CalendarEvent]]:
+        """calendarView of [start, end] in each mailbox, all in as few requests as Graph
+        allows (one `$batch` for up to 20 mailboxes), keyed by mailbox as given. Raises
+        the first Graph* error a view met."""
+        ...
+
     async def series_instances(
         self, mailbox: str, master_id: str, start: datetime, end: datetime
     ) -> list[CalendarEvent]:

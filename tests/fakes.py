@@ -302,6 +302,8 @@ class FakeCalendar:
         self.instance_reads: list[tuple[str, str]] = []  # series_instances: (mailbox, master)
         self.view_reads = 0  # calendar_view calls
         self.delta_reads: list[str] = []  # delta calls: the mailbox of each
+        self.view_batches: list[list[str]] = []  # calendar_views calls: their mailboxes
+        self.view_windows: list[tuple[datetime, datetime]] = []  # and their windows
         self.unreachable = False
         # The app's subscriptions as Graph holds them: one per mailbox (a second is a 409).
         self.subscriptions: dict[str, GraphSubscription] = {}
@@ -383,6 +385,19 @@ class FakeCalendar:
         self._check(mailbox)
         self.view_reads += 1
         return [e for e in self.events[mailbox].values() if e.start <= end and e.end >= start]
+
+    async def calendar_views(
+        self, mailboxes: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, list[CalendarEvent]]:
+        self.view_batches.append(list(mailboxes))
+        self.view_windows.append((start, end))
+        views: dict[str, list[CalendarEvent]] = {}
+        for mailbox in mailboxes:
+            self._check(mailbox)
+            views[mailbox] = [
+                e for e in self.events[mailbox].values() if e.start <= end and e.end >= start
+            ]
+        return views
 
     async def series_instances(
         self, mailbox: str, master_id: str, start: datetime, end: datetime

@@ -127,6 +127,9 @@ class ResourceSettings(DomainModel):
     on_outlook_delete: OnOutlookDelete = OnOutlookDelete.IGNORE
     on_outlook_move: OnOutlookMove = OnOutlookMove.IGNORE
     block_working_elsewhere: bool = False
+    # Before a booking from the API is confirmed, look at the slot in the live calendar
+    # too: Graph's notifications may come late, so the mirror may not show new busy time.
+    live_slot_check: bool = True
     cancelled_event_mode: CancelledEventMode = CancelledEventMode.DELETE
     subject_template: Template = "{title}"
     body_template: Template = DEFAULT_BODY_TEMPLATE

@@ -55,6 +55,7 @@ from shared.ports import (
 )
 from shared.services.availability import blocks_time, ensure_calendar_trusted
 from shared.services.events import EventRouting
+from shared.services.live_check import LiveSlotCheck
 from shared.services.slots import SlotKeeper
 
 logger = logging.getLogger(__name__)
@@ -108,11 +109,14 @@ class BookingService:
         routing: EventRouting,
         window: BookingWindow,
         outbox_lease: timedelta = timedelta(seconds=30),
+        live_check: LiveSlotCheck | None = None,
     ) -> None:
         """`window`: when bookings may be (create and reschedule, from the API or Outlook).
         `outbox_lease`: how long the request that wrote a change alone may send its
         messages; after that (it died before sending) whoever flushes the booking next,
-        reconciliation at the latest, sends them."""
+        reconciliation at the latest, sends them. `live_check`: the look at the live
+        calendars before an API booking is confirmed (None: the mirror alone decides)."""
+        self._live_check = live_check
         self._routing = routing
         self._resources = resources
         self._bookings = bookings
@@ -227,7 +231,7 @@ class BookingService:
         resources = await self._load_resources(request.resource_ids)
         for resource in resources:
             ensure_calendar_trusted(resource, now, self._freshness)
-        await self._refuse_outlook_busy(resources, time_range)
+        await self._refuse_outlook_busy(resources, time_range, live=True)
         await self._claim_all(request.resource_ids, booking_id, time_range)
         booking = Booking(
             booking_id=booking_id,
@@ -319,7 +323,9 @@ class BookingService:
         resources = await self._load_resources(booking.resource_ids)
         for resource in resources:
             ensure_calendar_trusted(resource, now, self._freshness)
-        await self._refuse_outlook_busy(resources, new_range)
+        # An Outlook move already happened in Outlook and reaches us late anyway: the
+        # live look guards what the API is about to promise.
+        await self._refuse_outlook_busy(resources, new_range, live=source is EventSource.API)
         await self._claim_all(booking.resource_ids, booking_id, new_range)
         try:
             for _ in range(MAX_UPDATE_ATTEMPTS):
@@ -605,7 +611,13 @@ class BookingService:
             resources.append(stored.value)
         return resources
 
-    async def _refuse_outlook_busy(self, resources: list[Resource], time_range: TimeRange) -> None:
+    async def _refuse_outlook_busy(
+        self, resources: list[Resource], time_range: TimeRange, *, live: bool
+    ) -> None:
+        """Raise SlotUnavailable when Outlook busy time overlaps the slot: the mirror's
+        first, then (`live`, with a live check) what the live calendars show that the
+        mirror has not seen yet. Raises CalendarUnavailable when those cannot be read.
+        Writes nothing, so a refusal leaves no claim and no booking."""
         pulling = [r for r in resources if r.settings.direction.pulls]
         mirrored = await asyncio.gather(
             *(
@@ -619,6 +631,12 @@ class BookingService:
                     raise SlotUnavailable(
                         f"{resource.resource_id} is busy in Outlook at the requested time"
                     )
+        if live and self._live_check is not None:
+            await self._live_check.refuse_unseen_busy(
+                pulling,
+                time_range,
+                {r.resource_id: blocks for r, blocks in zip(pulling, mirrored, strict=True)},
+            )
 
     async def _claim_all(
         self, resource_ids: list[str], booking_id: str, time_range: TimeRange

@@ -10,8 +10,8 @@ import pytest
 
 from shared.adapters.graph import GraphCalendarGateway, StaticTokenCredential
 from shared.domain.calendar import EventType
-from shared.domain.errors import GraphSyncStateLost
-from tests.gateway.conftest import ALICE, BOB, FAST_RETRY, EmulatorControl
+from shared.domain.errors import GraphAccessDenied, GraphSyncStateLost
+from tests.gateway.conftest import ALICE, BOB, FAST_RETRY, ROOM, EmulatorControl
 from tests.gateway.test_events import START, draft
 
 
@@ -142,3 +142,36 @@ async def test_get_schedule_reports_busy_blocks(gateway: GraphCalendarGateway) -
     assert [(b.mailbox, b.start, b.end, b.show_as.value) for b in blocks] == [
         (BOB, START, START + timedelta(hours=1), "busy")
     ]
+
+
+async def test_slot_views_of_a_panel_go_in_one_batch(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    # Pages of 2: a mailbox with more events in the slot follows its nextLink.
+    paged = GraphCalendarGateway.connect(
+        control.emulator.graph_url, StaticTokenCredential(), retry=FAST_RETRY, page_size=2
+    )
+    try:
+        for n in range(3):
+            await gateway.create_event(ALICE, draft(f"bk-a{n}"), f"tx-a{n}")
+        await gateway.create_event(BOB, draft("bk-bob"), "tx-bob")
+        await gateway.create_event(BOB, draft("bk-later", START + timedelta(hours=5)), "tx-l")
+        batches_before = await control.request_count("POST", "/$batch")
+
+        views = await paged.calendar_views([ALICE, BOB, ROOM], START, START + timedelta(hours=1))
+    finally:
+        await paged.close()
+
+    assert await control.request_count("POST", "/$batch") == batches_before + 1
+    assert sorted(e.booking_id or "" for e in views[ALICE]) == ["bk-a0", "bk-a1", "bk-a2"]
+    assert [e.booking_id for e in views[BOB]] == ["bk-bob"]
+    assert views[ROOM] == []
+
+
+async def test_a_slot_view_graph_refuses_raises(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    await control.add_fault(mailbox=BOB, status=403, code="ErrorAccessDenied")
+
+    with pytest.raises(GraphAccessDenied):
+        await gateway.calendar_views([ALICE, BOB], START, START + timedelta(hours=1))

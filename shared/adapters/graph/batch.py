@@ -39,7 +39,7 @@ from shared.adapters.graph.errors import (
     failure_from_exception,
     to_domain_error,
 )
-from shared.adapters.graph.throttle import GraphCaller
+from shared.adapters.graph.throttle import GraphCaller, RetryPolicy
 from shared.domain.errors import GraphError
 
 logger = logging.getLogger(__name__)
@@ -75,16 +75,21 @@ class BatchSender:
         self._adapter = adapter
         self._caller = caller
 
-    async def send(self, steps: list[BatchStep]) -> list[BatchAnswer | GraphError]:
+    async def send(
+        self, steps: list[BatchStep], *, policy: RetryPolicy | None = None
+    ) -> list[BatchAnswer | GraphError]:
+        """`policy`: retries of the steps (the caller's own when None)."""
         chunks = [
             steps[start : start + MAX_BATCH_REQUESTS]
             for start in range(0, len(steps), MAX_BATCH_REQUESTS)
         ]
-        answers = await asyncio.gather(*(self._send_chunk(chunk) for chunk in chunks))
+        answers = await asyncio.gather(*(self._send_chunk(chunk, policy) for chunk in chunks))
         return [answer for chunk_answers in answers for answer in chunk_answers]
 
-    async def _send_chunk(self, steps: list[BatchStep]) -> list[BatchAnswer | GraphError]:
-        policy, clock = self._caller.policy, self._caller.clock
+    async def _send_chunk(
+        self, steps: list[BatchStep], policy: RetryPolicy | None
+    ) -> list[BatchAnswer | GraphError]:
+        policy, clock = policy or self._caller.policy, self._caller.clock
         results: dict[int, BatchAnswer | GraphError] = {}
         pending = list(range(len(steps)))
         started = clock()
