@@ -1,5 +1,6 @@
 """The app against Graph's harsher behaviours, over the local stack: soft deletes that
-leave the event readable by id, and a subscription left by a connect that crashed."""
+leave the event readable by id, a subscription left by a connect that crashed, zones,
+all-day events, meeting copies, and busy time whose notification has not come."""
 
 from __future__ import annotations
 
@@ -228,3 +229,97 @@ async def test_a_meeting_copy_in_a_room_blocks_time_until_the_organiser_cancels(
         return not await calendar_busy()
 
     await eventually(freed)
+
+
+async def test_a_booking_over_a_meeting_whose_notification_is_paused_answers_409(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room)
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=15, minute=0, microsecond=0)
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    window = {
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=1)).isoformat(),
+        "durationMinutes": "30",
+    }
+
+    async def calendar_busy() -> list[Any]:
+        _, availability = await stack.call("GET", f"/resources/{room}/availability", params=window)
+        return [b for b in availability["busy"] if b["source"] == "calendar"]
+
+    await stack.control("POST", "/notifications/pause")
+    try:
+        # An Outlook user books the room for a meeting; Graph has not notified us.
+        status, meeting = await stack.graph(
+            "POST",
+            f"/users/{mb.alice}/events",
+            {
+                "subject": "Budget review",
+                "start": {"dateTime": start.strftime(fmt), "timeZone": "UTC"},
+                "end": {"dateTime": (start + timedelta(hours=1)).strftime(fmt), "timeZone": "UTC"},
+                "attendees": [{"emailAddress": {"address": mb.room}, "type": "resource"}],
+            },
+        )
+        assert status == 201, meeting
+        assert await calendar_busy() == []  # the mirror has not seen it
+
+        status, body = await stack.call(
+            "POST",
+            "/bookings",
+            booking(
+                [room],
+                start=(start + timedelta(minutes=30)).isoformat(),
+                end=(start + timedelta(minutes=90)).isoformat(),
+            ),
+        )
+
+        assert (status, body["error"]["code"]) == (409, "slot_unavailable"), body
+        # What the live look saw reaches the mirror without Graph's notification.
+        assert await eventually(calendar_busy)
+    finally:
+        await stack.control("POST", "/notifications/resume")
+    # The hour after the meeting is free in Outlook too: booked at once.
+    status, later = await stack.call(
+        "POST",
+        "/bookings",
+        booking(
+            [room],
+            start=(start + timedelta(hours=1)).isoformat(),
+            end=(start + timedelta(hours=2)).isoformat(),
+        ),
+    )
+    assert status == 201, later
+
+
+async def test_a_room_with_the_live_check_off_books_over_an_unnotified_meeting(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    room = await stack.connect(mb.room, liveSlotCheck=False)
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=17, minute=0, microsecond=0)
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    await stack.control("POST", "/notifications/pause")
+    try:
+        status, _ = await stack.graph(
+            "POST",
+            f"/users/{mb.room}/events",
+            {
+                "subject": "Cleaning",
+                "start": {"dateTime": start.strftime(fmt), "timeZone": "UTC"},
+                "end": {"dateTime": (start + timedelta(hours=1)).strftime(fmt), "timeZone": "UTC"},
+            },
+        )
+        assert status == 201
+        status, body = await stack.call(
+            "POST",
+            "/bookings",
+            booking(
+                [room],
+                start=start.isoformat(),
+                end=(start + timedelta(hours=1)).isoformat(),
+            ),
+        )
+    finally:
+        await stack.control("POST", "/notifications/resume")
+
+    # The admin chose the mirror alone: what it has not seen does not refuse.
+    assert status == 201, body
