@@ -34,6 +34,8 @@ class Profile:
     # Graph requests per booking.
     panel_sizes: tuple[int, ...]
     panel_repeats: int
+    # Booking create latency with the live slot check on, and off.
+    live_check_samples: int
     # Bookings created at once on one resource (their pushes meet at one mailbox).
     burst_bookings: int
     # Idle reconcile.
@@ -82,6 +84,7 @@ QUICK = Profile(
     create_samples=50,
     panel_sizes=(1, 5, 20),
     panel_repeats=2,
+    live_check_samples=20,
     burst_bookings=16,
     reconcile_small_events=25,
     reconcile_small_bookings=5,
@@ -98,6 +101,7 @@ FULL = replace(
     baseline_samples=100,
     create_samples=300,
     panel_repeats=5,
+    live_check_samples=100,
     large_calendar_paths=True,
     webhook_batches=(10, 1),
 )

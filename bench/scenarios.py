@@ -112,7 +112,8 @@ async def requests_per_booking(ctx: Context) -> Outcome:
     resources = [f"panel-{i:02d}" for i in range(size)]
     for resource_id in resources:
         await add_mailbox(client, mailbox_address(resource_id))
-        await connect(client, resource_id, mailbox_address(resource_id))
+        # The push alone: the live slot check's own requests are the "live-check" row.
+        await connect(client, resource_id, mailbox_address(resource_id), liveSlotCheck=False)
     await quiet(client)
     outcome = Outcome()
     await client.control("POST", "/notifications/pause")
@@ -146,6 +147,89 @@ async def requests_per_booking(ctx: Context) -> Outcome:
                     http == 1 and batches == 1,
                 )
             )
+    finally:
+        await client.control("POST", "/notifications/resume")
+    return outcome
+
+
+# --- the live slot check ---------------------------------------------------------------------
+
+
+async def live_slot_check(ctx: Context) -> Outcome:
+    """What the live look at a slot adds to `POST /api/bookings`: Graph HTTP requests and
+    operations per create (panels of 1, 5 and 20 members, resources with the check on
+    against the same panel with it off, each create until synced, notifications paused so
+    echoes add nothing) and the create's latency with the check on and off (1 member)."""
+    client = ctx.client
+    size = max(ctx.profile.panel_sizes)
+    panels: dict[bool, list[str]] = {True: [], False: []}
+    for live in (True, False):
+        for i in range(size):
+            resource_id = f"{'live' if live else 'nolive'}-{i:02d}"
+            await add_mailbox(client, mailbox_address(resource_id))
+            await connect(client, resource_id, mailbox_address(resource_id), liveSlotCheck=live)
+            panels[live].append(resource_id)
+    await quiet(client)
+    outcome = Outcome()
+    hour = 0
+    await client.control("POST", "/notifications/pause")
+    try:
+        cost: dict[int, tuple[int, int]] = {}
+        for members in ctx.profile.panel_sizes:
+            totals: dict[bool, tuple[int, int]] = {}
+            for live in (True, False):
+                before_http, before = await client.http_counts(), await client.stats()
+                for _ in range(ctx.profile.panel_repeats):
+                    created = await create_booking(
+                        client, panels[live][:members], ctx.day0 + timedelta(hours=hour)
+                    )
+                    hour += 1
+                    await wait_synced(client, created["bookingId"])
+                await quiet(client, stable_s=0.3)
+                after_http, after = await client.http_counts(), await client.stats()
+                totals[live] = (
+                    after_http["total"] - before_http["total"],
+                    after["total"] - before["total"],
+                )
+            repeats = ctx.profile.panel_repeats
+            cost[members] = (
+                round((totals[True][0] - totals[False][0]) / repeats),
+                round((totals[True][1] - totals[False][1]) / repeats),
+            )
+        outcome.figures["extra_per_create"] = {str(k): list(v) for k, v in cost.items()}
+        outcome.rows.append(
+            judged(
+                "live slot check: extra Graph HTTP requests (operations) per create, "
+                + " / ".join(f"{m}" for m in cost)
+                + " member(s)",
+                " / ".join(f"{http} ({ops})" for http, ops in cost.values()),
+                "one $batch",
+                all(http == 1 for http, _ in cost.values()),
+            )
+        )
+        latencies: dict[bool, Distribution] = {}
+        for live in (True, False):
+            samples = []
+            for _ in range(ctx.profile.live_check_samples):
+                body = booking_body(panels[live][:1], ctx.day0 + timedelta(hours=hour))
+                hour += 1
+                started = time.perf_counter()
+                status, payload = await client.api(
+                    "POST", "/bookings", body, headers={"Idempotency-Key": idempotency_key()}
+                )
+                samples.append(time.perf_counter() - started)
+                if status != 201:
+                    raise BenchError(f"create answered {status}: {payload!r}")
+            latencies[live] = Distribution.of(samples)
+        outcome.figures["latency_on"] = latencies[True].as_ms()
+        outcome.figures["latency_off"] = latencies[False].as_ms()
+        outcome.rows.append(
+            Row(
+                f"booking create with the live slot check on / off, {latencies[True].count}"
+                " sequential (1 resource)",
+                f"{_p50_p95(latencies[True])} / {_p50_p95(latencies[False])}",
+            )
+        )
     finally:
         await client.control("POST", "/notifications/resume")
     return outcome
@@ -536,6 +620,7 @@ Scenario = Callable[[Context], Awaitable[Outcome]]
 SCENARIOS: dict[str, Scenario] = {
     "create": booking_create,
     "per-booking": requests_per_booking,
+    "live-check": live_slot_check,
     "burst": push_burst,
     "move": outlook_move,
     "availability": availability,
