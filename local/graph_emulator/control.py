@@ -157,6 +157,15 @@ async def set_latency(request: web.Request) -> web.Response:
     return web.json_response({"ms": milliseconds})
 
 
+async def set_notification_delay(request: web.Request) -> web.Response:
+    body = await _body(request)
+    milliseconds = body.get("ms")
+    if isinstance(milliseconds, bool) or not isinstance(milliseconds, int) or milliseconds < 0:
+        return _error(400, "'ms' must be a non-negative integer")
+    _emulator(request).state.settings.notification_delay_s = milliseconds / 1000
+    return web.json_response({"ms": milliseconds})
+
+
 def _stored_subscription(emulator: GraphEmulator, sub_id: str) -> dict[str, Any] | None:
     subscription = emulator.state.find_subscription(sub_id, utc_now())
     if subscription is None:
@@ -239,6 +248,7 @@ def add_control_routes(app: web.Application) -> None:
     router.add_post(f"{PREFIX}/notifications/pause", pause_notifications)
     router.add_post(f"{PREFIX}/notifications/resume", resume_notifications)
     router.add_post(f"{PREFIX}/notifications/duplicates", set_duplicates)
+    router.add_post(f"{PREFIX}/notifications/delay", set_notification_delay)
     router.add_get(f"{PREFIX}/notifications", list_deliveries)
     router.add_post(f"{PREFIX}/latency", set_latency)
     router.add_get(f"{PREFIX}/subscriptions", list_subscriptions)

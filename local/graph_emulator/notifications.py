@@ -163,7 +163,7 @@ class Notifier:
         }
 
     def _schedule(self, key: _Key, item: dict[str, Any]) -> None:
-        delay = self.config.notification_delay_s
+        delay = self.state.settings.notification_delay_s
         if delay <= 0:
             self._enqueue(key, item)
             return

@@ -141,6 +141,7 @@ class RuntimeSettings:
     latency_ms: int = 0
     duplicates: bool = False
     paused: bool = False
+    notification_delay_s: float = 0.0
 
 
 class EmulatorState:
@@ -170,6 +171,7 @@ class EmulatorState:
         return RuntimeSettings(
             latency_ms=self.config.latency_ms,
             duplicates=self.config.duplicate_notifications,
+            notification_delay_s=self.config.notification_delay_s,
         )
 
     # Mailboxes -------------------------------------------------------------------------

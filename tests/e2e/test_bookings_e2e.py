@@ -67,6 +67,7 @@ async def test_panel_booking_puts_one_event_in_each_calendar(stack: Stack, mb: M
         assert event["singleValueExtendedProperties"][0]["value"] == created["bookingId"]
 
 
+@pytest.mark.usefixtures("notification_delay")
 async def test_fifty_concurrent_overlapping_creates_one_wins(stack: Stack, mb: Mailboxes) -> None:
     room = await stack.connect(mb.room)
     bodies = [booking([room], **slot(minutes=30 + i % 5 * 10)) for i in range(50)]
@@ -122,6 +123,7 @@ async def _subjects(stack: Stack, mailbox: str, wanted: str) -> list[str] | None
     return subjects if subjects == [wanted] else None
 
 
+@pytest.mark.usefixtures("notification_delay")
 async def test_reschedule_moves_every_event_and_refuses_taken_slots(
     stack: Stack, mb: Mailboxes
 ) -> None:
@@ -181,6 +183,7 @@ async def test_access_denied_fails_the_resource_closed(stack: Stack, mb: Mailbox
     await stack.control("DELETE", "/faults")
 
 
+@pytest.mark.usefixtures("notification_delay")
 async def test_availability_merges_outlook_busy_time_and_bookings(
     stack: Stack, mb: Mailboxes
 ) -> None:

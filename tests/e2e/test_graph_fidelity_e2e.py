@@ -140,6 +140,7 @@ async def test_a_resource_in_amsterdam_gets_events_written_with_the_windows_zone
     assert start == datetime.fromisoformat(view["start"])
 
 
+@pytest.mark.usefixtures("notification_delay")
 async def test_an_all_day_oof_in_a_new_york_room_blocks_its_new_york_day(
     stack: Stack, mb: Mailboxes
 ) -> None:
@@ -190,6 +191,7 @@ async def test_an_all_day_oof_in_a_new_york_room_blocks_its_new_york_day(
     assert status == 409, evening
 
 
+@pytest.mark.usefixtures("notification_delay")
 async def test_a_meeting_copy_in_a_room_blocks_time_until_the_organiser_cancels(
     stack: Stack, mb: Mailboxes
 ) -> None:

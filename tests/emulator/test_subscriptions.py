@@ -3,6 +3,7 @@ notifications as a subscriber receives them."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -255,3 +256,26 @@ async def test_giving_up_on_delivery_sends_missed(
     await receiver.wait_for(lambda r: len(r.lifecycle) == 1)
     assert receiver.notifications == []
     assert receiver.lifecycle[0]["lifecycleEvent"] == "missed"
+
+
+async def test_a_notification_delay_set_at_run_time_holds_deliveries_back(
+    graph: GraphClient, receiver: Receiver, emulator: RunningEmulator
+) -> None:
+    # Graph documents no bound on event notification latency
+    # (change-notifications-overview#latency): the delay models a late one.
+    await graph.post("/subscriptions", _subscription(receiver))
+    refused = await _control(graph, "/notifications/delay", {"ms": -1})
+    assert refused.status == 400
+    await _control(graph, "/notifications/delay", {"ms": 600})
+    started = asyncio.get_running_loop().time()
+    await graph.post(
+        f"{ALICE}/events", event_body("late", "2025-04-03T09:00:00", "2025-04-03T10:00:00")
+    )
+
+    await asyncio.sleep(0.3)
+    assert receiver.notifications == []  # still held back
+    await receiver.wait_for(lambda r: len(r.notifications) == 1)
+    assert asyncio.get_running_loop().time() - started >= 0.6
+
+    await _control(graph, "/reset")  # back to the start-up delay (none here)
+    assert emulator.state.settings.notification_delay_s == 0
