@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         "zone the event was written in, as Graph does)",
     )
     parser.add_argument(
+        "--accept-any-iana-zone",
+        action="store_true",
+        help="writes take any IANA zone name (default: Windows names and only the IANA "
+        "names Graph lists for dateTimeTimeZone, as Graph does)",
+    )
+    parser.add_argument(
         "--master-updates",
         type=int,
         default=defaults.master_updates_per_occurrence_change,
@@ -151,6 +157,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         deleted_items_readable=not args.deleted_items_unreadable,
         master_updates_per_occurrence_change=args.master_updates,
         answer_writes_in_written_zone=not args.answer_writes_in_preferred_zone,
+        accept_any_iana_zone=args.accept_any_iana_zone,
         latency_ms=args.latency_ms,
     )
 

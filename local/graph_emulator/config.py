@@ -50,6 +50,11 @@ class EmulatorConfig:
     # False: the answer follows Prefer like a GET.
     answer_writes_in_written_zone: bool = True
 
+    # Writes take Windows zone names and only the IANA names the dateTimeTimeZone page lists
+    # ("Methods such as create or update might not support all ... time zones"): others
+    # answer 400 TimeZoneNotSupportedException. True: any IANA name is taken (kinder).
+    accept_any_iana_zone: bool = False
+
     # Editing or deleting one occurrence notifies `updated` for the series master only.
     # Room mailboxes send several per action, each with its own changeKey: more than 1
     # models that (tests turn it on).

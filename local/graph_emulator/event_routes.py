@@ -40,7 +40,7 @@ from local.graph_emulator.odata import (
 )
 from local.graph_emulator.router import GraphRequest, GraphResponse, Params, no_content, ok
 from local.graph_emulator.state import EventRecord, Mailbox
-from local.graph_emulator.timezones import utc_now
+from local.graph_emulator.timezones import check_writable_zone, utc_now
 
 if TYPE_CHECKING:
     from local.graph_emulator.emulator import GraphEmulator
@@ -179,10 +179,24 @@ async def list_events(emu: GraphEmulator, request: GraphRequest, params: Params)
     return ok(body, headers=preference_headers(request, page_size_applied=True))
 
 
+def _check_written_zones(emu: GraphEmulator, body: dict[str, Any]) -> None:
+    """Writes take Windows names and only the IANA names Graph lists (400 otherwise)."""
+    any_iana = emu.config.accept_any_iana_zone
+    for field in ("start", "end"):
+        value = body.get(field)
+        if isinstance(value, dict):
+            check_writable_zone(value.get("timeZone"), any_iana=any_iana)
+    recurrence = body.get("recurrence")
+    range_ = recurrence.get("range") if isinstance(recurrence, dict) else None
+    if isinstance(range_, dict):
+        check_writable_zone(range_.get("recurrenceTimeZone"), any_iana=any_iana)
+
+
 async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
     mailbox = require_mailbox(emu, params)
     body = request.json_object()
     preferred_zone(request)  # validated even where it is not applied
+    _check_written_zones(emu, body)
     transaction_id = body.get("transactionId")
     if transaction_id:
         existing = mailbox.events.get(mailbox.transactions.get(str(transaction_id), ""))
@@ -217,6 +231,7 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
     record = _find(emu, mailbox, params["eventId"])
     check_if_match(request, record.change_key)
     body = request.json_object()
+    _check_written_zones(emu, body)
     now = utc_now()
     if record.type in ("occurrence", "exception"):
         master = mailbox.events[str(record.series_master_id)]

@@ -1,8 +1,9 @@
 """Graph's date-time shapes: ``dateTimeTimeZone`` in, UTC inside, any requested zone out.
 
-Graph accepts IANA names and Windows names. The standard library has no Windows→IANA table,
+Graph reads IANA names and Windows names. The standard library has no Windows→IANA table,
 so CLDR's windowsZones.xml is read from the repo's generated copy; an unknown name fails
-like Graph does.
+like Graph does. Writes take Windows names and only the IANA names Graph lists
+(`check_writable_zone`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,67 @@ WINDOWS_TO_IANA: dict[str, str] = {
 }
 
 
+# The IANA names Graph lists as "additional time zones" a dateTimeTimeZone may carry, besides
+# every Windows name (https://learn.microsoft.com/graph/api/resources/datetimetimezone).
+# The page gives four with a second name in brackets (Europe/Kyiv (Kiev), Asia/Toshkent
+# (Tashkent), Asia/Astana (Almaty), Asia/Yangon (Rangoon)): the tz database's names of
+# those are listed here.
+# Matched exactly, as the tz database spells them (the harsher reading; ZoneInfo is case
+# sensitive too).
+GRAPH_LISTED_IANA_ZONES: frozenset[str] = frozenset(
+    (
+        "Etc/GMT+12", "Etc/GMT+11", "Pacific/Honolulu", "America/Anchorage",
+        "America/Santa_Isabel", "America/Los_Angeles", "America/Phoenix", "America/Chihuahua",
+        "America/Denver", "America/Guatemala", "America/Chicago", "America/Mexico_City",
+        "America/Regina", "America/Bogota", "America/New_York", "America/Indiana/Indianapolis",
+        "America/Caracas", "America/Asuncion", "America/Halifax", "America/Cuiaba",
+        "America/La_Paz", "America/Santiago", "America/St_Johns", "America/Sao_Paulo",
+        "America/Argentina/Buenos_Aires", "America/Cayenne", "America/Godthab",
+        "America/Montevideo", "America/Bahia", "Etc/GMT+2", "Atlantic/Azores",
+        "Atlantic/Cape_Verde", "Africa/Casablanca", "Etc/GMT", "Europe/London",
+        "Atlantic/Reykjavik", "Europe/Berlin", "Europe/Budapest", "Europe/Paris",
+        "Europe/Warsaw", "Africa/Lagos", "Africa/Windhoek", "Europe/Bucharest", "Asia/Beirut",
+        "Africa/Cairo", "Asia/Damascus", "Africa/Johannesburg", "Europe/Kyiv", "Europe/Kiev",
+        "Europe/Istanbul", "Asia/Jerusalem", "Asia/Amman", "Asia/Baghdad",
+        "Europe/Kaliningrad", "Asia/Riyadh", "Africa/Nairobi", "Asia/Tehran", "Asia/Dubai",
+        "Asia/Baku", "Europe/Moscow", "Indian/Mauritius", "Asia/Tbilisi", "Asia/Yerevan",
+        "Asia/Kabul", "Asia/Karachi", "Asia/Tashkent", "Asia/Kolkata", "Asia/Colombo",
+        "Asia/Kathmandu", "Asia/Almaty", "Asia/Dhaka", "Asia/Yekaterinburg", "Asia/Yangon",
+        "Asia/Rangoon", "Asia/Bangkok", "Asia/Novosibirsk", "Asia/Shanghai",
+        "Asia/Krasnoyarsk", "Asia/Singapore", "Australia/Perth", "Asia/Taipei",
+        "Asia/Ulaanbaatar", "Asia/Irkutsk", "Asia/Tokyo", "Asia/Seoul", "Australia/Adelaide",
+        "Australia/Darwin", "Australia/Brisbane", "Australia/Sydney", "Pacific/Port_Moresby",
+        "Australia/Hobart", "Asia/Yakutsk", "Pacific/Guadalcanal", "Asia/Vladivostok",
+        "Pacific/Auckland", "Etc/GMT-12", "Pacific/Fiji", "Asia/Magadan", "Pacific/Tongatapu",
+        "Pacific/Apia", "Pacific/Kiritimati",
+    )
+)  # fmt: skip
+
+
+def _not_supported(name: str) -> GraphError:
+    return GraphError(
+        400,
+        "TimeZoneNotSupportedException",
+        f"A valid TimeZone value must be specified. The following TimeZone value is "
+        f"not supported: '{name}'.",
+    )
+
+
+def check_writable_zone(name: object, *, any_iana: bool = False) -> None:
+    """Refuse (400 TimeZoneNotSupportedException) a zone a write may not carry: only UTC,
+    Windows names and the IANA names Graph lists are taken; with `any_iana` (the kinder
+    reading) every IANA name the tz database knows is."""
+    if name is None or name == "":
+        return
+    if not isinstance(name, str):
+        raise _not_supported(str(name))
+    if name.strip().lower() in WINDOWS_TO_IANA or name.strip() in GRAPH_LISTED_IANA_ZONES:
+        return
+    if not any_iana:
+        raise _not_supported(name)
+    resolve_zone(name)
+
+
 def resolve_zone(name: str | None) -> tzinfo:
     """The zone for a Graph time-zone name; ``None``/empty means UTC. Raises GraphError(400)."""
     if not name:
@@ -33,12 +95,7 @@ def resolve_zone(name: str | None) -> tzinfo:
     try:
         return ZoneInfo(mapped or name.strip())
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise GraphError(
-            400,
-            "TimeZoneNotSupportedException",
-            f"A valid TimeZone value must be specified. The following TimeZone value is "
-            f"not supported: '{name}'.",
-        ) from exc
+        raise _not_supported(name) from exc
 
 
 def _parse_iso(value: str, what: str) -> datetime:

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import pytest
 import pytest_asyncio
 
 from local.graph_emulator import RunningEmulator, start_emulator
@@ -113,11 +114,13 @@ async def test_permanent_delete_purges_from_the_calendar_or_deleted_items(
 
 @pytest_asyncio.fixture
 async def kinder(http_session: aiohttp.ClientSession) -> AsyncIterator[GraphClient]:
-    """An emulator started with the kinder options: deleted items unreadable by id."""
+    """An emulator started with the kinder options: deleted items unreadable by id, any
+    IANA zone written."""
     running = await start_emulator(
         mailboxes=["alice@contoso.com"],
         deleted_items_readable=False,
         allow_http_notification_urls=True,
+        accept_any_iana_zone=True,
     )
     try:
         yield GraphClient(http_session, running.graph_url)
@@ -357,3 +360,51 @@ async def test_meeting_copies_follow_the_organiser_and_are_cancelled_with_it(
     assert [(n["changeType"], n["resourceData"]["id"]) for n in receiver.notifications] == [
         ("updated", bob_copy["id"])
     ]
+
+
+# 6. Writes take Windows zone names and only the IANA names Graph lists for
+# dateTimeTimeZone; others answer 400 TimeZoneNotSupportedException.
+# https://learn.microsoft.com/graph/api/resources/datetimetimezone?view=graph-rest-1.0
+# ("Additional time zones"; "Methods such as create or update might not support all")
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ["W. Europe Standard Time", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "UTC"],
+)
+async def test_writes_take_windows_names_and_the_listed_iana_names(
+    graph: GraphClient, zone: str
+) -> None:
+    created = await graph.post(
+        f"{ALICE}/events", event_body("ok", "2025-06-02T09:00:00", "2025-06-02T10:00:00", zone)
+    )
+    assert created.status == 201, created.body
+
+
+@pytest.mark.parametrize("zone", ["Europe/Amsterdam", "America/Toronto", "Asia/Calcutta"])
+async def test_writes_refuse_iana_names_graph_does_not_list(graph: GraphClient, zone: str) -> None:
+    event = await _event(graph)
+
+    created = await graph.post(
+        f"{ALICE}/events", event_body("x", "2025-06-02T09:00:00", "2025-06-02T10:00:00", zone)
+    )
+    patched = await graph.patch(
+        _path(event["id"]),
+        {"start": {"dateTime": "2025-06-02T08:00:00", "timeZone": zone}},
+    )
+
+    for answer in (created, patched):
+        assert answer.status == 400
+        assert answer.error_code == "TimeZoneNotSupportedException"
+        assert zone in answer.body["error"]["message"]
+    # Reads still take any zone the tz database knows (Prefer: outlook.timezone).
+    read = await graph.get(_path(event["id"]), headers={"Prefer": f'outlook.timezone="{zone}"'})
+    assert read.status == 200
+
+
+async def test_the_kinder_option_writes_any_iana_zone(kinder: GraphClient) -> None:
+    created = await kinder.post(
+        f"{ALICE}/events",
+        event_body("x", "2025-06-02T09:00:00", "2025-06-02T10:00:00", "Europe/Amsterdam"),
+    )
+    assert created.status == 201, created.body
