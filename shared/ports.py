@@ -215,6 +215,9 @@ class EventWriteResult:
 
     event: CalendarEvent | None = None
     error: DomainError | None = None
+    # Graph refused the zone this name was sent as, so the event was written in UTC (the
+    # same instants): the caller must make that visible, never take it silently.
+    refused_time_zone: str | None = None
 
 
 class CalendarGateway(Protocol):

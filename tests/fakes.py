@@ -304,6 +304,8 @@ class FakeCalendar:
         self.delta_reads: list[str] = []  # delta calls: the mailbox of each
         self.view_batches: list[list[str]] = []  # calendar_views calls: their mailboxes
         self.view_windows: list[tuple[datetime, datetime]] = []  # and their windows
+        # Zones "Graph" refuses for writes: written in UTC, the result naming the zone.
+        self.refused_zones: set[str] = set()
         self.unreachable = False
         # The app's subscriptions as Graph holds them: one per mailbox (a second is a 409).
         self.subscriptions: dict[str, GraphSubscription] = {}
@@ -434,7 +436,12 @@ class FakeCalendar:
                     event = None
                 else:
                     raise InvalidInput(f"malformed write {write}")
-                results.append(EventWriteResult(event=event))
+                refused = (
+                    write.draft.time_zone
+                    if write.draft is not None and write.draft.time_zone in self.refused_zones
+                    else None
+                )
+                results.append(EventWriteResult(event=event, refused_time_zone=refused))
             except DomainError as error:
                 results.append(EventWriteResult(error=error))
         return results

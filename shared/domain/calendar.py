@@ -82,6 +82,9 @@ class EventMapping(DomainModel):
     # The event may show any of them before the answer comes back: an event at one of
     # these times is our own write, never an Outlook move.
     writes_in_flight: list[WrittenTimes] = Field(default_factory=list)
+    # Graph refused the resource's time zone on our last write, so the event is in UTC
+    # (same instants): shown on the booking's sync state until a write keeps the zone.
+    zone_warning: str | None = None
 
     def written_by_us(self, start: datetime, end: datetime) -> bool:
         """Whether an event at [start, end) shows a write of ours (recorded or in flight)."""

@@ -69,6 +69,8 @@ class ResourceSyncState(DomainModel):
     event_id: str | None = None
     synced_at: UtcDatetime | None = None
     error: str | None = None
+    # Written, but not as asked: Graph refused the resource's time zone (event in UTC).
+    warning: str | None = None
     state: str  # "pending" | "synced" | "failed" | "removed" (cancelled, its event gone)
 
 
@@ -443,6 +445,7 @@ class BookingService:
                     event_id=value.event_id if value else None,
                     synced_at=value.synced_at if value else None,
                     error=value.last_error if value else None,
+                    warning=value.zone_warning if value else None,
                     state=state,
                 )
             )

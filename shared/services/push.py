@@ -215,7 +215,9 @@ class PushService:
     ) -> bool:
         """Record one write's answer; True when it failed and is worth retrying."""
         if result.error is None:
-            await self._record_success(booking, plan, result.event, now)
+            await self._record_success(
+                booking, plan, result.event, now, refused_zone=result.refused_time_zone
+            )
             return False
         return await self._record_failure(booking, plan, result.error, now)
 
@@ -328,9 +330,24 @@ class PushService:
                 logger.warning("write in flight on %s not released: %s", value.booking_id, exc)
 
     async def _record_success(
-        self, booking: Booking, plan: _Planned, event: CalendarEvent | None, now: datetime
+        self,
+        booking: Booking,
+        plan: _Planned,
+        event: CalendarEvent | None,
+        now: datetime,
+        *,
+        refused_zone: str | None = None,
     ) -> None:
+        """`refused_zone`: Graph refused it and the event was written in UTC; kept on the
+        mapping (the booking's sync state shows it) and in the sync log."""
         write, draft = plan.write, plan.draft
+        zone_warning = (
+            f"Graph refused time zone '{refused_zone}'"
+            f"{f' ({draft.time_zone})' if draft and draft.time_zone != refused_zone else ''};"
+            " the event was written in UTC (same times)"
+            if refused_zone
+            else None
+        )
         if write.op != "delete" and (event is None or draft is None):
             raise GraphTransient("Graph acknowledged a write without returning the event")
 
@@ -386,6 +403,7 @@ class PushService:
                     "synced_at": now,
                     "last_error": None,
                     "pending_transaction_id": None,
+                    "zone_warning": zone_warning,
                 }
             )
 
@@ -394,7 +412,11 @@ class PushService:
             self._mappings, mapping.resource_id, mapping.booking_id, recorded, first=plan.mapping
         )
         event_id = event.event_id if event is not None else None
-        await self._log(booking, plan, SyncOutcome.OK, None, now, event_id=event_id)
+        await self._log(booking, plan, SyncOutcome.OK, zone_warning, now, event_id=event_id)
+        if zone_warning:
+            logger.warning(
+                "booking %s in %s: %s", booking.booking_id, plan.resource.resource_id, zone_warning
+            )
         if overtaken:
             raise PushIncomplete(f"booking {booking.booking_id}: an older write landed late")
 

@@ -156,6 +156,8 @@ async def test_a_time_zone_graph_refuses_is_written_in_utc(
     results = await gateway.write_batch(writes)
     assert [r.error for r in results] == [None] * 3
     assert [r.event.start for r in results if r.event] == [START] * 3
+    # Never silently: the refused write's result names the zone (the fault refuses one).
+    assert [r.refused_time_zone for r in results] == ["W. Europe Standard Time", None, None]
 
 
 async def test_an_event_in_deleted_items_reads_as_gone(

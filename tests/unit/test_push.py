@@ -219,3 +219,40 @@ async def test_past_bookings_are_not_pushed(world: FakeWorld) -> None:
     await world.push_all()
 
     assert events_of(world, "room-1@contoso.com") == []
+
+
+async def test_a_time_zone_graph_refuses_keeps_the_time_blocked_and_says_so(
+    world: FakeWorld,
+) -> None:
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    settings = stored.value.settings.model_copy(update={"time_zone": "Antarctica/Troll"})
+    await world.resources.update(
+        stored.value.model_copy(update={"settings": settings}), stored.etag
+    )
+    world.calendar.refused_zones = {"Antarctica/Troll"}
+
+    view = await world.services.bookings.create(request(resourceIds=["room-1"]), None)
+    await world.push_all()
+
+    # The room's time is blocked (same instants, written in UTC) ...
+    [event] = events_of(world, "room-1@contoso.com")
+    assert (event.start, event.end) == (T0, T0 + timedelta(hours=1))
+    # ... and the fallback is visible: on the booking's sync state and in the sync log.
+    [state] = (await world.services.bookings.get(view.booking_id)).sync
+    assert state.state == "synced"
+    assert state.warning is not None
+    assert "Antarctica/Troll" in state.warning
+    assert "UTC" in state.warning
+    [entry] = [e for e in await world.sync_log.newest("room-1", 10) if e.action == "create_event"]
+    assert entry.detail is not None
+    assert "Antarctica/Troll" in entry.detail
+
+    # Once Graph takes the zone again, the next write clears the warning.
+    world.calendar.refused_zones = set()
+    await world.services.bookings.reschedule(
+        view.booking_id, TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+    )
+    await world.push_all()
+    [state] = (await world.services.bookings.get(view.booking_id)).sync
+    assert (state.state, state.warning) == ("synced", None)

@@ -75,7 +75,8 @@ class GraphItemNotFound(GraphNotFound):
 
 class GraphTimeZoneRefused(GraphError):
     """Graph does not take the event's time zone name for writes (it takes Windows names
-    and only a subset of IANA ones). The gateway writes such events in UTC instead."""
+    and only a subset of IANA ones). The gateway writes such events in UTC instead and
+    says so in the write's result (`refused_time_zone`)."""
 
 
 @dataclass(frozen=True)

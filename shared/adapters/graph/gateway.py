@@ -65,6 +65,7 @@ from shared.adapters.graph.mapping import (
     booking_id_filter,
     calendar_event,
     event_from_draft,
+    graph_zone_name,
     is_removed,
     parse_graph_time,
     show_as_of,
@@ -642,7 +643,9 @@ class GraphCalendarGateway:
         Results are in the order of `writes`; a failed write carries its domain error
         (a delete of an event already gone counts as done). Inner 429/503/504 answers are
         sent again after their Retry-After, within the retry policy. Writes whose time
-        zone Graph refuses are sent once more in UTC.
+        zone Graph refuses are sent once more in UTC (the same instants, so the time stays
+        blocked), their results naming the refused zone (`refused_time_zone`) for the
+        caller to show: never a silent fallback.
         """
         results = await self._write_batch_once(writes)
         refused = [
@@ -659,8 +662,10 @@ class GraphCalendarGateway:
                 replace(write, draft=_in_utc(write.draft)) if write.draft else write
                 for write in retry
             ]
-            for index, result in zip(refused, await self._write_batch_once(in_utc), strict=True):
-                results[index] = result
+            again = await self._write_batch_once(in_utc)
+            for index, write, result in zip(refused, retry, again, strict=True):
+                sent = graph_zone_name(write.draft.time_zone) if write.draft else None
+                results[index] = replace(result, refused_time_zone=sent)
         return results
 
     async def _write_batch_once(self, writes: list[EventWrite]) -> list[EventWriteResult]:
