@@ -382,6 +382,14 @@ class Workload:
         self.outcomes[f"{kind} {status}"] += 1
         if status in allowed or (self.outage and status in (NO_ANSWER, 503)):
             return
+        if (
+            kind in ("create", "retried create", "reschedule")
+            and status == 503
+            and _error_code(payload) == "calendar_unavailable"
+        ):
+            # The live look at the slot met Graph failing past its short retries: the
+            # booking is refused, nothing written (fail closed), whatever the phase.
+            return
         self.unexpected.append(f"{kind} answered {status}: {str(payload)[:300]}")
 
     # -- Outlook edits ---------------------------------------------------------------
