@@ -32,6 +32,7 @@ from shared.domain.messages import (
     InboundWork,
     LifecycleEvent,
     OutboundWork,
+    PullBusyTime,
     PushBooking,
     ReconcilePage,
     ReconcileResource,
@@ -59,6 +60,7 @@ def _ids(
     | ReconcileResource
     | ReconcilePage
     | ConnectResource
+    | PullBusyTime
     | EventChange
     | EventChanges
     | LifecycleEvent,
@@ -102,6 +104,9 @@ async def _handle_outbound(msg: func.QueueMessage) -> None:
         elif isinstance(work, ReconcilePage):
             sent = await services.rounds.fan_out_page(work)
             logger.info("reconcile round %s: %d resources sent", work.round_at.isoformat(), sent)
+        elif isinstance(work, PullBusyTime):
+            logger.info("pull %s of %s from %s", work.pull_id, work.resource_id, work.slice_start)
+            await services.pulls.go_on(work)
         elif isinstance(work, ReconcileResource):
             report = await services.rounds.run(work)
             logger.info("reconciled %s: %s", work.resource_id, report.model_dump_json())

@@ -62,6 +62,7 @@ from shared.services.inbound import EventChangeHandler, InboundService, Notifica
 from shared.services.live_check import LiveSlotCheck
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
+from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushService
 from shared.services.reconcile import ReconcileService
 from shared.services.resources import ResourceService
@@ -205,6 +206,7 @@ class Services:
     gateway: CalendarGateway
     connection: ConnectionTracker
     mirror: MirrorService
+    pulls: BusyTimePulls
     resources: ResourceService
     bookings: BookingService
     availability: AvailabilityService
@@ -292,6 +294,14 @@ def build_services(
         sync_log=ports.sync_log,
         clock=clock,
     )
+    pulls = BusyTimePulls(
+        resources=ports.resources,
+        mirror=mirror,
+        queue=ports.queue,
+        connection=connection,
+        sync_log=ports.sync_log,
+        clock=clock,
+    )
     reconcile = ReconcileService(
         resources=ports.resources,
         bookings=ports.bookings,
@@ -306,6 +316,7 @@ def build_services(
         slots=slots,
         leases=ports.leases,
         connection=connection,
+        pulls=pulls,
         sync_log=ports.sync_log,
         clock=clock,
         repeat_within=timedelta(minutes=settings.reconcile_repeat_within_minutes),
@@ -328,12 +339,13 @@ def build_services(
         gateway=gateway,
         connection=connection,
         mirror=mirror,
+        pulls=pulls,
         resources=ResourceService(
             resources=ports.resources,
             event_mappings=ports.event_mappings,
             mailboxes=ports.mailbox_claims,
             gateway=gateway,
-            mirror=mirror,
+            pulls=pulls,
             subscriptions=subscriptions,
             connection=connection,
             sync_log=ports.sync_log,

@@ -115,6 +115,18 @@ class UnavailabilityRepository(Protocol):
         the next full replace heals)."""
         ...
 
+    async def replace_starting_between(
+        self,
+        resource_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        blocks: list[Unavailability],
+    ) -> None:
+        """Make the blocks that start in [start, end) exactly `blocks` (None: unbounded on
+        that side), writing only what differs; blocks starting elsewhere stay. Every one
+        of `blocks` must start in the range. Idempotent; not atomic."""
+        ...
+
     async def list_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]: ...

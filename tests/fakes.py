@@ -34,7 +34,12 @@ from shared.domain.errors import (
     InvalidInput,
     StorageUnavailable,
 )
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource, PushBooking
+from shared.domain.messages import (
+    SYNC_OUTBOUND_QUEUE,
+    ConnectResource,
+    PullBusyTime,
+    PushBooking,
+)
 from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry
 from shared.ports import EventWrite, EventWriteResult, IdempotencyRecord, Stored
@@ -192,6 +197,29 @@ class FakeUnavailability:
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         for key in [key for key in self.blocks if key[0] == resource_id]:
             del self.blocks[key]
+        for block in blocks:
+            group = block.series_master_id or block.event_id
+            self.blocks.setdefault((resource_id, group), []).append(block)
+
+    async def replace_starting_between(
+        self,
+        resource_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        blocks: list[Unavailability],
+    ) -> None:
+        def inside(block: Unavailability) -> bool:
+            return (start is None or block.start >= start) and (end is None or block.start < end)
+
+        assert all(inside(block) for block in blocks)
+        for key, kept in list(self.blocks.items()):
+            if key[0] != resource_id:
+                continue
+            rest = [block for block in kept if not inside(block)]
+            if rest:
+                self.blocks[key] = rest
+            else:
+                del self.blocks[key]
         for block in blocks:
             group = block.series_master_id or block.event_id
             self.blocks.setdefault((resource_id, group), []).append(block)
@@ -574,6 +602,24 @@ class FakeWorld:
         self.queue.sent = kept
         for work in connects:
             await self.services.resources.finish_connect(work)
+        await self.finish_pulls()
+
+    async def finish_pulls(self) -> None:
+        """Run the worker over every queued PullBusyTime, and those they send, until
+        none is left (what a connect or a resync leaves), as the host would."""
+        while True:
+            pulls = [
+                PullBusyTime.model_validate_json(body)
+                for name, body in self.queue.sent
+                if name == SYNC_OUTBOUND_QUEUE and '"pull_busy_time"' in body
+            ]
+            if not pulls:
+                return
+            self.queue.sent = [
+                (name, body) for name, body in self.queue.sent if '"pull_busy_time"' not in body
+            ]
+            for work in pulls:
+                await self.services.pulls.go_on(work)
 
     async def push_all(self) -> None:
         """Run the push worker over every queued push, as the host would."""

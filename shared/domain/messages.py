@@ -56,6 +56,17 @@ class ConnectResource(DomainModel):
     mailbox: str
 
 
+class PullBusyTime(DomainModel):
+    """sync-outbound: pull one slice of a resource's calendar into its mirror, then send
+    the next slice's message (a connect's or a resync's pull; the resource's
+    `status.pull` says which pull is current and how far it has come)."""
+
+    kind: Literal["pull_busy_time"] = "pull_busy_time"
+    resource_id: ResourceId
+    pull_id: str
+    slice_start: UtcDatetime
+
+
 class ReconcileResource(DomainModel):
     """sync-outbound: one reconcile round for one resource."""
 
@@ -83,7 +94,12 @@ class ReconcilePage(DomainModel):
 
 
 OutboundWork = Annotated[
-    PushBooking | ResyncResource | ReconcileResource | ReconcilePage | ConnectResource,
+    PushBooking
+    | ResyncResource
+    | ReconcileResource
+    | ReconcilePage
+    | ConnectResource
+    | PullBusyTime,
     Field(discriminator="kind"),
 ]
 

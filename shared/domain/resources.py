@@ -135,6 +135,24 @@ class ResourceSettings(DomainModel):
     body_template: Template = DEFAULT_BODY_TEMPLATE
 
 
+class PullPurpose(StrEnum):
+    CONNECT = "connect"
+    RESYNC = "resync"
+
+
+class PullProgress(DomainModel):
+    """A pull of the calendar's busy time under way, one slice of the mirror window per
+    queue message (so that no invocation comes near functionTimeout)."""
+
+    pull_id: str
+    purpose: PullPurpose
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    # The slices before this are pulled; window_start until the first one is.
+    pulled_through: UtcDatetime
+    started_at: UtcDatetime
+
+
 class ConnectionStatus(DomainModel):
     state: ConnectionState = ConnectionState.CONNECTED
     reason: str | None = None
@@ -145,6 +163,8 @@ class ConnectionStatus(DomainModel):
     # heal (mailbox gone, access denied), and the time before which no timer round runs.
     failed_rounds: int = Field(default=0, ge=0)
     retry_at: UtcDatetime | None = None
+    # Set while a busy-time pull goes on (connect, resync); None once it is done.
+    pull: PullProgress | None = None
 
 
 class Resource(DomainModel):

@@ -83,6 +83,16 @@ def group_blocks(
     return groups
 
 
+# A pull in slices (connect, resync) reads this much of the mirror window per queue
+# message: some 200 events of a calendar as busy as the 5,000-event one of
+# docs/benchmarks.md, well under a second of work.
+PULL_SLICE = timedelta(days=7)
+# An all-day event's block starts at midnight in the resource's zone, up to 14 hours off
+# the UTC midnight Graph gives it as: a slice reads this much further on either side, so
+# that it sees every event whose block starts inside it.
+_SLICE_MARGIN = timedelta(days=1)
+
+
 def mirror_window(now: datetime, days_back: int, days_ahead: int) -> tuple[datetime, datetime]:
     start = (now - timedelta(days=days_back)).replace(hour=0, minute=0, second=0, microsecond=0)
     return start, start + timedelta(days=days_back + days_ahead + 1)
@@ -97,12 +107,14 @@ class MirrorService:
         *,
         days_back: int,
         days_ahead: int,
+        slice_length: timedelta = PULL_SLICE,
     ) -> None:
         self._gateway = gateway
         self._unavailability = unavailability
         self._clock = clock
         self._days_back = days_back
         self._days_ahead = days_ahead
+        self.slice_length = slice_length
 
     def window(self) -> tuple[datetime, datetime]:
         return mirror_window(self._clock(), self._days_back, self._days_ahead)
@@ -116,6 +128,38 @@ class MirrorService:
         return await self.replace_all(
             resource.resource_id, events, time_zone=resource.settings.time_zone
         )
+
+    async def pull_slice(
+        self, resource: Resource, window: tuple[datetime, datetime], slice_start: datetime
+    ) -> datetime | None:
+        """Pull one slice of the mirror window into the mirror: afterwards the blocks that
+        start in the slice are exactly the calendar's (the first slice also owns every
+        block before it, the last every block after it, so the slices together replace
+        the whole mirror as `pull` does). Returns where the next slice starts, None after
+        the last. Idempotent. Raises the Graph* errors of the gateway."""
+        window_start, window_end = window
+        slice_end = slice_start + self.slice_length
+        last = slice_end >= window_end
+        owned_start = None if slice_start <= window_start else slice_start
+        owned_end = None if last else slice_end
+        read_start = max(window_start, slice_start - _SLICE_MARGIN)
+        read_end = window_end if last else min(window_end, slice_end + _SLICE_MARGIN)
+        events = await self._gateway.calendar_view(resource.settings.mailbox, read_start, read_end)
+        groups = group_blocks(resource.resource_id, events, time_zone=resource.settings.time_zone)
+        blocks = [
+            block
+            for group in groups.values()
+            for block in group
+            if (owned_start is None or block.start >= owned_start)
+            and (owned_end is None or block.start < owned_end)
+        ]
+        await self._unavailability.replace_starting_between(
+            resource.resource_id, owned_start, owned_end, blocks
+        )
+        logger.info(
+            "mirror of %s from %s: %d busy blocks", resource.resource_id, slice_start, len(blocks)
+        )
+        return None if last else slice_end
 
     async def replace_all(
         self, resource_id: str, events: Iterable[CalendarEvent], *, time_zone: str

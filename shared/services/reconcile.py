@@ -7,7 +7,8 @@ that no mapping knows (a crash between the Graph write and the mapping write: ad
 never duplicated), duplicates, cancelled bookings' leftovers, bookings never pushed.
 
 Resync (on request): delete every event we own in the calendar (found by our extended
-property, never a foreign one), recreate future bookings' events, re-pull busy time.
+property, never a foreign one), recreate future bookings' events, re-pull busy time (in
+slices on the queue, shared/services/pulls.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from shared.domain.errors import (
     GraphSyncStateLost,
 )
 from shared.domain.messages import EventChange, PushBooking
-from shared.domain.resources import ConnectionState, Resource
+from shared.domain.resources import ConnectionState, PullPurpose, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
@@ -53,6 +54,7 @@ from shared.services.inbound import EventChangeHandler
 from shared.services.mapping_updates import update_mapping
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
+from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushService
 from shared.services.resource_updates import update_resource
 from shared.services.slots import SlotKeeper
@@ -99,11 +101,13 @@ class ReconcileService:
         slots: SlotKeeper,
         leases: Leases,
         connection: ConnectionTracker,
+        pulls: BusyTimePulls,
         sync_log: SyncLog,
         clock: Callable[[], datetime],
         repeat_within: timedelta = timedelta(0),
     ) -> None:
         self._repeat_within = repeat_within
+        self._pulls = pulls
         self._resources = resources
         self._bookings = bookings
         self._booking_service = booking_service
@@ -518,7 +522,8 @@ class ReconcileService:
 
     async def resync(self, resource_id: str) -> int:
         """Delete the events we own in the calendar, recreate future bookings' events,
-        re-pull busy time. Returns the number of events recreated."""
+        and start a re-pull of busy time (in slices, on the queue: `status.pull` shows it
+        going on). Returns the number of events recreated."""
         stored = await self._resources.get(resource_id)
         if stored is None:
             return 0
@@ -568,19 +573,19 @@ class ReconcileService:
             # One batched write for the whole calendar (Graph $batch, 20 per request).
             await self._push.push_many(pushes, only=resource_id)
             recreated = len(pushes)
-            if resource.settings.direction.pulls:
-                await self._mirror.pull(resource)
         except (GraphAccessDenied, GraphNotFound) as exc:
             await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
             raise
-        await self._connection.mark_synced(
-            resource_id, mirror_refreshed=resource.settings.direction.pulls
+        await self._connection.mark_synced(resource_id)
+        pulling = resource.settings.direction.pulls and await self._pulls.start(
+            resource_id, PullPurpose.RESYNC
         )
         await self._log(
             resource_id,
             "resync_finished",
             SyncOutcome.OK,
-            f"{len(ours)} removed, {recreated} recreated",
+            f"{len(ours)} removed, {recreated} recreated"
+            + ("; busy time being pulled" if pulling else ""),
         )
         return recreated
 

@@ -1,7 +1,9 @@
 """Resources: connect (check the mailbox, subscribe, pull busy time), read, disconnect.
 
-A connect is two steps: the PUT checks the mailbox, stores the resource as `connecting`
-and enqueues a ConnectResource; the worker subscribes and pulls (`finish_connect`). The
+A connect is three steps: the PUT checks the mailbox, stores the resource as `connecting`
+and enqueues a ConnectResource; the worker subscribes (`finish_connect`) and starts the
+first pull of busy time, which goes on in slices (shared/services/pulls.py) and marks the
+resource connected when it is done. The
 subscription cannot be made inside the PUT: Graph validates it with a POST to our
 webhook within 10 s, and a Flex Consumption instance runs one HTTP invocation at a time
 for Python unless told otherwise, which the PUT would hold.
@@ -27,7 +29,13 @@ from shared.domain.errors import (
     NotFound,
 )
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource
-from shared.domain.resources import ConnectionState, ConnectionStatus, Resource, ResourceSettings
+from shared.domain.resources import (
+    ConnectionState,
+    ConnectionStatus,
+    PullPurpose,
+    Resource,
+    ResourceSettings,
+)
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     CalendarGateway,
@@ -39,7 +47,7 @@ from shared.ports import (
     SyncLog,
 )
 from shared.services.connection import ConnectionTracker
-from shared.services.mirror import MirrorService
+from shared.services.pulls import BusyTimePulls
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
@@ -76,7 +84,7 @@ class ResourceService:
         event_mappings: EventMappingRepository,
         mailboxes: MailboxClaims,
         gateway: CalendarGateway,
-        mirror: MirrorService,
+        pulls: BusyTimePulls,
         subscriptions: SubscriptionKeeper,
         connection: ConnectionTracker,
         sync_log: SyncLog,
@@ -88,7 +96,7 @@ class ResourceService:
         self._mappings = event_mappings
         self._mailboxes = mailboxes
         self._gateway = gateway
-        self._mirror = mirror
+        self._pulls = pulls
         self._subscriptions = subscriptions
         self._connection = connection
         self._sync_log = sync_log
@@ -209,13 +217,13 @@ class ResourceService:
             ) from exc
 
     async def finish_connect(self, work: ConnectResource) -> None:
-        """Subscribe and pull the busy time of a resource a PUT left `connecting`.
+        """Subscribe a resource a PUT left `connecting` and start its first pull.
 
         Idempotent: nothing happens once the resource is gone, disconnected, connected
-        elsewhere (its mailbox changed since) or connected with a subscription (a
-        reconcile may mark it synced first; then it still lacks one). A Graph error on
-        subscribing is raised, so the queue retries it; a failed first pull marks the
-        resource failing (the next reconcile recovers it).
+        elsewhere (its mailbox changed since), connected with a subscription (a
+        reconcile may mark it synced first; then it still lacks one) or subscribed with
+        its first pull under way. A throttled or transient Graph error on subscribing is
+        raised, so the queue retries it; others mark the resource failing.
         """
         stored = await self._resources.get(work.resource_id)
         if stored is None or stored.value.settings.mailbox != work.mailbox:
@@ -223,8 +231,10 @@ class ResourceService:
         state = stored.value.status.state
         if state is ConnectionState.DISCONNECTED:
             return
-        if state is not ConnectionState.CONNECTING and stored.value.subscription_id is not None:
-            return
+        if stored.value.subscription_id is not None and (
+            state is not ConnectionState.CONNECTING or stored.value.status.pull is not None
+        ):
+            return  # connected, or subscribed with its first pull under way
         await self._connect(stored)
 
     async def _connect(self, stored: Stored[Resource]) -> None:
@@ -240,16 +250,10 @@ class ResourceService:
             await self._log(stored.value.resource_id, "connect", SyncOutcome.FAILED)
             return
         if resource.settings.direction.pulls:
-            try:
-                await self._mirror.pull(resource)
-            except GraphError as exc:
-                await self._connection.mark_failing(
-                    resource.resource_id, f"initial pull failed: {exc.code}"
-                )
-                return
-            await self._connection.mark_synced(resource.resource_id, mirror_refreshed=True)
-        else:
-            await self._mark_connected(resource.resource_id)
+            # In slices, one queue message each; the last marks the resource connected.
+            await self._pulls.start(resource.resource_id, PullPurpose.CONNECT)
+            return
+        await self._mark_connected(resource.resource_id)
         await self._log(resource.resource_id, "connected", SyncOutcome.OK)
 
     async def _mark_connected(self, resource_id: str) -> None:

@@ -9,6 +9,7 @@ TABLE_NAME_PREFIX separates only the tables.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -60,12 +61,22 @@ class HostProcess:
         public_port: int | None = None,
         table_prefix: str | None = None,
         processing_lease: float = PROCESSING_LEASE_SECONDS,
+        function_timeout: str | None = None,
     ) -> None:
         """`http_concurrency`: the host's --http-concurrency (default: infra/'s, as in
         Azure); `triggers`: its --triggers (default: all); `public_port`: where Graph
         reaches the webhook when another process serves HTTP (default: this one);
-        `table_prefix`: shared by processes of one app (default: a fresh one)."""
+        `table_prefix`: shared by processes of one app (default: a fresh one);
+        `function_timeout`: host.json's functionTimeout instead of the repository's (a
+        timespan such as "00:00:04"), in a host.json of its own next to `log_path`."""
         self.port = port
+        self.script_root = REPO_ROOT
+        if function_timeout is not None:
+            self.script_root = log_path.parent / f"{log_path.stem}-script-root"
+            self.script_root.mkdir(parents=True, exist_ok=True)
+            document = json.loads((REPO_ROOT / "host.json").read_text())
+            document["functionTimeout"] = function_timeout
+            (self.script_root / "host.json").write_text(json.dumps(document, indent=2))
         self.http_concurrency = http_concurrency
         self.processing_lease = processing_lease
         self.triggers = triggers
@@ -101,7 +112,7 @@ class HostProcess:
                 "--port",
                 str(self.port),
                 "--script-root",
-                str(REPO_ROOT),
+                str(self.script_root),
                 "--fast",
                 "--processing-lease",
                 str(self.processing_lease),

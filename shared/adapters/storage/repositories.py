@@ -305,6 +305,24 @@ class UnavailabilityTable(EntityTable[Unavailability]):
         # thousands of events the per-event reads, not the writes, took the time.
         await self._write_difference(resource_id, await self.list_for_resource(resource_id), blocks)
 
+    async def replace_starting_between(
+        self,
+        resource_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        blocks: list[Unavailability],
+    ) -> None:
+        clauses: list[str] = []
+        parameters: dict[str, Any] = {}
+        if start is not None:
+            clauses.append("Start ge @start")
+            parameters["start"] = start
+        if end is not None:
+            clauses.append("Start lt @end")
+            parameters["end"] = end
+        existing = await self.query(resource_id, " and ".join(clauses) or None, parameters)
+        await self._write_difference(resource_id, [row.value for row in existing], blocks)
+
     async def _write_difference(
         self, resource_id: str, existing: list[Unavailability], blocks: list[Unavailability]
     ) -> None:

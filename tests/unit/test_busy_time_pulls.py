@@ -1,0 +1,217 @@
+"""Busy-time pulls in slices (shared/services/pulls.py): together the slices leave the
+mirror exactly as one whole pull does; redelivered, superseded and duplicate messages do
+no harm; the resource's status shows the pull and when it is done."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from shared.domain.calendar import CalendarEvent, EventType, ShowAs, Unavailability
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, PullBusyTime
+from shared.domain.resources import ConnectionState, ConnectionStatus, PullPurpose, Resource
+from tests.builders import T0, busy_block, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+
+ROOM = "room-1@contoso.com"
+
+
+def event(event_id: str, start: datetime, minutes: int = 30, **fields: object) -> CalendarEvent:
+    return CalendarEvent.model_validate(
+        {"event_id": event_id, "start": start, "end": start + timedelta(minutes=minutes), **fields}
+    )
+
+
+def busy_calendar(window_start: datetime) -> list[CalendarEvent]:
+    """Events on and across every slice edge, all-day events (their blocks start up to
+    14 hours off their UTC dates), long ones, a series, and what is not busy."""
+    edge = window_start + timedelta(days=7)
+    day = timedelta(days=1)
+    return [
+        event("before-window-runs-in", window_start - timedelta(hours=2), minutes=240),
+        event("first", window_start + timedelta(hours=9)),
+        event("across-edge", edge - timedelta(minutes=15)),
+        event("on-edge", edge),
+        event("just-before-edge", edge - timedelta(minutes=30)),
+        event("all-day-on-edge", edge, minutes=24 * 60, is_all_day=True),
+        event("all-day-after-edge", edge + day, minutes=2 * 24 * 60, is_all_day=True),
+        event("fortnight", edge + 3 * day, minutes=14 * 24 * 60),
+        *(
+            event(
+                f"standup-{n}",
+                window_start + timedelta(days=n, hours=8),
+                type=EventType.OCCURRENCE,
+                series_master_id="standup",
+            )
+            for n in range(0, 60, 3)
+        ),
+        event("free", edge + 2 * day, show_as=ShowAs.FREE),
+        event("ours", edge + 2 * day, booking_id="bk-1"),
+        event("last-day", window_start + timedelta(days=181, hours=20)),
+    ]
+
+
+def stale_blocks(window_start: datetime) -> list[Unavailability]:
+    """Blocks of events gone from the calendar: before, inside and after the window."""
+    return [
+        busy_block("gone-before", window_start - timedelta(days=3), resource_id="room-1"),
+        busy_block("gone-inside", window_start + timedelta(days=40), resource_id="room-1"),
+        busy_block("gone-after", window_start + timedelta(days=400), resource_id="room-1"),
+    ]
+
+
+async def connected_room(world: FakeWorld, time_zone: str) -> Resource:
+    room = resource("room-1", time_zone=time_zone)
+    await world.resources.add(room)
+    return room
+
+
+def sorted_blocks(blocks: list[Unavailability]) -> list[tuple[str, datetime, datetime]]:
+    return sorted((b.event_id, b.start, b.end) for b in blocks)
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago", "Europe/London"])
+async def test_the_slices_leave_the_mirror_as_one_whole_pull_does_in_any_zone(zone: str) -> None:
+    sliced = fake_world(Clock(T0), (ROOM,))
+    whole = fake_world(Clock(T0), (ROOM,))
+    window_start, _ = sliced.services.mirror.window()
+    for world in (sliced, whole):
+        world.calendar.events[ROOM] = {e.event_id: e for e in busy_calendar(window_start)}
+        await world.ports.unavailability.replace_all("room-1", stale_blocks(window_start))
+    await connected_room(sliced, zone)
+    await whole.services.mirror.pull(await connected_room(whole, zone))
+    inclusive = sliced.calendar.calendar_view
+
+    async def overlapping(mailbox: str, start: datetime, end: datetime) -> list[CalendarEvent]:
+        # Read as strictly as Graph may: an event that only touches an edge is left out.
+        found = await inclusive(mailbox, start, end)
+        return [e for e in found if e.start < end and e.end > start]
+
+    sliced.calendar.calendar_view = overlapping  # type: ignore[method-assign]
+
+    assert await sliced.services.pulls.start("room-1", PullPurpose.RESYNC)
+    await sliced.finish_pulls()
+
+    expected = await whole.ports.unavailability.list_for_resource("room-1")
+    got = await sliced.ports.unavailability.list_for_resource("room-1")
+    assert sorted_blocks(got) == sorted_blocks(expected)
+    assert {"gone-before", "gone-inside", "gone-after"}.isdisjoint(b.event_id for b in got)
+    # One Graph read per week of the 182-day window.
+    assert sliced.calendar.view_reads == 26
+
+
+async def test_the_status_shows_the_pull_and_a_connect_is_connected_when_it_is_done() -> None:
+    world = fake_world(Clock(T0), (ROOM,))
+    window_start, window_end = world.services.mirror.window()
+    world.calendar.events[ROOM] = {e.event_id: e for e in busy_calendar(window_start)}
+    connecting = resource("room-1").model_copy(
+        update={"status": ConnectionStatus(state=ConnectionState.CONNECTING, since=T0)}
+    )
+    await world.resources.add(connecting)
+    await world.services.pulls.start("room-1", PullPurpose.CONNECT)
+
+    seen = []
+    while pending := _pending_pulls(world):
+        world.queue.sent = []
+        for work in pending:
+            await world.services.pulls.go_on(work)
+        stored = await world.resources.get("room-1")
+        assert stored is not None
+        seen.append(stored.value.status)
+
+    *going, done = seen
+    assert all(s.state is ConnectionState.CONNECTING for s in going)
+    through = [s.pull.pulled_through for s in going if s.pull is not None]
+    assert through == sorted(through)
+    assert through[0] == window_start + timedelta(days=7)
+    assert through[-1] < window_end
+    assert all(s.pull is not None and s.pull.purpose is PullPurpose.CONNECT for s in going)
+    assert done.state is ConnectionState.CONNECTED
+    assert done.pull is None
+    assert done.mirror_refreshed_at == T0
+    assert [e.action for e in world.sync_log.entries][-1] == "connected"
+
+
+async def test_a_redelivered_message_repeats_its_slice_and_no_chain_is_doubled() -> None:
+    world = fake_world(Clock(T0), (ROOM,))
+    window_start, _ = world.services.mirror.window()
+    world.calendar.events[ROOM] = {e.event_id: e for e in busy_calendar(window_start)}
+    await connected_room(world, "UTC")
+    await world.services.pulls.start("room-1", PullPurpose.RESYNC)
+    [first] = _pending_pulls(world)
+    world.queue.sent = []
+
+    await world.services.pulls.go_on(first)
+    [second] = _pending_pulls(world)
+    # The first message again (its delivery was not acknowledged): a slice already
+    # pulled is not pulled or continued twice.
+    reads = world.calendar.view_reads
+    await world.services.pulls.go_on(first)
+    assert world.calendar.view_reads == reads
+    assert _pending_pulls(world) == [second]
+
+    # A message sent twice (a worker died after sending the next slice's message and
+    # before recording its progress, and the slice ran again): the first copy moves the
+    # pull on, the other is then dropped.
+    world.queue.sent = []
+    await world.services.pulls.go_on(second)
+    [third] = _pending_pulls(world)
+    world.queue.sent = []
+    await world.services.pulls.go_on(third)
+    reads = world.calendar.view_reads
+    await world.services.pulls.go_on(third)
+    assert world.calendar.view_reads == reads
+    assert len(_pending_pulls(world)) == 1
+    await world.finish_pulls()
+
+    expected = fake_world(Clock(T0), (ROOM,))
+    expected.calendar.events[ROOM] = dict(world.calendar.events[ROOM])
+    await expected.services.mirror.pull(await connected_room(expected, "UTC"))
+    assert sorted_blocks(
+        await world.ports.unavailability.list_for_resource("room-1")
+    ) == sorted_blocks(await expected.ports.unavailability.list_for_resource("room-1"))
+
+
+async def test_a_newer_pull_or_a_reconnect_ends_the_older_pulls_messages() -> None:
+    world = fake_world(Clock(T0), (ROOM,))
+    await connected_room(world, "UTC")
+    await world.services.pulls.start("room-1", PullPurpose.RESYNC)
+    [older] = _pending_pulls(world)
+    await world.services.pulls.start("room-1", PullPurpose.RESYNC)
+    [_, newer] = _pending_pulls(world)
+    world.queue.sent = []
+
+    await world.services.pulls.go_on(older)
+    assert world.calendar.view_reads == 0
+    assert _pending_pulls(world) == []
+
+    # A PUT that reconnects starts over with a fresh status: no pull is current.
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    reset = stored.value.model_copy(
+        update={"status": ConnectionStatus(state=ConnectionState.CONNECTING, since=T0)}
+    )
+    await world.resources.update(reset, stored.etag)
+    await world.services.pulls.go_on(newer)
+    assert world.calendar.view_reads == 0
+    assert _pending_pulls(world) == []
+
+
+async def test_no_pull_starts_for_a_disconnected_or_unknown_resource() -> None:
+    world = fake_world(Clock(T0), (ROOM,))
+    gone = resource("room-1").model_copy(
+        update={"status": ConnectionStatus(state=ConnectionState.DISCONNECTED, since=T0)}
+    )
+    await world.resources.add(gone)
+    assert not await world.services.pulls.start("room-1", PullPurpose.RESYNC)
+    assert not await world.services.pulls.start("room-2", PullPurpose.RESYNC)
+    assert _pending_pulls(world) == []
+
+
+def _pending_pulls(world: FakeWorld) -> list[PullBusyTime]:
+    return [
+        PullBusyTime.model_validate_json(body)
+        for body in world.queue.bodies(SYNC_OUTBOUND_QUEUE)
+        if '"pull_busy_time"' in body
+    ]
