@@ -65,6 +65,7 @@ class PullBusyTime(DomainModel):
     resource_id: ResourceId
     pull_id: str
     slice_start: UtcDatetime
+    slice_days: int = Field(default=7, ge=1)
 
 
 class ReconcileResource(DomainModel):

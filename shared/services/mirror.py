@@ -83,10 +83,6 @@ def group_blocks(
     return groups
 
 
-# A pull in slices (connect, resync) reads this much of the mirror window per queue
-# message: some 200 events of a calendar as busy as the 5,000-event one of
-# docs/benchmarks.md, well under a second of work.
-PULL_SLICE = timedelta(days=7)
 # An all-day event's block starts at midnight in the resource's zone, up to 14 hours off
 # the UTC midnight Graph gives it as: a slice reads this much further on either side, so
 # that it sees every event whose block starts inside it.
@@ -107,14 +103,12 @@ class MirrorService:
         *,
         days_back: int,
         days_ahead: int,
-        slice_length: timedelta = PULL_SLICE,
     ) -> None:
         self._gateway = gateway
         self._unavailability = unavailability
         self._clock = clock
         self._days_back = days_back
         self._days_ahead = days_ahead
-        self.slice_length = slice_length
 
     def window(self) -> tuple[datetime, datetime]:
         return mirror_window(self._clock(), self._days_back, self._days_ahead)
@@ -130,15 +124,20 @@ class MirrorService:
         )
 
     async def pull_slice(
-        self, resource: Resource, window: tuple[datetime, datetime], slice_start: datetime
-    ) -> datetime | None:
+        self,
+        resource: Resource,
+        window: tuple[datetime, datetime],
+        slice_start: datetime,
+        length: timedelta,
+    ) -> tuple[datetime | None, int]:
         """Pull one slice of the mirror window into the mirror: afterwards the blocks that
         start in the slice are exactly the calendar's (the first slice also owns every
-        block before it, the last every block after it, so the slices together replace
-        the whole mirror as `pull` does). Returns where the next slice starts, None after
-        the last. Idempotent. Raises the Graph* errors of the gateway."""
+        block before it, the last every block after it, so slices that follow on from
+        one another replace the whole mirror as `pull` does). Returns where the next
+        slice starts (None after the last) and how many events Graph gave. Idempotent.
+        Raises the Graph* errors of the gateway."""
         window_start, window_end = window
-        slice_end = slice_start + self.slice_length
+        slice_end = slice_start + length
         last = slice_end >= window_end
         owned_start = None if slice_start <= window_start else slice_start
         owned_end = None if last else slice_end
@@ -159,7 +158,7 @@ class MirrorService:
         logger.info(
             "mirror of %s from %s: %d busy blocks", resource.resource_id, slice_start, len(blocks)
         )
-        return None if last else slice_end
+        return (None if last else slice_end), len(events)
 
     async def replace_all(
         self, resource_id: str, events: Iterable[CalendarEvent], *, time_zone: str

@@ -4,7 +4,8 @@ Six months of a busy calendar take seconds to read and mirror (the 5,000-event c
 of docs/benchmarks.md took 6.7 s), and an invocation that runs past functionTimeout
 restarts the worker in Azure, failing the message until it lands in poison. So a pull
 takes one slice of the mirror window (`MirrorService.pull_slice`) per sync-outbound
-message, and each message sends the next slice's.
+message, and each message sends the next slice's, longer or shorter by how many events
+the last one held.
 
 The resource's `status.pull` is the pull's record: which pull is current, its window and
 how far it has come. A new pull, or a PUT that reconnects (it resets the status),
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.domain.errors import GraphError, GraphThrottled, GraphTransient
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, PullBusyTime
@@ -31,6 +32,13 @@ from shared.services.mirror import MirrorService
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
+
+# A slice aims at some 200 events (well under a second of work; the 5,000-event calendar
+# of docs/benchmarks.md has 196 a week): the first is a week, and each next one is twice
+# as long after a slice of fewer than half that, half as long after one of more than
+# twice that. An empty calendar takes five messages, a busy one a message a week.
+FIRST_SLICE_DAYS = 7
+SLICE_EVENTS = 200
 
 
 class BusyTimePulls:
@@ -76,7 +84,10 @@ class BusyTimePulls:
         await self._queue.send(
             SYNC_OUTBOUND_QUEUE,
             PullBusyTime(
-                resource_id=resource_id, pull_id=progress.pull_id, slice_start=window_start
+                resource_id=resource_id,
+                pull_id=progress.pull_id,
+                slice_start=window_start,
+                slice_days=FIRST_SLICE_DAYS,
             ),
         )
         logger.info("%s pull of %s started (%s)", purpose, resource_id, progress.pull_id)
@@ -104,7 +115,9 @@ class BusyTimePulls:
             return
         window = (pull.window_start, pull.window_end)
         try:
-            next_start = await self._mirror.pull_slice(resource, window, work.slice_start)
+            next_start, events = await self._mirror.pull_slice(
+                resource, window, work.slice_start, timedelta(days=work.slice_days)
+            )
         except (GraphThrottled, GraphTransient):
             raise
         except GraphError as exc:
@@ -118,7 +131,13 @@ class BusyTimePulls:
         # Sent before the progress is recorded: a failure between the two repeats this
         # slice, never skips the next.
         await self._queue.send(
-            SYNC_OUTBOUND_QUEUE, work.model_copy(update={"slice_start": next_start})
+            SYNC_OUTBOUND_QUEUE,
+            work.model_copy(
+                update={
+                    "slice_start": next_start,
+                    "slice_days": _next_slice_days(work.slice_days, events),
+                }
+            ),
         )
         await update_resource(
             self._resources, resource.resource_id, _advanced(pull.pull_id, next_start)
@@ -146,6 +165,14 @@ class BusyTimePulls:
             )
         )
         logger.info("%s pull of %s finished (%s)", pull.purpose, resource_id, pull.pull_id)
+
+
+def _next_slice_days(days: int, events: int) -> int:
+    if events < SLICE_EVENTS // 2:
+        return days * 2
+    if events > SLICE_EVENTS * 2:
+        return max(1, days // 2)
+    return days
 
 
 def _advanced(pull_id: str, pulled_through: datetime) -> Callable[[Resource], Resource | None]:

@@ -97,8 +97,30 @@ async def test_the_slices_leave_the_mirror_as_one_whole_pull_does_in_any_zone(zo
     got = await sliced.ports.unavailability.list_for_resource("room-1")
     assert sorted_blocks(got) == sorted_blocks(expected)
     assert {"gone-before", "gone-inside", "gone-after"}.isdisjoint(b.event_id for b in got)
-    # One Graph read per week of the 182-day window.
-    assert sliced.calendar.view_reads == 26
+    # Slices of a few events each grow: 7, 14, 28, 56 days and the rest.
+    assert sliced.calendar.view_reads == 5
+
+
+async def test_a_busy_calendar_is_pulled_a_week_a_message_and_an_empty_one_in_five() -> None:
+    world = fake_world(Clock(T0), (ROOM,))
+    window_start, _ = world.services.mirror.window()
+    busy = [
+        event(f"e{day}-{slot}", window_start + timedelta(days=day, hours=6, minutes=30 * slot))
+        for day in range(182)
+        for slot in range(28)
+    ]
+    world.calendar.events[ROOM] = {e.event_id: e for e in busy}
+    await connected_room(world, "UTC")
+    await world.services.pulls.start("room-1", PullPurpose.RESYNC)
+    await world.finish_pulls()
+    assert len(await world.ports.unavailability.list_for_resource("room-1")) == len(busy)
+    assert world.calendar.view_reads == 26
+
+    world.calendar.events[ROOM] = {}
+    await world.services.pulls.start("room-1", PullPurpose.RESYNC)
+    await world.finish_pulls()
+    assert await world.ports.unavailability.list_for_resource("room-1") == []
+    assert world.calendar.view_reads == 26 + 5
 
 
 async def test_the_status_shows_the_pull_and_a_connect_is_connected_when_it_is_done() -> None:
