@@ -85,15 +85,18 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "resources/{resourceId}", "getResource", "Settings and connection status",
               response=ResourceView),
     Operation("DELETE", "resources/{resourceId}", "deleteResource",
-              "Disconnect: drop the subscription; removeEvents=true deletes our events",
-              query=DisconnectQuery, response=ResourceView),
+              "Disconnect: drop the subscription (200, status.state `disconnected`); with "
+              "removeEvents=true and events of ours in the calendar, 202 with status.state "
+              "`disconnecting` while a background worker deletes them (GET shows when it is "
+              "`disconnected`)", query=DisconnectQuery, response=ResourceView),
     Operation("GET", "resources/{resourceId}/availability", "getAvailability",
               "Busy intervals and free slots, from the mirror and bookings",
               query=AvailabilityQuery, response=Availability, errors=(404, 422, 503)),
     Operation("GET", "resources/{resourceId}/sync-log", "getSyncLog", "Sync actions, newest first",
               query=SyncLogQuery, response=SyncLogList),
     Operation("POST", "resources/{resourceId}/resync", "resyncResource",
-              "Delete and recreate our events in the calendar; re-pull busy time (async)",
+              "Delete and recreate our events in the calendar; re-pull busy time (async; "
+              "status.pull shows the pull until it is done)",
               ok_status=202, errors=(404, 422)),
     Operation("POST", "graph/notifications", "graphNotifications",
               "Microsoft Graph change notifications (and ?validationToken= handshake)",

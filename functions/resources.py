@@ -60,6 +60,9 @@ async def delete_resource(req: func.HttpRequest) -> func.HttpResponse:
             view = await get_services().resources.disconnect(
                 resource_id, remove_events=query.remove_events
             )
+            # Removing our events goes on in the queue worker; the status says when done.
+            if view.status.state is ConnectionState.DISCONNECTING:
+                return json_response(view, status=202)
             return json_response(view)
 
     return await respond(handle)

@@ -26,6 +26,7 @@ from shared.domain.messages import (
     SYNC_INBOUND_QUEUE,
     SYNC_OUTBOUND_QUEUE,
     ConnectResource,
+    DisconnectResource,
     EventChange,
     EventChanges,
     InboundBatch,
@@ -61,6 +62,7 @@ def _ids(
     | ReconcilePage
     | ConnectResource
     | PullBusyTime
+    | DisconnectResource
     | EventChange
     | EventChanges
     | LifecycleEvent,
@@ -107,6 +109,9 @@ async def _handle_outbound(msg: func.QueueMessage) -> None:
         elif isinstance(work, PullBusyTime):
             logger.info("pull %s of %s from %s", work.pull_id, work.resource_id, work.slice_start)
             await services.pulls.go_on(work)
+        elif isinstance(work, DisconnectResource):
+            logger.info("remove our events from %s (try %s)", work.mailbox, msg.dequeue_count)
+            await services.resources.remove_events(work)
         elif isinstance(work, ReconcileResource):
             report = await services.rounds.run(work)
             logger.info("reconciled %s: %s", work.resource_id, report.model_dump_json())

@@ -260,8 +260,11 @@ class CalendarGateway(Protocol):
         """Several events of one mailbox (None: gone), in as few requests as Graph allows."""
         ...
 
-    async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
-        """Every event carrying our booking-id extended property (never a foreign one)."""
+    async def list_our_events(
+        self, mailbox: str, *, limit: int | None = None
+    ) -> list[CalendarEvent]:
+        """Every event carrying our booking-id extended property (never a foreign one);
+        with `limit`, at least that many of them where there are, not necessarily all."""
         ...
 
     async def find_event_for_booking(

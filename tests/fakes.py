@@ -400,9 +400,12 @@ class FakeCalendar:
         self.batch_reads.append(len(event_ids))
         return {event_id: await self.get_event(mailbox, event_id) for event_id in event_ids}
 
-    async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
+    async def list_our_events(
+        self, mailbox: str, *, limit: int | None = None
+    ) -> list[CalendarEvent]:
         self._check(mailbox)
-        return [e for e in self.events[mailbox].values() if e.booking_id is not None]
+        ours = [e for e in self.events[mailbox].values() if e.booking_id is not None]
+        return ours if limit is None else ours[:limit]
 
     async def find_event_for_booking(self, mailbox: str, booking_id: str) -> CalendarEvent | None:
         return next(

@@ -68,6 +68,16 @@ class PullBusyTime(DomainModel):
     slice_days: int = Field(default=7, ge=1)
 
 
+class DisconnectResource(DomainModel):
+    """sync-outbound: remove our events from the calendar of a resource that DELETE
+    ?removeEvents=true left `disconnecting`, a chunk per message, each sending the next;
+    then mark it disconnected. Off the DELETE, which Azure cuts off after 230 s."""
+
+    kind: Literal["disconnect_resource"] = "disconnect_resource"
+    resource_id: ResourceId
+    mailbox: str
+
+
 class ReconcileResource(DomainModel):
     """sync-outbound: one reconcile round for one resource."""
 
@@ -100,7 +110,8 @@ OutboundWork = Annotated[
     | ReconcileResource
     | ReconcilePage
     | ConnectResource
-    | PullBusyTime,
+    | PullBusyTime
+    | DisconnectResource,
     Field(discriminator="kind"),
 ]
 

@@ -57,7 +57,14 @@ class ConnectionState(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     FAILING = "failing"
+    # Accepted by DELETE ?removeEvents=true; our events are removed on the queue.
+    DISCONNECTING = "disconnecting"
     DISCONNECTED = "disconnected"
+
+    @property
+    def is_ending(self) -> bool:
+        """Disconnected, or on its way there: nothing is synced any more."""
+        return self in (ConnectionState.DISCONNECTING, ConnectionState.DISCONNECTED)
 
 
 # Placeholders a subject/body template may use; filled from the booking.

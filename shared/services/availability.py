@@ -66,8 +66,8 @@ def ensure_calendar_trusted(resource: Resource, now: datetime, freshness_minutes
     status = resource.status
     if not resource.settings.active:
         raise CalendarUnavailable(f"resource {resource.resource_id} is not active")
-    if status.state is ConnectionState.DISCONNECTED:
-        raise CalendarUnavailable(f"resource {resource.resource_id} is disconnected")
+    if status.state.is_ending:
+        raise CalendarUnavailable(f"resource {resource.resource_id} is {status.state}")
     if status.state is ConnectionState.CONNECTING:
         raise CalendarUnavailable(f"resource {resource.resource_id} is still connecting")
     if status.state is ConnectionState.FAILING:

@@ -41,6 +41,8 @@ class ConnectionTracker:
             status = resource.status
             if status.state is ConnectionState.FAILING and status.reason == reason:
                 return None
+            if status.state is ConnectionState.DISCONNECTING:
+                return None  # its events are being removed; it ends disconnected
             since = status.since if status.state is ConnectionState.FAILING else now
             return resource.model_copy(
                 update={
@@ -102,7 +104,7 @@ class ConnectionTracker:
         def change(resource: Resource) -> Resource | None:
             nonlocal recovered
             status = resource.status
-            if status.state is ConnectionState.DISCONNECTED:
+            if status.state.is_ending:
                 return None
             recovered = status.state is ConnectionState.FAILING
             recent = status.last_sync_at is not None and now - status.last_sync_at < _QUIET

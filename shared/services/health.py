@@ -106,7 +106,7 @@ async def check_health(
     if resources is not None and storage_health.ok and clock is not None:
         now = clock()
         listed = [stored.value for stored in await resources.list_all()]
-        in_scope = [r for r in listed if r.status.state is not ConnectionState.DISCONNECTED]
+        in_scope = [r for r in listed if not r.status.state.is_ending]
         resources_health = ResourcesHealth(
             total=len(listed),
             failing=[r.resource_id for r in in_scope if r.status.state is ConnectionState.FAILING][

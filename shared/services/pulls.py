@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from shared.domain.errors import GraphError, GraphThrottled, GraphTransient
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, PullBusyTime
-from shared.domain.resources import ConnectionState, PullProgress, PullPurpose, Resource
+from shared.domain.resources import PullProgress, PullPurpose, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import MessageQueue, ResourceRepository, SyncLog
 from shared.services.connection import ConnectionTracker
@@ -74,7 +74,7 @@ class BusyTimePulls:
         )
 
         def begin(current: Resource) -> Resource | None:
-            if current.status.state is ConnectionState.DISCONNECTED:
+            if current.status.state.is_ending:
                 return None
             status = current.status.model_copy(update={"pull": progress})
             return current.model_copy(update={"status": status})
@@ -103,11 +103,7 @@ class BusyTimePulls:
             return
         resource = stored.value
         pull = resource.status.pull
-        if (
-            pull is None
-            or pull.pull_id != work.pull_id
-            or resource.status.state is ConnectionState.DISCONNECTED
-        ):
+        if pull is None or pull.pull_id != work.pull_id or resource.status.state.is_ending:
             logger.info("pull %s of %s is no longer current", work.pull_id, work.resource_id)
             return
         if work.slice_start < pull.pulled_through:

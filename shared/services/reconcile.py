@@ -35,7 +35,7 @@ from shared.domain.errors import (
     GraphSyncStateLost,
 )
 from shared.domain.messages import EventChange, PushBooking
-from shared.domain.resources import ConnectionState, PullPurpose, Resource
+from shared.domain.resources import PullPurpose, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
@@ -156,7 +156,7 @@ class ReconcileService:
         if round_at is not None and last is not None and last >= round_at - self._repeat_within:
             return report.model_copy(update={"skipped": "a repeat of the last timer round"})
         settings = resource.settings
-        if not settings.active or resource.status.state is ConnectionState.DISCONNECTED:
+        if not settings.active or resource.status.state.is_ending:
             return report.model_copy(update={"skipped": "inactive or disconnected"})
         if not (settings.direction.pulls or settings.direction.pushes):
             return report.model_copy(update={"skipped": "direction none"})

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.domain.base import DomainModel, UtcDatetime
+from shared.domain.calendar import EventMapping
 from shared.domain.errors import (
     ConcurrencyConflict,
     GraphAccessDenied,
@@ -28,7 +29,7 @@ from shared.domain.errors import (
     MailboxInUse,
     NotFound,
 )
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource, DisconnectResource
 from shared.domain.resources import (
     ConnectionState,
     ConnectionStatus,
@@ -40,6 +41,7 @@ from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     CalendarGateway,
     EventMappingRepository,
+    EventWrite,
     MailboxClaims,
     MessageQueue,
     ResourceRepository,
@@ -52,6 +54,8 @@ from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
 
+# Events of ours a DisconnectResource message removes (five $batch requests of 20).
+REMOVE_CHUNK = 100
 # How long a mailbox claim whose resource is not saved yet counts as a connect under way.
 CONNECT_PENDING = timedelta(minutes=10)
 
@@ -119,8 +123,8 @@ class ResourceService:
             reconnect = (
                 stored is None
                 or previous != settings.mailbox
-                or stored.value.status.state
-                in (ConnectionState.DISCONNECTED, ConnectionState.CONNECTING)
+                or stored.value.status.state.is_ending
+                or stored.value.status.state is ConnectionState.CONNECTING
             )
             if reconnect:
                 await self._claim_mailbox(resource_id, settings.mailbox)
@@ -229,7 +233,7 @@ class ResourceService:
         if stored is None or stored.value.settings.mailbox != work.mailbox:
             return
         state = stored.value.status.state
-        if state is ConnectionState.DISCONNECTED:
+        if state.is_ending:
             return
         if stored.value.subscription_id is not None and (
             state is not ConnectionState.CONNECTING or stored.value.status.pull is not None
@@ -287,37 +291,78 @@ class ResourceService:
         )
 
     async def disconnect(self, resource_id: str, *, remove_events: bool) -> ResourceView:
-        """Drop the subscription (and, if asked, our events). Idempotent."""
+        """Drop the subscription and mark the resource disconnected. Idempotent.
+
+        With `remove_events`, while any event of ours is left in the calendar the
+        resource is marked `disconnecting` instead and a DisconnectResource is enqueued:
+        the worker removes them (`remove_events`) and then marks it disconnected; the
+        view's status says which. A DELETE without it stops such a removal."""
         stored = await self._resources.get(resource_id)
         if stored is None:
             raise NotFound(f"resource {resource_id} does not exist")
         resource = await self._subscriptions.unsubscribe(stored.value)
+        mailbox = resource.settings.mailbox
+        if remove_events and await self._gateway.list_our_events(mailbox, limit=1):
+            now = self._clock()
+            await update_resource(
+                self._resources,
+                resource_id,
+                _to_state(ConnectionState.DISCONNECTING, now),
+            )
+            await self._queue.send(
+                SYNC_OUTBOUND_QUEUE, DisconnectResource(resource_id=resource_id, mailbox=mailbox)
+            )
+            await self._log(resource_id, "disconnecting", SyncOutcome.OK)
+            return await self.get(resource_id)
         if remove_events:
-            await self._remove_our_events(resource)
-        now = self._clock()
-        await update_resource(
-            self._resources,
-            resource_id,
-            lambda current: current.model_copy(
-                update={
-                    "status": current.status.model_copy(
-                        update={"state": ConnectionState.DISCONNECTED, "reason": None, "since": now}
-                    )
-                }
-            ),
-        )
-        await self._mailboxes.release(resource.settings.mailbox, resource_id)
-        await self._log(resource_id, "disconnected", SyncOutcome.OK)
+            await self._clear_mappings(resource_id)
+        await self._disconnected(resource_id, mailbox)
         return await self.get(resource_id)
 
-    async def _remove_our_events(self, resource: Resource) -> None:
-        mailbox = resource.settings.mailbox
-        for event in await self._gateway.list_our_events(mailbox):
-            await self._gateway.delete_event(mailbox, event.event_id)
-        for mapping in await self._mappings.list_for_resource(resource.resource_id):
+    async def remove_events(self, work: DisconnectResource) -> None:
+        """Remove up to REMOVE_CHUNK of our events from a `disconnecting` resource's
+        calendar and send the message again; once none is left, mark the resource
+        disconnected. Nothing happens once the resource is gone, reconnected or
+        disconnected otherwise. Idempotent. Graph errors are raised (the queue tries
+        again; a throttled message after its Retry-After)."""
+        stored = await self._resources.get(work.resource_id)
+        if (
+            stored is None
+            or stored.value.status.state is not ConnectionState.DISCONNECTING
+            or stored.value.settings.mailbox != work.mailbox
+        ):
+            return
+        ours = await self._gateway.list_our_events(work.mailbox, limit=REMOVE_CHUNK)
+        if not ours:
+            await self._clear_mappings(work.resource_id)
+            await self._disconnected(work.resource_id, work.mailbox)
+            return
+        # Mappings first, as a resync does: a late notification of these deletes then
+        # finds no mapping, and is not taken for an Outlook user's delete.
+        for event in ours:
+            mapping = await self._mappings.get(work.resource_id, event.booking_id or "")
+            if mapping is not None and mapping.value.event_id == event.event_id:
+                await self._mappings.update(_unmapped(mapping.value), mapping.etag)
+        results = await self._gateway.write_batch(
+            [EventWrite(mailbox=work.mailbox, op="delete", event_id=e.event_id) for e in ours]
+        )
+        failed = [result.error for result in results if result.error is not None]
+        if failed:
+            raise failed[0]
+        logger.info("%d events removed from %s", len(ours), work.mailbox)
+        await self._queue.send(SYNC_OUTBOUND_QUEUE, work)
+
+    async def _clear_mappings(self, resource_id: str) -> None:
+        for mapping in await self._mappings.list_for_resource(resource_id):
             if mapping.value.event_id is not None:
-                cleared = mapping.value.model_copy(update={"event_id": None, "change_key": None})
-                await self._mappings.update(cleared, mapping.etag)
+                await self._mappings.update(_unmapped(mapping.value), mapping.etag)
+
+    async def _disconnected(self, resource_id: str, mailbox: str) -> None:
+        await update_resource(
+            self._resources, resource_id, _to_state(ConnectionState.DISCONNECTED, self._clock())
+        )
+        await self._mailboxes.release(mailbox, resource_id)
+        await self._log(resource_id, "disconnected", SyncOutcome.OK)
 
     async def sync_log(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
         if await self._resources.get(resource_id) is None:
@@ -334,6 +379,22 @@ class ResourceService:
                 outcome=outcome,
             )
         )
+
+
+def _to_state(state: ConnectionState, now: datetime) -> Callable[[Resource], Resource | None]:
+    def change(current: Resource) -> Resource | None:
+        if current.status.state is state:
+            return None
+        status = current.status.model_copy(
+            update={"state": state, "reason": None, "since": now, "pull": None}
+        )
+        return current.model_copy(update={"status": status})
+
+    return change
+
+
+def _unmapped(mapping: EventMapping) -> EventMapping:
+    return mapping.model_copy(update={"event_id": None, "change_key": None})
 
 
 def _connected_to(resource: Resource, mailbox: str) -> bool:

@@ -35,7 +35,7 @@ from shared.domain.messages import (
     ReconcilePage,
     ReconcileResource,
 )
-from shared.domain.resources import ConnectionState, Direction, Resource
+from shared.domain.resources import Direction, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import MessageQueue, ResourceRepository, SyncLog
 from shared.services.connection import ConnectionTracker
@@ -53,11 +53,11 @@ DUE_SLACK = timedelta(minutes=1)
 
 
 def in_sync_scope(resource: Resource) -> bool:
-    """Active, syncing in some direction, and not disconnected."""
+    """Active, syncing in some direction, and not disconnected (or disconnecting)."""
     return (
         resource.settings.active
         and resource.settings.direction is not Direction.NONE
-        and resource.status.state is not ConnectionState.DISCONNECTED
+        and not resource.status.state.is_ending
     )
 
 

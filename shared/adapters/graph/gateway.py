@@ -242,11 +242,14 @@ class GraphCalendarGateway:
         first: Callable[[], RequestInformation],
         following: Callable[[str], RequestInformation],
         context: str,
+        *,
+        limit: int | None = None,
     ) -> _Page:
-        """Every item of a paged collection, following nextLinks; the last deltaLink."""
+        """Every item of a paged collection, following nextLinks; the last deltaLink.
+        With `limit`, no further page is read once that many items are in."""
         page = _Page.of(await self._json(first, mailbox=mailbox, context=context))
         items = list(page.value)
-        while page.next_link:
+        while page.next_link and (limit is None or len(items) < limit):
             build = functools.partial(following, page.next_link)
             page = _Page.of(await self._json(build, mailbox=mailbox, context=context))
             items.extend(page.value)
@@ -418,9 +421,12 @@ class GraphCalendarGateway:
                 found[event_id] = calendar_event(answer.body)
         return found
 
-    async def _list_events(self, mailbox: str, filter_: str, context: str) -> list[dict[str, Any]]:
+    async def _list_events(
+        self, mailbox: str, filter_: str, context: str, *, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        top = self._page_size if limit is None else max(1, min(self._page_size, limit))
         query = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
-            filter=filter_, expand=[EXPAND_BOOKING_ID], top=self._page_size
+            filter=filter_, expand=[EXPAND_BOOKING_ID], top=top
         )
         events = self._user(mailbox).events
         pages = await self._all_pages(
@@ -428,15 +434,19 @@ class GraphCalendarGateway:
             lambda: events.to_get_request_information(_config(query)),
             lambda link: events.with_url(link).to_get_request_information(_config()),
             context,
+            limit=limit,
         )
         # Only what is in the calendar: an event deleted to Deleted Items is gone.
         return [item for item in pages.value if await self._in_calendar(mailbox, item)]
 
-    async def list_our_events(self, mailbox: str) -> list[CalendarEvent]:
+    async def list_our_events(
+        self, mailbox: str, *, limit: int | None = None
+    ) -> list[CalendarEvent]:
         """Every event (single instances and series masters) carrying our booking-id
-        property; the property is checked again here, so a foreign event never passes."""
+        property, or with `limit` about that many (the pages that hold them); the
+        property is checked again here, so a foreign event never passes."""
         found = await self._list_events(
-            mailbox, HAS_BOOKING_ID_FILTER, f"list our events in {mailbox}"
+            mailbox, HAS_BOOKING_ID_FILTER, f"list our events in {mailbox}", limit=limit
         )
         ours = [calendar_event(item) for item in found]
         return [event for event in ours if event.booking_id]

@@ -1,0 +1,117 @@
+"""Disconnecting with removeEvents: our events go on the queue, a chunk a message, and
+only then is the resource disconnected; nothing else syncs it meanwhile."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
+from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
+from shared.services.resources import REMOVE_CHUNK
+from tests.builders import T0, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+
+ROOM = "room-1@contoso.com"
+
+
+async def room_with_our_events(count: int) -> FakeWorld:
+    world = fake_world(Clock(T0), (ROOM,))
+    connected = resource("room-1").model_copy(
+        update={"status": ConnectionStatus(state=ConnectionState.CONNECTED, since=T0)}
+    )
+    await world.resources.add(connected)
+    await world.ports.mailbox_claims.claim(ROOM, "room-1", None, T0)
+    calendar = world.calendar.events[ROOM]
+    for n in range(count):
+        start = T0 + timedelta(hours=n)
+        calendar[f"ev-{n}"] = CalendarEvent(
+            event_id=f"ev-{n}", start=start, end=start + timedelta(hours=1), booking_id=f"bk-{n}"
+        )
+        await world.mappings.add(
+            EventMapping(
+                resource_id="room-1", booking_id=f"bk-{n}", mailbox=ROOM, event_id=f"ev-{n}"
+            )
+        )
+    calendar["lunch"] = CalendarEvent(event_id="lunch", start=T0, end=T0 + timedelta(hours=1))
+    return world
+
+
+def queued(world: FakeWorld) -> list[DisconnectResource]:
+    return [
+        DisconnectResource.model_validate_json(body)
+        for body in world.queue.bodies(SYNC_OUTBOUND_QUEUE)
+        if '"disconnect_resource"' in body
+    ]
+
+
+async def state_of(world: FakeWorld) -> ConnectionState:
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    return stored.value.status.state
+
+
+async def test_removing_events_goes_on_the_queue_a_chunk_a_message() -> None:
+    world = await room_with_our_events(250)
+
+    view = await world.services.resources.disconnect("room-1", remove_events=True)
+
+    assert view.status.state is ConnectionState.DISCONNECTING
+    assert len(world.calendar.events[ROOM]) == 251  # nothing removed inside the request
+    left = []
+    while work := queued(world):
+        world.queue.sent = []
+        [message] = work
+        await world.services.resources.remove_events(message)
+        left.append(len(world.calendar.events[ROOM]) - 1)
+    assert left == [150, 50, 0, 0]
+    assert world.calendar.batches == [REMOVE_CHUNK, REMOVE_CHUNK, 50]
+    assert set(world.calendar.events[ROOM]) == {"lunch"}
+    assert await state_of(world) is ConnectionState.DISCONNECTED
+    mappings = await world.mappings.list_for_resource("room-1")
+    assert [m.value.event_id for m in mappings if m.value.event_id] == []
+    assert await world.ports.mailbox_claims.holder(ROOM) is None
+    assert [e.action for e in world.sync_log.entries][-1] == "disconnected"
+
+
+async def test_a_redelivered_or_stopped_removal_does_nothing() -> None:
+    world = await room_with_our_events(3)
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [message] = queued(world)
+    # A PUT reconnects meanwhile: the removal stops there.
+    await world.services.resources.put(
+        "room-1", ResourceSettings(mailbox=ROOM, display_name="room-1")
+    )
+    assert await state_of(world) is ConnectionState.CONNECTING
+    world.queue.sent = []
+    await world.services.resources.remove_events(message)
+    assert len(world.calendar.events[ROOM]) == 4
+    assert queued(world) == []
+
+    # Disconnected without removeEvents: no removal either.
+    await world.services.resources.disconnect("room-1", remove_events=False)
+    await world.services.resources.remove_events(message)
+    assert len(world.calendar.events[ROOM]) == 4
+    assert await state_of(world) is ConnectionState.DISCONNECTED
+
+
+async def test_without_events_of_ours_a_disconnect_is_done_at_once() -> None:
+    world = await room_with_our_events(0)
+    view = await world.services.resources.disconnect("room-1", remove_events=True)
+    assert view.status.state is ConnectionState.DISCONNECTED
+    assert queued(world) == []
+
+
+async def test_nothing_syncs_a_disconnecting_resource() -> None:
+    world = await room_with_our_events(3)
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    world.clock.now += timedelta(days=30)  # its subscription would be due for renewal
+
+    report = await world.services.reconcile.reconcile("room-1")
+    await world.services.connection.mark_synced("room-1", mirror_refreshed=True)
+    await world.services.connection.mark_failing("room-1", "mailbox gone")
+    await world.services.upkeep.renew_subscriptions()
+
+    assert report.skipped == "inactive or disconnected"
+    assert await state_of(world) is ConnectionState.DISCONNECTING
+    assert world.calendar.subscriptions == {}
