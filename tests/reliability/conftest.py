@@ -11,11 +11,13 @@ import pytest_asyncio
 
 from local.azurite import Azurite, start_azurite
 from local.graph_emulator import RunningEmulator
+from tests.reliability.hosted import HOST_KEYS, KEY_HEADER
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    # The hosts of tests/reliability/hosted.py check keys, as Azure does.
+    async with aiohttp.ClientSession(headers={KEY_HEADER: HOST_KEYS.function}) as session:
         yield session
 
 

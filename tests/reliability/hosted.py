@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 
 from local.azurite import REPO_ROOT, free_port
+from local.functions_host import HostKeys
+from local.functions_host.__main__ import FUNCTION_KEY_VARIABLE, MASTER_KEY_VARIABLE
 from local.graph_emulator import RunningEmulator
 from local.run import app_environment
 from tests.reliability.workload import (
@@ -36,6 +38,10 @@ from tests.reliability.workload import (
 )
 
 NEVER = "0 0 0 1 1 *"  # timers never fire on their own; tests run what they need
+# Every host process runs in keys mode with these keys, as Azure checks keys; the
+# suite's HTTP client sends the function key (conftest.py), the admin calls the master.
+HOST_KEYS = HostKeys.generate()
+KEY_HEADER = "x-functions-key"
 # Fast mode: messages of a killed host come back after this, not Azure's 10 minutes.
 PROCESSING_LEASE_SECONDS = 3
 
@@ -90,6 +96,8 @@ class HostProcess:
             "RECONCILE_SCHEDULE": NEVER,
             "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
             "OUTBOX_LEASE_SECONDS": str(OUTBOX_LEASE_SECONDS),
+            MASTER_KEY_VARIABLE: HOST_KEYS.master,
+            FUNCTION_KEY_VARIABLE: HOST_KEYS.function,
         }
         self._process: asyncio.subprocess.Process | None = None
 
@@ -120,6 +128,7 @@ class HostProcess:
                 "2",
                 "--log-level",
                 "INFO",
+                "--keys",
                 *options,
                 cwd=REPO_ROOT,
                 env=self.environment,
@@ -128,7 +137,7 @@ class HostProcess:
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers={KEY_HEADER: HOST_KEYS.master}) as http:
             while True:
                 if self._process.returncode is not None:
                     raise AssertionError(f"the host exited at start:\n{self.log_tail()}")

@@ -49,5 +49,11 @@ async def test_a_resource_connects_with_http_concurrency_1(
 
         view = await eventually(connected, within=30)
         assert view["subscription"]["id"] is not None
+        # The host checks keys, as Azure does: without the function key, 401.
+        async with (
+            aiohttp.ClientSession() as keyless,
+            keyless.get(f"{host.api}/resources/r-one") as response,
+        ):
+            assert response.status == 401
     finally:
         await host.stop()
