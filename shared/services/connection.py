@@ -79,7 +79,7 @@ class ConnectionTracker:
 
         def change(resource: Resource) -> Resource | None:
             status = resource.status
-            if status.state is ConnectionState.DISCONNECTED:
+            if status.state.is_ending:
                 return None
             if resource.last_round_at == round_at and status.failed_rounds > 0:
                 return None
