@@ -513,11 +513,6 @@ class ReconcileService:
             value.booking_version < booking.version
             or value.last_error is not None
             or value.pending_transaction_id is not None
-            or (
-                value.event_id is None
-                and booking.status.holds_time
-                and not booking.is_in_past(self._clock())
-            )
         )
 
     async def resync(self, resource_id: str) -> int:

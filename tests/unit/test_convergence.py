@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingStatus, TimeRange
+from shared.domain.calendar import WrittenTimes
 from shared.domain.errors import GraphAccessDenied, GraphTransient, MailboxInUse
 from shared.domain.messages import (
     BOOKING_EVENTS_QUEUE,
@@ -31,6 +32,7 @@ from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
+HOUR = timedelta(hours=1)
 ALICE = "alice@contoso.com"
 
 
@@ -443,3 +445,68 @@ async def test_an_event_still_there_when_a_deleted_notification_cancelled_its_bo
     await incremental_round(world)
 
     assert events_at(world, ROOM) == []
+
+
+async def test_a_round_goes_on_past_the_checks_it_settles_or_applies_a_policy_to(
+    world: FakeWorld,
+) -> None:
+    """One round handles every check, whatever the ones before it came to."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    start = T0 + timedelta(days=1)
+    in_step = [
+        (await world.services.bookings.create(booking_request(start + i * HOUR), None)).booking_id
+        for i in range(3)
+    ]
+    deleted = [
+        (await world.services.bookings.create(booking_request(start + i * HOUR), None)).booking_id
+        for i in range(3, 6)
+    ]
+    await world.push_all()  # written: their checks wait for the round to confirm them
+    for event in list(world.calendar.events[ROOM].values()):
+        if event.booking_id in deleted:  # deleted in Outlook, the notifications lost
+            del world.calendar.events[ROOM][event.event_id]
+    lost = [
+        (await world.services.bookings.create(booking_request(start + i * HOUR), None)).booking_id
+        for i in range(6, 9)
+    ]
+    await lose_pushes(world, GraphTransient("503 for longer than the retries"))
+
+    await incremental_round(world)
+    await world.push_all()
+
+    for booking_id in deleted:
+        assert (await world.services.bookings.get(booking_id)).status is BookingStatus.CANCELLED
+    assert sorted(b for b, *_ in events_at(world, ROOM)) == sorted(in_step + lost)
+    await incremental_round(world)
+    assert await world.ports.calendar_checks.pending("room-1") == []
+
+
+async def test_an_event_at_the_times_of_an_earlier_write_of_ours_is_written_again(
+    world: FakeWorld,
+) -> None:
+    """The push of T2 was recorded, then the older write (T0) landed: a round finds the
+    event at times we wrote, not the booking's, and writes it again."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    await world.services.bookings.reschedule(booking_id, T2)
+    await world.push_all()
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    late = WrittenTimes(
+        booking_version=1, start=T0, end=T0 + HOUR, sent_at=world.clock.now, answered=True
+    )
+    await world.mappings.update(
+        mapping.value.model_copy(update={"writes_in_flight": [late]}), mapping.etag
+    )
+    [event] = world.calendar.events[ROOM].values()
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={"start": T0, "end": T0 + HOUR, "change_key": "late"}
+    )
+
+    await incremental_round(world)
+
+    assert outlook_moves(world) == []
+    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T2.start, T2.end)
