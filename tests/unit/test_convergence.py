@@ -476,7 +476,7 @@ async def test_a_round_goes_on_past_the_checks_it_settles_or_applies_a_policy_to
 
     for booking_id in deleted:
         assert (await world.services.bookings.get(booking_id)).status is BookingStatus.CANCELLED
-    assert sorted(b for b, *_ in events_at(world, ROOM)) == sorted(in_step + lost)
+    assert sorted(str(b) for b, *_ in events_at(world, ROOM)) == sorted(in_step + lost)
     await incremental_round(world)
     assert await world.ports.calendar_checks.pending("room-1") == []
 
