@@ -278,7 +278,7 @@ class CalendarGateway(Protocol):
     ) -> dict[str, list[CalendarEvent]]:
         """calendarView of [start, end] in each mailbox, all in as few requests as Graph
         allows (one `$batch` for up to 20 mailboxes), keyed by mailbox as given. Raises
-        the first Graph* error a view met."""
+        the first Graph* error a view met, with its `mailbox` set."""
         ...
 
     async def series_instances(

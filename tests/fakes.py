@@ -29,6 +29,7 @@ from shared.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     GraphConflict,
+    GraphError,
     GraphNotFound,
     GraphTransient,
     InvalidInput,
@@ -426,7 +427,11 @@ class FakeCalendar:
         self.view_windows.append((start, end))
         views: dict[str, list[CalendarEvent]] = {}
         for mailbox in mailboxes:
-            self._check(mailbox)
+            try:
+                self._check(mailbox)
+            except GraphError as exc:
+                exc.mailbox = mailbox
+                raise
             views[mailbox] = [
                 e for e in self.events[mailbox].values() if e.start <= end and e.end >= start
             ]

@@ -87,6 +87,8 @@ class TransactionTooLarge(DomainError):
 # Microsoft Graph, translated at the gateway.
 class GraphError(DomainError):
     code = "graph_error"
+    # The mailbox whose read or write met it, where a call spans several mailboxes.
+    mailbox: str | None = None
 
 
 class GraphNotFound(GraphError):

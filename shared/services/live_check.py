@@ -82,7 +82,8 @@ class LiveSlotCheck:
                 time_range.end + ALL_DAY_REACH,
             )
         except GraphError as exc:
-            names = ", ".join(r.resource_id for r in checked)
+            failed = [r for r in checked if r.settings.mailbox == exc.mailbox] or checked
+            names = ", ".join(r.resource_id for r in failed)
             raise CalendarUnavailable(
                 f"the live calendar of {names} could not be read ({exc.code}); "
                 "the slot is not promised unseen"

@@ -173,5 +173,6 @@ async def test_a_slot_view_graph_refuses_raises(
 ) -> None:
     await control.add_fault(mailbox=BOB, status=403, code="ErrorAccessDenied")
 
-    with pytest.raises(GraphAccessDenied):
+    with pytest.raises(GraphAccessDenied) as refused:
         await gateway.calendar_views([ALICE, BOB], START, START + timedelta(hours=1))
+    assert refused.value.mailbox == BOB

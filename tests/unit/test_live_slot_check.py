@@ -357,3 +357,15 @@ async def test_a_refusal_stands_when_the_mirror_cannot_be_fed() -> None:
         await world.service.create(booking_request(T0), None)
 
     assert world.nothing_written()
+
+
+async def test_an_unreadable_member_is_the_one_named_in_the_refusal(world: World) -> None:
+    world.calendar.fail("bob@contoso.com", GraphTransient("down"))
+
+    with pytest.raises(CalendarUnavailable) as refused:
+        await world.service.create(
+            booking_request(T0, resourceIds=["room-1", "alice", "bob"]), "key-1"
+        )
+
+    assert "live calendar of bob could not be read" in str(refused.value)
+    assert world.nothing_written()

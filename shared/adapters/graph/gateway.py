@@ -496,7 +496,7 @@ class GraphCalendarGateway:
         a panel's views go in one): the live look at a slot before a booking is promised.
         Retries are short (LIVE_VIEW_RETRY) because a booking request waits on them; a
         view with more than one page follows its nextLinks one by one. Raises the first
-        Graph* error a view met."""
+        Graph* error a view met, naming its mailbox (`GraphError.mailbox`)."""
         query = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetQueryParameters(
             start_date_time=_utc_query_time(start),
             end_date_time=_utc_query_time(end),
@@ -518,6 +518,7 @@ class GraphCalendarGateway:
         views: dict[str, list[CalendarEvent]] = {}
         for mailbox, answer in zip(wanted, answers, strict=True):
             if isinstance(answer, GraphError):
+                answer.mailbox = mailbox
                 raise answer
             page = _Page.of(answer.body if isinstance(answer.body, dict) else None)
             items = list(page.value)
