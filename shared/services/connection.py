@@ -106,6 +106,8 @@ class ConnectionTracker:
             status = resource.status
             if status.state.is_ending:
                 return None
+            if status.state is ConnectionState.CONNECTING and status.pull is not None:
+                return None  # connected once the pull has the whole window, not before
             recovered = status.state is ConnectionState.FAILING
             recent = status.last_sync_at is not None and now - status.last_sync_at < _QUIET
             quiet = recent and not mirror_refreshed and not status.failed_rounds

@@ -237,3 +237,29 @@ def _pending_pulls(world: FakeWorld) -> list[PullBusyTime]:
         for body in world.queue.bodies(SYNC_OUTBOUND_QUEUE)
         if '"pull_busy_time"' in body
     ]
+
+
+async def test_a_resync_during_a_connect_pull_leaves_the_resource_connecting() -> None:
+    # Seen on the local stack: PUT room-2 (1,500 events) → 202 connecting; POST resync while
+    # `status.pull` (purpose connect) was going on → state `connected` with the connect
+    # pull still at its second slice and `mirrorRefreshedAt` null, so availability answered
+    # from a mirror holding a few weeks of the 6-month window.
+    world = fake_world(Clock(T0), (ROOM,))
+    window_start, _ = world.services.mirror.window()
+    world.calendar.events[ROOM] = {e.event_id: e for e in busy_calendar(window_start)}
+    connecting = resource("room-1").model_copy(
+        update={"status": ConnectionStatus(state=ConnectionState.CONNECTING, since=T0)}
+    )
+    await world.resources.add(connecting)
+    await world.services.pulls.start("room-1", PullPurpose.CONNECT)
+    pending = _pending_pulls(world)
+    world.queue.sent = []
+    for work in pending:
+        await world.services.pulls.go_on(work)
+
+    await world.services.reconcile.resync("room-1")
+
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.mirror_refreshed_at is None
+    assert stored.value.status.state is ConnectionState.CONNECTING
