@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from shared.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     GraphError,
+    GraphThrottled,
     IdempotencyKeyReused,
     InvalidInput,
     MailboxInUse,
@@ -69,23 +71,63 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
 }
 
 
+# Errors a client should simply send again, and after how many seconds (Retry-After on
+# the answer). Not the others: calendar_unavailable lasts as long as the resource's
+# connection is not healthy (GET /api/resources/{id} says why), and a 409 for a taken
+# slot or a mailbox in use does not change by waiting.
+RETRY_AFTER_BY_ERROR: dict[type[DomainError], int] = {
+    ConcurrencyConflict: 1,
+    StorageUnavailable: 5,
+    GraphError: 5,
+    PushIncomplete: 5,
+}
+# Graph's own Retry-After is passed on, within these bounds.
+MAX_RETRY_AFTER_SECONDS = 120
+
+
+def status_for(kind: type[DomainError]) -> int:
+    """The HTTP status of a domain error class (500 when unmapped)."""
+    return next((code for error, code in STATUS_BY_ERROR.items() if issubclass(kind, error)), 500)
+
+
+def retry_after_for(kind: type[DomainError]) -> int | None:
+    """Seconds of the Retry-After sent with an error of this class, or None (not sent)."""
+    return next(
+        (seconds for error, seconds in RETRY_AFTER_BY_ERROR.items() if issubclass(kind, error)),
+        None,
+    )
+
+
 def json_response(body: BaseModel | dict[str, Any], status: int = 200) -> func.HttpResponse:
     text = body.model_dump_json() if isinstance(body, BaseModel) else json.dumps(body)
     return func.HttpResponse(text, status_code=status, mimetype=JSON, charset="utf-8")
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    *,
+    retry_after: int | None = None,
 ) -> func.HttpResponse:
     body = {"error": {"code": code, "message": message, "details": details or []}}
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=JSON, charset="utf-8")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=headers, mimetype=JSON, charset="utf-8"
+    )
 
 
 def domain_error_response(error: DomainError) -> func.HttpResponse:
-    status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(error, kind)), 500)
+    status = status_for(type(error))
     if status == 500:
         logger.error("unmapped domain error %s: %s", type(error).__name__, error.message)
-    return error_response(status, error.code, error.message, list(error.details))
+    retry_after = retry_after_for(type(error))
+    if retry_after is not None and isinstance(error, GraphThrottled) and error.retry_after_seconds:
+        retry_after = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(error.retry_after_seconds)))
+    return error_response(
+        status, error.code, error.message, list(error.details), retry_after=retry_after
+    )
 
 
 MAX_BODY_BYTES = 64 * 1024

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import azure.functions as func
 from pydantic import Field
@@ -26,17 +26,25 @@ class DisconnectQuery(DomainModel):
     remove_events: bool = False
 
 
+class ResyncAccepted(DomainModel):
+    """The answer to POST /api/resources/{id}/resync: the resync is queued."""
+
+    resource_id: str
+    status: Literal["accepted"] = "accepted"
+
+
 @bp.route(route="resources/{resourceId}", methods=["PUT"])
 async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
         settings = parse_body(req, ResourceSettings)
         with correlate(resource_id=resource_id, mailbox=settings.mailbox):
-            view, created = await get_services().resources.put(resource_id, settings)
-            # Connecting goes on in the queue worker; the status shows when it is done.
+            view, _ = await get_services().resources.put(resource_id, settings)
+            # Connecting (always so for a new resource) goes on in the queue worker; the
+            # status shows when it is done. An update of a connected resource is done.
             if view.status.state is ConnectionState.CONNECTING:
                 return json_response(view, status=202)
-            return json_response(view, status=201 if created else 200)
+            return json_response(view)
 
     return await respond(handle)
 
@@ -105,6 +113,6 @@ async def resync_resource(req: func.HttpRequest) -> func.HttpResponse:
             await get_services().ports.queue.send(
                 SYNC_OUTBOUND_QUEUE, ResyncResource(resource_id=resource_id, reason="requested")
             )
-            return json_response({"resourceId": resource_id, "status": "accepted"}, status=202)
+            return json_response(ResyncAccepted(resource_id=resource_id), status=202)
 
     return await respond(handle)

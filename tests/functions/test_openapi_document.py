@@ -1,0 +1,103 @@
+"""The OpenAPI document says what the handlers answer: statuses, error codes per
+operation, Retry-After, examples that the body models accept, tags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from functions.http import domain_error_response
+from functions.openapi import OPERATIONS, Operation, build_openapi, error_codes
+from shared.domain.errors import (
+    CalendarUnavailable,
+    ConcurrencyConflict,
+    DomainError,
+    GraphThrottled,
+    SlotUnavailable,
+    StorageUnavailable,
+)
+
+
+def operation(spec: dict[str, Any], op: Operation) -> dict[str, Any]:
+    found: dict[str, Any] = spec["paths"][f"/api/{op.route}"][op.method.lower()]
+    return found
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.operation_id)
+def test_each_error_status_declares_exactly_its_codes(op: Operation) -> None:
+    spec = build_openapi()
+    responses = operation(spec, op)["responses"]
+    for status, kinds in error_codes(op).items():
+        ref = responses[str(status)]["content"]["application/json"]["schema"]["$ref"]
+        body = spec["components"]["schemas"][ref.rsplit("/", 1)[1] + "Body"]
+        assert body["properties"]["code"]["enum"] == list(dict.fromkeys(k.code for k in kinds))
+
+
+@pytest.mark.parametrize("op", [op for op in OPERATIONS if op.body], ids=lambda op: op.operation_id)
+def test_each_request_body_has_an_example_its_model_accepts(op: Operation) -> None:
+    assert op.body is not None
+    assert op.example is not None
+    op.body.model_validate(op.example)
+    content = operation(build_openapi(), op)["requestBody"]["content"]["application/json"]
+    assert content["example"] == op.example
+
+
+def test_a_connect_answers_202_and_an_update_200_both_with_the_resource() -> None:
+    put = operation(build_openapi(), next(op for op in OPERATIONS if op.method == "PUT"))
+    ok = {status for status in put["responses"] if status.startswith("2")}
+    assert ok == {"200", "202"}
+    for status in ok:
+        schema = put["responses"][status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ResourceView"}
+
+
+def test_create_declares_the_idempotency_key_and_its_answers() -> None:
+    create = next(op for op in OPERATIONS if op.operation_id == "createBooking")
+    declared = operation(build_openapi(), create)
+    (header,) = [p for p in declared["parameters"] if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key"
+    assert not header.get("required")
+    codes = {status: [k.code for k in kinds] for status, kinds in error_codes(create).items()}
+    assert "concurrency_conflict" in codes[409]
+    assert "idempotency_key_reused" in codes[422]
+    assert "Retry-After" in declared["responses"]["409"]["headers"]
+
+
+def test_frontend_operations_are_tagged_apart_from_administration() -> None:
+    tags = {op.operation_id: op.tag for op in OPERATIONS}
+    assert {name for name, tag in tags.items() if tag == "frontend"} == {
+        "createBooking",
+        "listBookings",
+        "getBooking",
+        "cancelBooking",
+        "rescheduleBooking",
+        "getAvailability",
+    }
+    assert tags["putResource"] == tags["deleteResource"] == "administration"
+
+
+def test_the_host_answers_are_declared_without_a_body() -> None:
+    spec = build_openapi()
+    for op in OPERATIONS:
+        responses = operation(spec, op)["responses"]
+        assert "content" not in responses["429"]
+        assert ("401" in responses) == (op.auth != "anonymous")
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (ConcurrencyConflict("x"), "1"),
+        (StorageUnavailable("x"), "5"),
+        (GraphThrottled("x", retry_after_seconds=7.2), "8"),
+        (GraphThrottled("x", retry_after_seconds=86400), "120"),
+        (SlotUnavailable("x"), None),
+        (CalendarUnavailable("x"), None),
+    ],
+)
+def test_retry_after_is_sent_with_errors_that_pass_by_waiting(
+    error: DomainError, retry_after: str | None
+) -> None:
+    response = domain_error_response(error)
+    assert response.headers.get("Retry-After") == retry_after
