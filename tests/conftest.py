@@ -4,5 +4,6 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.storage",
     "tests.fixtures.graph_emulator",
+    "tests.fixtures.contract",
     "tests.fixtures.stack",
 ]

@@ -103,6 +103,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "`--triggers queue,timer` on two ports do the same here",
     )
     parser.add_argument(
+        "--response-log",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="for tests, not in Azure: append every answer given for a function's route "
+        "to a JSON-lines file of this process in FOLDER",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.upper,
         default="INFO",
@@ -156,6 +164,7 @@ async def serve(args: argparse.Namespace, app: func.FunctionRegister, config: Ho
         triggers=args.triggers,
         keys=keys_for(args),
         http_concurrency=args.http_concurrency,
+        response_log=args.response_log,
     )
     try:
         await stop.wait()

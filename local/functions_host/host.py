@@ -94,6 +94,7 @@ async def start_host(
     triggers: Collection[TriggerKind] = TRIGGER_KINDS,
     keys: HostKeys | None = None,
     http_concurrency: int | None = None,
+    response_log: Path | None = None,
 ) -> RunningHost:
     """Run the app's HTTP, queue and timer functions until `close()` on the result.
 
@@ -105,6 +106,9 @@ async def start_host(
 
     `keys` turns on keys mode (see http.py); `http_concurrency` caps the HTTP
     invocations running at once, the rest waiting (None: no cap).
+
+    `response_log` (a folder, for tests) records every answer given for a function's
+    route there (see http.py).
 
     `triggers` picks the kinds of trigger this host runs (all by default). Flex
     Consumption runs the HTTP functions on instances of their own, apart from the queue
@@ -155,6 +159,7 @@ async def start_host(
         keys=keys,
         concurrency=http_concurrency,
         response_limit=config.http_response_limit,
+        response_log=response_log,
     )
 
     started_queues: list[QueueTriggerListener] = []

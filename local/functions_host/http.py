@@ -21,6 +21,11 @@ Stricter than `func start`, as Azure is:
   https://learn.microsoft.com/azure/azure-functions/functions-concurrency).
 - **230 s to answer**: a function that has not answered by then gets its caller a 502,
   and runs on (https://learn.microsoft.com/azure/azure-functions/functions-scale#timeout).
+
+Not in Azure, for tests: with `response_log` (a folder), every answer given for a
+function's route (the function's, or the host's 401, 500, 502 for it) is appended to a
+JSON-lines file of this host there, so that tests can check each against the app's
+OpenAPI document.
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import unquote
 
 import azure.functions as func
@@ -79,6 +86,43 @@ class HostKeys:
         return any(hmac.compare_digest(key, candidate) for candidate in accepted)
 
 
+class ResponseLog:
+    """Appends one JSON line per answer to `<folder>/host-<pid>-<n>.jsonl`: the function,
+    method, route template, path, status, the headers a client acts on and the body."""
+
+    _opened = 0
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        ResponseLog._opened += 1
+        self.path = folder / f"host-{os.getpid()}-{ResponseLog._opened}.jsonl"
+        self._file: IO[str] | None = None
+
+    def record(
+        self, entry: HttpFunction, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        body = response.body if isinstance(response, web.Response) else None
+        line = {
+            "function": entry.function.name,
+            "method": request.method.upper(),
+            "route": entry.route.path_template,
+            "path": request.path,
+            "status": response.status,
+            "contentType": response.headers.get("Content-Type"),
+            "retryAfter": response.headers.get("Retry-After"),
+            "body": bytes(body).decode("utf-8", "replace") if isinstance(body, bytes) else "",
+        }
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(json.dumps(line) + "\n")
+        self._file.flush()  # read by the tests while the host runs, or after a kill
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class HttpTriggerServer:
     """Serves the HTTP functions (and the admin endpoints) until `stop()`."""
 
@@ -92,6 +136,7 @@ class HttpTriggerServer:
         keys: HostKeys | None = None,
         concurrency: int | None = None,
         response_limit: float = HTTP_RESPONSE_LIMIT_SECONDS,
+        response_log: Path | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise HostStartupError("the HTTP concurrency must be at least 1")
@@ -110,6 +155,7 @@ class HttpTriggerServer:
         # Invocations whose caller was answered 502 at the response limit; they run on.
         self._overrun: set[asyncio.Future[web.StreamResponse]] = set()
         self._runner: web.AppRunner | None = None
+        self._response_log = ResponseLog(response_log) if response_log is not None else None
         self.url = ""
 
     async def start(self, host: str, port: int, *, grace_period: float) -> str:
@@ -143,6 +189,8 @@ class HttpTriggerServer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._response_log is not None:
+            self._response_log.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw_path = request.rel_url.raw_path
@@ -158,8 +206,12 @@ class HttpTriggerServer:
             values = entry.route.match(raw_path)
             if values is not None:
                 if not self._authorized(entry.auth_level, request):
-                    return web.Response(status=401)
-                return await self._answer_in_time(entry, request, values)
+                    response: web.StreamResponse = web.Response(status=401)
+                else:
+                    response = await self._answer_in_time(entry, request, values)
+                if self._response_log is not None:
+                    self._response_log.record(entry, request, response)
+                return response
         return web.Response(status=404)
 
     def _authorized(self, auth_level: str, request: web.Request) -> bool:

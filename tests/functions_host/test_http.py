@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from local.functions_host import HostStartupError, RunningHost
+from local.functions_host import HostKeys, HostStartupError, RunningHost
 from tests.functions_host.harness import HostStarter, eventually
 from tests.functions_host.sample_app import SampleState
 
@@ -205,3 +208,34 @@ async def test_a_taken_port_is_a_startup_error(run_host: HostStarter) -> None:
 
     with pytest.raises(HostStartupError, match="cannot listen"):
         await run_host("item", port=taken)
+
+
+async def test_a_response_log_records_every_answer_for_a_route(
+    run_host: HostStarter, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """For tests (not in Azure): the function's answers and the host's own for a route
+    (500 for a failing function, 401 without a key), not the router's 404."""
+    keys = HostKeys.generate()
+    host = await run_host(*HTTP_FUNCTIONS, keys=keys, response_log=tmp_path)
+    function_key = {"x-functions-key": keys.function}
+    async with client.get(f"{host.url}/api/teapot", headers=function_key) as response:
+        assert response.status == 418
+    async with client.get(f"{host.url}/api/boom", headers=function_key) as response:
+        assert response.status == 500
+    async with client.get(f"{host.url}/api/teapot") as response:
+        assert response.status == 401
+    async with client.get(f"{host.url}/api/nowhere", headers=function_key) as response:
+        assert response.status == 404
+    lines = read_response_log(tmp_path)
+    assert [(a["method"], a["route"], a["status"]) for a in lines] == [
+        ("GET", "/api/teapot", 418),
+        ("GET", "/api/boom", 500),
+        ("GET", "/api/teapot", 401),
+    ]
+    assert lines[0]["body"] == "<p>short and stout</p>"
+    assert lines[0]["contentType"].startswith("text/html")
+
+
+def read_response_log(folder: Path) -> list[dict[str, Any]]:
+    (log,) = folder.glob("*.jsonl")
+    return [json.loads(line) for line in log.read_text().splitlines()]

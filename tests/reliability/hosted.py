@@ -26,6 +26,7 @@ from local.functions_host import HostKeys
 from local.functions_host.__main__ import FUNCTION_KEY_VARIABLE, MASTER_KEY_VARIABLE
 from local.graph_emulator import RunningEmulator
 from local.run import app_environment
+from tests.fixtures.contract import response_log_folder
 from tests.reliability.workload import (
     Client,
     Findings,
@@ -129,6 +130,9 @@ class HostProcess:
                 "--log-level",
                 "INFO",
                 "--keys",
+                # Every answer is checked against the document (tests/fixtures/contract.py).
+                "--response-log",
+                str(response_log_folder()),
                 *options,
                 cwd=REPO_ROOT,
                 env=self.environment,
