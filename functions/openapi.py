@@ -147,7 +147,8 @@ IDEMPOTENCY_KEY = (
     "booked twice), also after a failure past the booking; with another body 422 "
     "`idempotency_key_reused`; while a request with the key is in progress 409 "
     "`concurrency_conflict` with Retry-After. A request refused with an error keeps no key: "
-    "it may be sent again as it is. Keys are kept 24 hours."
+    "it may be sent again as it is. Keys are remembered IDEMPOTENCY_RETENTION_HOURS (48 by "
+    "default, at least 24)."
 )
 
 BOOKING_EXAMPLE: dict[str, Any] = {

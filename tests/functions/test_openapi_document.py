@@ -3,6 +3,8 @@ operation, Retry-After, examples that the body models accept, tags."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +103,21 @@ def test_retry_after_is_sent_with_errors_that_pass_by_waiting(
 ) -> None:
     response = domain_error_response(error)
     assert response.headers.get("Retry-After") == retry_after
+
+
+def test_the_readme_lists_every_error_code_with_its_status() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## For booking frontends", 1)[1].split("\n## ", 1)[0]
+    listed = {
+        (code, int(status))
+        for codes, status in re.findall(r"^\| (`[a-z_`, ]+`) \| (\d{3})", section, re.MULTILINE)
+        for code in re.findall(r"`([a-z_]+)`", codes)
+    }
+    declared = {
+        (kind.code, status)
+        for op in OPERATIONS
+        for status, kinds in error_codes(op).items()
+        for kind in kinds
+        if not (kind.code == "invalid_input" and status == 400)  # the webhooks' own 400
+    }
+    assert listed == declared
