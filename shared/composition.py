@@ -278,6 +278,7 @@ def build_services(
         bookings=ports.bookings,
         booking_service=bookings,
         event_mappings=ports.event_mappings,
+        checks=ports.calendar_checks,
         push=push,
         queue=ports.queue,
         sync_log=ports.sync_log,

@@ -310,10 +310,16 @@ class BookingService:
         booking_id: str,
         new_range: TimeRange,
         source: EventSource = EventSource.API,
+        *,
+        origin: str | None = None,
     ) -> BookingView:
         """Move the booking on every resource: the new slot is claimed before the old
         one is released. Raises SlotUnavailable or BookingTimeRefused (outside the
-        booking window); nothing changes then."""
+        booking window), or CalendarUnavailable (fail closed); nothing changes then.
+
+        `origin` names the resource an Outlook move was read from: its calendar was just
+        read and shows the move, so its connection state (failing on our writes, say)
+        does not hold the move back; every other resource of the booking must be trusted."""
         stored = await self._get(booking_id)
         booking = stored.value
         if booking.status is BookingStatus.CANCELLED:
@@ -324,7 +330,8 @@ class BookingService:
         self._window.check_booking(new_range, now)
         resources = await self._load_resources(booking.resource_ids)
         for resource in resources:
-            ensure_calendar_trusted(resource, now, self._freshness)
+            if resource.resource_id != origin:
+                ensure_calendar_trusted(resource, now, self._freshness)
         # An Outlook move already happened in Outlook and reaches us late anyway: the
         # live look guards what the API is about to promise.
         await self._refuse_outlook_busy(resources, new_range, live=source is EventSource.API)

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from shared.domain.bookings import Booking, TimeRange
 from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import BookingTimeRefused, SlotUnavailable
+from shared.domain.errors import BookingTimeRefused, CalendarUnavailable, SlotUnavailable
 from shared.domain.messages import (
     BookingEvent,
     BookingEventType,
@@ -25,6 +25,7 @@ from shared.domain.resources import Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
+    CalendarChecks,
     EventMappingRepository,
     MessageQueue,
     Stored,
@@ -46,6 +47,7 @@ class OutlookChangeApplier:
         bookings: BookingRepository,
         booking_service: BookingService,
         event_mappings: EventMappingRepository,
+        checks: CalendarChecks,
         push: PushService,
         queue: MessageQueue,
         sync_log: SyncLog,
@@ -53,6 +55,7 @@ class OutlookChangeApplier:
         routing: EventRouting,
     ) -> None:
         self._routing = routing
+        self._checks = checks
         self._bookings = bookings
         self._booking_service = booking_service
         self._mappings = event_mappings
@@ -178,7 +181,11 @@ class OutlookChangeApplier:
                     booking.booking_id,
                     TimeRange(start=event.start, end=event.end),
                     EventSource.OUTLOOK,
+                    origin=resource.resource_id,
                 )
+            except CalendarUnavailable as unseen:
+                await self._defer(resource, booking, current.event_id, direction, unseen)
+                raise
             except (SlotUnavailable, BookingTimeRefused) as conflict:
                 # The new time is taken, or may not be booked (too long, past, beyond the
                 # horizon): the booking stays, the event goes back.
@@ -202,6 +209,29 @@ class OutlookChangeApplier:
             )
         await self._log(
             resource, booking, current.event_id, f"outlook_move:{action.value}", direction
+        )
+
+    async def _defer(
+        self,
+        resource: Resource,
+        booking: Booking,
+        event_id: str | None,
+        direction: SyncDirection,
+        unseen: CalendarUnavailable,
+    ) -> None:
+        """The move cannot be checked yet (another calendar of the booking is failing or
+        stale): keep it as a check of this calendar, so a later round reads the event
+        again and applies the policy then, even if this notification is retried no more
+        and no delta reports the event again. The caller raises (the queue retries)."""
+        await self._checks.mark(resource.resource_id, {booking.booking_id: booking.version})
+        await self._log(
+            resource,
+            booking,
+            event_id,
+            "outlook_move:deferred",
+            direction,
+            SyncOutcome.SKIPPED,
+            detail=unseen.message,
         )
 
     async def _restore(

@@ -12,7 +12,12 @@ import pytest
 
 from shared.domain.bookings import BookingStatus, TimeRange
 from shared.domain.calendar import WrittenTimes
-from shared.domain.errors import GraphAccessDenied, GraphTransient, MailboxInUse
+from shared.domain.errors import (
+    CalendarUnavailable,
+    GraphAccessDenied,
+    GraphTransient,
+    MailboxInUse,
+)
 from shared.domain.messages import (
     BOOKING_EVENTS_QUEUE,
     SYNC_OUTBOUND_QUEUE,
@@ -510,3 +515,83 @@ async def test_an_event_at_the_times_of_an_earlier_write_of_ours_is_written_agai
     assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
     view = await world.services.bookings.get(booking_id)
     assert (view.start, view.end) == (T2.start, T2.end)
+
+
+def move_in_outlook(world: FakeWorld, mailbox: str, booking_id: str, to: TimeRange) -> str:
+    """The Outlook user drags the booking's event in `mailbox` to `to`; its id."""
+    [event] = [e for e in world.calendar.events[mailbox].values() if e.booking_id == booking_id]
+    world.calendar.events[mailbox][event.event_id] = event.model_copy(
+        update={"start": to.start, "end": to.end, "change_key": f"moved-{booking_id}"}
+    )
+    return event.event_id
+
+
+async def state_of(world: FakeWorld, resource_id: str) -> ConnectionState:
+    stored = await world.resources.get(resource_id)
+    assert stored is not None
+    return stored.value.status.state
+
+
+async def test_an_outlook_move_on_a_calendar_failing_on_our_writes_is_applied_by_the_round(
+    world: FakeWorld,
+) -> None:
+    """Our writes to room-1 met a 403 for a while (failing); meanwhile its Outlook user
+    moved an event. The move was read from room-1 itself, so room-1's own state does not
+    hold it back: the notification applies it; the round heals the lost write and
+    connects room-1 again."""
+    moved = (await world.services.bookings.create(booking_request(), None)).booking_id
+    cancelled = (
+        await world.services.bookings.create(booking_request(T0 + timedelta(hours=6)), None)
+    ).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    await world.services.bookings.cancel(cancelled)
+    await lose_pushes(world, GraphAccessDenied("403 for a while"))
+    assert await state_of(world, "room-1") is ConnectionState.FAILING
+    event_id = move_in_outlook(world, ROOM, moved, T2)
+
+    await notify_updated(world, event_id, f"moved-{moved}")  # while room-1 is failing
+
+    view = await world.services.bookings.get(moved)
+    assert (view.start, view.end) == (T2.start, T2.end)
+    assert changes_of(world, moved)[-1] == ("booking.rescheduled", "outlook")
+    await incremental_round(world)
+    assert events_at(world, ROOM) == [(moved, T2.start, T2.end)]
+    assert await state_of(world, "room-1") is ConnectionState.CONNECTED
+
+
+async def test_an_outlook_move_waiting_for_another_calendar_does_not_hold_the_round_up(
+    world: FakeWorld,
+) -> None:
+    """A move on room-1 of a booking that also holds alice, while alice's calendar is
+    failing: the move cannot be checked against alice yet. Room-1's round still completes
+    (its own calendar is fine) and keeps the move for a later round, which applies it once
+    alice is connected again."""
+    booking_id = (
+        await world.services.bookings.create(booking_request(resourceIds=["room-1", "alice"]), None)
+    ).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    await world.services.connection.mark_failing("alice", "graph_access_denied: 403")
+    event_id = move_in_outlook(world, ROOM, booking_id, T2)
+    with pytest.raises(CalendarUnavailable):
+        await notify_updated(world, event_id, f"moved-{booking_id}")
+
+    report = await world.services.reconcile.reconcile("room-1")
+
+    assert report.skipped is None
+    assert await state_of(world, "room-1") is ConnectionState.CONNECTED
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T0, T0 + HOUR)  # not yet: alice cannot be checked
+    assert [c.value.booking_id for c in await world.ports.calendar_checks.pending("room-1")] == [
+        booking_id
+    ]
+
+    await world.services.connection.mark_synced("alice", mirror_refreshed=True)
+    await incremental_round(world)
+    await world.push_all()
+
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T2.start, T2.end)
+    assert events_at(world, ALICE) == [(booking_id, T2.start, T2.end)]
+    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]

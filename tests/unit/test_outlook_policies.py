@@ -39,6 +39,7 @@ class Outlook:
             bookings=world.bookings,
             booking_service=world.services.bookings,
             event_mappings=world.mappings,
+            checks=world.ports.calendar_checks,
             push=world.services.push,
             queue=world.queue,
             sync_log=world.sync_log,
