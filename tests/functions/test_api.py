@@ -494,3 +494,42 @@ async def test_put_resource_answers_202_and_the_worker_finishes_the_connect(
     # A PUT that changes no mailbox is an update, answered at once.
     status, _ = await call(resources.put_resource, "PUT", {"resourceId": "r3"}, body)
     assert status == 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a refusal of the body as a whole (end not after start, a repeated resource) "
+    "names the field `body`, not the field to fix, while the README promises that "
+    "details name each offending field and reschedule names `end` for the same refusal",
+)
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"end": T0.isoformat()}, "end"),
+        ({"end": (T0 - timedelta(minutes=30)).isoformat()}, "end"),
+        ({"resourceIds": ["room-1", "room-1"]}, "resourceIds"),
+    ],
+)
+async def test_create_refusal_names_the_field_to_fix(
+    world: FakeWorld, overrides: dict[str, Any], field: str
+) -> None:
+    status, body = await call(bookings.create_booking, "POST", body=booking_body(**overrides))
+    assert status == 422
+    assert error_fields(body) == {field}
+    assert field in body["error"]["message"]
+
+
+async def test_reschedule_names_end_when_it_is_not_after_start(world: FakeWorld) -> None:
+    """What create is measured against above: the same refusal on reschedule."""
+    _, created = await call(bookings.create_booking, "POST", body=booking_body())
+    status, body = await call(
+        bookings.reschedule_booking,
+        "POST",
+        {"bookingId": created["bookingId"]},
+        {
+            "start": (T0 + timedelta(hours=2)).isoformat(),
+            "end": (T0 + timedelta(hours=1)).isoformat(),
+        },
+    )
+    assert status == 422
+    assert error_fields(body) == {"end"}
