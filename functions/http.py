@@ -122,12 +122,15 @@ def domain_error_response(error: DomainError) -> func.HttpResponse:
     status = status_for(type(error))
     if status == 500:
         logger.error("unmapped domain error %s: %s", type(error).__name__, error.message)
+    message = error.message
+    if isinstance(error, StorageUnavailable):
+        # Its message names tables and keys: for the log, not for the caller.
+        logger.warning("storage unavailable: %s", error.message)
+        message = "storage is unavailable; retry later"
     retry_after = retry_after_for(type(error))
     if retry_after is not None and isinstance(error, GraphThrottled) and error.retry_after_seconds:
         retry_after = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(error.retry_after_seconds)))
-    return error_response(
-        status, error.code, error.message, list(error.details), retry_after=retry_after
-    )
+    return error_response(status, error.code, message, list(error.details), retry_after=retry_after)
 
 
 MAX_BODY_BYTES = 64 * 1024

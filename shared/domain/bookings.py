@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
 from shared.domain.base import (
     BookingId,
@@ -117,13 +117,21 @@ class BookingRequest(DomainModel):
     notes: LongText | None = None
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> BookingRequest:
-        if self.end <= self.start:
-            raise ValueError("end must be after start")
-        if len(set(self.resource_ids)) != len(self.resource_ids):
+    # Field validators, not a model one: the refusal names the field to fix.
+    @field_validator("resource_ids")
+    @classmethod
+    def _distinct(cls, resource_ids: list[str]) -> list[str]:
+        if len(set(resource_ids)) != len(resource_ids):
             raise ValueError("resourceIds must not repeat a resource")
-        return self
+        return resource_ids
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, end: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")  # absent when start itself was refused
+        if start is not None and end <= start:
+            raise ValueError("end must be after start")
+        return end
 
 
 class OutboxMessage(DomainModel):

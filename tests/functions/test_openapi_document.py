@@ -3,6 +3,7 @@ operation, Retry-After, examples that the body models accept, tags."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,17 @@ def test_retry_after_is_sent_with_errors_that_pass_by_waiting(
 ) -> None:
     response = domain_error_response(error)
     assert response.headers.get("Retry-After") == retry_after
+
+
+def test_a_storage_failure_is_answered_without_naming_tables_or_keys(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    error = StorageUnavailable("storage failed on idempotency 78470e/request: ServiceRequestError")
+    response = domain_error_response(error)
+    body = json.loads(response.get_body())
+    assert (response.status_code, body["error"]["code"]) == (503, "storage_unavailable")
+    assert "idempotency" not in body["error"]["message"]
+    assert "78470e" in caplog.text  # the operator still sees which
 
 
 def test_the_readme_lists_every_error_code_with_its_status() -> None:
