@@ -143,6 +143,10 @@ async def test_reschedule_into_taken_slot_is_409(world: FakeWorld) -> None:
         (b"{not json", 400, "malformed_json"),
         (b"[1, 2]", 400, "malformed_json"),
         (b"", 400, "malformed_json"),
+        # JSON is UTF-8 (RFC 8259 §8.1): a well-formed booking in UTF-16 or with a BOM is not.
+        (json.dumps(booking_body()).encode("utf-16"), 400, "malformed_json"),
+        (b"\xef\xbb\xbf" + json.dumps(booking_body()).encode(), 400, "malformed_json"),
+        (b'{"title": "\xff"}', 400, "malformed_json"),
         (b"{" + b'"a":"' + b"x" * 70_000 + b'"}', 413, "body_too_large"),
     ],
 )
