@@ -8,7 +8,9 @@ registers the way `func start` would:
   500s with the traceback logged; requests passed as the host passes them (http.py).
   As strict as Azure: at most `--http-concurrency` invocations at once (default:
   infra/'s perInstanceConcurrency), 502 after 230 s, and with `--keys` the
-  function/master keys checked (http.py).
+  function/master keys checked (http.py). With `--local-caller ROLES` it plays App
+  Service Authentication in front: each request carries one local Entra caller's
+  principal, and client-sent principal headers are dropped (easy_auth.py).
 - Queue triggers polling Storage (Azurite) with host.json's queue settings: base64 or
   plain encoding, batchSize/newBatchThreshold concurrency, a renewed lease while a
   message is processed, retries after visibilityTimeout and `<queue>-poison` after
@@ -29,7 +31,8 @@ Command line (from the repository root):
 
     python -m local.functions_host [--host 127.0.0.1] [--port 7071]
         [--app function_app:app] [--script-root .] [--triggers http,queue,timer]
-        [--http-concurrency N] [--keys] [--fast [--processing-lease S]]
+        [--http-concurrency N] [--keys] [--local-caller ROLES]
+        [--fast [--processing-lease S]]
 
 `--triggers` runs a subset of the trigger kinds in this process. On Flex Consumption
 the HTTP functions scale together on instances of their own and each queue or timer

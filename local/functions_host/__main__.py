@@ -26,6 +26,7 @@ from local.functions_host.config import (
     default_http_concurrency,
     load_local_settings,
 )
+from local.functions_host.easy_auth import LocalCaller
 from local.functions_host.host import DEFAULT_GRACE_PERIOD_SECONDS, start_host
 from local.functions_host.http import HostKeys
 
@@ -76,6 +77,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="keys mode: function-level routes need the function or master key, the admin "
         f"API the master key (x-functions-key or ?code=); keys from {MASTER_KEY_VARIABLE} "
         f"and {FUNCTION_KEY_VARIABLE}, else random ones, logged at start",
+    )
+    parser.add_argument(
+        "--local-caller",
+        type=LocalCaller.parse,
+        default=None,
+        metavar="ROLES",
+        help="play App Service Authentication in front: every HTTP request carries the "
+        "principal (X-MS-CLIENT-PRINCIPAL) of a signed-in Entra caller holding these app "
+        "roles, comma-separated, and any such header a client sent is dropped (default: "
+        "headers pass as sent, as without Easy Auth)",
     )
     parser.add_argument(
         "--http-concurrency",
@@ -165,6 +176,7 @@ async def serve(args: argparse.Namespace, app: func.FunctionRegister, config: Ho
         keys=keys_for(args),
         http_concurrency=args.http_concurrency,
         response_log=args.response_log,
+        local_caller=args.local_caller,
     )
     try:
         await stop.wait()

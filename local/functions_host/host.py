@@ -21,6 +21,7 @@ from local.functions_host.app_index import (
 )
 from local.functions_host.config import HOST_JSON, HostConfig, HostStartupError
 from local.functions_host.connections import resolve_storage_connection
+from local.functions_host.easy_auth import LocalCaller
 from local.functions_host.http import AdminInvoke, HostKeys, HttpTriggerServer
 from local.functions_host.invocation import Invoker, ThreadRunner
 from local.functions_host.queues import QueueTriggerListener
@@ -95,6 +96,7 @@ async def start_host(
     keys: HostKeys | None = None,
     http_concurrency: int | None = None,
     response_log: Path | None = None,
+    local_caller: LocalCaller | None = None,
 ) -> RunningHost:
     """Run the app's HTTP, queue and timer functions until `close()` on the result.
 
@@ -106,6 +108,9 @@ async def start_host(
 
     `keys` turns on keys mode (see http.py); `http_concurrency` caps the HTTP
     invocations running at once, the rest waiting (None: no cap).
+
+    `local_caller` plays App Service Authentication in front: every HTTP request carries
+    that caller's principal, never one its client sent (see easy_auth.py).
 
     `response_log` (a folder, for tests) records every answer given for a function's
     route there (see http.py).
@@ -160,6 +165,7 @@ async def start_host(
         concurrency=http_concurrency,
         response_limit=config.http_response_limit,
         response_log=response_log,
+        local_caller=local_caller,
     )
 
     started_queues: list[QueueTriggerListener] = []

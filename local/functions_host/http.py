@@ -49,6 +49,7 @@ from multidict import CIMultiDict
 
 from local.functions_host.app_index import HttpFunction
 from local.functions_host.config import HTTP_RESPONSE_LIMIT_SECONDS, HostStartupError
+from local.functions_host.easy_auth import LocalCaller, in_front
 from local.functions_host.invocation import Invoker
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class HttpTriggerServer:
         concurrency: int | None = None,
         response_limit: float = HTTP_RESPONSE_LIMIT_SECONDS,
         response_log: Path | None = None,
+        local_caller: LocalCaller | None = None,
     ) -> None:
         if concurrency is not None and concurrency < 1:
             raise HostStartupError("the HTTP concurrency must be at least 1")
@@ -156,6 +158,7 @@ class HttpTriggerServer:
         self._overrun: set[asyncio.Future[web.StreamResponse]] = set()
         self._runner: web.AppRunner | None = None
         self._response_log = ResponseLog(response_log) if response_log is not None else None
+        self._local_caller = local_caller
         self.url = ""
 
     async def start(self, host: str, port: int, *, grace_period: float) -> str:
@@ -224,7 +227,7 @@ class HttpTriggerServer:
         self, entry: HttpFunction, request: web.Request, route_values: dict[str, str]
     ) -> web.StreamResponse:
         """The function's answer, or 502 once the response limit passed (it runs on)."""
-        http_request = await to_function_request(request, route_values)
+        http_request = await to_function_request(request, route_values, self._local_caller)
         reason = f"HTTP {request.method} {request.path}"
         invocation = asyncio.ensure_future(self._invoke_in_slot(entry, http_request, reason))
         try:
@@ -294,17 +297,21 @@ class HttpTriggerServer:
 
 
 async def to_function_request(
-    request: web.Request, route_values: dict[str, str]
+    request: web.Request, route_values: dict[str, str], local_caller: LocalCaller | None = None
 ) -> func.HttpRequest:
     """The request as the host hands it to the worker (ToRpcHttp in the host's
     GrpcMessageConversionExtensions.cs): repeated headers and query names joined with
     `,` (StringValues.ToString), empty query values left out, and a body only when the
-    request has a Content-Length above 0, so a chunked request arrives without one."""
+    request has a Content-Length above 0, so a chunked request arrives without one.
+    With a `local_caller`, as Easy Auth in front passes it on (easy_auth.py)."""
     has_length = (request.content_length or 0) > 0
+    headers = _joined(request.headers.items(), lower_names=True)
+    if local_caller is not None:
+        headers = in_front(headers, local_caller)
     return func.HttpRequest(
         method=request.method,
         url=str(request.url),
-        headers=_joined(request.headers.items(), lower_names=True),
+        headers=headers,
         params=_joined(((k, v) for k, v in request.query.items() if v), lower_names=False),
         route_params=route_values,
         body=await request.read() if has_length else b"",

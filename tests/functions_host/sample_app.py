@@ -178,5 +178,12 @@ async def failing_tick(timer: func.TimerRequest) -> None:
     raise RuntimeError("every run fails")
 
 
+@bp.route(route="whoami", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def whoami(req: func.HttpRequest) -> func.HttpResponse:
+    """The platform headers the function got (X-MS-CLIENT-PRINCIPAL and its siblings)."""
+    seen = {k: v for k, v in req.headers.items() if k.lower().startswith("x-ms-")}
+    return func.HttpResponse(json.dumps(seen), mimetype="application/json")
+
+
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(bp)

@@ -32,6 +32,7 @@ def test_the_sample_app_indexes_into_http_queue_and_timer_functions() -> None:
         "greet",
         "teapot",
         "boom",
+        "whoami",
     }
     assert {q.queue_name for q in index.queues} == {"records", "failing", "slow"}
     assert {t.function.name: t.schedule_text for t in index.timers} == {
