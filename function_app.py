@@ -19,6 +19,11 @@ finally:
     if _collecting:
         gc.enable()
 
+# Who may call what is the caller's app role (functions/http.py `requires`, behind App
+# Service Authentication); a function key is a second lock on top. Routes only booking
+# frontends call (servers, which can keep a key) need one, the default here. Routes an
+# administrator's browser calls (the console, signed in with an Easy Auth session) are
+# anonymous at the host: a key handed to a browser is a key given away.
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
 app.register_functions(resources.bp)

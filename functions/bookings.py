@@ -6,10 +6,11 @@ import re
 
 import azure.functions as func
 
-from functions.http import json_response, parse_body, parse_query, respond, route_id
+from functions.http import json_response, parse_body, parse_query, requires, respond, route_id
 from shared.composition import get_services
 from shared.domain.base import DomainModel, ResourceId, UtcDatetime
 from shared.domain.bookings import BookingRequest, TimeRange
+from shared.domain.callers import Role
 from shared.domain.errors import InvalidInput
 from shared.observability import correlate
 
@@ -49,6 +50,7 @@ def _idempotency_key(req: func.HttpRequest) -> str | None:
 
 
 @bp.route(route="bookings", methods=["POST"])
+@requires(Role.FRONTEND)
 async def create_booking(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         request = parse_body(req, BookingRequest)
@@ -58,7 +60,8 @@ async def create_booking(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(handle)
 
 
-@bp.route(route="bookings/{bookingId}", methods=["GET"])
+@bp.route(route="bookings/{bookingId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.FRONTEND, Role.ADMIN)
 async def get_booking(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         booking_id = route_id(req, "bookingId")
@@ -69,7 +72,8 @@ async def get_booking(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(handle)
 
 
-@bp.route(route="bookings", methods=["GET"])
+@bp.route(route="bookings", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.FRONTEND, Role.ADMIN)
 async def list_bookings(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         query = parse_query(
@@ -87,6 +91,7 @@ async def list_bookings(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="bookings/{bookingId}/cancel", methods=["POST"])
+@requires(Role.FRONTEND)
 async def cancel_booking(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         booking_id = route_id(req, "bookingId")
@@ -98,6 +103,7 @@ async def cancel_booking(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="bookings/{bookingId}/reschedule", methods=["POST"])
+@requires(Role.FRONTEND)
 async def reschedule_booking(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         booking_id = route_id(req, "bookingId")

@@ -13,6 +13,7 @@ from functions.http import (
     BodyTooLarge,
     MalformedJson,
     UnsupportedMediaType,
+    anonymous,
     domain_error_response,
     error_response,
     parse_json_object,
@@ -81,10 +82,12 @@ async def _accept(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous
 async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
     return await _accept(req)
 
 
 @bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous
 async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     return await _accept(req)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
 import json
 import logging
 import math
@@ -12,11 +15,13 @@ from typing import Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
+from shared.domain.callers import Caller, ClientPrincipal, Role
 from shared.domain.errors import (
     AlreadyExists,
     CalendarUnavailable,
     ConcurrencyConflict,
     DomainError,
+    Forbidden,
     GraphError,
     GraphThrottled,
     IdempotencyKeyReused,
@@ -26,6 +31,7 @@ from shared.domain.errors import (
     SlotUnavailable,
     StorageUnavailable,
     TransactionTooLarge,
+    Unauthorized,
 )
 from shared.services.push import PushIncomplete
 
@@ -50,6 +56,8 @@ class UnsupportedMediaType(InvalidInput):
 # Domain error → HTTP status; the first matching class wins, so specific ones come first.
 # Anything not listed is a 500 (and a bug to look at).
 STATUS_BY_ERROR: dict[type[DomainError], int] = {
+    Unauthorized: 401,
+    Forbidden: 403,
     MalformedJson: 400,
     BodyTooLarge: 413,
     UnsupportedMediaType: 415,
@@ -224,3 +232,79 @@ async def respond(call: Callable[[], Awaitable[func.HttpResponse]]) -> func.Http
         return await call()
     except DomainError as error:
         return domain_error_response(error)
+
+
+# --- The caller ---------------------------------------------------------------------------
+# App Service Authentication (Easy Auth) sets these on every request it lets through and
+# removes any a client sent (configure-authentication-user-identities); the local Functions
+# host does the same with --local-caller.
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+PRINCIPAL_ID_HEADER = "X-MS-CLIENT-PRINCIPAL-ID"
+# A principal is a few KB of claims; far more is not one.
+MAX_PRINCIPAL_CHARS = 64 * 1024
+
+Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+# Every HTTP function's name → the roles (any one) it takes; empty: anonymous on purpose.
+# Filled by `requires` and `anonymous`; a test fails for a route missing here.
+ROUTE_ROLES: dict[str, frozenset[Role]] = {}
+
+
+def caller_of(req: func.HttpRequest) -> Caller:
+    """The caller the platform authenticated. Raises Unauthorized when there is no
+    principal header or it is not one (malformed base64 or JSON, wrong shape)."""
+    encoded = (req.headers.get(PRINCIPAL_HEADER) or "").strip()
+    if not encoded:
+        raise Unauthorized(
+            "no authenticated caller: sign in, or send a Microsoft Entra access token for "
+            "this API (App Service Authentication passes the caller on)"
+        )
+    if len(encoded) > MAX_PRINCIPAL_CHARS:
+        raise Unauthorized(f"the {PRINCIPAL_HEADER} header is not a client principal")
+    try:
+        principal = ClientPrincipal.model_validate_json(base64.b64decode(encoded, validate=True))
+    except (binascii.Error, ValueError) as exc:  # ValidationError is a ValueError
+        raise Unauthorized(f"the {PRINCIPAL_HEADER} header is not a client principal") from exc
+    return Caller.from_principal(principal, principal_id=req.headers.get(PRINCIPAL_ID_HEADER))
+
+
+def requires(*roles: Role) -> Callable[[Handler], Handler]:
+    """Decorator (under `bp.route`): the route answers only a caller holding one of
+    `roles`; 401 `unauthorized` without a caller, 403 `forbidden` naming the roles."""
+    allowed = frozenset(roles)
+    if not allowed:
+        raise ValueError("requires() needs at least one role; use anonymous() for none")
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(req: func.HttpRequest) -> func.HttpResponse:
+            try:
+                caller = caller_of(req)
+            except Unauthorized as error:
+                logger.info("%s: no caller", handler.__name__)
+                return domain_error_response(error)
+            try:
+                caller.require(allowed)
+            except Forbidden as error:
+                logger.info("%s refused caller %s: no role of %s", handler.__name__,
+                            caller.id, sorted(allowed))  # fmt: skip
+                return domain_error_response(error)
+            return await handler(req)
+
+        _register(handler, allowed)
+        return checked
+
+    return wrap
+
+
+def anonymous(handler: Handler) -> Handler:
+    """Decorator (under `bp.route`): the route takes no caller, on purpose (Graph's
+    webhooks, the terse health probe, the OpenAPI document)."""
+    _register(handler, frozenset())
+    return handler
+
+
+def _register(handler: Handler, roles: frozenset[Role]) -> None:
+    if handler.__name__ in ROUTE_ROLES:
+        raise ValueError(f"two HTTP functions named {handler.__name__}")
+    ROUTE_ROLES[handler.__name__] = roles

@@ -3,10 +3,12 @@
 `OPERATIONS` lists every HTTP route of the app with every answer it can give: its
 successes (status and model), the domain errors its handler can meet (each error's status
 and `Retry-After` come from functions/http.py, its `code` from the error class, so each
-error status of an operation declares exactly its codes as an enum), and what the host
-in front answers (401 without a key, 429 when throttled). A test checks the list against
-the functions registered in function_app.py, both ways; the e2e and reliability suites
-check every answer the app gives against the document (tests/fixtures/contract.py).
+error status of an operation declares exactly its codes as an enum), the app roles it
+takes (401 `unauthorized` without a caller, 403 `forbidden` without the role), and what
+the platform in front answers (401 without a key or token, 429 when throttled). A test
+checks the list against the functions registered in function_app.py, both ways; the e2e
+and reliability suites check every answer the app gives against the document
+(tests/fixtures/contract.py).
 """
 
 from __future__ import annotations
@@ -26,18 +28,21 @@ from functions.http import (
     BodyTooLarge,
     MalformedJson,
     UnsupportedMediaType,
+    anonymous,
     json_response,
     retry_after_for,
     status_for,
 )
 from functions.resources import DisconnectQuery, ResyncAccepted, SyncLogQuery
 from shared.domain.bookings import BookingRequest
+from shared.domain.callers import Role
 from shared.domain.errors import (
     BeyondHorizon,
     CalendarUnavailable,
     ConcurrencyConflict,
     DomainError,
     DurationTooLong,
+    Forbidden,
     GraphAccessDenied,
     GraphConflict,
     GraphError,
@@ -53,6 +58,7 @@ from shared.domain.errors import (
     StartInPast,
     StorageUnavailable,
     TransactionTooLarge,
+    Unauthorized,
 )
 from shared.domain.resources import ResourceSettings
 from shared.domain.sync_log import SyncLogEntry
@@ -83,9 +89,11 @@ Tag = Literal["frontend", "administration", "graph-webhooks", "service"]
 
 TAGS: tuple[dict[str, str], ...] = (
     {"name": "frontend", "description": "What a booking frontend calls: availability and "
-     "bookings. Needs a function key."},
+     f"bookings. Needs the {Role.FRONTEND} app role (reading bookings: or {Role.ADMIN}); "
+     "writing ones a function key too."},
     {"name": "administration", "description": "Connecting and watching resources: for the "
-     "tenant's administrators and their tools, not for frontends. Needs a function key."},
+     f"tenant's administrators and their tools, not for frontends. Needs the {Role.ADMIN} "
+     "app role."},
     {"name": "graph-webhooks", "description": "Called by Microsoft Graph only (change and "
      "lifecycle notifications); anonymous, trusted by clientState and tenant."},
     {"name": "service", "description": "Health probes and this document."},
@@ -117,6 +125,10 @@ class Operation:
     body: type[BaseModel] | None = None
     example: dict[str, Any] | None = None
     query: type[BaseModel] | None = None
+    # The app roles of which the caller needs one (none: anonymous), and whether the host
+    # also wants a function key (functions take the app's default, a key, unless
+    # registered anonymous; function_app.py says which and why).
+    roles: tuple[Role, ...] = ()
     auth: Auth = "functionKey"
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -192,6 +204,11 @@ WEBHOOK_ANSWERS = (
            media_type="text/plain"),
 )  # fmt: skip
 WEBHOOK_STATUS: Mapping[type[DomainError], int] = {InvalidInput: 400}
+# Who may call an operation (functions/http.py `requires` enforces it per function; a test
+# checks the two agree).
+FRONTEND = (Role.FRONTEND,)
+ADMIN = (Role.ADMIN,)
+READERS = (Role.FRONTEND, Role.ADMIN)  # administrators read bookings in the console
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "health", "health", "Ok or not, with a reason code per dependency",
@@ -201,7 +218,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "health/details", "healthDetails",
               "Health with each dependency's error text, failing and expiring resources",
               "service", (Answer(200, "Healthy", HealthReport),
-                          Answer(503, "Unhealthy: a dependency fails", HealthReport))),
+                          Answer(503, "Unhealthy: a dependency fails", HealthReport)),
+              roles=ADMIN, auth="anonymous"),
     Operation("GET", "openapi.json", "openapi", "This document", "service",
               (Answer(200, "OpenAPI 3.1", None),), auth="anonymous"),
     Operation("PUT", "resources/{resourceId}", "putResource",
@@ -214,10 +232,10 @@ OPERATIONS: tuple[Operation, ...] = (
                       ResourceView), *CONNECTED_ANSWERS),
               errors=(*BODY_ERRORS, MailboxInUse, ConcurrencyConflict, StorageUnavailable,
                       *GRAPH_ERRORS),
-              body=ResourceSettings, example=RESOURCE_EXAMPLE),
+              body=ResourceSettings, example=RESOURCE_EXAMPLE, roles=ADMIN, auth="anonymous"),
     Operation("GET", "resources/{resourceId}", "getResource", "Settings and connection status",
               "administration", (Answer(200, "The resource", ResourceView),),
-              errors=(*ID_ERRORS, NotFound, StorageUnavailable)),
+              errors=(*ID_ERRORS, NotFound, StorageUnavailable), roles=ADMIN, auth="anonymous"),
     Operation("DELETE", "resources/{resourceId}", "deleteResource",
               "Disconnect: drop the subscription (200, status.state `disconnected`); with "
               "removeEvents=true and events of ours in the calendar, 202 with status.state "
@@ -230,22 +248,23 @@ OPERATIONS: tuple[Operation, ...] = (
               ),
               errors=(*ID_ERRORS, NotFound, ConcurrencyConflict, StorageUnavailable,
                       *GRAPH_ERRORS),
-              query=DisconnectQuery),
+              query=DisconnectQuery, roles=ADMIN, auth="anonymous"),
     Operation("GET", "resources/{resourceId}/availability", "getAvailability",
               "Busy intervals and free slots, from the mirror and bookings", "frontend",
               (Answer(200, "Busy and free time in the window", Availability),),
               errors=(*ID_ERRORS, BeyondHorizon, NotFound, CalendarUnavailable,
                       StorageUnavailable),
-              query=AvailabilityQuery),
+              query=AvailabilityQuery, roles=FRONTEND),
     Operation("GET", "resources/{resourceId}/sync-log", "getSyncLog",
               "Sync actions, newest first", "administration",
               (Answer(200, "The newest entries", SyncLogList),),
-              errors=(*ID_ERRORS, NotFound, StorageUnavailable), query=SyncLogQuery),
+              errors=(*ID_ERRORS, NotFound, StorageUnavailable), query=SyncLogQuery,
+              roles=ADMIN, auth="anonymous"),
     Operation("POST", "resources/{resourceId}/resync", "resyncResource",
               "Delete and recreate our events in the calendar; re-pull busy time (async; "
               "status.pull shows the pull until it is done)",
               "administration", (Answer(202, "Queued", ResyncAccepted),),
-              errors=(*ID_ERRORS, NotFound, StorageUnavailable)),
+              errors=(*ID_ERRORS, NotFound, StorageUnavailable), roles=ADMIN, auth="anonymous"),
     Operation("POST", "graph/notifications", "graphNotifications",
               "Microsoft Graph change notifications (and ?validationToken= handshake)",
               "graph-webhooks", WEBHOOK_ANSWERS,
@@ -270,29 +289,36 @@ OPERATIONS: tuple[Operation, ...] = (
                       TransactionTooLarge, SlotUnavailable, ConcurrencyConflict,
                       CalendarUnavailable, StorageUnavailable),
               body=BookingRequest, example=BOOKING_EXAMPLE,
-              headers={"Idempotency-Key": IDEMPOTENCY_KEY}),
+              headers={"Idempotency-Key": IDEMPOTENCY_KEY}, roles=FRONTEND),
     Operation("GET", "bookings", "listBookings", "Bookings of a resource in a window",
               "frontend", (Answer(200, "The bookings overlapping the window", BookingList),),
-              errors=(*ID_ERRORS, NotFound, StorageUnavailable), query=BookingListQuery),
+              errors=(*ID_ERRORS, NotFound, StorageUnavailable), query=BookingListQuery,
+              roles=READERS, auth="anonymous"),
     Operation("GET", "bookings/{bookingId}", "getBooking",
               "A booking with each resource's sync state", "frontend",
               (Answer(200, "The booking", BookingView),),
-              errors=(*ID_ERRORS, NotFound, StorageUnavailable)),
+              errors=(*ID_ERRORS, NotFound, StorageUnavailable), roles=READERS,
+              auth="anonymous"),
     Operation("POST", "bookings/{bookingId}/cancel", "cancelBooking", "Cancel (idempotent)",
               "frontend", (Answer(200, "Cancelled (also when it already was)", BookingView),),
-              errors=(*ID_ERRORS, NotFound, ConcurrencyConflict, StorageUnavailable)),
+              errors=(*ID_ERRORS, NotFound, ConcurrencyConflict, StorageUnavailable),
+              roles=FRONTEND),
     Operation("POST", "bookings/{bookingId}/reschedule", "rescheduleBooking",
               "Move a booking on every resource", "frontend",
               (Answer(200, "Moved on every resource", BookingView),),
               errors=(*BODY_ERRORS, *BOOKING_TIME_ERRORS, TransactionTooLarge, NotFound,
                       SlotUnavailable, ConcurrencyConflict, CalendarUnavailable,
                       StorageUnavailable),
-              body=RescheduleRequest, example=RESCHEDULE_EXAMPLE),
+              body=RescheduleRequest, example=RESCHEDULE_EXAMPLE, roles=FRONTEND),
 )  # fmt: skip
 
 # What each error status means to a client; the codes of each operation follow.
 _STATUS_TEXT = {
     400: "Malformed JSON",
+    401: "No authenticated caller: the app saw no principal from App Service "
+    "Authentication. The platform in front answers 401 too, without a body, for a request "
+    "without (or with an invalid) Microsoft Entra token or function key",
+    403: "The caller lacks the app role the operation needs; the message names it",
     404: "Not found",
     409: "Conflict: `slot_unavailable` and `mailbox_in_use` stay so; "
     "`concurrency_conflict` passes: send again after Retry-After",
@@ -302,7 +328,7 @@ _STATUS_TEXT = {
     503: "Unavailable: `calendar_unavailable` fails closed until the resource's connection "
     "is healthy again; the others pass: send again after Retry-After",
 }
-# Answers of the Functions host in front of the app, not of the app's code.
+# Answers of the platform in front of the app, not of the app's code.
 HOST_UNAUTHORIZED = (
     "No or a wrong function key (x-functions-key header or ?code=): the Functions host "
     "answers without a body (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to)"
@@ -313,6 +339,8 @@ HOST_THROTTLED = (
     "#hostjson-settings); "
     "send again later, with growing pauses"
 )
+# On a response with content: the platform may also give this status without a body.
+BODYLESS_TOO = "x-platform-answers-without-body"
 RETRY_AFTER_HEADER = {
     "description": "Seconds to wait before sending the request again; sent with the "
     "codes that pass by waiting",
@@ -323,7 +351,8 @@ RETRY_AFTER_HEADER = {
 def error_codes(op: Operation) -> dict[int, list[type[DomainError]]]:
     """The operation's error classes by status, each status's classes in declared order."""
     by_status: dict[int, list[type[DomainError]]] = {}
-    for kind in op.errors:
+    caller_errors: tuple[type[DomainError], ...] = (Unauthorized, Forbidden) if op.roles else ()
+    for kind in (*caller_errors, *op.errors):
         status = op.error_status.get(kind) or status_for(kind)
         by_status.setdefault(status, []).append(kind)
     return dict(sorted(by_status.items()))
@@ -418,10 +447,30 @@ def _responses(
         if any(retry_after_for(kind) is not None for kind in kinds):
             error["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
         responses[str(status)] = error
-    if op.auth != "anonymous":
+    if op.roles:
+        # Easy Auth's and the host's 401s have no body: the document allows both.
+        responses["401"][BODYLESS_TOO] = True
+    elif op.auth != "anonymous":
         responses["401"] = {"description": HOST_UNAUTHORIZED}
     responses["429"] = {"description": HOST_THROTTLED}
     return dict(sorted(responses.items()))
+
+
+ENTRA_ID_SCHEME = (
+    "A Microsoft Entra access token for this API (App Service Authentication checks it in "
+    "front of the app): a booking frontend gets one with client credentials for the scope "
+    "`api://<app-id>/.default`; an administrator signs in. The operation's app roles must "
+    "be assigned to the caller (docs/deploy-to-azure.md)."
+)
+
+
+def _security(op: Operation) -> list[dict[str, list[str]]]:
+    """Any one of the operation's roles in an Entra token, each with the function key
+    when the host wants one (OpenAPI 3.1 lists role names for non-OAuth2 schemes)."""
+    key: dict[str, list[str]] = {} if op.auth == "anonymous" else {"functionKey": []}
+    if not op.roles:
+        return [key] if key else []
+    return [{"entraId": [role.value], **key} for role in op.roles]
 
 
 def build_openapi() -> dict[str, Any]:
@@ -434,7 +483,7 @@ def build_openapi() -> dict[str, Any]:
             "tags": [op.tag],
             "parameters": _parameters(op),
             "responses": _responses(op, refs, schemas),
-            "security": [] if op.auth == "anonymous" else [{"functionKey": []}],
+            "security": _security(op),
         }
         if op.body is not None:
             media: dict[str, Any] = {"schema": refs[(op.body, "validation")]}
@@ -450,12 +499,19 @@ def build_openapi() -> dict[str, Any]:
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {
-                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}
+                "functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "entraId": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": ENTRA_ID_SCHEME,
+                },
             },
         },
     }
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@anonymous
 async def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(build_openapi())

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 import azure.functions as func
 from pydantic import Field
 
-from functions.http import json_response, parse_body, parse_query, respond, route_id
+from functions.http import json_response, parse_body, parse_query, requires, respond, route_id
 from shared.composition import get_services
 from shared.domain.base import DomainModel
+from shared.domain.callers import Role
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ResyncResource
 from shared.domain.resources import ConnectionState, ResourceSettings
 from shared.observability import correlate
@@ -33,7 +34,8 @@ class ResyncAccepted(DomainModel):
     status: Literal["accepted"] = "accepted"
 
 
-@bp.route(route="resources/{resourceId}", methods=["PUT"])
+@bp.route(route="resources/{resourceId}", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
 async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
@@ -49,7 +51,8 @@ async def put_resource(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(handle)
 
 
-@bp.route(route="resources/{resourceId}", methods=["GET"])
+@bp.route(route="resources/{resourceId}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
 async def get_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
@@ -59,7 +62,8 @@ async def get_resource(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(handle)
 
 
-@bp.route(route="resources/{resourceId}", methods=["DELETE"])
+@bp.route(route="resources/{resourceId}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
 async def delete_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
@@ -77,6 +81,7 @@ async def delete_resource(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="resources/{resourceId}/availability", methods=["GET"])
+@requires(Role.FRONTEND)
 async def get_availability(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
@@ -92,7 +97,10 @@ async def get_availability(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(handle)
 
 
-@bp.route(route="resources/{resourceId}/sync-log", methods=["GET"])
+@bp.route(
+    route="resources/{resourceId}/sync-log", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS
+)
+@requires(Role.ADMIN)
 async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
@@ -104,7 +112,10 @@ async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(handle)
 
 
-@bp.route(route="resources/{resourceId}/resync", methods=["POST"])
+@bp.route(
+    route="resources/{resourceId}/resync", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS
+)
+@requires(Role.ADMIN)
 async def resync_resource(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")

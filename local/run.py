@@ -2,7 +2,9 @@
 
 Starts Azurite (data under .azurite/), the Graph emulator on 127.0.0.1:7072 and
 function_app.py in the local Functions host, wired together through configuration only
-(GRAPH_BASE_URL, GRAPH_AUTH_MODE=emulator, STORAGE_CONNECTION_STRING). As on Flex
+(GRAPH_BASE_URL, GRAPH_AUTH_MODE=emulator, STORAGE_CONNECTION_STRING). The host plays
+App Service Authentication with one local caller holding both app roles (--caller-roles),
+so the API and the console work without Microsoft Entra. As on Flex
 Consumption, where HTTP functions run on instances of their own, the host runs as two
 processes: the HTTP triggers on 127.0.0.1:7071 and the queue and timer triggers on
 127.0.0.1:7073 (its admin API only); `--single-host` runs everything in one process on
@@ -24,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 from local.azurite import REPO_ROOT, AzuritePorts, start_azurite
+from shared.domain.callers import Role
 
 logger = logging.getLogger("local.run")
 
@@ -34,6 +37,9 @@ DEFAULT_AZURITE_PORTS = AzuritePorts(blob=10000, queue=10001, table=10002)
 # ones, as Flex Consumption scales them (see local/functions_host/__init__.py).
 HTTP_TRIGGERS = "http"
 WORKER_TRIGGERS = "queue,timer"
+# The local caller's app roles: an administrator who is also a booking frontend, so that
+# every route answers (see local/functions_host/easy_auth.py).
+LOCAL_CALLER_ROLES = f"{Role.ADMIN},{Role.FRONTEND}"
 
 
 def app_environment(connection_string: str, host_port: int, graph_port: int) -> dict[str, str]:
@@ -52,13 +58,18 @@ def app_environment(connection_string: str, host_port: int, graph_port: int) -> 
     }
 
 
-def host_command(port: int, *, triggers: str | None = None) -> list[str]:
+def host_command(
+    port: int, *, triggers: str | None = None, caller_roles: str | None = LOCAL_CALLER_ROLES
+) -> list[str]:
     """`python -m local.functions_host` on 127.0.0.1:`port` serving this repository's app,
-    running the `triggers` kinds only (all when None)."""
+    running the `triggers` kinds only (all when None), with Easy Auth in front passing on
+    a local caller holding `caller_roles` (None: no Easy Auth, callers send a principal)."""
     args = [sys.executable, "-m", "local.functions_host", "--host", "127.0.0.1"]
     args += ["--port", str(port), "--script-root", str(REPO_ROOT)]
     if triggers is not None:
         args += ["--triggers", triggers]
+    if caller_roles is not None:
+        args += ["--local-caller", caller_roles]
     return args
 
 
@@ -92,6 +103,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run HTTP, queue and timer triggers in one host process (as `func start` does)",
     )
     parser.add_argument("--mailbox", action="append", help="emulator mailbox (repeatable)")
+    parser.add_argument(
+        "--caller-roles",
+        default=LOCAL_CALLER_ROLES,
+        metavar="ROLES",
+        help="app roles of the local caller that the host's Easy Auth passes on with every "
+        f"request, comma-separated (default {LOCAL_CALLER_ROLES}; '' signs in without a "
+        "role: every route but health and Graph's answers 403)",
+    )
+    parser.add_argument(
+        "--no-local-caller",
+        action="store_true",
+        help="no Easy Auth in front: requests reach the app as sent, so each must carry an "
+        "X-MS-CLIENT-PRINCIPAL header or be refused with 401, as in Azure without one",
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".azurite")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -130,7 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = []
         for port, triggers in hosts:
             host = subprocess.Popen(  # noqa: S603 - our own module
-                host_command(port, triggers=triggers), cwd=REPO_ROOT, env=env
+                host_command(
+                    port,
+                    triggers=triggers,
+                    caller_roles=None if args.no_local_caller else args.caller_roles,
+                ),
+                cwd=REPO_ROOT,
+                env=env,
             )
             children.append(host)
             started.append((host, port))

@@ -124,3 +124,16 @@ class GraphSyncStateLost(GraphError):
     """A delta token was refused (410 syncStateNotFound): start over with a full sync."""
 
     code = "graph_sync_state_lost"
+
+
+# The caller (see shared/domain/callers.py), checked at the HTTP boundary.
+class Unauthorized(DomainError):
+    """No caller, or no caller that can be read: the platform in front sent no principal."""
+
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    """The caller lacks every role the route takes; the message names them."""
+
+    code = "forbidden"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.callers import EVERY_ROLE
 from tests.fixtures.stack import KEY_HEADER, Mailboxes, Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -91,8 +92,14 @@ async def test_a_generated_client_walks_through_booking(
     reschedule_booking = load("api.frontend.reschedule_booking")
     cancel_booking = load("api.frontend.cancel_booking")
 
+    # Easy Auth in Azure turns the caller's Entra token into a principal; the test stands
+    # where Easy Auth stands and sends the principal itself.
     client = api.AuthenticatedClient(
-        base_url=stack.host_url, token=stack.keys.function, prefix="", auth_header_name=KEY_HEADER
+        base_url=stack.host_url,
+        token=stack.keys.function,
+        prefix="",
+        auth_header_name=KEY_HEADER,
+        headers=EVERY_ROLE,
     )
     async with client:
         # 1. Connect a room: 202 and `connecting`; GET says when it is connected.

@@ -1,6 +1,8 @@
-"""Keys over the local stack, whose host checks them as Azure does (keys mode): the API
-needs the function key, Graph's webhook routes and health none, the admin API the master
-key (https://learn.microsoft.com/azure/azure-functions/function-keys-how-to)."""
+"""Keys over the local stack, whose host checks them as Azure does (keys mode): the
+routes only booking frontends call need the function key as a second lock besides the
+caller's role; the routes an administrator's browser calls (the console), Graph's
+webhook routes and health none; the host's admin API the master key
+(https://learn.microsoft.com/azure/azure-functions/function-keys-how-to)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,14 @@ async def _status(stack: Stack, method: str, url: str, headers: dict[str, str]) 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/bookings"), ("PUT", "/resources/r-1"), ("POST", "/resources/r-1/resync")],
+    [
+        ("POST", "/bookings"),
+        ("POST", "/bookings/b-1/cancel"),
+        ("POST", "/bookings/b-1/reschedule"),
+        ("GET", "/resources/r-1/availability"),
+    ],
 )
-async def test_the_api_answers_401_without_the_function_key(
+async def test_the_frontends_routes_answer_401_without_the_function_key(
     stack: Stack, method: str, path: str
 ) -> None:
     assert await _status(stack, method, stack.api + path, NO_KEY) == 401
@@ -33,9 +40,19 @@ async def test_the_api_answers_401_without_the_function_key(
 
 async def test_the_function_key_opens_the_api_in_the_header_or_as_code(stack: Stack) -> None:
     with_header = {KEY_HEADER: stack.keys.function}
-    assert await _status(stack, "GET", stack.api + "/resources/r-none", with_header) == 404
-    as_code = f"{stack.api}/resources/r-none?code={stack.keys.function}"
-    assert await _status(stack, "GET", as_code, NO_KEY) == 404
+    cancel = stack.api + "/bookings/b-none/cancel"
+    assert await _status(stack, "POST", cancel, with_header) == 404
+    assert await _status(stack, "POST", f"{cancel}?code={stack.keys.function}", NO_KEY) == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/resources/r-none"), ("GET", "/bookings/b-none"), ("GET", "/health/details")],
+)
+async def test_the_routes_a_browser_calls_need_no_key_only_the_role(
+    stack: Stack, method: str, path: str
+) -> None:
+    assert await _status(stack, method, stack.api + path, NO_KEY) in (200, 404, 503)
 
 
 async def test_graphs_routes_and_health_need_no_key(stack: Stack) -> None:

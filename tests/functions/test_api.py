@@ -19,6 +19,7 @@ from shared.domain.errors import DomainError, TransactionTooLarge
 from shared.domain.resources import ConnectionStatus
 from tests.builders import T0
 from tests.fakes import Clock, FakeWorld, fake_world
+from tests.fixtures.callers import EVERY_ROLE
 
 MAILBOXES = ("room-1@contoso.com", "alice@contoso.com")
 
@@ -56,7 +57,7 @@ async def call(
         method=method,
         url="http://localhost/api/x",
         body=data,
-        headers=headers or {},
+        headers={**EVERY_ROLE, **(headers or {})},
         params=params or {},
         route_params=route_params or {},
     )

@@ -20,6 +20,7 @@ from shared.services import health as health_service
 from shared.settings import get_settings
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
+from tests.fixtures.callers import ADMIN, FRONTEND
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def clear() -> None:
 
 
 async def call_health(function: Any = health) -> tuple[int, dict[str, Any]]:
-    request = func.HttpRequest(method="GET", url="/api/health", body=b"", headers={})
+    request = func.HttpRequest(method="GET", url="/api/health", body=b"", headers=ADMIN)
     response = await function.build().get_user_function()(request)
     return response.status_code, json.loads(response.get_body())
 
@@ -132,7 +133,25 @@ async def test_anonymous_health_says_ok_and_a_reason_code_never_graphs_words(
     assert LEAKY in caplog.text  # the details go to the logs
 
 
-async def test_health_details_are_for_callers_with_a_key(
+async def test_health_details_are_for_administrators(
+    fake_services: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused() -> None:
+        raise GraphAccessDenied(LEAKY)
+
+    monkeypatch.setattr(fake_services.calendar, "check_reachable", refused)
+    details = health_functions.health_details.build().get_user_function()
+
+    for headers, status in ((FRONTEND, 403), ({}, 401)):
+        request = func.HttpRequest(
+            method="GET", url="/api/health/details", body=b"", headers=headers
+        )
+        response = await details(request)
+        assert response.status_code == status
+        assert LEAKY not in response.get_body().decode()
+
+
+async def test_health_details_show_what_the_summary_keeps_back(
     fake_services: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def refused() -> None:
@@ -146,7 +165,8 @@ async def test_health_details_are_for_callers_with_a_key(
     assert body["graph"] == {"ok": False, "reason": "graph_access_denied", "detail": LEAKY}
     assert body["resources"] == {"total": 0, "failing": [], "subscriptionsExpiring": []}
     trigger = health_functions.health_details.build().get_trigger().get_dict_repr()
-    assert trigger["authLevel"] == func.AuthLevel.FUNCTION
+    # Reached from an administrator's browser (the console): the role is the lock.
+    assert trigger["authLevel"] == func.AuthLevel.ANONYMOUS
     assert trigger["route"] == "health/details"
 
 

@@ -11,13 +11,16 @@ import pytest_asyncio
 
 from local.azurite import Azurite, start_azurite
 from local.graph_emulator import RunningEmulator
+from tests.fixtures.callers import EVERY_ROLE
 from tests.reliability.hosted import HOST_KEYS, KEY_HEADER
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # The hosts of tests/reliability/hosted.py check keys, as Azure does.
-    async with aiohttp.ClientSession(headers={KEY_HEADER: HOST_KEYS.function}) as session:
+    # The tests stand where Easy Auth stands: a principal holding both app roles.
+    headers = {KEY_HEADER: HOST_KEYS.function, **EVERY_ROLE}
+    async with aiohttp.ClientSession(headers=headers) as session:
         yield session
 
 

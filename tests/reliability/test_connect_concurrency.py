@@ -13,6 +13,7 @@ import pytest
 
 from local.azurite import Azurite, free_port
 from local.graph_emulator import RunningEmulator
+from tests.fixtures.callers import EVERY_ROLE
 from tests.fixtures.stack import eventually
 from tests.reliability.hosted import HostProcess
 
@@ -51,8 +52,8 @@ async def test_a_resource_connects_with_http_concurrency_1(
         assert view["subscription"]["id"] is not None
         # The host checks keys, as Azure does: without the function key, 401.
         async with (
-            aiohttp.ClientSession() as keyless,
-            keyless.get(f"{host.api}/resources/r-one") as response,
+            aiohttp.ClientSession(headers=EVERY_ROLE) as keyless,
+            keyless.post(f"{host.api}/bookings", json={}) as response,
         ):
             assert response.status == 401
     finally:
