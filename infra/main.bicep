@@ -55,6 +55,10 @@ param location string
 @description('Microsoft Entra tenant of the Microsoft 365 mailboxes (GRAPH_TENANT_ID). Empty means this subscription\'s tenant, which is the only tenant a managed identity can get Graph tokens for.')
 param graphTenantId string = ''
 
+@minLength(36)
+@description('Application (client) id of the API\'s app registration (API_APP_CLIENT_ID): App Service Authentication accepts tokens for it, and its app roles BookingSync.Frontend and BookingSync.Admin say who may call what. docs/deploy-to-azure.md creates it.')
+param apiAppClientId string
+
 @description('HTTPS base URL at which Microsoft Graph reaches the webhook routes (PUBLIC_BASE_URL). Empty means the Function App\'s default host name, https://<app>.azurewebsites.net.')
 param publicBaseUrl string = ''
 
@@ -244,6 +248,7 @@ module api 'app/api.bicep' = {
     subscriptionUpkeepSchedule: subscriptionUpkeepSchedule
     bookingEventsWebhookUrl: bookingEventsWebhookUrl
     keyVaultName: keyVaultName
+    apiAppClientId: apiAppClientId
   }
   // The host starts with its roles in place (storage, ingestion, Key Vault references).
   dependsOn: [
@@ -266,3 +271,5 @@ output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 // (New-ServicePrincipal).
 output MANAGED_IDENTITY_CLIENT_ID string = apiUserAssignedIdentity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = apiUserAssignedIdentity.outputs.principalId
+// What a booking frontend asks Microsoft Entra for (client credentials).
+output API_TOKEN_SCOPE string = 'api://${apiAppClientId}/.default'

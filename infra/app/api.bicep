@@ -30,6 +30,10 @@ param subscriptionUpkeepSchedule string
 param bookingEventsWebhookUrl string = ''
 @description('Key Vault holding the webhook signing secret; used only with a webhook URL.')
 param keyVaultName string
+@description('Application (client) id of the API\'s app registration, whose app roles say who may call what.')
+param apiAppClientId string
+@description('Tenant of that app registration.')
+param apiAppTenantId string = tenant().tenantId
 
 var bookingEventsWebhookSecretName = 'booking-events-webhook-secret'
 
@@ -141,6 +145,70 @@ module api 'br/public:avm/res/web/site:0.15.1' = {
       minTlsVersion: '1.2'
     }
     appSettingsKeyValuePairs: union(appSettings, empty(bookingEventsWebhookUrl) ? {} : bookingEventsWebhookSettings)
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: name
+}
+
+// App Service Authentication (Easy Auth) with Microsoft Entra ID in front of the app. It
+// checks each caller's token (a frontend's client-credentials token, an administrator's
+// sign-in) before a request reaches the Functions host, and hands the app the caller's
+// claims, app roles included, in X-MS-CLIENT-PRINCIPAL; a client can never set that header
+// itself. The app checks the role per route (functions/http.py).
+// https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2
+// https://learn.microsoft.com/azure/app-service/configure-authentication-provider-aad
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'authsettingsV2'
+  dependsOn: [
+    api
+  ]
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      // An API answers 401, not a redirect to a sign-in page; the console's page links to
+      // /.auth/login/aad itself.
+      unauthenticatedClientAction: 'Return401'
+      // Graph calls the webhooks without a token (they check clientState and the tenant);
+      // uptime probes call the terse health; the OpenAPI document is public.
+      excludedPaths: [
+        '/api/graph/notifications'
+        '/api/graph/lifecycle'
+        '/api/health'
+        '/api/openapi.json'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: apiAppClientId
+          // v2.0 issuer: the registration asks for v2 access tokens
+          // (requestedAccessTokenVersion 2, docs/deploy-to-azure.md).
+          openIdIssuer: '${environment().authentication.loginEndpoint}${apiAppTenantId}/v2.0'
+        }
+        validation: {
+          // v2 tokens carry the client id as audience; the api:// URI for v1 ones.
+          allowedAudiences: [
+            apiAppClientId
+            'api://${apiAppClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
   }
 }
 

@@ -213,7 +213,13 @@ def test_only_the_block_reaches_the_function_app(
     # No other way to set app settings anywhere in infra/.
     for path in INFRA.rglob("*.bicep"):
         text = path.read_text(encoding="utf-8")
-        assert "Microsoft.Web/sites/config" not in text, path
+        # sites/config resources other than App Service Authentication's (appsettings
+        # would replace the block's settings).
+        configs = re.findall(
+            r"'Microsoft\.Web/sites/config@[^']+' = \{\s*parent: \w+\s*name: '(\w+)'", text
+        )
+        assert text.count("Microsoft.Web/sites/config") == len(configs), path
+        assert set(configs) <= {"authsettingsV2"}, path
         assert not re.search(r"^\s*appSettings:\s*\[", text, re.MULTILINE), path
 
 
