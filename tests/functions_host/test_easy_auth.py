@@ -82,3 +82,13 @@ def test_the_command_line_takes_the_callers_roles(argument: str, roles: tuple[st
     args = parse_args(["--local-caller", argument])
     assert args.local_caller == LocalCaller(roles=roles)
     assert parse_args([]).local_caller is None
+
+
+def test_make_runs_hosts_play_easy_auth_with_both_roles_unless_told_not_to() -> None:
+    from local.run import LOCAL_CALLER_ROLES, host_command
+    from shared.domain.callers import Role
+
+    command = host_command(7071, triggers="http")
+    assert command[command.index("--local-caller") + 1] == LOCAL_CALLER_ROLES
+    assert set(LocalCaller.parse(LOCAL_CALLER_ROLES).roles) == {role.value for role in Role}
+    assert "--local-caller" not in host_command(7071, caller_roles=None)
