@@ -33,7 +33,7 @@ from functions.http import (
     retry_after_for,
     status_for,
 )
-from functions.resources import DisconnectQuery, ResyncAccepted, SyncLogQuery
+from functions.resources import DisconnectQuery, ResourceList, ResyncAccepted, SyncLogQuery
 from shared.domain.bookings import BookingRequest
 from shared.domain.callers import Role
 from shared.domain.errors import (
@@ -61,11 +61,12 @@ from shared.domain.errors import (
     Unauthorized,
 )
 from shared.domain.resources import ResourceSettings
-from shared.domain.sync_log import SyncLogEntry
+from shared.domain.sync_log import SyncLogPage
 from shared.services.availability import Availability, AvailabilityQuery
 from shared.services.bookings import BookingView
 from shared.services.health import HealthReport, HealthSummary
 from shared.services.inbound import NotificationBatch
+from shared.services.previews import TemplatePreview, TemplatePreviewRequest
 from shared.services.resources import ResourceView
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
@@ -78,10 +79,6 @@ class ErrorDetail(BaseModel):
 
 class BookingList(BaseModel):
     value: list[BookingView]
-
-
-class SyncLogList(BaseModel):
-    value: list[SyncLogEntry]
 
 
 Auth = Literal["functionKey", "anonymous"]
@@ -180,6 +177,11 @@ RESOURCE_EXAMPLE: dict[str, Any] = {
     "direction": "both",
     "onOutlookDelete": "ignore",
 }
+PREVIEW_EXAMPLE: dict[str, Any] = {
+    "subjectTemplate": "Training: {title}",
+    "bodyTemplate": "Booked for {customerName} ({customerEmail}), {start} to {end}.",
+    "timeZone": "Europe/Berlin",
+}
 RESCHEDULE_EXAMPLE: dict[str, Any] = {
     "start": "2030-03-04T10:00:00Z",
     "end": "2030-03-04T10:30:00Z",
@@ -222,6 +224,15 @@ OPERATIONS: tuple[Operation, ...] = (
               roles=ADMIN, auth="anonymous"),
     Operation("GET", "openapi.json", "openapi", "This document", "service",
               (Answer(200, "OpenAPI 3.1", None),), auth="anonymous"),
+    Operation("GET", "resources", "listResources",
+              "Every resource with its settings and connection status, ordered by id",
+              "administration", (Answer(200, "The resources", ResourceList),),
+              errors=(StorageUnavailable,)),
+    Operation("POST", "template-preview", "previewTemplates",
+              "The event subject and body a resource's templates give a sample booking "
+              "(validated as in PUT /resources/{resourceId})",
+              "administration", (Answer(200, "The rendered subject and body", TemplatePreview),),
+              errors=BODY_ERRORS, body=TemplatePreviewRequest, example=PREVIEW_EXAMPLE),
     Operation("PUT", "resources/{resourceId}", "putResource",
               "Connect or update a resource (person or room); a connect answers 202 with "
               "status.state `connecting` and goes on in the background (GET shows when "
@@ -256,10 +267,11 @@ OPERATIONS: tuple[Operation, ...] = (
                       StorageUnavailable),
               query=AvailabilityQuery, roles=FRONTEND),
     Operation("GET", "resources/{resourceId}/sync-log", "getSyncLog",
-              "Sync actions, newest first", "administration",
-              (Answer(200, "The newest entries", SyncLogList),),
-              errors=(*ID_ERRORS, NotFound, StorageUnavailable), query=SyncLogQuery,
-              roles=ADMIN, auth="anonymous"),
+              "Sync actions, newest first, a page at a time (`after`: the previous page's "
+              "`nextPage`), optionally of one outcome", "administration",
+              (Answer(200, "A page of entries; `nextPage` is set when more follow",
+                      SyncLogPage),),
+              errors=(*ID_ERRORS, NotFound, StorageUnavailable), query=SyncLogQuery),
     Operation("POST", "resources/{resourceId}/resync", "resyncResource",
               "Delete and recreate our events in the calendar; re-pull busy time (async; "
               "status.pull shows the pull until it is done)",

@@ -1,4 +1,5 @@
-"""Resource API: connect/update, read, disconnect, availability, sync log, resync."""
+"""Resource API: list, connect/update, read, disconnect, availability, sync log, resync,
+and the preview of a resource's event templates."""
 
 from __future__ import annotations
 
@@ -13,14 +14,27 @@ from shared.domain.base import DomainModel
 from shared.domain.callers import Role
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ResyncResource
 from shared.domain.resources import ConnectionState, ResourceSettings
+from shared.domain.sync_log import PageCursor, SyncOutcome
 from shared.observability import correlate
 from shared.services.availability import AvailabilityQuery
+from shared.services.previews import TemplatePreviewRequest
+from shared.services.resources import ResourceView
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
 
 
 class SyncLogQuery(DomainModel):
     limit: Annotated[int, Field(ge=1, le=500)] = 50
+    # Only entries with this outcome.
+    outcome: SyncOutcome | None = None
+    # The previous page's `nextPage`: the entries after its last one.
+    after: PageCursor | None = None
+
+
+class ResourceList(DomainModel):
+    """The answer to GET /api/resources: every resource, ordered by id."""
+
+    value: list[ResourceView]
 
 
 class DisconnectQuery(DomainModel):
@@ -32,6 +46,25 @@ class ResyncAccepted(DomainModel):
 
     resource_id: str
     status: Literal["accepted"] = "accepted"
+
+
+@bp.route(route="resources", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
+async def list_resources(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        return json_response(ResourceList(value=await get_services().resources.list_all()))
+
+    return await respond(handle)
+
+
+@bp.route(route="template-preview", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
+async def preview_templates(req: func.HttpRequest) -> func.HttpResponse:
+    async def handle() -> func.HttpResponse:
+        request = parse_body(req, TemplatePreviewRequest)
+        return json_response(get_services().resources.preview(request))
+
+    return await respond(handle)
 
 
 @bp.route(route="resources/{resourceId}", methods=["PUT"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -104,10 +137,14 @@ async def get_availability(req: func.HttpRequest) -> func.HttpResponse:
 async def get_sync_log(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         resource_id = route_id(req, "resourceId")
-        query = parse_query(req, SyncLogQuery, {"limit": "limit"})
+        query = parse_query(
+            req, SyncLogQuery, {"limit": "limit", "outcome": "outcome", "after": "after"}
+        )
         with correlate(resource_id=resource_id):
-            entries = await get_services().resources.sync_log(resource_id, query.limit)
-            return json_response({"value": [entry.model_dump(mode="json") for entry in entries]})
+            page = await get_services().resources.sync_log(
+                resource_id, query.limit, outcome=query.outcome, after=query.after
+            )
+            return json_response(page)
 
     return await respond(handle)
 

@@ -29,7 +29,7 @@ from shared.domain.calendar import (
 from shared.domain.claims import DayLedger
 from shared.domain.errors import DomainError
 from shared.domain.resources import MailboxClaim, Resource
-from shared.domain.sync_log import SyncLogEntry
+from shared.domain.sync_log import SyncLogEntry, SyncLogPage, SyncOutcome
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -187,6 +187,18 @@ class Leases(Protocol):
 class SyncLog(Protocol):
     async def append(self, entry: SyncLogEntry) -> None: ...
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]: ...
+    async def page(
+        self,
+        resource_id: str,
+        limit: int,
+        *,
+        outcome: SyncOutcome | None = None,
+        after: str | None = None,
+    ) -> SyncLogPage:
+        """Up to `limit` entries, newest first, with `outcome` only when given, starting
+        after the cursor `after` (a previous page's `next_page`)."""
+        ...
+
     async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:
         """Delete the resource's entries from before `cutoff`; returns how many."""
         ...

@@ -42,7 +42,7 @@ from shared.domain.messages import (
     PushBooking,
 )
 from shared.domain.resources import MailboxClaim, Resource
-from shared.domain.sync_log import SyncLogEntry
+from shared.domain.sync_log import SyncLogEntry, SyncLogPage, SyncOutcome
 from shared.ports import EventWrite, EventWriteResult, IdempotencyRecord, Stored
 from shared.settings import Settings
 
@@ -565,6 +565,33 @@ class FakeSyncLog:
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
         mine = [e for e in self.entries if e.resource_id == resource_id]
         return sorted(mine, key=lambda e: e.at, reverse=True)[:limit]
+
+    async def page(
+        self,
+        resource_id: str,
+        limit: int,
+        *,
+        outcome: SyncOutcome | None = None,
+        after: str | None = None,
+    ) -> SyncLogPage:
+        # The cursor is the position in the resource's log, newest first (the table's is
+        # its row key; both are opaque to callers).
+        mine = sorted(
+            (e for e in self.entries if e.resource_id == resource_id),
+            key=lambda e: e.at,
+            reverse=True,
+        )
+        start = int(after) + 1 if after else 0
+        shown = [
+            (i, e)
+            for i, e in enumerate(mine)
+            if i >= start and (outcome is None or e.outcome is outcome)
+        ]
+        if len(shown) > limit:
+            return SyncLogPage(
+                value=[e for _, e in shown[:limit]], next_page=str(shown[limit - 1][0])
+            )
+        return SyncLogPage(value=[e for _, e in shown])
 
     async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:
         kept = [e for e in self.entries if e.resource_id != resource_id or e.at >= cutoff]

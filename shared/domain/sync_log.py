@@ -32,3 +32,14 @@ class SyncLogEntry(DomainModel):
     booking_id: str | None = None
     event_id: str | None = None
     detail: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+# A page's cursor: the sync log's own row key of the last entry shown (opaque to callers).
+PageCursor = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z_\-]{1,64}$")]
+
+
+class SyncLogPage(DomainModel):
+    """Entries newest first; `next_page`, when set, continues after the last of them."""
+
+    value: list[SyncLogEntry]
+    next_page: PageCursor | None = None

@@ -69,7 +69,28 @@ def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
     cancelled = booking.status is BookingStatus.CANCELLED
     if cancelled and settings.cancelled_event_mode is CancelledEventMode.DELETE:
         return None
-    zone = ZoneInfo(settings.time_zone)
+    subject, body = render_templates(
+        booking, settings.subject_template, settings.body_template, settings.time_zone
+    )
+    if cancelled:
+        subject = (CANCELLED_PREFIX + subject)[:255]
+    return EventDraft(
+        subject=subject,
+        body=body,
+        location=booking.location,
+        start=booking.start,
+        end=booking.end,
+        time_zone=settings.time_zone,
+        booking_id=booking.booking_id,
+    )
+
+
+def render_templates(
+    booking: Booking, subject_template: str, body_template: str, time_zone: str
+) -> tuple[str, str]:
+    """An event's subject and body for the booking: the templates' placeholders filled
+    (times in `time_zone`), cut to what Outlook keeps."""
+    zone = ZoneInfo(time_zone)
     values = {
         "title": booking.title,
         "customerName": booking.customer.name,
@@ -80,18 +101,8 @@ def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
         "start": booking.start.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
         "end": booking.end.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
     }
-    subject = settings.subject_template.format_map(values)[:255]
-    if cancelled:
-        subject = (CANCELLED_PREFIX + subject)[:255]
-    return EventDraft(
-        subject=subject,
-        body=settings.body_template.format_map(values).strip()[:8000],
-        location=booking.location,
-        start=booking.start,
-        end=booking.end,
-        time_zone=settings.time_zone,
-        booking_id=booking.booking_id,
-    )
+    subject = subject_template.format_map(values)[:255]
+    return subject, body_template.format_map(values).strip()[:8000]
 
 
 def transaction_id(booking: Booking, resource_id: str, recreations: int = 0) -> str:

@@ -11,6 +11,7 @@ for Python unless told otherwise, which the PUT would hold.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -37,7 +38,7 @@ from shared.domain.resources import (
     Resource,
     ResourceSettings,
 )
-from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
+from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncLogPage, SyncOutcome
 from shared.ports import (
     CalendarGateway,
     EventMappingRepository,
@@ -49,6 +50,7 @@ from shared.ports import (
     SyncLog,
 )
 from shared.services.connection import ConnectionTracker
+from shared.services.previews import TemplatePreview, TemplatePreviewRequest, preview_templates
 from shared.services.pulls import BusyTimePulls
 from shared.services.resource_updates import update_resource
 
@@ -58,6 +60,8 @@ logger = logging.getLogger(__name__)
 REMOVE_CHUNK = 100
 # How long a mailbox claim whose resource is not saved yet counts as a connect under way.
 CONNECT_PENDING = timedelta(minutes=10)
+# Mapping queries a resource list runs side by side.
+LIST_QUERIES_IN_FLIGHT = 8
 
 
 class SubscriptionKeeper(Protocol):
@@ -278,8 +282,10 @@ class ResourceService:
         stored = await self._resources.get(resource_id)
         if stored is None:
             raise NotFound(f"resource {resource_id} does not exist")
-        resource = stored.value
-        mappings = await self._mappings.list_for_resource(resource_id)
+        return await self._view(stored.value)
+
+    async def _view(self, resource: Resource) -> ResourceView:
+        mappings = await self._mappings.list_for_resource(resource.resource_id)
         return ResourceView(
             resource_id=resource.resource_id,
             settings=resource.settings,
@@ -364,10 +370,36 @@ class ResourceService:
         await self._mailboxes.release(mailbox, resource_id)
         await self._log(resource_id, "disconnected", SyncOutcome.OK)
 
-    async def sync_log(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
+    async def list_all(self) -> list[ResourceView]:
+        """Every resource (connected or not), ordered by id, each as `get` shows it."""
+        stored = sorted(await self._resources.list_all(), key=lambda s: s.value.resource_id)
+        # One mapping query per resource, a few at a time: the list is for people (the
+        # console), not for a hot path.
+        gate = asyncio.Semaphore(LIST_QUERIES_IN_FLIGHT)
+
+        async def view(resource: Resource) -> ResourceView:
+            async with gate:
+                return await self._view(resource)
+
+        return list(await asyncio.gather(*(view(s.value) for s in stored)))
+
+    def preview(self, request: TemplatePreviewRequest) -> TemplatePreview:
+        """The subject and body a sample booking's event would get from the templates."""
+        return preview_templates(request, self._clock)
+
+    async def sync_log(
+        self,
+        resource_id: str,
+        limit: int,
+        *,
+        outcome: SyncOutcome | None = None,
+        after: str | None = None,
+    ) -> SyncLogPage:
+        """A page of the resource's sync log, newest first (see SyncLog.page). Raises
+        NotFound for an unknown resource."""
         if await self._resources.get(resource_id) is None:
             raise NotFound(f"resource {resource_id} does not exist")
-        return await self._sync_log.newest(resource_id, limit)
+        return await self._sync_log.page(resource_id, limit, outcome=outcome, after=after)
 
     async def _log(self, resource_id: str, action: str, outcome: SyncOutcome) -> None:
         await self._sync_log.append(

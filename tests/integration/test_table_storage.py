@@ -209,6 +209,43 @@ async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:
     assert [entry.action for entry in newest] == ["push-2", "push-1"]
 
 
+async def test_sync_log_pages_by_outcome_follow_on_after_the_cursor(adapters: Adapters) -> None:
+    # 25 entries a minute apart, every fifth failed; another resource's failure between.
+    for minutes in range(25):
+        await adapters.sync_log.append(
+            SyncLogEntry(
+                resource_id="room-1",
+                at=T0 + timedelta(minutes=minutes),
+                direction=SyncDirection.OUTBOUND,
+                action=f"push-{minutes}",
+                outcome=SyncOutcome.FAILED if minutes % 5 == 0 else SyncOutcome.OK,
+            )
+        )
+    await adapters.sync_log.append(
+        SyncLogEntry(
+            resource_id="room-2",
+            at=T0 + timedelta(minutes=12),
+            direction=SyncDirection.OUTBOUND,
+            action="elsewhere",
+            outcome=SyncOutcome.FAILED,
+        )
+    )
+
+    pages = []
+    after = None
+    while True:
+        page = await adapters.sync_log.page("room-1", 2, outcome=SyncOutcome.FAILED, after=after)
+        pages.append([entry.action for entry in page.value])
+        after = page.next_page
+        if after is None:
+            break
+
+    assert pages == [["push-20", "push-15"], ["push-10", "push-5"], ["push-0"]]
+    everything = await adapters.sync_log.page("room-1", 25)
+    assert len(everything.value) == 25
+    assert everything.next_page is None
+
+
 async def test_sync_log_purge_removes_exactly_the_older_entries(adapters: Adapters) -> None:
     # 150 entries a minute apart (more than one transaction's worth), and another
     # resource's entry of the same age.

@@ -143,7 +143,7 @@ async def test_an_outlook_move_beyond_the_duration_limit_is_restored(world: Fake
     )
     [restored] = world.calendar.events[ROOM].values()
     assert (restored.start, restored.end) == (T0, T0 + timedelta(hours=1))
-    log = await world.services.resources.sync_log("room-1", 10)
+    log = (await world.services.resources.sync_log("room-1", 10)).value
     assert any(
         entry.action == "outlook_move:conflict" and entry.outcome is SyncOutcome.FAILED
         for entry in log

@@ -46,7 +46,7 @@ from shared.domain.calendar import (
 from shared.domain.claims import DayLedger, days_touched
 from shared.domain.errors import AlreadyExists, ConcurrencyConflict
 from shared.domain.resources import MailboxClaim, Resource
-from shared.domain.sync_log import SyncLogEntry
+from shared.domain.sync_log import SyncLogEntry, SyncLogPage, SyncOutcome
 from shared.ports import IdempotencyRecord, Stored
 
 RESOURCES = "resources"
@@ -395,6 +395,31 @@ class SyncLogTable(EntityTable[SyncLogEntry]):
 
     async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
         return [row.value for row in await self.query(resource_id, limit=limit)]
+
+    async def page(
+        self,
+        resource_id: str,
+        limit: int,
+        *,
+        outcome: SyncOutcome | None = None,
+        after: str | None = None,
+    ) -> SyncLogPage:
+        # Row keys sort newest first, so a page goes on after the last row key shown. The
+        # outcome is read from each entry rather than filtered by the service: entries
+        # have no typed outcome property to filter on, and a resource's log is bounded by
+        # SYNC_LOG_RETENTION_DAYS.
+        query, params = ("RowKey gt @after", {"after": after}) if after else (None, None)
+        entries: list[SyncLogEntry] = []
+        last_row_key = ""
+        async for entity in self._iterate(resource_id, query, params, limit + 1):
+            entry = self.from_entity(entity).value
+            if outcome is not None and entry.outcome is not outcome:
+                continue
+            if len(entries) == limit:
+                return SyncLogPage(value=entries, next_page=last_row_key)
+            entries.append(entry)
+            last_row_key = str(entity["RowKey"])
+        return SyncLogPage(value=entries)
 
     async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:
         # Newest first, so the old entries are one RowKey range: deleted 100 per transaction.
