@@ -14,7 +14,7 @@ gc.disable()
 try:
     import azure.functions as func
 
-    from functions import bookings, graph, health, openapi, resources, timers, workers
+    from functions import bookings, console, graph, health, openapi, resources, timers, workers
 finally:
     if _collecting:
         gc.enable()
@@ -32,3 +32,4 @@ app.register_functions(graph.bp)
 app.register_functions(workers.bp)
 app.register_functions(timers.bp)
 app.register_functions(openapi.bp)
+app.register_functions(console.bp)

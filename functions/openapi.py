@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from functions.bookings import MAX_IDEMPOTENCY_KEY, BookingListQuery, RescheduleRequest
+from functions.console import CONTENT_TYPES
 from functions.http import (
     ID_PATTERN,
     JSON,
@@ -82,7 +83,7 @@ class BookingList(BaseModel):
 
 
 Auth = Literal["functionKey", "anonymous"]
-Tag = Literal["frontend", "administration", "graph-webhooks", "service"]
+Tag = Literal["frontend", "administration", "graph-webhooks", "service", "console"]
 
 TAGS: tuple[dict[str, str], ...] = (
     {"name": "frontend", "description": "What a booking frontend calls: availability and "
@@ -94,6 +95,9 @@ TAGS: tuple[dict[str, str], ...] = (
     {"name": "graph-webhooks", "description": "Called by Microsoft Graph only (change and "
      "lifecycle notifications); anonymous, trusted by clientState and tenant."},
     {"name": "service", "description": "Health probes and this document."},
+    {"name": "console", "description": "The administrators' console: static files (HTML, "
+     "JavaScript modules, CSS) that call the administration operations. Anonymous: they hold "
+     "no data. Each answer has an ETag; a request with If-None-Match holding it gets 304."},
 )  # fmt: skip
 
 
@@ -105,6 +109,8 @@ class Answer:
     description: str
     model: type[BaseModel] | None = None
     media_type: str = JSON
+    # Without a model: the media types of a text body (the console's files).
+    text_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,6 +205,8 @@ NOTIFICATION_EXAMPLE: dict[str, Any] = {
     ]
 }
 
+CONSOLE_NOT_MODIFIED = Answer(304, "Not modified since the ETag in If-None-Match", None)
+CONSOLE_TYPES = tuple(sorted(set(CONTENT_TYPES.values())))
 CONNECTED_ANSWERS = (Answer(200, "The settings were updated", ResourceView),)
 WEBHOOK_ANSWERS = (
     Answer(202, "Accepted: the notifications are queued"),
@@ -224,6 +232,13 @@ OPERATIONS: tuple[Operation, ...] = (
               roles=ADMIN, auth="anonymous"),
     Operation("GET", "openapi.json", "openapi", "This document", "service",
               (Answer(200, "OpenAPI 3.1", None),), auth="anonymous"),
+    Operation("GET", "console", "console", "The console's page", "console",
+              (Answer(200, "The page", text_types=("text/html",)), CONSOLE_NOT_MODIFIED),
+              errors=(NotFound,), auth="anonymous"),
+    Operation("GET", "console/{file}", "consoleFile",
+              "One of the console's files (its scripts, styles, images)", "console",
+              (Answer(200, "The file", text_types=CONSOLE_TYPES), CONSOLE_NOT_MODIFIED),
+              errors=(*ID_ERRORS, NotFound), auth="anonymous"),
     Operation("GET", "resources", "listResources",
               "Every resource with its settings and connection status, ordered by id",
               "administration", (Answer(200, "The resources", ResourceList),),
@@ -442,6 +457,8 @@ def _responses(
         if answer.model is not None:
             schema = refs[(answer.model, "serialization")]
             declared["content"] = {answer.media_type: {"schema": schema}}
+        elif answer.text_types:
+            declared["content"] = {t: {"schema": {"type": "string"}} for t in answer.text_types}
         elif answer.media_type == "text/plain":
             declared["content"] = {"text/plain": {"schema": {"type": "string"}}}
         elif op.route == "openapi.json":

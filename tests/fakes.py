@@ -574,23 +574,20 @@ class FakeSyncLog:
         outcome: SyncOutcome | None = None,
         after: str | None = None,
     ) -> SyncLogPage:
-        # The cursor is the position in the resource's log, newest first (the table's is
-        # its row key; both are opaque to callers).
+        # Keys are positions in the resource's log, newest first, compared as text as the
+        # table compares its row keys; the cursor is the last key shown.
         mine = sorted(
             (e for e in self.entries if e.resource_id == resource_id),
             key=lambda e: e.at,
             reverse=True,
         )
-        start = int(after) + 1 if after else 0
         shown = [
-            (i, e)
+            (f"{i:08d}", e)
             for i, e in enumerate(mine)
-            if i >= start and (outcome is None or e.outcome is outcome)
+            if (after is None or f"{i:08d}" > after) and (outcome is None or e.outcome is outcome)
         ]
         if len(shown) > limit:
-            return SyncLogPage(
-                value=[e for _, e in shown[:limit]], next_page=str(shown[limit - 1][0])
-            )
+            return SyncLogPage(value=[e for _, e in shown[:limit]], next_page=shown[limit - 1][0])
         return SyncLogPage(value=[e for _, e in shown])
 
     async def purge_older_than(self, resource_id: str, cutoff: datetime) -> int:

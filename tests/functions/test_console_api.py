@@ -3,11 +3,14 @@ sync log by outcome and page, and the preview of a resource's templates."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Any
 
+import azure.functions as func
 import pytest
 
-from functions import resources
+from functions import console, resources
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from tests.builders import T0
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -133,3 +136,53 @@ async def test_the_preview_refuses_what_a_resource_would_refuse(world: FakeWorld
         body={"subjectTemplate": "{title:>99}", "bodyTemplate": "{price}", "timeZone": "Mars/Base"},
     )
     assert (status, error_fields(body)) == (422, {"subjectTemplate", "bodyTemplate", "timeZone"})
+
+
+async def serve(route_params: dict[str, str], headers: dict[str, str] | None = None) -> Any:
+    function = console.console_file if route_params else console.console_page
+    handler = function.build().get_user_function()
+    request = func.HttpRequest(
+        method="GET",
+        url="http://localhost/api/console",
+        body=b"",
+        headers=headers or {},
+        route_params=route_params,
+    )
+    return await handler(request)
+
+
+@pytest.mark.parametrize(
+    ("route_params", "media_type"),
+    [
+        ({}, "text/html"),
+        ({"file": "app.js"}, "text/javascript"),
+        ({"file": "console.css"}, "text/css"),
+    ],
+)
+async def test_console_files_come_with_their_type_a_strict_policy_and_an_etag(
+    route_params: dict[str, str], media_type: str
+) -> None:
+    response = await serve(route_params)
+    assert response.status_code == 200
+    assert response.mimetype == media_type
+    assert response.charset == "utf-8"
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-cache"
+    again = await serve(route_params, {"If-None-Match": f'"x", W/{response.headers["ETag"]}'})
+    assert (again.status_code, again.get_body()) == (304, b"")
+
+
+def test_the_page_loads_nothing_inline_and_nothing_from_elsewhere() -> None:
+    page = (console.ASSETS / "index.html").read_text()
+    assert "<script>" not in page
+    assert "style=" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+
+
+@pytest.mark.parametrize(("name", "status"), [("nothing.js", 404), ("..", 422), (".env", 422)])
+async def test_anything_else_is_refused(name: str, status: int) -> None:
+    response = await serve({"file": name})
+    assert response.status_code == status

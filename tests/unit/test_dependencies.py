@@ -184,6 +184,15 @@ def test_the_package_ships_only_what_runs() -> None:
     assert not [name for name in shipped if name.endswith(".pyc")]
 
 
+def test_the_package_ships_the_console_files() -> None:
+    from functions.console import ASSETS, CONTENT_TYPES
+
+    shipped = shipped_files(REPO)
+    files = [p for p in ASSETS.iterdir() if p.suffix in CONTENT_TYPES]
+    assert {"index.html", "app.js", "console.css"} <= {p.name for p in files}
+    assert all(p.relative_to(REPO).as_posix() in shipped for p in files)
+
+
 @pytest.mark.parametrize(
     ("path", "ignored"),
     [

@@ -1,0 +1,77 @@
+// A few DOM helpers: elements are built with textContent only (never innerHTML), so no
+// text from the API or a user can become markup.
+
+export function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs ?? {})) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on") && typeof value === "function") {
+      element.addEventListener(name.slice(2), value);
+    } else if (name === "class") {
+      element.className = value;
+    } else if (value === true) {
+      element.setAttribute(name, "");
+    } else {
+      element.setAttribute(name, String(value));
+    }
+  }
+  append(element, children);
+  return element;
+}
+
+function append(element, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+export function replace(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+}
+
+const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+/** A <time> for an ISO instant ("—" when there is none), shown in the browser's zone. */
+export function when(iso) {
+  if (!iso) return h("span", { class: "muted" }, "—");
+  return h("time", { datetime: iso, title: iso }, dateTime.format(new Date(iso)));
+}
+
+export function notice(text, kind = "info") {
+  const region = document.getElementById("notice");
+  region.dataset.views = "0";
+  replace(region, text ? h("p", { class: `notice-${kind}` }, text) : null);
+}
+
+/** An error box (role="alert") for a failed API call, with an optional retry button. */
+export function errorBox(error, retry) {
+  return h(
+    "div",
+    { class: "error-box", role: "alert" },
+    h("p", {}, h("strong", {}, "Could not load this. "), error.message),
+    retry ? h("button", { type: "button", class: "secondary", onclick: retry }, "Try again") : null,
+  );
+}
+
+/** Asks with the page's <dialog>; resolves true when confirmed. */
+export function confirmDialog({ title, lines, confirmLabel }) {
+  const dialog = document.getElementById("confirm");
+  replace(document.getElementById("confirm-title"), title);
+  replace(document.getElementById("confirm-text"), lines.map((line) => h("p", {}, line)));
+  replace(document.getElementById("confirm-ok"), confirmLabel);
+  const opener = document.activeElement;
+  return new Promise((resolve) => {
+    dialog.addEventListener(
+      "close",
+      () => {
+        opener?.focus?.();
+        resolve(dialog.returnValue === "confirm");
+      },
+      { once: true },
+    );
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
