@@ -6,12 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# The console's browser tests drive the distribution's Chromium (Playwright never downloads
+# a browser): the file itself is the stamp, so it is installed only when missing.
+CHROMIUM := /usr/bin/chromium
 # The mutation-testing tool lives in a virtualenv of its own: none of it is needed to run
 # or test the app, and it runs the tests with .venv's interpreter.
 MUTATE_VENV := .venv-mutate
 MUTATE_STAMP := $(MUTATE_VENV)/.installed
 
-.PHONY: run test lint bench bench-timers soak mutate lock check-lock clean
+.PHONY: run test lint screenshots bench bench-timers soak mutate lock check-lock clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -23,6 +26,11 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(CHROMIUM):
+	@echo "Installing Chromium for the console's browser tests (apt-get)"
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium
+
 # Azurite + Graph emulator + local Functions host on 127.0.0.1 (ports in README.md).
 run: $(PY_STAMP) $(NODE_STAMP)
 	$(PY) -m local.run
@@ -32,8 +40,13 @@ lint: $(PY_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint $(NODE_STAMP)
+test: lint $(NODE_STAMP) $(CHROMIUM)
 	$(VENV)/bin/pytest
+
+# The console's screenshots in docs/console/, taken by its browser test.
+screenshots: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM)
+	CONSOLE_SCREENSHOTS=docs $(VENV)/bin/pytest -q -p no:cacheprovider \
+		tests/console/test_console_browser.py::test_an_administrator_connects_watches_and_disconnects_a_room
 
 bench: $(PY_STAMP) $(NODE_STAMP)
 	$(PY) -m bench

@@ -170,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         http_host = started[0][0]
         wait_for(f"http://127.0.0.1:{args.host_port}/api/health", 60, http_host)
         logger.info(
-            "ready: API http://127.0.0.1:%d/api, Graph emulator http://127.0.0.1:%d/v1.0 "
-            "(mailboxes %s), Azurite ports %s%s",
+            "ready: API http://127.0.0.1:%d/api (console: /api/console), "
+            "Graph emulator http://127.0.0.1:%d/v1.0 (mailboxes %s), Azurite ports %s%s",
             args.host_port,
             args.graph_port,
             ", ".join(mailboxes),

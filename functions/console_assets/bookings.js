@@ -67,7 +67,7 @@ function table(bookings) {
           { "data-booking": b.bookingId },
           h("td", label("Start"), when(b.start)),
           h("td", label("End"), when(b.end)),
-          h("th", { scope: "row", ...label("Title") }, b.title, h("span", { class: "muted id" }, b.bookingId)),
+          h("th", { scope: "row", ...label("Title") }, b.title, h("span", { class: "id sub" }, b.bookingId)),
           h("td", label("Customer"), b.customer?.name ?? ""),
           h("td", label("Status"), h("span", { class: `booking booking-${b.status}` }, b.status)),
           h(

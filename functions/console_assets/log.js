@@ -72,7 +72,7 @@ function table(entries, index) {
       entries.map((e) =>
         h(
           "tr",
-          { class: `outcome-${e.outcome}` },
+          {},
           h("td", label("When"), when(e.at)),
           h("td", label("Direction"), e.direction),
           h("td", label("Action"), e.action),
