@@ -29,7 +29,16 @@ export const MESSAGES = {
  * Returns {status, body}; throws ApiError for anything else.
  */
 export async function api(method, path, { body, accept = [] } = {}) {
-  const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+  // A redirect is not followed: App Service Authentication sends a signed-out browser to
+  // the sign-in page (another origin, which the page's policy does not let it call), and
+  // that means "sign in", not "unreachable". X-Requested-With marks a script's call, which
+  // sign-in layers that honour it answer with 401 instead of the redirect.
+  const init = {
+    method,
+    headers: { Accept: "application/json", "X-Requested-With": "XMLHttpRequest" },
+    credentials: "same-origin",
+    redirect: "manual",
+  };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -39,6 +48,9 @@ export async function api(method, path, { body, accept = [] } = {}) {
     response = await fetch(BASE + path, init);
   } catch {
     throw new ApiError("unreachable", MESSAGES.unreachable);
+  }
+  if (response.type === "opaqueredirect") {
+    throw new ApiError("unauthenticated", MESSAGES.unauthenticated, { status: 302 });
   }
   const text = await response.text().catch(() => "");
   let payload = null;

@@ -179,6 +179,10 @@ async def test_an_administrator_connects_watches_and_disconnects_a_room(
     ("answer", "message"),
     [
         ({"status": 401}, "You are not signed in"),
+        (
+            {"status": 302, "headers": {"Location": "https://login.microsoftonline.com/x"}},
+            "You are not signed in",
+        ),
         ({"status": 403}, "You need the administrator role"),
         ({"status": 503, "body": ""}, "The service cannot be reached"),
         (None, "The service cannot be reached"),
@@ -193,7 +197,7 @@ async def test_an_administrator_connects_watches_and_disconnects_a_room(
             "storage is down Try again in 5 s.",
         ),
     ],
-    ids=["401", "403", "503-no-body", "unreachable", "503-error"],
+    ids=["401", "302-to-sign-in", "403", "503-no-body", "unreachable", "503-error"],
 )
 async def test_each_failure_of_the_api_says_what_to_do(
     stack: Stack, page: Page, answer: dict[str, object] | None, message: str
