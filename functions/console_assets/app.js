@@ -20,6 +20,8 @@ let current = null;
 let firstView = true;
 
 async function show() {
+  // An in-page anchor (such as #main) is not a view.
+  if (location.hash && !location.hash.startsWith("#/")) return;
   const [path, search = ""] = location.hash.replace(/^#/, "").split("?");
   const route = ROUTES.find(([pattern]) => pattern.test(path));
   if (!route) {
@@ -52,6 +54,11 @@ async function show() {
 
 window.addEventListener("hashchange", () => {
   show();
+});
+// "Skip to content" moves focus to the view without touching the route.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  document.getElementById("main").focus();
 });
 // A notice (saved, connecting…) stays for the view it leads to, and goes after that.
 window.addEventListener("hashchange", () => {

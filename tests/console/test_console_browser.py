@@ -175,6 +175,34 @@ async def test_an_administrator_connects_watches_and_disconnects_a_room(
     await shot(page, screenshot_dir, "health")
 
 
+async def test_the_form_is_usable_with_the_keyboard_alone(stack: Stack, page: Page) -> None:
+    await page.goto(f"{stack.host_url}/api/console#/connect")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Connect a resource")
+
+    async def tab() -> str:
+        await page.keyboard.press("Tab")
+        focused: str = await page.evaluate(
+            "document.activeElement.id || document.activeElement.textContent.trim()"
+        )
+        return focused
+
+    assert await tab() == "Skip to content"
+    await page.keyboard.press("Enter")
+    await expect(page.locator("main")).to_be_focused()
+    assert [await tab() for _ in range(6)] == [
+        "f-resourceId",
+        "f-mailbox",
+        "f-displayName",
+        "f-timeZone",
+        "f-direction-both",  # a radio group is one stop, at its checked choice
+        "f-inbound-created",
+    ]
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("ArrowDown")  # the arrows choose within the group
+    assert await page.locator("#f-direction-out").is_checked()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Connect a resource")
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
