@@ -32,11 +32,13 @@ export function replace(element, ...children) {
 }
 
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const withSeconds = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
 /** A <time> for an ISO instant ("—" when there is none), shown in the browser's zone. */
-export function when(iso) {
+export function when(iso, { seconds = false } = {}) {
   if (!iso) return h("span", { class: "muted" }, "—");
-  return h("time", { datetime: iso, title: iso }, dateTime.format(new Date(iso)));
+  const format = seconds ? withSeconds : dateTime;
+  return h("time", { datetime: iso, title: iso }, format.format(new Date(iso)));
 }
 
 export function notice(text, kind = "info") {

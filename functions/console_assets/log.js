@@ -73,7 +73,7 @@ function table(entries, index) {
         h(
           "tr",
           {},
-          h("td", label("When"), when(e.at)),
+          h("td", label("When"), when(e.at, { seconds: true })),
           h("td", label("Direction"), e.direction),
           h("td", label("Action"), e.action),
           h("td", label("Outcome"), h("span", { class: `outcome outcome-${e.outcome}` }, OUTCOMES[e.outcome] ?? e.outcome)),
