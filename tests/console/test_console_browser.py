@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
@@ -262,3 +263,12 @@ async def test_the_page_keeps_a_strict_policy_and_revalidates(stack: Stack) -> N
         assert (response.status, response.content_type) == (200, "text/javascript")
     async with stack.http.get(f"{stack.host_url}/api/console/nothing.js") as response:
         assert response.status == 404
+
+
+async def test_the_page_opens_without_a_key_and_the_api_still_needs_one(stack: Stack) -> None:
+    async with aiohttp.ClientSession() as browser_without_key:
+        for path in ("/api/console", "/api/console/app.js"):
+            async with browser_without_key.get(stack.host_url + path) as response:
+                assert response.status == 200, path
+        async with browser_without_key.get(f"{stack.host_url}/api/resources") as response:
+            assert response.status == 401
