@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.console.conftest import axe_violations
 from tests.e2e.test_bookings_e2e import START, booking, our_events, synced
@@ -272,3 +272,58 @@ async def test_the_page_opens_without_a_key_and_the_api_still_needs_one(stack: S
                 assert response.status == 200, path
         async with browser_without_key.get(f"{stack.host_url}/api/resources") as response:
             assert response.status == 401
+
+
+def _view(state: str) -> dict[str, object]:
+    return {
+        "resourceId": "room-x",
+        "settings": {
+            "mailbox": "room-x@contoso.com",
+            "displayName": "Room X",
+            "timeZone": "UTC",
+            "direction": "both",
+            "inboundChanges": ["created", "updated", "deleted"],
+            "active": True,
+            "onOutlookDelete": "ignore",
+            "onOutlookMove": "ignore",
+            "blockWorkingElsewhere": False,
+            "liveSlotCheck": True,
+            "cancelledEventMode": "delete",
+            "subjectTemplate": "{title}",
+            "bodyTemplate": "{notes}",
+        },
+        "status": {"state": state, "reason": None},
+        "subscription": {"id": None, "expiresAt": None},
+        "mappedEvents": 3,
+    }
+
+
+async def test_disconnecting_with_our_events_removed_says_so_and_asks_for_it(
+    stack: Stack, page: Page
+) -> None:
+    """The choice that deletes events sends removeEvents=true, after a confirmation that
+    names what goes; the list then shows the resource disconnecting. (The API's side of
+    it is in tests/e2e/test_disconnect_e2e.py.)"""
+    deletes: list[str] = []
+
+    async def resource(route: Route) -> None:
+        if route.request.method == "DELETE":
+            deletes.append(route.request.url)
+            await route.fulfill(status=202, json=_view("disconnecting"))
+        else:
+            await route.fulfill(json=_view("connected"))
+
+    async def listed(route: Route) -> None:
+        await route.fulfill(json={"value": [_view("disconnecting")]})
+
+    await page.route("**/api/resources/room-x", resource)
+    await page.route("**/api/resources/room-x?*", resource)
+    await page.route("**/api/resources", listed)
+    await page.goto(f"{stack.host_url}/api/console#/resources/room-x/edit")
+    await page.get_by_role("button", name="Disconnect and remove events…").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("deletes every event it wrote there (3 now")
+    await dialog.get_by_role("button", name="Disconnect and remove events").click()
+    await expect(page.locator("#notice")).to_contain_text("Room X is disconnecting")
+    await expect(page.locator('tr[data-resource="room-x"] .status')).to_have_text("Disconnecting")
+    assert [url.split("/api/")[1] for url in deletes] == ["resources/room-x?removeEvents=true"]
