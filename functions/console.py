@@ -1,13 +1,13 @@
 """GET /api/console and /api/console/{file}: the administrators' console, static files
 served by the app itself (no separate hosting, no build step, nothing from a CDN).
 
-The page holds no data: it calls the JSON API same-origin, whose own checks decide what a
-caller may see. The files are read once per process, on first request, from
-functions/console_assets/ (shipped with the package). Every answer carries a strict
-Content-Security-Policy (scripts, styles and API calls from this origin only; no inline
-script or style; no framing) and an ETag with `Cache-Control: no-cache`, so a browser
-revalidates each file (a 304 without a body when unchanged) and sees a new deployment at
-once while the URLs stay plain.
+The page and its files take the administrator role like the API they call (same-origin);
+no function key, as a browser cannot keep one. The files are read once per process, on
+first request, from functions/console_assets/ (shipped with the package). Every answer
+carries a strict Content-Security-Policy (scripts, styles and API calls from this origin
+only; no inline script or style; no framing) and an ETag with `Cache-Control: no-cache`,
+so a browser revalidates each file (a 304 without a body when unchanged) and sees a new
+deployment at once while the URLs stay plain.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import azure.functions as func
 
-from functions.http import respond, route_id
+from functions.http import requires, respond, route_id
+from shared.domain.callers import Role
 from shared.domain.errors import NotFound
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
@@ -97,6 +98,7 @@ def _etags(if_none_match: str | None) -> set[str]:
 # Anonymous: the files hold no data and a browser cannot send a function key when it
 # opens a page; the API calls the page makes are checked as any other caller's.
 @bp.route(route="console", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
 async def console_page(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         return asset_response(req, INDEX)
@@ -105,6 +107,7 @@ async def console_page(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="console/{file}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@requires(Role.ADMIN)
 async def console_file(req: func.HttpRequest) -> func.HttpResponse:
     async def handle() -> func.HttpResponse:
         return asset_response(req, route_id(req, "file"))

@@ -15,6 +15,7 @@ import pytest_asyncio
 from playwright.async_api import BrowserContext, ConsoleMessage, Error, Page, async_playwright
 
 from local.azurite import REPO_ROOT
+from tests.fixtures.callers import ADMIN
 from tests.fixtures.stack import KEY_HEADER, Stack
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -44,8 +45,9 @@ def screenshot_dir() -> Path:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser(stack_session: Stack) -> AsyncIterator[BrowserContext]:
-    """A fresh Chromium profile whose every request carries the function key (the stack
-    runs in keys mode, as Azure does)."""
+    """A fresh Chromium profile of a signed-in administrator: every request carries the
+    principal App Service Authentication would pass on, and the function key (the stack
+    runs in keys mode, as Azure does; the console's routes ask for none)."""
     if not CHROMIUM.exists():  # noqa: ASYNC240  # once per session, before any await
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
     profile = tempfile.mkdtemp(prefix="console-chromium-")
@@ -59,7 +61,7 @@ async def browser(stack_session: Stack) -> AsyncIterator[BrowserContext]:
                 viewport={"width": 1200, "height": 800},
                 locale="en-GB",
                 timezone_id="UTC",
-                extra_http_headers={KEY_HEADER: stack_session.keys.function},
+                extra_http_headers={KEY_HEADER: stack_session.keys.function, **ADMIN},
             )
             context.set_default_timeout(10_000)
             try:

@@ -14,6 +14,7 @@ from playwright.async_api import Page, Route, expect
 
 from tests.console.conftest import axe_violations
 from tests.e2e.test_bookings_e2e import START, booking, our_events, synced
+from tests.fixtures.callers import ADMIN, FRONTEND
 from tests.fixtures.stack import Mailboxes, Stack, eventually
 
 pytestmark = pytest.mark.integration
@@ -265,13 +266,15 @@ async def test_the_page_keeps_a_strict_policy_and_revalidates(stack: Stack) -> N
         assert response.status == 404
 
 
-async def test_the_page_opens_without_a_key_and_the_api_still_needs_one(stack: Stack) -> None:
+async def test_the_console_takes_an_administrator_and_no_key(stack: Stack) -> None:
     async with aiohttp.ClientSession() as browser_without_key:
-        for path in ("/api/console", "/api/console/app.js"):
+        for path in ("/api/console", "/api/console/app.js", "/api/resources"):
             async with browser_without_key.get(stack.host_url + path) as response:
-                assert response.status == 200, path
-        async with browser_without_key.get(f"{stack.host_url}/api/resources") as response:
-            assert response.status == 401
+                assert response.status == 401, path  # not signed in
+            async with browser_without_key.get(stack.host_url + path, headers=FRONTEND) as r:
+                assert r.status == 403, path  # signed in, without the role
+            async with browser_without_key.get(stack.host_url + path, headers=ADMIN) as r:
+                assert r.status == 200, path
 
 
 def _view(state: str) -> dict[str, object]:

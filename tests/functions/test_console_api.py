@@ -14,6 +14,7 @@ from functions import console, resources
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from tests.builders import T0
 from tests.fakes import Clock, FakeWorld, fake_world
+from tests.fixtures.callers import ADMIN, FRONTEND
 from tests.functions.test_api import call, error_fields
 
 
@@ -145,10 +146,25 @@ async def serve(route_params: dict[str, str], headers: dict[str, str] | None = N
         method="GET",
         url="http://localhost/api/console",
         body=b"",
-        headers=headers or {},
+        headers={**ADMIN, **(headers or {})},
         route_params=route_params,
     )
     return await handler(request)
+
+
+async def test_the_console_takes_the_administrator_role() -> None:
+    for route_params in ({}, {"file": "console.js"}):
+        function = console.console_file if route_params else console.console_page
+        handler = function.build().get_user_function()
+        for headers, status in ((FRONTEND, 403), ({}, 401)):
+            request = func.HttpRequest(
+                method="GET",
+                url="http://localhost/api/console",
+                body=b"",
+                headers=headers,
+                route_params=route_params,
+            )
+            assert (await handler(request)).status_code == status
 
 
 @pytest.mark.parametrize(

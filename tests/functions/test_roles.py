@@ -84,6 +84,10 @@ def test_only_graph_health_and_the_document_are_anonymous() -> None:
 def test_administration_routes_take_only_administrators() -> None:
     admin_only = {r.route for r in ROUTES if ROUTE_ROLES[r.function] == {Role.ADMIN}}
     assert admin_only == {
+        "console",
+        "console/{file}",
+        "resources",
+        "template-preview",
         "resources/{resourceId}",
         "resources/{resourceId}/sync-log",
         "resources/{resourceId}/resync",
