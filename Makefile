@@ -29,7 +29,7 @@ $(NODE_STAMP): package.json package-lock.json
 $(CHROMIUM):
 	@echo "Installing Chromium for the console's browser tests (apt-get)"
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 # Azurite + Graph emulator + local Functions host on 127.0.0.1 (ports in README.md).
 run: $(PY_STAMP) $(NODE_STAMP)
