@@ -42,7 +42,18 @@ def test_a_write_is_in_flight_until_answered_or_for_its_window() -> None:
     assert not written(sent_ago=WRITE_IN_FLIGHT_SECONDS).still_in_flight(T0)
     assert not written(sent_ago=WRITE_IN_FLIGHT_SECONDS + 1).still_in_flight(T0)
     assert not written(sent_ago=0, answered=True).still_in_flight(T0)
-    assert not written().answered  # a write is unanswered until said otherwise
+
+
+def test_a_write_recorded_before_it_is_sent_is_unanswered() -> None:
+    recorded = WrittenTimes(booking_version=2, start=T0, end=T0 + HOUR, sent_at=T0)
+    assert not recorded.answered
+    assert recorded.still_in_flight(T0)
+
+
+def test_an_unanswered_write_may_land_for_up_to_120_seconds() -> None:
+    """docs/convergence.md: its times are known as ours for up to 120 s."""
+    assert written(sent_ago=119).still_in_flight(T0)
+    assert not written(sent_ago=120).still_in_flight(T0)
 
 
 def test_the_in_flight_window_outlasts_the_gateways_retry_budget() -> None:

@@ -4,6 +4,7 @@ domain's small rules (time ranges, freshness, claims' days, outbox leases) at th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,7 +31,13 @@ from shared.domain.calendar import (
     Unavailability,
 )
 from shared.domain.claims import days_touched
-from shared.domain.errors import DomainError, DurationTooLong, GraphThrottled
+from shared.domain.errors import (
+    BeyondHorizon,
+    DomainError,
+    DurationTooLong,
+    GraphThrottled,
+    StartInPast,
+)
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -38,11 +45,14 @@ from shared.domain.messages import (
     EventChange,
     EventChanges,
     InboundBatch,
+    PullBusyTime,
     PushBooking,
+    ReconcilePage,
     WebhookDelivery,
 )
-from shared.domain.resources import Direction, Resource, ResourceSettings
+from shared.domain.resources import ConnectionStatus, Direction, Resource, ResourceSettings
 from shared.domain.sync_log import SyncLogEntry
+from shared.services.live_check import LiveSlotCheck
 from tests.builders import T0, booking, resource
 
 NOW = "2030-01-07T09:00:00Z"
@@ -81,6 +91,8 @@ EVENT = {
     "source": "api",
 }
 LOG = {"resourceId": "room-1", "at": NOW, "direction": "inbound", "action": "a", "outcome": "ok"}
+PULL = {"resourceId": "room-1", "pullId": "pull-1", "sliceStart": NOW}
+PAGE = {"roundAt": NOW, "resourceIds": ["room-1"]}
 
 
 def text(length: int) -> str:
@@ -155,6 +167,11 @@ LIMITS: list[tuple[type[BaseModel], dict[str, Any], str, Any, Any]] = [
     (WebhookDelivery, {"event": EVENT}, "attempt", 1, 0),
     (SyncLogEntry, LOG, "action", text(100), text(101)),
     (SyncLogEntry, LOG, "detail", text(1000), text(1001)),
+    (PullBusyTime, PULL, "sliceDays", 1, 0),
+    # The timer sends one ReconcilePage per 100 resources (README, "Reconcile").
+    (ReconcilePage, PAGE, "resourceIds", ids(1), []),
+    (ReconcilePage, PAGE, "resourceIds", ids(100), ids(101)),
+    (ConnectionStatus, {}, "failedRounds", 0, -1),
 ]
 
 
@@ -190,6 +207,42 @@ def test_a_booking_lasts_at_most_the_maximum_duration() -> None:
         window.check_booking(TimeRange(start=start, end=longest.end + timedelta(seconds=1)), start)
 
     assert timedelta(days=31) == MAX_BOOKING_DURATION
+
+
+WINDOW = BookingWindow(grace=timedelta(minutes=5), horizon_days=90)
+START = datetime(2030, 1, 7, 9, tzinfo=UTC)
+
+
+def test_a_booking_may_start_up_to_the_grace_before_now_and_no_earlier() -> None:
+    now = START + timedelta(minutes=5)
+    WINDOW.check_booking(TimeRange(start=START, end=START + timedelta(hours=1)), now)
+
+    late = now + timedelta(seconds=1)
+    with pytest.raises(StartInPast) as refused:
+        WINDOW.check_booking(TimeRange(start=START, end=START + timedelta(hours=1)), late)
+
+    assert "more than 5 minutes before now" in str(refused.value)
+    assert refused.value.details == [{"field": "start", "message": "in the past"}]
+
+
+def test_a_booking_must_end_by_the_horizon() -> None:
+    horizon = START + timedelta(days=90)
+    WINDOW.check_booking(TimeRange(start=horizon - timedelta(hours=1), end=horizon), START)
+
+    past = TimeRange(start=horizon - timedelta(hours=1), end=horizon + timedelta(seconds=1))
+    with pytest.raises(BeyondHorizon, match="within the horizon of 90 days") as refused:
+        WINDOW.check_booking(past, START)
+    # An Outlook move is held to the horizon alone, by the same rule.
+    with pytest.raises(BeyondHorizon):
+        WINDOW.check_within_horizon(past, START)
+
+    assert [d["field"] for d in refused.value.details] == ["end"]
+
+
+def test_a_booking_window_cannot_be_changed_once_made() -> None:
+    """One window is made per process and handed to every service that checks times."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        WINDOW.horizon_days = 3650  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("model", [BookingRequest, Booking, TimeRange])
@@ -300,6 +353,44 @@ def test_times_are_kept_in_utc_to_the_second() -> None:
     assert parsed.at.tzinfo is UTC
 
 
+# Table Storage's Edm.DateTime starts at 1601-01-01T00:00Z (README, "date-times").
+@pytest.mark.parametrize(
+    ("at", "accepted"),
+    [
+        ("1601-01-01T00:00:00Z", True),
+        ("1601-01-01T01:00:00+01:00", True),
+        ("1600-12-31T23:59:59Z", False),
+        ("1601-01-01T00:30:00+01:00", False),
+    ],
+)
+def test_no_time_before_what_table_storage_can_store(at: str, accepted: bool) -> None:
+    if accepted:
+        assert _Moment.model_validate({"at": at}).at == datetime(1601, 1, 1, tzinfo=UTC)
+        return
+    with pytest.raises(ValidationError) as exc:
+        _Moment.model_validate({"at": at})
+    [error] = exc.value.errors()
+    assert error["loc"] == ("at",)
+    assert "must not be before 1601-01-01T00:00:00+00:00" in error["msg"]
+
+
+def test_a_time_before_year_one_in_utc_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as exc:
+        _Moment.model_validate({"at": "0001-01-01T00:30:00+01:00"})
+    [error] = exc.value.errors()
+    assert (error["loc"], error["msg"]) == (("at",), "Value error, is out of range in UTC")
+
+
+@pytest.mark.parametrize("at", [1893488400, "1893488400", "next monday", "2030-01-07"])
+def test_times_are_iso_8601_text_only(at: object) -> None:
+    """Epoch numbers (which pydantic would take) and dates alone are refused, saying why."""
+    with pytest.raises(ValidationError) as exc:
+        _Moment.model_validate({"at": at})
+    [error] = exc.value.errors()
+    assert error["loc"] == ("at",)
+    assert "must be an ISO 8601 date and time with an offset" in error["msg"]
+
+
 @pytest.mark.parametrize(
     ("template", "accepted"),
     [
@@ -344,6 +435,17 @@ def test_emails_are_checked_and_lowercased() -> None:
     assert settings.mailbox == "room-1@contoso.com"
     with pytest.raises(ValidationError) as exc:
         ResourceSettings.model_validate({**SETTINGS, "mailbox": "room-1.contoso.com"})
+    [error] = exc.value.errors()
+    assert error["loc"] == ("mailbox",)
+
+
+@pytest.mark.parametrize(
+    "mailbox",
+    ["room 1@contoso.com", "room-1@contoso", "room@1@contoso.com", "room\x1f1@contoso.com"],
+)
+def test_an_address_with_a_space_or_separator_is_refused(mailbox: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        ResourceSettings.model_validate({**SETTINGS, "mailbox": mailbox})
     [error] = exc.value.errors()
     assert error["loc"] == ("mailbox",)
 
@@ -397,6 +499,24 @@ def test_flags_default_to_the_safe_side() -> None:
     event = CalendarEvent.model_validate({"eventId": "ev-1", "start": NOW, "end": LATER})
     assert (event.is_all_day, event.is_cancelled) == (False, False)
     assert PushBooking(booking_id="bk-1", booking_version=1).include_past is False
+    # A resource starts with no failed round and no round put off.
+    status = ConnectionStatus.model_validate({})
+    assert (status.failed_rounds, status.retry_at) == (0, None)
+
+
+def test_the_live_look_at_a_slot_is_on_unless_turned_off() -> None:
+    """README: `liveSlotCheck: false` on a resource turns the look off; it is on otherwise."""
+    settings = ResourceSettings.model_validate(SETTINGS)
+    made = Resource(resource_id="room-1", settings=settings, created_at=T0, updated_at=T0)
+    assert LiveSlotCheck.applies_to(made)
+    off = ResourceSettings.model_validate({**SETTINGS, "liveSlotCheck": False})
+    assert not LiveSlotCheck.applies_to(made.model_copy(update={"settings": off}))
+
+
+def test_a_pull_message_without_a_slice_length_pulls_a_week() -> None:
+    """README: the busy time is pulled a slice per message, a week at first."""
+    work = PullBusyTime.model_validate(PULL)
+    assert timedelta(days=work.slice_days) == timedelta(weeks=1)
 
 
 def test_models_speak_camel_case_on_the_wire_and_snake_case_in_python() -> None:
