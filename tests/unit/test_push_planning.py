@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.domain.bookings import BookingStatus
-from shared.domain.calendar import EventMapping, WrittenTimes
+from shared.domain.bookings import BookingStatus, TimeRange
+from shared.domain.calendar import MAX_WRITES_IN_FLIGHT, EventMapping, WrittenTimes
 from shared.domain.errors import GraphTransient, StorageUnavailable
 from shared.domain.messages import PushBooking
 from shared.domain.resources import CancelledEventMode, ConnectionState, ConnectionStatus, Direction
@@ -370,3 +370,26 @@ async def test_every_answer_is_recorded_before_the_first_failure_to_record_is_ra
         await world.services.push.push(message(booking_id))
 
     assert (await mapping(world, "room-1", booking_id)).event_id is not None
+
+
+async def test_a_mapping_remembers_only_its_latest_unanswered_writes(world: FakeWorld) -> None:
+    """Each push that met no answer leaves its times on the mapping (they may yet land);
+    past MAX_WRITES_IN_FLIGHT the oldest are forgotten, so the row cannot grow unbounded."""
+    booking_id = await book(world, "room-1")
+    await world.services.push.push(message(booking_id))
+    first = await mapping(world, "room-1", booking_id)
+    moved = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+    await world.services.bookings.reschedule(booking_id, moved)
+    world.queue.sent.clear()
+    sent = []
+    for _ in range(MAX_WRITES_IN_FLIGHT + 1):
+        world.clock.now += timedelta(seconds=1)
+        sent.append(world.clock.now)
+        world.calendar.fail(ROOM, GraphTransient("503"))
+        with pytest.raises(PushIncomplete):
+            await world.services.push.push(message(booking_id, version=2))
+
+    remembered = (await mapping(world, "room-1", booking_id)).writes_in_flight
+    assert [w.sent_at for w in remembered] == sent[1:]
+    assert all(w.booking_version == 2 and w.answered for w in remembered)
+    assert (await mapping(world, "room-1", booking_id)).booking_version == first.booking_version
