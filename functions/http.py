@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
@@ -289,12 +290,49 @@ def requires(*roles: Role) -> Callable[[Handler], Handler]:
                 logger.info("%s refused caller %s: no role of %s", handler.__name__,
                             caller.id, sorted(allowed))  # fmt: skip
                 return domain_error_response(error)
+            try:
+                refuse_cross_site(req)
+            except Forbidden as error:
+                logger.warning("%s refused a cross-site request of caller %s",
+                               handler.__name__, caller.id)  # fmt: skip
+                return domain_error_response(error)
             return await handler(req)
 
         _register(handler, allowed)
         return checked
 
     return wrap
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What a browser says of a request's initiator (Fetch Metadata): only the page's own origin
+# or the user themselves (typing a URL, a bookmark) may change anything.
+_OWN_SITE = frozenset({"same-origin", "none"})
+
+
+def refuse_cross_site(req: func.HttpRequest) -> None:
+    """Raise Forbidden for a state-changing request another site made a browser send.
+
+    A signed-in administrator's browser attaches the sign-in (Easy Auth's session cookie;
+    the local host's caller) to a form POST from any site, with no CORS preflight. So a
+    request whose `Sec-Fetch-Site` is not same-origin (or none), or, from browsers without
+    Fetch Metadata, whose `Origin` is not this host, changes nothing. Servers (booking
+    frontends, scripts) send neither header and pass. The rule of Go's
+    net/http.CrossOriginProtection and OWASP's CSRF cheat sheet (Fetch Metadata, then
+    the Origin header)."""
+    if req.method.upper() in SAFE_METHODS:
+        return
+    site = req.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        if site.strip().lower() not in _OWN_SITE:
+            raise Forbidden(f"a {site[:20]} request may not change anything here")
+        return
+    origin = req.headers.get("Origin")
+    if origin is None:
+        return
+    host = req.headers.get("Host") or urlsplit(req.url).netloc
+    if urlsplit(origin.strip()).netloc.lower() != host.strip().lower():
+        raise Forbidden("a request from another origin may not change anything here")
 
 
 def anonymous(handler: Handler) -> Handler:

@@ -34,12 +34,6 @@ async def world(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
     return w
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a cross-site form POST with the administrator's sign-in starts a "
-    "resync (202); nothing checks Origin / Sec-Fetch-Site or asks for a header a form "
-    "cannot send",
-)
 async def test_a_cross_site_form_post_cannot_resync_a_resource(world: FakeWorld) -> None:
     body = {"mailbox": "room-1@contoso.com", "displayName": "Room 1"}
     status, _ = await call(resources.put_resource, "PUT", {"resourceId": "room-1"}, body)
@@ -57,3 +51,42 @@ async def test_a_cross_site_form_post_cannot_resync_a_resource(world: FakeWorld)
 
     assert status == 403, answer
     assert len(world.queue.bodies(SYNC_OUTBOUND_QUEUE)) == queued
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 202),  # a server: no browser headers
+        ({"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"}, 202),  # the console
+        ({"Sec-Fetch-Site": "none"}, 202),  # typed by the user
+        ({"Sec-Fetch-Site": "same-site"}, 403),  # a sibling app on the same site
+        ({"Origin": "http://localhost"}, 202),  # no Fetch Metadata: the Origin decides
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Origin": "null"}, 403),  # a sandboxed frame or a file
+    ],
+)
+async def test_only_the_own_origin_or_a_server_may_change_things(
+    world: FakeWorld, headers: dict[str, str], status: int
+) -> None:
+    body = {"mailbox": "room-1@contoso.com", "displayName": "Room 1"}
+    await call(resources.put_resource, "PUT", {"resourceId": "room-1"}, body)
+    await world.finish_connects()
+
+    got, answer = await call(
+        resources.resync_resource,
+        "POST",
+        {"resourceId": "room-1"},
+        headers={"Host": "localhost", **headers},
+    )
+
+    assert got == status, answer
+    if status == 403:
+        assert answer["error"]["code"] == "forbidden"
+
+
+async def test_reading_from_another_origin_is_left_to_the_browser_s_cors(
+    world: FakeWorld,
+) -> None:
+    """A GET changes nothing; the browser keeps its answer from the other site (no CORS)."""
+    got, _ = await call(resources.list_resources, "GET", headers={"Origin": "https://evil.example"})
+    assert got == 200
