@@ -129,7 +129,18 @@ class UnavailabilityRepository(Protocol):
 
     async def list_between(
         self, resource_id: str, start: datetime, end: datetime
-    ) -> list[Unavailability]: ...
+    ) -> list[Unavailability]:
+        """The blocks overlapping [start, end), by start, from the rows kept per day (one
+        range of days: the cost follows the window's days, not the calendar's size).
+        Complete only for a resource whose mirror layout is current."""
+        ...
+
+    async def scan_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Unavailability]:
+        """The same from the block rows, by a scan of the resource's partition: for a
+        resource whose day rows are not built yet (a legacy mirror layout)."""
+        ...
 
     async def list_for_resource(self, resource_id: str) -> list[Unavailability]: ...
 

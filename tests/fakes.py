@@ -175,6 +175,7 @@ class FakeMailboxClaims(FakeTable[MailboxClaim]):
 class FakeUnavailability:
     def __init__(self) -> None:
         self.blocks: dict[tuple[str, str], list[Unavailability]] = {}
+        self.reads: list[str] = []  # "days" or "scan", per window read
 
     async def replace_event(
         self, resource_id: str, event_id: str, blocks: list[Unavailability]
@@ -228,6 +229,10 @@ class FakeUnavailability:
     async def list_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:
+        self.reads.append("days")
+        return self._between(resource_id, start, end)
+
+    def _between(self, resource_id: str, start: datetime, end: datetime) -> list[Unavailability]:
         found = [
             block
             for (rid, _), blocks in self.blocks.items()
@@ -236,6 +241,12 @@ class FakeUnavailability:
             if block.start < end and block.end > start
         ]
         return sorted(found, key=lambda b: b.start)
+
+    async def scan_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Unavailability]:
+        self.reads.append("scan")
+        return self._between(resource_id, start, end)
 
     async def list_for_resource(self, resource_id: str) -> list[Unavailability]:
         return [b for (rid, _), blocks in self.blocks.items() if rid == resource_id for b in blocks]

@@ -160,6 +160,13 @@ class PullProgress(DomainModel):
     started_at: UtcDatetime
 
 
+# How the mirror keeps busy time in storage. 1: one row per busy block only (read by a
+# scan of the resource's partition); 2: also one set of rows per UTC day, which
+# availability reads by RowKey range. A resource comes up to date with a full round.
+LEGACY_MIRROR_LAYOUT = 1
+MIRROR_LAYOUT = 2
+
+
 class ConnectionStatus(DomainModel):
     state: ConnectionState = ConnectionState.CONNECTED
     reason: str | None = None
@@ -186,8 +193,16 @@ class Resource(DomainModel):
     # The timer round (its time) that last ran for this resource, well or failing: a
     # repeat of that round (a page sent twice, a past-due run) is skipped.
     last_round_at: UtcDatetime | None = None
+    # Rows written before layouts were recorded parse as the legacy layout.
+    mirror_layout: int = LEGACY_MIRROR_LAYOUT
     created_at: UtcDatetime
     updated_at: UtcDatetime
+
+    @property
+    def mirror_layout_current(self) -> bool:
+        """Whether the mirror's day rows hold all of its busy time (else only its block
+        rows do, until a full round rebuilds the day rows)."""
+        return self.mirror_layout >= MIRROR_LAYOUT
 
     def mirror_is_fresh(self, now: datetime, freshness_minutes: int) -> bool:
         refreshed = self.status.mirror_refreshed_at

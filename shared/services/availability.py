@@ -6,6 +6,7 @@ Graph call happens here.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from shared.domain.base import DomainModel, UtcDatetime
 from shared.domain.bookings import BookingWindow, TimeRange
-from shared.domain.calendar import ShowAs
+from shared.domain.calendar import ShowAs, Unavailability
 from shared.domain.errors import CalendarUnavailable, InvalidInput, NotFound
 from shared.domain.resources import ConnectionState, Resource
 from shared.ports import ResourceRepository, UnavailabilityRepository
@@ -78,6 +79,16 @@ def ensure_calendar_trusted(resource: Resource, now: datetime, freshness_minutes
         raise CalendarUnavailable(
             f"busy time of {resource.resource_id} is older than {freshness_minutes} minutes"
         )
+
+
+async def mirrored_between(
+    unavailability: UnavailabilityRepository, resource: Resource, start: datetime, end: datetime
+) -> list[Unavailability]:
+    """The mirror's blocks overlapping [start, end): from the day rows, or, until a full
+    round has built them for this resource (a legacy layout), from the block rows."""
+    if resource.mirror_layout_current:
+        return await unavailability.list_between(resource.resource_id, start, end)
+    return await unavailability.scan_between(resource.resource_id, start, end)
 
 
 def blocks_time(show_as: ShowAs, block_working_elsewhere: bool) -> bool:
@@ -147,16 +158,23 @@ class AvailabilityService:
         """
         window = _window(query)
         self._window.check_within_horizon(window, self._clock())
-        stored = await self._resources.get(resource_id)
+        # The three reads at once: the resource decides afterwards what the others count.
+        stored, blocks, claims = await asyncio.gather(
+            self._resources.get(resource_id),
+            self._unavailability.list_between(resource_id, window.start, window.end),
+            self._slots.claims_between(resource_id, window.start, window.end),
+        )
         if stored is None:
             raise NotFound(f"resource {resource_id} does not exist")
         resource = stored.value
         ensure_calendar_trusted(resource, self._clock(), self._freshness)
         busy: list[BusyInterval] = []
         if resource.settings.direction.pulls:
-            for block in await self._unavailability.list_between(
-                resource_id, window.start, window.end
-            ):
+            if not resource.mirror_layout_current:
+                blocks = await self._unavailability.scan_between(
+                    resource_id, window.start, window.end
+                )
+            for block in blocks:
                 if blocks_time(block.show_as, resource.settings.block_working_elsewhere):
                     busy.append(
                         BusyInterval(
@@ -166,7 +184,7 @@ class AvailabilityService:
                             show_as=block.show_as,
                         )
                     )
-        for claim in await self._slots.claims_between(resource_id, window.start, window.end):
+        for claim in claims:
             if claim.holds_time:
                 busy.append(
                     BusyInterval(

@@ -53,7 +53,11 @@ from shared.ports import (
     Stored,
     UnavailabilityRepository,
 )
-from shared.services.availability import blocks_time, ensure_calendar_trusted
+from shared.services.availability import (
+    blocks_time,
+    ensure_calendar_trusted,
+    mirrored_between,
+)
 from shared.services.events import EventRouting
 from shared.services.live_check import LiveSlotCheck
 from shared.services.slots import SlotKeeper
@@ -631,7 +635,7 @@ class BookingService:
         pulling = [r for r in resources if r.settings.direction.pulls]
         mirrored = await asyncio.gather(
             *(
-                self._unavailability.list_between(r.resource_id, time_range.start, time_range.end)
+                mirrored_between(self._unavailability, r, time_range.start, time_range.end)
                 for r in pulling
             )
         )

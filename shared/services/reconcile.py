@@ -36,7 +36,7 @@ from shared.domain.errors import (
     GraphSyncStateLost,
 )
 from shared.domain.messages import EventChange, PushBooking
-from shared.domain.resources import PullPurpose, Resource
+from shared.domain.resources import MIRROR_LAYOUT, PullPurpose, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
@@ -163,6 +163,9 @@ class ReconcileService:
             return report.model_copy(update={"skipped": "direction none"})
         start, end = self._mirror.window()
         link = resource.delta_link if resource.delta_window_start == start else None
+        if settings.direction.pulls and not resource.mirror_layout_current:
+            # A mirror kept before the day rows: a full round rebuilds them (migration).
+            link = None
         try:
             try:
                 delta = await self._gateway.delta(settings.mailbox, start, end, link)
@@ -182,7 +185,8 @@ class ReconcileService:
         report = report.model_copy(
             update={"events_read": len(delta.events) + len(delta.removed_ids), "full": link is None}
         )
-        await self._save_delta(resource_id, delta.delta_link, start, round_at)
+        rebuilt = link is None and settings.direction.pulls
+        await self._save_delta(resource_id, delta.delta_link, start, round_at, rebuilt=rebuilt)
         recovered = await self._connection.mark_synced(
             resource_id, mirror_refreshed=settings.direction.pulls
         )
@@ -372,10 +376,19 @@ class ReconcileService:
         await self._slots.release_stale(resource_id, claims, bookings)
 
     async def _save_delta(
-        self, resource_id: str, link: str, window_start: datetime, round_at: datetime | None
+        self,
+        resource_id: str,
+        link: str,
+        window_start: datetime,
+        round_at: datetime | None,
+        *,
+        rebuilt: bool,
     ) -> None:
         def change(resource: Resource) -> Resource:
             update: dict[str, object] = {"delta_link": link, "delta_window_start": window_start}
+            if rebuilt:
+                # The full round's replace_all rebuilt the day rows from the calendar.
+                update["mirror_layout"] = MIRROR_LAYOUT
             if round_at is not None:
                 update["last_round_at"] = max(resource.last_round_at or round_at, round_at)
             return resource.model_copy(update=update)

@@ -32,6 +32,7 @@ from shared.domain.errors import (
 )
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource, DisconnectResource
 from shared.domain.resources import (
+    MIRROR_LAYOUT,
     ConnectionState,
     ConnectionStatus,
     PullPurpose,
@@ -146,6 +147,8 @@ class ResourceService:
                             resource_id=resource_id,
                             settings=settings,
                             status=connecting,
+                            # Every write to its mirror keeps the day rows from the start.
+                            mirror_layout=MIRROR_LAYOUT,
                             created_at=now,
                             updated_at=now,
                         )

@@ -11,6 +11,7 @@ the subscription / booking they belong to); no partition is keyed by time.
 |                 | resource id      | "event|<event id>" (index → booking id)  |
 |                 | resource id      | "check|<booking id>" (not yet confirmed) |
 | unavailability  | resource id      | "<event or series id>|<start, ISO UTC>"  |
+| busydays        | resource id      | "<YYYY-MM-DD>|<page>" (UTC day's blocks) |
 | subscriptions   | subscription id  | "subscription"                           |
 | synclog         | resource id      | "<inverted epoch ms>-<random>" (newest first) |
 | slotledger      | resource id      | "day|<YYYY-MM-DD>" (UTC day)             |
@@ -25,14 +26,22 @@ import contextlib
 import hashlib
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from shared.adapters.storage.busy_days import (
+    BusyDayTable,
+    DayBlocks,
+    block_days,
+    block_key,
+    by_day,
+)
 from shared.adapters.storage.tables import (
     MAX_TRANSACTION_ENTITIES,
     EntityTable,
+    TableStore,
     Transaction,
     encode_key,
 )
@@ -267,12 +276,21 @@ class MailboxClaimTable(EntityTable[MailboxClaim]):
 
 
 class UnavailabilityTable(EntityTable[Unavailability]):
+    """The mirror: a row per busy block (what each event holds, found by event), and the
+    same blocks by UTC day in `busydays` (what a window holds, found by one RowKey
+    range; shared/adapters/storage/busy_days.py). Every write changes the day rows first
+    and the block rows after, by the same difference, so a failure between the two is
+    repaired by the next write of that event, which finds its block rows unchanged."""
+
     kind = UNAVAILABILITY
     model = Unavailability
 
+    def __init__(self, store: TableStore) -> None:
+        super().__init__(store)
+        self.days = BusyDayTable(store)
+
     def keys(self, value: Unavailability) -> tuple[str, str]:
-        group = value.series_master_id or value.event_id
-        return value.resource_id, f"{group}|{value.start.isoformat()}"
+        return value.resource_id, block_key(value)
 
     def index_properties(self, value: Unavailability) -> Mapping[str, Any]:
         # EventId finds one occurrence's block inside its series' group.
@@ -302,8 +320,13 @@ class UnavailabilityTable(EntityTable[Unavailability]):
 
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         # One read of the partition instead of one range query per event: on a calendar of
-        # thousands of events the per-event reads, not the writes, took the time.
-        await self._write_difference(resource_id, await self.list_for_resource(resource_id), blocks)
+        # thousands of events the per-event reads, not the writes, took the time. The day
+        # rows are rebuilt whole (any day not in `blocks` loses its rows), which also
+        # repairs whatever an interrupted write left behind.
+        await self.days.replace_all(resource_id, blocks)
+        await self._write_difference(
+            resource_id, await self.list_for_resource(resource_id), blocks, days_done=True
+        )
 
     async def replace_starting_between(
         self,
@@ -324,27 +347,61 @@ class UnavailabilityTable(EntityTable[Unavailability]):
         await self._write_difference(resource_id, [row.value for row in existing], blocks)
 
     async def _write_difference(
-        self, resource_id: str, existing: list[Unavailability], blocks: list[Unavailability]
+        self,
+        resource_id: str,
+        existing: list[Unavailability],
+        blocks: list[Unavailability],
+        *,
+        days_done: bool = False,
     ) -> None:
-        """Upsert the blocks that are new or differ from `existing`, delete the existing
-        ones not among `blocks`; 100 entities of the one partition per transaction."""
-        wanted = {encode_key(self.keys(block)[1]): block for block in blocks}
-        current = {encode_key(self.keys(block)[1]): block for block in existing}
+        """Change the day rows by the difference between `existing` and `blocks` (unless
+        `days_done`), then upsert the blocks that are new or differ from `existing` and
+        delete the existing ones not among `blocks`, 100 rows per transaction."""
+        wanted = {block_key(block): block for block in blocks}
+        current = {block_key(block): block for block in existing}
         changed = [block for key, block in wanted.items() if current.get(key) != block]
         stale = [key for key in current if key not in wanted]
+        if not changed and not stale:
+            return
+        if not days_done:
+            await self._change_days(resource_id, current, changed, stale)
         # Each chunk is one partition and ≤100 entities; the whole is idempotent, so a
         # failure halfway is healed by the next notification or reconcile.
         operations: list[Unavailability | str] = [*changed, *stale]
-        for start in range(0, len(operations), 100):
+        for first in range(0, len(operations), MAX_TRANSACTION_ENTITIES):
             transaction = Transaction()
-            for item in operations[start : start + 100]:
+            for item in operations[first : first + MAX_TRANSACTION_ENTITIES]:
                 if isinstance(item, Unavailability):
                     transaction.upsert(self.to_entity(item))
                 else:
-                    transaction.delete(encode_key(resource_id), item)
+                    transaction.delete(encode_key(resource_id), encode_key(item))
             await self.commit(transaction)
 
+    async def _change_days(
+        self,
+        resource_id: str,
+        current: Mapping[str, Unavailability],
+        changed: list[Unavailability],
+        stale: list[str],
+    ) -> None:
+        # Old versions leave every day they were in, new ones enter theirs.
+        leaving = {block_key(block) for block in changed} | set(stale)
+        days = {day for key in leaving if key in current for day in block_days(current[key])}
+        entering = by_day(changed)
+        days |= entering.keys()
+
+        def change(day: date, blocks: DayBlocks) -> DayBlocks:
+            kept = {key: block for key, block in blocks.items() if key not in leaving}
+            return kept | entering.get(day, {})
+
+        await self.days.update(resource_id, days, change)
+
     async def list_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Unavailability]:
+        return await self.days.between(resource_id, start, end)
+
+    async def scan_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:
         rows = await self.query(

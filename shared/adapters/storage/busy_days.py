@@ -1,0 +1,256 @@
+"""Busy time by UTC day: the mirror's blocks kept where a window costs one range query.
+
+Table `busydays`, one partition per resource, RowKey "<YYYY-MM-DD>|<page, 2 digits>".
+The rows of a day hold every mirror block that overlaps that UTC day (a block spanning
+days is kept in each; a zero-length one in the day it is at), as a JSON list in `Data`,
+keyed inside the day like the block rows ("<event or series id>|<start, ISO UTC>") so
+that one event's blocks can be replaced or removed without touching the others'.
+
+Why whole blocks per day and not merged intervals: every write of the mirror is per
+event (an event changed, a series replaced, an occurrence removed), and the readers
+need the blocks' own show-as (working-elsewhere is decided at read time) and ids (the
+live slot check); merged intervals would need the blocks alongside anyway.
+
+Why UTC days: the slot ledger's days are UTC too, a window is asked in UTC instants,
+and a resource's time zone may change without any row being rewritten. An all-day
+event's block is already its local days' midnights in UTC, so it lies in two or three
+UTC days.
+
+Limits (Azure enforces them, Azurite does not): a string property holds at most 64 KiB
+(UTF-16, so 32 K characters), an entity 1 MiB, a transaction 100 entities and 4 MiB.
+A day's blocks are split into pages of at most PAGE_CHARS ASCII characters, and all
+pages of a day are written in one transaction, conditional on the ETags they were read
+with, so readers never see half a day and two writers of one day never lose each
+other's change: the loser re-reads the day and applies its change again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from shared.adapters.storage.tables import (
+    DATA_PROPERTY,
+    MAX_TRANSACTION_ENTITIES,
+    EntityTable,
+    TableStore,
+    Transaction,
+    encode_key,
+)
+from shared.domain.calendar import Unavailability
+from shared.domain.claims import days_touched
+from shared.domain.errors import AlreadyExists, ConcurrencyConflict, TransactionTooLarge
+
+logger = logging.getLogger(__name__)
+
+BUSY_DAYS = "busydays"
+# ASCII JSON (non-ASCII escaped): stored as UTF-16, 60,000 bytes < 64 KiB a property.
+PAGE_CHARS = 30_000
+# Quotes in the JSON are escaped again on the wire: ≤ ~60 KB a page, so 60 pages stay
+# under a transaction's 4 MiB as well as its 100 entities.
+MAX_DAY_PAGES = 60
+_TRANSACTION_CHARS = 1_500_000
+MAX_ATTEMPTS = 10
+_BLOCKS = TypeAdapter(list[Unavailability])
+
+DayBlocks = dict[str, Unavailability]
+DayChange = Callable[[date, DayBlocks], DayBlocks]
+
+
+def block_key(block: Unavailability) -> str:
+    """A block's key inside its days (the same as its block row's RowKey)."""
+    return f"{block.series_master_id or block.event_id}|{block.start.isoformat()}"
+
+
+def block_days(block: Unavailability) -> list[date]:
+    """The UTC days a block is kept in."""
+    return days_touched(block.start, max(block.end, block.start + timedelta(microseconds=1)))
+
+
+def by_day(blocks: Iterable[Unavailability]) -> dict[date, DayBlocks]:
+    days: dict[date, DayBlocks] = {}
+    for block in blocks:
+        for day in block_days(block):
+            days.setdefault(day, {})[block_key(block)] = block
+    return days
+
+
+class _Page(BaseModel):
+    """A day page as the table holds it (only used for its keys and ETag)."""
+
+    row_key: str
+    etag: str
+
+
+@dataclass
+class _Day:
+    pages: list[_Page]
+    blocks: DayBlocks
+
+
+def _row_key(day: date, page: int) -> str:
+    return f"{day.isoformat()}|{page:02d}"
+
+
+def _pages(blocks: DayBlocks) -> list[str]:
+    """The day's blocks as JSON lists of at most PAGE_CHARS characters each; summaries
+    and change keys are dropped (busy time kept) if the day would not fit otherwise."""
+    ordered = sorted(blocks.items(), key=lambda item: (item[1].start, item[0]))
+    pages = _pack([_dump(block) for _, block in ordered])
+    if len(pages) <= MAX_DAY_PAGES:
+        return pages
+    bare = [block.model_copy(update={"summary": None, "change_key": None}) for _, block in ordered]
+    pages = _pack([_dump(block) for block in bare])
+    if len(pages) > MAX_DAY_PAGES:
+        raise TransactionTooLarge(f"{len(blocks)} busy blocks in one day do not fit a day's rows")
+    logger.warning("a day of %d busy blocks is kept without subjects", len(blocks))
+    return pages
+
+
+def _dump(block: Unavailability) -> str:
+    return json.dumps(block.model_dump(mode="json", by_alias=True), separators=(",", ":"))
+
+
+def _pack(items: list[str]) -> list[str]:
+    pages: list[list[str]] = []
+    size = PAGE_CHARS  # forces a first page
+    for item in items:
+        if size + len(item) + 1 > PAGE_CHARS:
+            pages.append([])
+            size = 1
+        pages[-1].append(item)
+        size += len(item) + 1
+    return ["[" + ",".join(page) + "]" for page in pages]
+
+
+class BusyDayTable(EntityTable[_Page]):
+    """The day rows of the mirror. Not a repository of its own: UnavailabilityTable
+    maintains it with every write of the block rows."""
+
+    kind = BUSY_DAYS
+    model = _Page
+
+    def __init__(self, store: TableStore, *, backoff_seconds: float = 0.02) -> None:
+        super().__init__(store)
+        self._backoff = backoff_seconds
+
+    async def between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[Unavailability]:
+        """The blocks overlapping [start, end), each once, by start: one RowKey range."""
+        days = days_touched(start, end)
+        found: DayBlocks = {}
+        for day in (await self._read(resource_id, days[0], days[-1])).values():
+            for key, block in day.blocks.items():
+                if block.start < end and block.end > start:
+                    found[key] = block
+        return sorted(found.values(), key=lambda block: block.start)
+
+    async def update(self, resource_id: str, days: Iterable[date], change: DayChange) -> None:
+        """Make each of `days` hold `change(day, its blocks now)`, a day at a time
+        atomically, re-reading and applying again the days another writer changed
+        meanwhile (bounded; then ConcurrencyConflict). Days left empty lose their rows."""
+        await self._update(resource_id, days, change, None)
+
+    async def _update(
+        self,
+        resource_id: str,
+        days: Iterable[date],
+        change: DayChange,
+        read: dict[date, _Day] | None,
+    ) -> None:
+        pending = sorted(set(days))
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if not pending:
+                return
+            if read is None:
+                read = await self._read(resource_id, pending[0], pending[-1])
+            current = {day: read.get(day, _Day([], {})) for day in pending}
+            read = None
+            pending = await self._write(resource_id, current, change)
+            if pending and attempt < MAX_ATTEMPTS:
+                await asyncio.sleep(self._backoff * attempt * random.random())  # noqa: S311 - jitter, not a secret
+        if pending:
+            raise ConcurrencyConflict(f"busy days of {resource_id} kept changing")
+
+    async def replace_all(self, resource_id: str, blocks: Iterable[Unavailability]) -> None:
+        """Make the resource's day rows exactly those of `blocks`, whatever they held."""
+        wanted = by_day(blocks)
+        read = await self._read(resource_id, None, None)
+        await self._update(
+            resource_id, read.keys() | wanted.keys(), lambda day, _: wanted.get(day, {}), read
+        )
+
+    async def _read(
+        self, resource_id: str, first: date | None, last: date | None
+    ) -> dict[date, _Day]:
+        """The day rows from `first` to `last` (None: the whole partition)."""
+        days: dict[date, _Day] = {}
+        ranged = first is not None and last is not None
+        async for entity in self._iterate(
+            resource_id,
+            "RowKey ge @lo and RowKey lt @hi" if ranged else None,
+            {"lo": f"{first}|", "hi": f"{last}}}"} if ranged else None,
+            None,
+        ):
+            row_key = str(entity["RowKey"])
+            day = days.setdefault(date.fromisoformat(row_key.split("|", 1)[0]), _Day([], {}))
+            metadata: Mapping[str, Any] = getattr(entity, "metadata", {})
+            day.pages.append(_Page(row_key=row_key, etag=str(metadata.get("etag", ""))))
+            for block in _BLOCKS.validate_json(entity[DATA_PROPERTY]):
+                day.blocks[block_key(block)] = block
+        return days
+
+    async def _write(
+        self, resource_id: str, current: dict[date, _Day], change: DayChange
+    ) -> list[date]:
+        """Write the changed days, several to a transaction; returns the days whose
+        transaction lost to another writer."""
+        partition = encode_key(resource_id)
+        batches: list[tuple[list[date], Transaction]] = []
+        entities = chars = 0
+        for day, now in current.items():
+            blocks = change(day, dict(now.blocks))
+            if blocks == now.blocks:
+                continue
+            pages = _pages(blocks)
+            operations = max(len(pages), len(now.pages))
+            size = sum(len(page) for page in pages)
+            if (
+                not batches
+                or entities + operations > MAX_TRANSACTION_ENTITIES
+                or chars + size > _TRANSACTION_CHARS
+            ):
+                batches.append(([], Transaction()))
+                entities = chars = 0
+            batch_days, transaction = batches[-1]
+            batch_days.append(day)
+            entities += operations
+            chars += size
+            for index, data in enumerate(pages):
+                entity = {
+                    "PartitionKey": partition,
+                    "RowKey": _row_key(day, index),
+                    DATA_PROPERTY: data,
+                }
+                if index < len(now.pages):
+                    transaction.update(entity, now.pages[index].etag)
+                else:
+                    transaction.create(entity)
+            for page in now.pages[len(pages) :]:
+                transaction.delete(partition, page.row_key, page.etag)
+        lost: list[date] = []
+        for batch_days, transaction in batches:
+            try:
+                await self.commit(transaction)
+            except (ConcurrencyConflict, AlreadyExists):
+                lost.extend(batch_days)
+        return lost
