@@ -1,0 +1,260 @@
+"""The mirror's day rows (`busydays`) against Azurite: what a window reads, how the rows
+follow every write, Table Storage's size limits and two writers of one day."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.adapters.storage import busy_days
+from shared.adapters.storage.busy_days import BUSY_DAYS, PAGE_CHARS, BusyDayTable, DayBlocks
+from shared.adapters.storage.tables import encode_key
+from shared.composition import Adapters
+from shared.domain.calendar import ShowAs, Unavailability
+from shared.services.mirror import local_days
+from tests.builders import T0, busy_block
+
+pytestmark = pytest.mark.integration
+
+DAY = T0.replace(hour=0)  # 2030-01-07, UTC
+
+
+async def day_rows(adapters: Adapters, resource_id: str = "room-1") -> list[dict[str, Any]]:
+    client = await adapters.tables.table(BUSY_DAYS)
+    return [
+        entity
+        async for entity in client.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": encode_key(resource_id)}
+        )
+    ]
+
+
+def ids(blocks: list[Unavailability]) -> list[str]:
+    return [block.event_id for block in blocks]
+
+
+def all_day(event_id: str, local_date: date, time_zone: str) -> Unavailability:
+    """An all-day event's block as the mirror makes it: its date's midnights in the zone."""
+    utc_midnight = datetime.combine(local_date, datetime.min.time(), tzinfo=UTC)
+    start, end = local_days(utc_midnight, utc_midnight + timedelta(days=1), time_zone)
+    minutes = int((end - start).total_seconds() // 60)
+    return busy_block(event_id, start, minutes=minutes, is_all_day=True)
+
+
+async def test_days_are_utc_days_and_all_day_blocks_cover_the_zones_local_day(
+    adapters: Adapters,
+) -> None:
+    table = adapters.unavailability
+    la = all_day("la", date(2030, 1, 8), "America/Los_Angeles")  # 08:00 UTC to 08:00 UTC
+    akl = all_day("akl", date(2030, 1, 8), "Pacific/Auckland")  # 11:00 UTC the day before
+    midnight = busy_block("midnight", DAY + timedelta(days=1, hours=23, minutes=30), minutes=60)
+    for block in (la, akl, midnight):
+        await table.replace_event("room-1", block.event_id, [block])
+
+    jan8 = DAY + timedelta(days=1)
+    assert (la.start, akl.start) == (jan8 + timedelta(hours=8), DAY + timedelta(hours=11))
+    # Still 8 January in Los Angeles at 07:00 UTC on the 9th: busy; from 08:00 not.
+    early_9th = await table.list_between(
+        "room-1", jan8 + timedelta(hours=24), jan8 + timedelta(hours=31)
+    )
+    late_9th = await table.list_between(
+        "room-1", jan8 + timedelta(hours=32), jan8 + timedelta(hours=33)
+    )
+    # Auckland's 8 January began at 11:00 UTC on the 7th.
+    evening_7th = await table.list_between(
+        "room-1", DAY + timedelta(hours=12), DAY + timedelta(hours=13)
+    )
+    morning_7th = await table.list_between("room-1", DAY, DAY + timedelta(hours=11))
+
+    assert ids(early_9th) == ["la", "midnight"]  # the 23:30 block reaches 00:30 on the 9th
+    assert ids(late_9th) == []
+    assert ids(evening_7th) == ["akl"]
+    assert ids(morning_7th) == []
+    keys = sorted(entity["RowKey"] for entity in await day_rows(adapters))
+    assert keys == ["2030-01-07|00", "2030-01-08|00", "2030-01-09|00"]
+
+
+async def test_a_block_spanning_days_is_in_each_and_leaves_those_it_no_longer_covers(
+    adapters: Adapters,
+) -> None:
+    table = adapters.unavailability
+    trip = busy_block("trip", DAY + timedelta(hours=12), minutes=3 * 24 * 60, show_as=ShowAs.OOF)
+    await table.replace_event("room-1", "trip", [trip])
+    middle = DAY + timedelta(days=2, hours=9)
+    assert ids(await table.list_between("room-1", middle, middle + timedelta(hours=1))) == ["trip"]
+    assert len(await day_rows(adapters)) == 4  # the 7th to the 10th
+
+    shorter = trip.model_copy(update={"end": trip.start + timedelta(hours=6)})
+    await table.replace_event("room-1", "trip", [shorter])
+
+    assert await table.list_between("room-1", middle, middle + timedelta(hours=1)) == []
+    assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=7))) == ["trip"]
+    assert [e["RowKey"] for e in await day_rows(adapters)] == ["2030-01-07|00"]
+
+
+async def test_a_window_reads_the_same_blocks_from_the_days_as_from_the_block_rows(
+    adapters: Adapters,
+) -> None:
+    table = adapters.unavailability
+    rng = random.Random(5)
+    blocks = [
+        busy_block(
+            f"ev-{i}",
+            DAY + timedelta(minutes=rng.randrange(0, 30 * 24 * 60)),
+            minutes=rng.choice([0, 15, 60, 600, 3000]),
+        )
+        for i in range(300)
+    ]
+    await table.replace_all("room-1", blocks)
+
+    for offset_hours, hours in ((0, 1), (37, 5), (24 * 3, 24 * 7), (-24, 24 * 40), (24 * 29, 30)):
+        start = DAY + timedelta(hours=offset_hours)
+        end = start + timedelta(hours=hours)
+        by_days = await table.list_between("room-1", start, end)
+        by_scan = await table.scan_between("room-1", start, end)
+        assert sorted(ids(by_days)) == sorted(ids(by_scan))
+        assert by_days == sorted(by_days, key=lambda b: b.start)
+
+
+def graph_like(rng: random.Random) -> str:
+    return "AAMkAD" + base64.b64encode(rng.randbytes(114)).decode()
+
+
+async def test_a_day_of_hundreds_of_events_is_split_into_rows_within_the_property_limit(
+    adapters: Adapters,
+) -> None:
+    table = adapters.unavailability
+    rng = random.Random(3)
+    crowded = [
+        busy_block(
+            graph_like(rng),
+            DAY + timedelta(minutes=2 * i),
+            minutes=2,
+            summary="Ünïcödé subject " + "x" * 180,  # escaped to ASCII in the rows
+            change_key=graph_like(rng)[:40],
+        )
+        for i in range(600)
+    ]
+    await table.replace_all("room-1", crowded)
+
+    rows = await day_rows(adapters)
+    assert len(rows) > 5
+    for entity in rows:
+        data = entity["Data"]
+        assert data.isascii()
+        assert len(data) <= PAGE_CHARS  # 64 KiB as UTF-16
+    found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert sorted(b.event_id for b in found) == sorted(b.event_id for b in crowded)
+    assert {b.summary[:7] for b in found if b.summary} == {"Ünïcödé"}
+
+    await table.replace_all("room-1", crowded[:10])
+
+    assert [e["RowKey"] for e in await day_rows(adapters)] == ["2030-01-07|00"]
+    assert len(await table.list_between("room-1", DAY, DAY + timedelta(days=1))) == 10
+
+
+async def test_a_day_too_large_even_split_keeps_its_busy_time_without_subjects(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(busy_days, "MAX_DAY_PAGES", 1)
+    crowded = [
+        busy_block(f"ev-{i:03d}", DAY + timedelta(minutes=i), minutes=1, summary="s" * 200)
+        for i in range(120)
+    ]
+    await adapters.unavailability.replace_all("room-1", crowded)
+
+    found = await adapters.unavailability.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert [(b.event_id, b.start, b.end) for b in found] == [
+        (b.event_id, b.start, b.end) for b in crowded
+    ]
+    assert {b.summary for b in found} == {None}
+    # The block rows, which are not limited per day, keep them.
+    assert {b.summary for b in await adapters.unavailability.list_for_resource("room-1")} == {
+        "s" * 200
+    }
+
+
+async def test_removing_a_series_empties_every_day_it_was_in(adapters: Adapters) -> None:
+    table = adapters.unavailability
+    series = [
+        busy_block(f"standup-{i}", T0 + timedelta(days=i), series_master_id="standup")
+        for i in range(30)
+    ]
+    await table.replace_event("room-1", "standup", series)
+    await table.replace_event("room-1", "single", [busy_block("single", T0 + timedelta(days=3))])
+
+    await table.remove_event("room-1", "standup-3")  # one occurrence, by its own id
+    month = await table.list_between("room-1", DAY, DAY + timedelta(days=31))
+    assert len(month) == 30
+    assert "standup-3" not in ids(month)
+
+    await table.remove_event("room-1", "standup")  # the series, by its master's id
+
+    assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=31))) == ["single"]
+    assert [e["RowKey"] for e in await day_rows(adapters)] == ["2030-01-10|00"]
+
+
+async def test_concurrent_writers_of_one_day_all_land(adapters: Adapters) -> None:
+    table = adapters.unavailability
+    blocks = [busy_block(f"ev-{i}", T0 + timedelta(minutes=10 * i)) for i in range(12)]
+
+    await asyncio.gather(*(table.replace_event("room-1", b.event_id, [b]) for b in blocks))
+
+    found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert sorted(ids(found)) == sorted(ids(blocks))
+
+
+async def test_a_writer_that_lost_the_day_to_another_reads_it_again_and_keeps_both(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = adapters.unavailability
+    other = BusyDayTable(adapters.tables)  # the reconcile round, say, in another process
+    theirs = busy_block("theirs", T0)
+    mine = busy_block("mine", T0 + timedelta(hours=2))
+    read = table.days._read  # the moment between read and write
+    reads = 0
+
+    async def read_then_lose_the_race(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        rows = await read(*args)
+        if reads == 1:
+
+            def add_theirs(day: date, blocks: DayBlocks) -> DayBlocks:
+                return blocks | {"theirs|x": theirs}
+
+            await other.update("room-1", [DAY.date()], add_theirs)
+        return rows
+
+    monkeypatch.setattr(table.days, "_read", read_then_lose_the_race)
+    await table.replace_event("room-1", "mine", [mine])
+
+    assert reads == 2
+    found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert ids(found) == ["theirs", "mine"]
+
+
+async def test_a_full_replace_repairs_day_rows_an_interrupted_write_left(
+    adapters: Adapters,
+) -> None:
+    table = adapters.unavailability
+    kept = busy_block("kept", T0)
+    await table.replace_all("room-1", [kept])
+    orphan = busy_block("orphan", T0 + timedelta(days=2))
+    # Day rows written, then the process died before the block rows were.
+    await table.days.update(
+        "room-1", [orphan.start.date()], lambda day, blocks: blocks | {"orphan|x": orphan}
+    )
+    assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=7))) == [
+        "kept",
+        "orphan",
+    ]
+
+    await table.replace_all("room-1", [kept])
+
+    assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=7))) == ["kept"]
