@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from pydantic import Field
 
@@ -98,13 +98,22 @@ def blocks_time(show_as: ShowAs, block_working_elsewhere: bool) -> bool:
     return show_as is not ShowAs.FREE
 
 
+class Interval(Protocol):
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+
+
 def free_slots(
-    window: TimeRange, busy: Iterable[TimeRange], duration: timedelta, limit: int = MAX_SLOTS
+    window: TimeRange, busy: Iterable[Interval], duration: timedelta, limit: int = MAX_SLOTS
 ) -> list[FreeSlot]:
     """Back-to-back slots of `duration` in every gap of `window` not covered by `busy`.
 
     Intervals are half-open, so a slot may start exactly when a busy interval ends and
-    end exactly when the next begins.
+    end exactly when the next begins. A zero-length interval (an Outlook event that ends
+    as it starts) covers no time but splits its gap: no slot contains it, as no booking
+    over it is accepted.
     """
     slots: list[FreeSlot] = []
     cursor = window.start
@@ -195,11 +204,7 @@ class AvailabilityService:
                     )
                 )
         busy.sort(key=lambda b: (b.start, b.end))
-        slots = free_slots(
-            window,
-            (TimeRange(start=b.start, end=b.end) for b in busy),
-            timedelta(minutes=query.duration_minutes),
-        )
+        slots = free_slots(window, busy, timedelta(minutes=query.duration_minutes))
         return Availability(
             resource_id=resource_id,
             start=window.start,
