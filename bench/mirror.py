@@ -2,8 +2,9 @@
 
 The availability benchmark needs a mirror of 5,000 blocks, not the pull that fills it,
 so it reads the calendar once through Graph, maps it with the app's own code
-(`calendar_event`, `group_blocks`) and writes the blocks with the app's table adapter 100
-per transaction. `--full` also times the real pull (the `connect-pull` benchmark);
+(`calendar_event`, `group_blocks`) and writes the blocks with the app's table adapter
+(`UnavailabilityTable.replace_all`: the block rows, 100 per transaction, and the day
+rows). `--full` also times the real pull (the `connect-pull` benchmark);
 `python -m bench.mirror_bulk` times the mirror's bulk paths without the host.
 """
 
@@ -18,11 +19,10 @@ from azure.data.tables.aio import TableServiceClient
 from bench.client import StackClient
 from shared.adapters.graph.mapping import booking_id_of, calendar_event
 from shared.adapters.storage.repositories import UnavailabilityTable
-from shared.adapters.storage.tables import TableStore, Transaction
+from shared.adapters.storage.tables import TableStore
 from shared.services.mirror import group_blocks, mirror_window
 from shared.settings import Settings
 
-TRANSACTION_LIMIT = 100
 PAGE_SIZE = 1000
 
 
@@ -66,12 +66,7 @@ async def bulk_load_mirror(client: StackClient, resource_id: str, mailbox: str) 
     service = TableServiceClient.from_connection_string(client.stack.connection_string)
     store = TableStore(service, prefix=client.stack.table_prefix)
     try:
-        table = UnavailabilityTable(store)
-        for first in range(0, len(blocks), TRANSACTION_LIMIT):
-            transaction = Transaction()
-            for block in blocks[first : first + TRANSACTION_LIMIT]:
-                transaction.upsert(table.to_entity(block))
-            await table.commit(transaction)
+        await UnavailabilityTable(store).replace_all(resource_id, blocks)
     finally:
         await store.close()
     return len(blocks)
