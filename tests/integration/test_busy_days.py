@@ -13,6 +13,7 @@ import pytest
 
 from shared.adapters.storage import busy_days
 from shared.adapters.storage.busy_days import BUSY_DAYS, PAGE_CHARS, BusyDayTable, DayBlocks
+from shared.adapters.storage.repositories import UnavailabilityTable
 from shared.adapters.storage.tables import encode_key
 from shared.composition import Adapters
 from shared.domain.calendar import ShowAs, Unavailability
@@ -234,7 +235,7 @@ async def test_a_writer_that_lost_the_day_to_another_reads_it_again_and_keeps_bo
     monkeypatch.setattr(table.days, "_read", read_then_lose_the_race)
     await table.replace_event("room-1", "mine", [mine])
 
-    assert reads == 2
+    assert reads == 3  # lost, read again and won; then the check after the block rows
     found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
     assert ids(found) == ["theirs", "mine"]
 
@@ -258,3 +259,85 @@ async def test_a_full_replace_repairs_day_rows_an_interrupted_write_left(
     await table.replace_all("room-1", [kept])
 
     assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=7))) == ["kept"]
+
+
+async def test_a_full_replace_keeps_the_day_rows_of_an_event_written_meanwhile(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = adapters.unavailability
+    inbound = UnavailabilityTable(adapters.tables)  # the inbound worker, say
+    await table.replace_all("room-1", [busy_block("old", T0)])
+    new = busy_block("new", T0 + timedelta(hours=3))
+    write_difference = table._write_difference
+
+    async def inbound_lands_meanwhile(*args: Any, **kwargs: Any) -> None:
+        # The round read the block rows before the new event came; the inbound worker
+        # writes it (day rows and block rows) while the round writes its difference.
+        await inbound.replace_event("room-1", "new", [new])
+        await write_difference(*args, **kwargs)
+
+    monkeypatch.setattr(table, "_write_difference", inbound_lands_meanwhile)
+    await table.replace_all("room-1", [busy_block("old", T0)])
+
+    blocks = await table.list_for_resource("room-1")
+    found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert sorted(ids(found)) == sorted(ids(blocks)) == ["new", "old"]
+
+
+async def test_an_event_written_across_a_whole_full_replace_keeps_its_day_rows(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = adapters.unavailability  # the reconcile round, say
+    inbound = UnavailabilityTable(adapters.tables)
+    await table.replace_all("room-1", [busy_block("old", T0)])
+    new = busy_block("new", T0 + timedelta(hours=3))
+    update_days = inbound.days.update
+    updates = 0
+
+    async def a_full_replace_runs_after_the_day_rows(*args: Any) -> None:
+        nonlocal updates
+        updates += 1
+        await update_days(*args)
+        if updates == 1:
+            # Its calendar was read before the new event: it rebuilds the days without it.
+            await table.replace_all("room-1", [busy_block("old", T0)])
+
+    monkeypatch.setattr(inbound.days, "update", a_full_replace_runs_after_the_day_rows)
+    await inbound.replace_event("room-1", "new", [new])
+
+    blocks = await table.list_for_resource("room-1")
+    found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert sorted(ids(found)) == sorted(ids(blocks)) == ["new", "old"]
+
+
+async def test_a_writer_whose_day_lost_a_row_meanwhile_reads_it_again(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = adapters.unavailability
+    other = BusyDayTable(adapters.tables)
+    crowded = [
+        busy_block(f"ev-{i:03d}", DAY + timedelta(minutes=i), minutes=1, summary="s" * 200)
+        for i in range(120)
+    ]
+    await table.replace_all("room-1", crowded)
+    assert len(await day_rows(adapters)) == 2
+    mine = busy_block("mine", T0 + timedelta(hours=5))
+    read = table.days._read
+    reads = 0
+
+    async def read_then_the_day_shrinks(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        rows = await read(*args)
+        if reads == 1:
+            # Another writer empties most of the day: its second row is deleted.
+            await other.update(
+                "room-1", [DAY.date()], lambda day, blocks: dict(list(blocks.items())[:5])
+            )
+        return rows
+
+    monkeypatch.setattr(table.days, "_read", read_then_the_day_shrinks)
+    await table.replace_event("room-1", "mine", [mine])
+
+    found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
+    assert ids(found) == [*(f"ev-{i:03d}" for i in range(5)), "mine"]

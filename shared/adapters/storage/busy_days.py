@@ -47,7 +47,12 @@ from shared.adapters.storage.tables import (
 )
 from shared.domain.calendar import Unavailability
 from shared.domain.claims import days_touched
-from shared.domain.errors import AlreadyExists, ConcurrencyConflict, TransactionTooLarge
+from shared.domain.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    NotFound,
+    TransactionTooLarge,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +256,8 @@ class BusyDayTable(EntityTable[_Page]):
         for batch_days, transaction in batches:
             try:
                 await self.commit(transaction)
-            except (ConcurrencyConflict, AlreadyExists):
+            except (ConcurrencyConflict, AlreadyExists, NotFound):
+                # Changed, created or shortened by another writer since read (a row gone:
+                # Azure's EntityNotFound, 404; Azurite answers the failed If-Match, 412).
                 lost.extend(batch_days)
         return lost

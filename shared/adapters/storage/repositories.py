@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from shared.adapters.storage.busy_days import (
     BusyDayTable,
     DayBlocks,
+    DayChange,
     block_days,
     block_key,
     by_day,
@@ -278,9 +279,12 @@ class MailboxClaimTable(EntityTable[MailboxClaim]):
 class UnavailabilityTable(EntityTable[Unavailability]):
     """The mirror: a row per busy block (what each event holds, found by event), and the
     same blocks by UTC day in `busydays` (what a window holds, found by one RowKey
-    range; shared/adapters/storage/busy_days.py). Every write changes the day rows first
-    and the block rows after, by the same difference, so a failure between the two is
-    repaired by the next write of that event, which finds its block rows unchanged."""
+    range; shared/adapters/storage/busy_days.py). A write of some events changes their
+    day rows, then their block rows, then checks their day rows again, by the same
+    difference: a failure after the first step is repaired by the next write of those
+    events (their block rows still differ), and a full replace running meanwhile cannot
+    leave the days without the change. A full replace rebuilds the day rows whole first,
+    which repairs whatever an interrupted write left."""
 
     kind = UNAVAILABILITY
     model = Unavailability
@@ -363,8 +367,9 @@ class UnavailabilityTable(EntityTable[Unavailability]):
         stale = [key for key in current if key not in wanted]
         if not changed and not stale:
             return
+        days, change = _day_change(current, changed, stale)
         if not days_done:
-            await self._change_days(resource_id, current, changed, stale)
+            await self.days.update(resource_id, days, change)
         # Each chunk is one partition and ≤100 entities; the whole is idempotent, so a
         # failure halfway is healed by the next notification or reconcile.
         operations: list[Unavailability | str] = [*changed, *stale]
@@ -376,25 +381,11 @@ class UnavailabilityTable(EntityTable[Unavailability]):
                 else:
                     transaction.delete(encode_key(resource_id), encode_key(item))
             await self.commit(transaction)
-
-    async def _change_days(
-        self,
-        resource_id: str,
-        current: Mapping[str, Unavailability],
-        changed: list[Unavailability],
-        stale: list[str],
-    ) -> None:
-        # Old versions leave every day they were in, new ones enter theirs.
-        leaving = {block_key(block) for block in changed} | set(stale)
-        days = {day for key in leaving if key in current for day in block_days(current[key])}
-        entering = by_day(changed)
-        days |= entering.keys()
-
-        def change(day: date, blocks: DayBlocks) -> DayBlocks:
-            kept = {key: block for key, block in blocks.items() if key not in leaving}
-            return kept | entering.get(day, {})
-
-        await self.days.update(resource_id, days, change)
+        if not days_done:
+            # Once more after the block rows (a read, and no write when nothing moved): a
+            # full replace that rebuilt these days between our two writes, not knowing
+            # this change yet, would otherwise have left them without it.
+            await self.days.update(resource_id, days, change)
 
     async def list_between(
         self, resource_id: str, start: datetime, end: datetime
@@ -411,6 +402,23 @@ class UnavailabilityTable(EntityTable[Unavailability]):
 
     async def list_for_resource(self, resource_id: str) -> list[Unavailability]:
         return [row.value for row in await self.query(resource_id)]
+
+
+def _day_change(
+    current: Mapping[str, Unavailability], changed: list[Unavailability], stale: list[str]
+) -> tuple[set[date], DayChange]:
+    """The days a difference touches, and what it does to each: old versions leave every
+    day they were in, new ones enter theirs. Applying it twice changes nothing more."""
+    leaving = {block_key(block) for block in changed} | set(stale)
+    days = {day for key in leaving if key in current for day in block_days(current[key])}
+    entering = by_day(changed)
+    days |= entering.keys()
+
+    def change(day: date, blocks: DayBlocks) -> DayBlocks:
+        kept = {key: block for key, block in blocks.items() if key not in leaving}
+        return kept | entering.get(day, {})
+
+    return days, change
 
 
 class SubscriptionTable(EntityTable[SubscriptionRecord]):
