@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from shared.domain.bookings import Booking
 from shared.domain.calendar import (
+    BusyTime,
     CalendarCheck,
     CalendarEvent,
     DeltaRound,
@@ -133,6 +134,14 @@ class UnavailabilityRepository(Protocol):
         """The blocks overlapping [start, end), by start, from the rows kept per day (one
         range of days: the cost follows the window's days, not the calendar's size).
         Complete only for a resource whose mirror layout is current."""
+        ...
+
+    async def busy_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[BusyTime]:
+        """The same blocks' times and show-as only, by start: what availability needs,
+        from the same rows, without reading the events' details. Complete only for a
+        resource whose mirror layout is current."""
         ...
 
     async def scan_between(

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from shared.composition import Ports, Services, build_services
 from shared.domain.bookings import Booking
 from shared.domain.calendar import (
+    BusyTime,
     CalendarCheck,
     CalendarEvent,
     DeltaRound,
@@ -241,6 +242,14 @@ class FakeUnavailability:
             if block.start < end and block.end > start
         ]
         return sorted(found, key=lambda b: b.start)
+
+    async def busy_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[BusyTime]:
+        self.reads.append("days")
+        return sorted(
+            BusyTime(b.start, b.end, b.show_as) for b in self._between(resource_id, start, end)
+        )
 
     async def scan_between(
         self, resource_id: str, start: datetime, end: datetime

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from pydantic import Field, SecretStr, SerializationInfo, StringConstraints, field_serializer
 
@@ -125,6 +125,16 @@ class Unavailability(DomainModel):
     private: bool = False
     summary: Annotated[str, StringConstraints(max_length=500)] | None = None
     change_key: str | None = None
+
+
+class BusyTime(NamedTuple):
+    """A mirrored block as availability needs it: its time and how it is shown, nothing
+    about the event (kept apart from Unavailability so that a window of hundreds of them
+    costs no model validation)."""
+
+    start: datetime
+    end: datetime
+    show_as: ShowAs
 
 
 class SubscriptionRecord(DomainModel):

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from shared.domain.base import DomainModel, UtcDatetime
 from shared.domain.bookings import BookingWindow, TimeRange
-from shared.domain.calendar import ShowAs, Unavailability
+from shared.domain.calendar import BusyTime, ShowAs, Unavailability
 from shared.domain.errors import CalendarUnavailable, InvalidInput, NotFound
 from shared.domain.resources import ConnectionState, Resource
 from shared.ports import ResourceRepository, UnavailabilityRepository
@@ -175,7 +175,7 @@ class AvailabilityService:
         # The three reads at once: the resource decides afterwards what the others count.
         stored, blocks, claims = await asyncio.gather(
             self._resources.get(resource_id),
-            self._unavailability.list_between(resource_id, window.start, window.end),
+            self._unavailability.busy_between(resource_id, window.start, window.end),
             self._slots.claims_between(resource_id, window.start, window.end),
         )
         if stored is None:
@@ -185,9 +185,10 @@ class AvailabilityService:
         busy: list[BusyInterval] = []
         if resource.settings.direction.pulls:
             if not resource.mirror_layout_current:
-                blocks = await self._unavailability.scan_between(
+                scanned = await self._unavailability.scan_between(
                     resource_id, window.start, window.end
                 )
+                blocks = [BusyTime(b.start, b.end, b.show_as) for b in scanned]
             for block in blocks:
                 if blocks_time(block.show_as, resource.settings.block_working_elsewhere):
                     busy.append(

@@ -118,8 +118,10 @@ async def test_a_window_reads_the_same_blocks_from_the_days_as_from_the_block_ro
         end = start + timedelta(hours=hours)
         by_days = await table.list_between("room-1", start, end)
         by_scan = await table.scan_between("room-1", start, end)
+        times = await table.busy_between("room-1", start, end)
         assert sorted(ids(by_days)) == sorted(ids(by_scan))
         assert by_days == sorted(by_days, key=lambda b: b.start)
+        assert times == sorted((b.start, b.end, b.show_as) for b in by_scan)
 
 
 def graph_like(rng: random.Random) -> str:

@@ -32,7 +32,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -45,7 +45,7 @@ from shared.adapters.storage.tables import (
     Transaction,
     encode_key,
 )
-from shared.domain.calendar import Unavailability
+from shared.domain.calendar import BusyTime, ShowAs, Unavailability
 from shared.domain.claims import days_touched
 from shared.domain.errors import (
     AlreadyExists,
@@ -57,6 +57,8 @@ from shared.domain.errors import (
 logger = logging.getLogger(__name__)
 
 BUSY_DAYS = "busydays"
+# Each row's blocks as [start, end (epoch seconds), show-as] only: what availability reads.
+BUSY_PROPERTY = "Busy"
 # ASCII JSON (non-ASCII escaped): stored as UTF-16, 60,000 bytes < 64 KiB a property.
 PAGE_CHARS = 30_000
 # Quotes in the JSON are escaped again on the wire: ≤ ~60 KB a page, so 60 pages stay
@@ -105,15 +107,17 @@ def _row_key(day: date, page: int) -> str:
     return f"{day.isoformat()}|{page:02d}"
 
 
-def _pages(blocks: DayBlocks) -> list[str]:
-    """The day's blocks as JSON lists of at most PAGE_CHARS characters each; summaries
-    and change keys are dropped (busy time kept) if the day would not fit otherwise."""
-    ordered = sorted(blocks.items(), key=lambda item: (item[1].start, item[0]))
-    pages = _pack([_dump(block) for _, block in ordered])
+def _pages(blocks: DayBlocks) -> list[tuple[str, str]]:
+    """The day's blocks as pages: each a JSON list of at most PAGE_CHARS characters
+    (`Data`) and the same blocks' times and show-as (`Busy`, a tenth of the size or
+    less). Summaries and change keys are dropped (busy time kept) if the day would not
+    fit otherwise."""
+    ordered = [block for _, block in sorted(blocks.items(), key=lambda i: (i[1].start, i[0]))]
+    pages = _pack(ordered)
     if len(pages) <= MAX_DAY_PAGES:
         return pages
-    bare = [block.model_copy(update={"summary": None, "change_key": None}) for _, block in ordered]
-    pages = _pack([_dump(block) for block in bare])
+    bare = [block.model_copy(update={"summary": None, "change_key": None}) for block in ordered]
+    pages = _pack(bare)
     if len(pages) > MAX_DAY_PAGES:
         raise TransactionTooLarge(f"{len(blocks)} busy blocks in one day do not fit a day's rows")
     logger.warning("a day of %d busy blocks is kept without subjects", len(blocks))
@@ -124,16 +128,25 @@ def _dump(block: Unavailability) -> str:
     return json.dumps(block.model_dump(mode="json", by_alias=True), separators=(",", ":"))
 
 
-def _pack(items: list[str]) -> list[str]:
-    pages: list[list[str]] = []
+def _busy(block: Unavailability) -> list[int | str]:
+    return [int(block.start.timestamp()), int(block.end.timestamp()), block.show_as.value]
+
+
+def _pack(blocks: list[Unavailability]) -> list[tuple[str, str]]:
+    pages: list[tuple[list[str], list[list[int | str]]]] = []
     size = PAGE_CHARS  # forces a first page
-    for item in items:
+    for block in blocks:
+        item = _dump(block)
         if size + len(item) + 1 > PAGE_CHARS:
-            pages.append([])
+            pages.append(([], []))
             size = 1
-        pages[-1].append(item)
+        pages[-1][0].append(item)
+        pages[-1][1].append(_busy(block))
         size += len(item) + 1
-    return ["[" + ",".join(page) + "]" for page in pages]
+    return [
+        ("[" + ",".join(items) + "]", json.dumps(busy, separators=(",", ":")))
+        for items, busy in pages
+    ]
 
 
 class BusyDayTable(EntityTable[_Page]):
@@ -158,6 +171,31 @@ class BusyDayTable(EntityTable[_Page]):
                 if block.start < end and block.end > start:
                     found[key] = block
         return sorted(found.values(), key=lambda block: block.start)
+
+    async def busy_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[BusyTime]:
+        """The times of the blocks overlapping [start, end), each once, by start: one
+        RowKey range reading only the rows' `Busy` (no event details, no model)."""
+        days = days_touched(start, end)
+        first, low, high = days[0], int(start.timestamp()), int(end.timestamp())
+        found: list[BusyTime] = []
+        async for entity in self._iterate(
+            resource_id,
+            "RowKey ge @lo and RowKey lt @hi",
+            {"lo": f"{first}|", "hi": f"{days[-1]}}}"},
+            None,
+            select=["RowKey", BUSY_PROPERTY],
+        ):
+            day = date.fromisoformat(str(entity["RowKey"])[:10])
+            for block_start, block_end, show_as in json.loads(entity[BUSY_PROPERTY]):
+                starts = datetime.fromtimestamp(block_start, UTC)
+                # A block spanning days is in each: counted in the first one read.
+                if block_start < high and block_end > low and day == max(first, starts.date()):
+                    found.append(
+                        BusyTime(starts, datetime.fromtimestamp(block_end, UTC), ShowAs(show_as))
+                    )
+        return sorted(found)
 
     async def update(self, resource_id: str, days: Iterable[date], change: DayChange) -> None:
         """Make each of `days` hold `change(day, its blocks now)`, a day at a time
@@ -228,7 +266,7 @@ class BusyDayTable(EntityTable[_Page]):
                 continue
             pages = _pages(blocks)
             operations = max(len(pages), len(now.pages))
-            size = sum(len(page) for page in pages)
+            size = sum(len(data) + len(busy) for data, busy in pages)
             if (
                 not batches
                 or entities + operations > MAX_TRANSACTION_ENTITIES
@@ -240,11 +278,12 @@ class BusyDayTable(EntityTable[_Page]):
             batch_days.append(day)
             entities += operations
             chars += size
-            for index, data in enumerate(pages):
+            for index, (data, busy) in enumerate(pages):
                 entity = {
                     "PartitionKey": partition,
                     "RowKey": _row_key(day, index),
                     DATA_PROPERTY: data,
+                    BUSY_PROPERTY: busy,
                 }
                 if index < len(now.pages):
                     transaction.update(entity, now.pages[index].etag)

@@ -48,6 +48,7 @@ from shared.adapters.storage.tables import (
 )
 from shared.domain.bookings import Booking
 from shared.domain.calendar import (
+    BusyTime,
     CalendarCheck,
     EventMapping,
     SubscriptionRecord,
@@ -391,6 +392,11 @@ class UnavailabilityTable(EntityTable[Unavailability]):
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:
         return await self.days.between(resource_id, start, end)
+
+    async def busy_between(
+        self, resource_id: str, start: datetime, end: datetime
+    ) -> list[BusyTime]:
+        return await self.days.busy_between(resource_id, start, end)
 
     async def scan_between(
         self, resource_id: str, start: datetime, end: datetime

@@ -296,7 +296,10 @@ class EntityTable(Generic[M]):
         query_filter: str | None,
         parameters: Mapping[str, Any] | None,
         page_size: int | None,
+        select: list[str] | None = None,
     ) -> AsyncIterator[Mapping[str, Any]]:
+        """Raw entities matching, following continuation tokens; with `select`, only
+        those properties."""
         client = await self._client()
         clauses: list[str] = []
         params: dict[str, Any] = dict(parameters or {})
@@ -312,6 +315,7 @@ class EntityTable(Generic[M]):
                     " and ".join(clauses),
                     parameters=params,
                     results_per_page=min(page_size or 1000, 1000),
+                    select=select,
                 )
             else:
                 pager = client.list_entities(results_per_page=min(page_size or 1000, 1000))
