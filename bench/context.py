@@ -25,6 +25,10 @@ class Outcome:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+# Events a day in the seeded calendar: 5,000 fill 179 days from yesterday on.
+SEEDED_PER_DAY = 28
+
+
 @dataclass
 class Context:
     client: StackClient
@@ -64,7 +68,7 @@ class Context:
     def seeded_calendar(self) -> list[dict[str, Any]]:
         """28 events a day from yesterday on: 5,000 fill about six months."""
         first_day = self.day0 - timedelta(days=2)
-        return spread_events(self.profile.mirror_events, first_day, per_day=28)
+        return spread_events(self.profile.mirror_events, first_day, per_day=SEEDED_PER_DAY)
 
 
 # --- helpers -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 from bench import cold_start
 from bench.client import BenchError, StackClient, poll
 from bench.context import (
+    SEEDED_PER_DAY,
     Context,
     Outcome,
     mailbox_operations,
@@ -361,7 +362,7 @@ async def availability(ctx: Context) -> Outcome:
     await quiet(client)
     outcome = Outcome()
 
-    mirrored = await _mirrored_blocks(client, resource_id, ctx.day0 - timedelta(days=2))
+    mirrored = await _mirrored_blocks(client, resource_id, ctx)
 
     window_start = ctx.day0 + timedelta(days=10)
     window_end = window_start + timedelta(days=profile.availability_days)
@@ -469,17 +470,21 @@ async def availability(ctx: Context) -> Outcome:
     return outcome
 
 
-async def _mirrored_blocks(client: StackClient, resource_id: str, first_day: datetime) -> int:
-    """Calendar busy blocks the API reports over 180 days from `first_day` (≤ 62 days a
-    request)."""
+async def _mirrored_blocks(client: StackClient, resource_id: str, ctx: Context) -> int:
+    """Calendar busy blocks the API reports over the seeded calendar's days (≤ 62 days a
+    request; the last ends where the calendar does, within the booking horizon)."""
+    first_day = ctx.day0 - timedelta(days=2)
+    last = first_day + timedelta(days=-(-ctx.profile.mirror_events // SEEDED_PER_DAY))
     mirrored = 0
-    for chunk in range(0, 180, 60):
-        first = first_day + timedelta(days=chunk)
-        query = _q(f"start={first.isoformat()}&end={(first + timedelta(days=60)).isoformat()}")
+    first = first_day
+    while first < last:
+        end = min(first + timedelta(days=60), last)
+        query = _q(f"start={first.isoformat()}&end={end.isoformat()}")
         answer = await client.api_ok(
             "GET", f"/resources/{resource_id}/availability?{query}&durationMinutes=30"
         )
         mirrored += sum(1 for b in answer["busy"] if b["source"] == "calendar")
+        first = end
     return mirrored
 
 
@@ -496,7 +501,7 @@ async def connect_pull(ctx: Context) -> Outcome:
     started = time.perf_counter()
     await connect(client, resource_id, mailbox)
     elapsed = time.perf_counter() - started
-    mirrored = await _mirrored_blocks(client, resource_id, ctx.day0 - timedelta(days=2))
+    mirrored = await _mirrored_blocks(client, resource_id, ctx)
     row = judged(
         label,
         f"{elapsed:.1f} s ({mirrored:,} blocks mirrored)",
