@@ -12,8 +12,9 @@ events, 28 a day; every 10th private; Graph-like event ids) it times:
 - a full replace of the unchanged calendar (a full reconcile round with nothing to do)
   and one where a tenth of the events moved, a tenth were deleted and a tenth are new;
 - availability over a 7-day and a 30-day window ten days ahead (`AvailabilityService`,
-  in process), and the reads of the mirror it makes: `list_between` (the day rows, one
-  RowKey range) and, for comparison, `scan_between` (the block rows filtered on
+  in process), and the reads of the mirror: `busy_between` (what availability reads:
+  the day rows' times only, one RowKey range), `list_between` (the same rows whole, as a
+  booking's check reads them) and, for comparison, `scan_between` (the block rows filtered on
   `Start`/`End`, how every request read the mirror before the day rows, and how a
   resource of the legacy layout is still read until its next full round).
 
@@ -270,6 +271,18 @@ async def run(connection_string: str, events_count: int, count: int, before: boo
             Row(
                 f"  list_between (day rows, one RowKey range), {WINDOW_DAYS} days",
                 f"{p50_p95(dist)}  ({len(days_rows)} blocks)",
+            )
+        )
+        times = await tables.unavailability.busy_between(RESOURCE_ID, window_start, window_end)
+        dist = await samples(
+            lambda: tables.unavailability.busy_between(RESOURCE_ID, window_start, window_end),
+            count,
+        )
+        rows.append(
+            Row(
+                f"  busy_between (the same rows' Busy only, what availability reads), "
+                f"{WINDOW_DAYS} days",
+                f"{p50_p95(dist)}  ({len(times)} blocks)",
             )
         )
         scanned = await tables.unavailability.scan_between(RESOURCE_ID, window_start, window_end)

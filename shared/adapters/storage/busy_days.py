@@ -4,7 +4,10 @@ Table `busydays`, one partition per resource, RowKey "<YYYY-MM-DD>|<page, 2 digi
 The rows of a day hold every mirror block that overlaps that UTC day (a block spanning
 days is kept in each; a zero-length one in the day it is at), as a JSON list in `Data`,
 keyed inside the day like the block rows ("<event or series id>|<start, ISO UTC>") so
-that one event's blocks can be replaced or removed without touching the others'.
+that one event's blocks can be replaced or removed without touching the others'. Each
+row also holds its blocks' times and show-as alone in `Busy` ([start, end, show-as],
+epoch seconds), which availability reads with `$select`: a week is a few KB to read and
+no models to validate.
 
 Why whole blocks per day and not merged intervals: every write of the mirror is per
 event (an event changed, a series replaced, an occurrence removed), and the readers
