@@ -275,7 +275,10 @@ class NotificationIntake:
         self._unknown: OrderedDict[str, float] = OrderedDict()
         self._listed_at: float | None = None
         self._listing: asyncio.Future[dict[str, SubscriptionRecord]] | None = None
-        self._refreshing: dict[str, asyncio.Task[SubscriptionRecord | None]] = {}
+        # Reads of a subscription in flight, by id: every POST that needs one waits for the
+        # same read (and a background re-read is one of them), so a burst of POSTs for a
+        # subscription not yet remembered costs one Table read, not one each.
+        self._reading: dict[str, asyncio.Task[SubscriptionRecord | None]] = {}
         self._monotonic = monotonic
 
     async def accept(self, batch: NotificationBatch) -> tuple[int, int]:
@@ -370,7 +373,7 @@ class NotificationIntake:
                 return found
             missing = missing[:_MAX_READS_PER_POST]
         for subscription_id, record in zip(
-            missing, await asyncio.gather(*(self._read(i) for i in missing)), strict=True
+            missing, await asyncio.gather(*(self._shared_read(i) for i in missing)), strict=True
         ):
             if record is not None:
                 found[subscription_id] = record
@@ -444,22 +447,34 @@ class NotificationIntake:
         self._remember(stored.value, started)
         return stored.value
 
-    def _refresh_in_background(self, subscription_id: str) -> None:
-        if subscription_id in self._refreshing:
-            return
+    def _start_read(self, subscription_id: str) -> asyncio.Task[SubscriptionRecord | None]:
+        """The read of `subscription_id` in flight, started if there is none."""
+        task = self._reading.get(subscription_id)
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            return task
         task = asyncio.ensure_future(self._read(subscription_id))
-        self._refreshing[subscription_id] = task
+        self._reading[subscription_id] = task
 
         def done(finished: asyncio.Task[SubscriptionRecord | None]) -> None:
-            self._refreshing.pop(subscription_id, None)
+            if self._reading.get(subscription_id) is finished:
+                del self._reading[subscription_id]
             error = None if finished.cancelled() else finished.exception()
             if error is not None:
-                # The stale record stays in use; a later POST tries again.
+                # Its waiters get the error; a stale record stays in use, and a later
+                # POST tries again.
                 logger.warning(
-                    "re-reading subscription %s failed: %s", subscription_id, type(error).__name__
+                    "reading subscription %s failed: %s", subscription_id, type(error).__name__
                 )
 
         task.add_done_callback(done)
+        return task
+
+    async def _shared_read(self, subscription_id: str) -> SubscriptionRecord | None:
+        # A POST that stops waiting (Graph gave up on it) does not stop the others' read.
+        return await asyncio.shield(self._start_read(subscription_id))
+
+    def _refresh_in_background(self, subscription_id: str) -> None:
+        self._start_read(subscription_id)
 
 
 class EventChangeHandler:

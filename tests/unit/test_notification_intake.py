@@ -278,6 +278,12 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("never happened")
 
 
+def forming(intake: NotificationIntake) -> list[Any]:
+    """The work gathered for the next group write."""
+    group = intake._writer._forming
+    return [] if group is None else group[0]
+
+
 def carried(queue: FakeQueue) -> list[list[str]]:
     """The event ids of each message written, in order."""
     messages = [_inbound.validate_json(body) for body in queue.bodies(SYNC_INBOUND_QUEUE)]
@@ -301,7 +307,9 @@ async def test_posts_that_come_during_a_write_are_written_together_after_it(
     others = [
         asyncio.ensure_future(intake.accept(one_post(ROOMS[i % 3], f"b{i}"))) for i in range(6)
     ]
-    await until(lambda: all(not task.done() for task in others))
+    # Each has read its subscription and joined the next group, behind the write in flight.
+    await until(lambda: len(forming(intake)) == 6)
+    assert not any(task.done() for task in others)
     assert queue.writes_started == 1  # they wait for the write in flight
 
     queue.gate.set()
@@ -444,8 +452,22 @@ async def test_a_known_subscription_is_reread_in_the_background_once_a_minute_ol
     assert subscriptions.reads == 2
 
     subscriptions.gate.set()
-    await until(lambda: subscriptions.reads == 2 and not intake._refreshing)
+    await until(lambda: subscriptions.reads == 2 and not intake._reading)
     assert await intake.accept(one_post("room-1", "e")) == (0, 1)  # the re-read took effect
+
+
+async def test_posts_waiting_on_one_subscriptions_first_read_share_that_read(
+    world: FakeWorld, remembering: tuple[NotificationIntake, SlowSubscriptions, Ticker]
+) -> None:
+    intake, subscriptions, _ = remembering
+    subscriptions.hold = True  # Table Storage is slow: the POSTs pile up behind one read
+    posts = [asyncio.ensure_future(intake.accept(one_post("room-1", f"e{i}"))) for i in range(20)]
+    await until(lambda: subscriptions.reads >= 1)
+    await asyncio.sleep(0.01)
+    subscriptions.gate.set()
+
+    assert await asyncio.wait_for(asyncio.gather(*posts), 1) == [(1, 0)] * 20
+    assert subscriptions.reads == 1
 
 
 async def test_a_subscription_not_reread_for_ten_minutes_is_read_before_answering(
