@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
+import string
 import subprocess
 import sys
 import uuid
@@ -18,12 +20,14 @@ import pytest
 from shared import observability
 from shared.observability import (
     MASK,
+    SECRET_PATTERNS,
     CorrelationFilter,
     ExportScopeFilter,
     RedactionFilter,
     configure_observability,
     correlate,
     correlation_ids,
+    may_hold_secret,
     redact,
 )
 
@@ -138,9 +142,9 @@ async def test_concurrent_tasks_keep_their_own_ids(
 SECRET = "s3cr3t-VALUE_42"
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
+SECRET_TEXTS = [
+    pytest.param(text)
+    for text in (
         f"Authorization: Bearer {SECRET}.part2-x_y==",
         f"headers {{'Authorization': 'bearer {SECRET}'}}",
         f'{{"clientState": "{SECRET}", "tenantId": "t"}}',
@@ -154,13 +158,39 @@ SECRET = "s3cr3t-VALUE_42"
         f"DefaultEndpointsProtocol=https;AccountName=a;AccountKey={SECRET};EndpointSuffix=x",
         f"Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey={SECRET}",
         f"Authorization: SharedKey devstoreaccount1:{SECRET}",
-    ],
-)
+    )
+]
+
+
+@pytest.mark.parametrize("text", SECRET_TEXTS)
 def test_redact_masks_secrets(text: str) -> None:
     masked = redact(text)
 
     assert SECRET not in masked
     assert MASK in masked
+
+
+# The texts above, each of its letters in turn replaced by every character a
+# case-insensitive pattern takes for it (the Kelvin sign for k, the dotless i for i…).
+_LETTERS = re.compile(r"(?i)[a-z]")
+_SPELLINGS = {
+    letter: [
+        c
+        for c in _LETTERS.findall("".join(map(chr, range(sys.maxunicode + 1))))
+        if re.fullmatch(f"(?i){letter}", c)
+    ]
+    for letter in string.ascii_lowercase
+}
+
+
+@pytest.mark.parametrize("text", [p.values[0] for p in SECRET_TEXTS])
+def test_every_spelling_a_pattern_matches_is_masked(text: str) -> None:
+    for index, character in enumerate(text):
+        for spelling in _SPELLINGS.get(character.lower(), []):
+            variant = text[:index] + spelling + text[index + 1 :]
+            if any(pattern.search(variant) for pattern in SECRET_PATTERNS):
+                assert may_hold_secret(variant), variant
+                assert SECRET not in redact(variant), variant
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:
