@@ -190,16 +190,18 @@ async def load_from_child(
     return answer
 
 
-async def inbound_notifications(connection_string: str) -> int:
-    """Change notifications waiting in sync-inbound (every message taken and counted)."""
-    count = 0
+async def inbound_notifications(connection_string: str) -> tuple[int, int]:
+    """Change notifications and messages waiting in sync-inbound (all taken): the
+    messages are the queue writes, which group commit shares between POSTs."""
+    count = messages = 0
     async with QueueClient.from_connection_string(
         connection_string, SYNC_INBOUND_QUEUE, message_decode_policy=TextBase64DecodePolicy()
     ) as queue:
         while True:
             batch = [m async for m in queue.receive_messages(max_messages=32)]
             if not batch:
-                return count
+                return count, messages
+            messages += len(batch)
             for message in batch:
                 count += message.content.count('"eventId"')
                 await queue.delete_message(message)
@@ -243,7 +245,7 @@ async def measure(connection_string: str, args: argparse.Namespace) -> dict[str,
     finally:
         await host.close()
         await adapters.close()
-    enqueued = await inbound_notifications(connection_string)
+    enqueued, writes = await inbound_notifications(connection_string)
     if profiler is not None:
         profiler.dump_stats(args.profile)
         text = io.StringIO()
@@ -263,6 +265,7 @@ async def measure(connection_string: str, args: argparse.Namespace) -> dict[str,
         "tracked_objects": len(gc.get_objects()),
         "frozen_objects": gc.get_freeze_count(),
         "enqueued": enqueued,
+        "queue_writes": writes,
         "load": load,
         "warmup_statuses": warmup["statuses"],
         "profiled": bool(args.profile),
@@ -313,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{figures['frozen_objects']:,} frozen); "
         f"statuses {figures['load']['statuses']}, errors {figures['load']['errors']}; "
         f"ack p50 {latency.get('p50_ms', 0):.1f} ms p99 {latency.get('p99_ms', 0):.1f} ms; "
-        f"{figures['enqueued']}/{expected} notifications enqueued; "
+        f"{figures['enqueued']}/{expected} notifications enqueued in "
+        f"{figures['queue_writes']} queue writes ({figures['queue_writes'] / args.posts:.2f} "
+        "a POST); "
         f"load average {load_at_start} at start, {load_average()} at end\n"
     )
     (RESULTS / "webhook_cpu.json").write_text(json.dumps(figures, indent=2))
