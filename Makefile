@@ -14,7 +14,7 @@ CHROMIUM := /usr/bin/chromium
 MUTATE_VENV := .venv-mutate
 MUTATE_STAMP := $(MUTATE_VENV)/.installed
 
-.PHONY: run test lint screenshots bench bench-timers soak mutate lock check-lock clean
+.PHONY: run test lint screenshots bench bench-timers bench-scale soak mutate lock check-lock clean
 
 $(PY_STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=python3.11)")'
@@ -54,6 +54,12 @@ bench: $(PY_STAMP) $(NODE_STAMP)
 # The timers at tenant scale: 1,000 resources' fan-out and renewals, a round with 10% failing.
 bench-timers: $(PY_STAMP) $(NODE_STAMP)
 	$(PY) -m bench.timers --before
+
+# The whole stack at tenant scale (minutes): 1,000 connected resources' idle reconcile
+# round, upkeep and 200 notifications/s for 60 s. SCALE_ARGS shrinks it, e.g.
+# SCALE_ARGS="--resources 100 --duration 15".
+bench-scale: $(PY_STAMP) $(NODE_STAMP)
+	$(PY) -m bench.scale $(SCALE_ARGS)
 
 # New seeds of the convergence property for SOAK_MINUTES (default 30), each printed.
 SOAK_MINUTES ?= 30

@@ -19,7 +19,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,11 +190,15 @@ def running_stack(
     host_log_level: str = "INFO",
     single_host: bool = False,
     single_azurite: bool = False,
+    table_proxy: Callable[[int], int] | None = None,
 ) -> Iterator[Stack]:
     """Start Azurite, the emulator and the host processes; stop them all on exit.
 
     Azurite runs a process per storage service (see `start_azurite`), unless
     `single_azurite`.
+
+    `table_proxy`, given Azurite's Table port, returns the port the hosts are to use for
+    Table Storage instead (a counting pass-through, `bench.scale`).
 
     The emulator's and the hosts' output go to `log_dir/emulator.log`, `log_dir/host.log`
     and `log_dir/workers.log`. Raises RuntimeError when a part does not come up in time.
@@ -220,9 +224,15 @@ def running_stack(
         wait_for(f"http://127.0.0.1:{graph_port}/_emulator/mailboxes", READY_TIMEOUT_S, emulator)
 
         table_prefix = "bench" + secrets.token_hex(4)
+        connection_string = azurite.connection_string
+        if table_proxy is not None:
+            table_port = azurite.ports.table
+            connection_string = connection_string.replace(
+                f":{table_port}/", f":{table_proxy(table_port)}/"
+            )
         host_env = {
             **env,
-            **app_environment(azurite.connection_string, host_port, graph_port),
+            **app_environment(connection_string, host_port, graph_port),
             "TABLE_NAME_PREFIX": table_prefix,
             "RECONCILE_SCHEDULE": NEVER,
             "SUBSCRIPTION_UPKEEP_SCHEDULE": NEVER,
