@@ -440,14 +440,33 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
     if op.query is not None:
         query_schema = op.query.model_json_schema(mode="validation")
         required = set(query_schema.get("required", []))
+        defs = query_schema.get("$defs", {})
         for name, prop in query_schema.get("properties", {}).items():
             params.append(
-                {"name": name, "in": "query", "required": name in required, "schema": prop}
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in required,
+                    "schema": _inline_defs(prop, defs),
+                }
             )
     for name, description in op.headers.items():
         header = {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}
         params.append({"name": name, "in": "header", "description": description, "schema": header})
     return params
+
+
+def _inline_defs(schema: Any, defs: dict[str, Any]) -> Any:
+    """A query parameter's schema with the model's own `#/$defs/...` references (an enum
+    such as SyncOutcome) written out: they mean nothing outside the model's schema."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_defs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline_defs(value, defs) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_inline_defs(item, defs) for item in schema]
+    return schema
 
 
 def _responses(

@@ -53,6 +53,10 @@ REQUESTS: dict[str, Callable[[World], tuple[str, str, Any]]] = {
     "getAvailability": lambda w: ("GET", f"/resources/{w.room}/availability?{window(8)}", None),
     "getResource": lambda w: ("GET", f"/resources/{w.room}", None),
     "getSyncLog": lambda w: ("GET", f"/resources/{w.room}/sync-log", None),
+    "listResources": lambda w: ("GET", "/resources", None),
+    "console": lambda w: ("GET", "/console", None),
+    "consoleFile": lambda w: ("GET", "/console/app.js", None),
+    "previewTemplates": lambda w: ("POST", "/template-preview", {"subjectTemplate": "{title}"}),
     "listBookings": lambda w: ("GET", f"/bookings?resourceId={w.room}&{window(8)}", None),
     "getBooking": lambda w: ("GET", f"/bookings/{w.booking_id}", None),
     "createBooking": lambda w: ("POST", "/bookings", {
@@ -109,7 +113,8 @@ async def test_each_role_gets_2xx_where_it_is_named_and_403_elsewhere(
     refused = {op for op, status in answered.items() if status == 403}
     if role is Role.FRONTEND:
         assert refused == {
-            "healthDetails", "getResource", "getSyncLog", "putResource", "resyncResource",
+            "healthDetails", "getResource", "getSyncLog", "listResources", "console",
+            "consoleFile", "previewTemplates", "putResource", "resyncResource",
             "deleteResource",
         }  # fmt: skip
         # Refused means untouched: the resource is still connected, under its old name.

@@ -138,3 +138,30 @@ def test_the_readme_lists_every_error_code_with_its_status() -> None:
         if not (kind.code == "invalid_input" and status == 400)  # the webhooks' own 400
     }
     assert listed == declared
+
+
+def test_every_reference_in_the_document_resolves_in_it() -> None:
+    """A model's own `#/$defs/...` copied into a parameter points nowhere in the
+    document; generators skip such an operation (the sync log's `outcome` once)."""
+    spec = build_openapi()
+    refs: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for item in node:
+                collect(item)
+
+    collect(spec)
+    assert refs, "the document uses references"
+    for ref in refs:
+        target: Any = spec
+        assert ref.startswith("#/"), ref
+        for part in ref[2:].split("/"):
+            assert isinstance(target, dict), ref
+            assert part in target, ref
+            target = target[part]
