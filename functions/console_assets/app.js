@@ -2,6 +2,7 @@
 // the JSON API and says so when it cannot.
 
 import { bookingsView } from "./bookings.js";
+import { notice } from "./dom.js";
 import { formView } from "./form.js";
 import { healthView } from "./health.js";
 import { logView } from "./log.js";
@@ -30,26 +31,38 @@ async function show() {
   }
   const [pattern, nav, title, render] = route;
   const match = path.match(pattern);
+  // A link whose %-escapes do not decode names no resource: the list, with a word on why,
+  // before anything of the current view changes.
+  let resourceId = null;
+  try {
+    resourceId = match[1] ? decodeURIComponent(match[1]) : null;
+  } catch {
+    notice("That link does not name a resource (it is not correctly encoded): here is the list.");
+    location.replace("#/resources");
+    return;
+  }
   current?.abort();
   current = new AbortController();
+  const { signal } = current;
+  const first = firstView;
+  firstView = false;
   const main = document.getElementById("main");
   document.title = `${title} · Booking Sync console`;
   for (const link of document.querySelectorAll("[data-nav]")) {
     if (link.dataset.nav === nav) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  const context = {
-    resourceId: match[1] ? decodeURIComponent(match[1]) : null,
-    params: new URLSearchParams(search),
-    signal: current.signal,
-  };
+  const context = { resourceId, params: new URLSearchParams(search), signal };
   main.setAttribute("aria-busy", "true");
-  await render(main, context);
-  main.setAttribute("aria-busy", "false");
+  try {
+    await render(main, context);
+  } finally {
+    // A view left meanwhile speaks no more for <main>: the newer one does.
+    if (!signal.aborted) main.setAttribute("aria-busy", "false");
+  }
   // A new view: move focus to its heading, so a screen reader announces it (not on the
   // first page load, where the browser starts at the top).
-  if (!firstView) main.querySelector("h1")?.focus();
-  firstView = false;
+  if (!signal.aborted && !first) main.querySelector("h1")?.focus();
 }
 
 window.addEventListener("hashchange", () => {

@@ -47,12 +47,15 @@ export function notice(text, kind = "info") {
   replace(region, text ? h("p", { class: `notice-${kind}` }, text) : null);
 }
 
-/** An error box (role="alert") for a failed API call, with an optional retry button. */
-export function errorBox(error, retry) {
+/**
+ * An error box (role="alert") for a failed API call, with an optional retry button.
+ * `lead` says what did not happen: a view's data by default, or an action's own words.
+ */
+export function errorBox(error, retry, lead = "Could not load this.") {
   return h(
     "div",
     { class: "error-box", role: "alert" },
-    h("p", {}, h("strong", {}, "Could not load this. "), error.message),
+    h("p", {}, h("strong", {}, `${lead} `), error.message),
     retry ? h("button", { type: "button", class: "secondary", onclick: retry }, "Try again") : null,
   );
 }

@@ -93,10 +93,13 @@ export async function formView(main, { resourceId, signal }) {
     try {
       ({ body: view } = await api("GET", `/resources/${encodeURIComponent(resourceId)}`));
     } catch (error) {
+      if (signal.aborted) return;
       replace(main, h("h1", { tabindex: "-1" }, "Resource settings"), errorBox(error, () => formView(main, { resourceId, signal })));
       return;
     }
   }
+  // The administrator went to another page while this one loaded: that page owns <main>.
+  if (signal.aborted) return;
   const settings = { ...DEFAULTS, ...(view?.settings ?? {}) };
   const form = h("form", { id: "resource-form", novalidate: true });
   const summary = h("div", { id: "form-errors", tabindex: "-1" });
@@ -183,7 +186,7 @@ export async function formView(main, { resourceId, signal }) {
     h("div", { class: "actions" }, h("button", { type: "submit", id: "save" }, view ? "Save settings" : "Connect")),
   );
 
-  const danger = view ? actions(view) : null;
+  const danger = view ? actions(view, signal) : null;
   replace(
     main,
     h("h1", { tabindex: "-1" }, title),
@@ -249,9 +252,10 @@ export async function formView(main, { resourceId, signal }) {
           ? `${body.settings.displayName} is connecting: the list shows when it is connected.`
           : `The settings of ${body.settings.displayName} are saved.`,
       );
-      location.hash = "#/resources";
+      if (!signal.aborted) location.hash = "#/resources";
     } catch (error) {
-      showErrors(form, summary, error.details?.length ? error.details : [], error);
+      if (signal.aborted) notice(`${notSaved(error, Boolean(view))} ${error.message}`, "error");
+      else showErrors(form, summary, error.details?.length ? error.details : [], error, Boolean(view));
     } finally {
       save.disabled = false;
     }
@@ -290,7 +294,16 @@ function showFieldErrors(form, details, names) {
   }
 }
 
-function showErrors(form, summary, details, error) {
+// What a failed save says: not saved, or, when no answer came (the request may have
+// reached the service before the connection dropped), that it may have been.
+function notSaved(error, existing) {
+  if (error?.kind !== "unreachable") return "Not saved.";
+  return existing
+    ? "Perhaps not saved: no answer came, so the settings may or may not have been saved. Reload the page to see which."
+    : "Perhaps not connected: no answer came, so the resource may or may not have been saved. The resources list shows whether it was.";
+}
+
+function showErrors(form, summary, details, error, existing = false) {
   const names = [...form.querySelectorAll("[data-field]")].map((el) => el.dataset.field);
   showFieldErrors(form, details, names);
   if (!details.length && !error) {
@@ -303,7 +316,7 @@ function showErrors(form, summary, details, error) {
   summary.setAttribute("role", "alert");
   replace(
     summary,
-    h("p", {}, h("strong", {}, details.length ? "Not saved: fix the fields below." : "Not saved. "), details.length ? null : error?.message),
+    h("p", {}, h("strong", {}, details.length ? "Not saved: fix the fields below." : `${notSaved(error, existing)} `), details.length ? null : error?.message),
     details.length
       ? h("ul", {}, details.map((d) => {
           const name = fieldOf(d);
@@ -316,21 +329,32 @@ function showErrors(form, summary, details, error) {
   summary.focus();
 }
 
-function actions(view) {
+function actions(view, signal) {
   const name = view.settings.displayName;
   const id = encodeURIComponent(view.resourceId);
   const status = h("div", { class: "action-status", role: "status", "aria-live": "polite" });
-  const run = async (method, path, done) => {
+  // One action at a time: its buttons wait for its answer (no second send meanwhile).
+  // `failed` says the action was not done, or, when no answer came (the request may have
+  // reached the service before the connection dropped), that it may not have been. The
+  // answer leads to the list only while this page is still shown; after the
+  // administrator moved on, it is said in the notice and they stay where they went.
+  const run = async (method, path, { done, failed }) => {
+    const buttons = [...zone.querySelectorAll("button")];
+    for (const button of buttons) button.disabled = true;
+    replace(status);
     try {
       const { body } = await api(method, path);
-      replace(status);
       notice(done(body));
-      location.hash = "#/resources";
+      if (!signal.aborted) location.hash = "#/resources";
     } catch (error) {
-      replace(status, errorBox(error));
+      const lead = failed(error.kind === "unreachable");
+      if (signal.aborted) notice(`${lead} ${error.message}`, "error");
+      else replace(status, errorBox(error, () => run(method, path, { done, failed }), lead));
+    } finally {
+      for (const button of buttons) button.disabled = false;
     }
   };
-  return h(
+  const zone = h(
     "section",
     { class: "danger-zone", "aria-labelledby": "danger-title" },
     h("h2", { id: "danger-title" }, "Resync or disconnect"),
@@ -344,7 +368,12 @@ function actions(view) {
           ],
           confirmLabel: "Resync",
         });
-        if (ok) await run("POST", `/resources/${id}/resync`, () => `Resync of ${name} started: the sync log shows when it is done.`);
+        if (ok) {
+          await run("POST", `/resources/${id}/resync`, {
+            done: () => `Resync of ${name} started: the sync log shows when it is done.`,
+            failed: (unsure) => (unsure ? `The resync of ${name} may not have started: no answer came.` : `The resync of ${name} was not started.`),
+          });
+        }
       } }, "Resync…"),
       h("button", { type: "button", id: "disconnect", class: "danger", onclick: async () => {
         const ok = await confirmDialog({
@@ -355,7 +384,12 @@ function actions(view) {
           ],
           confirmLabel: "Disconnect, keep events",
         });
-        if (ok) await run("DELETE", `/resources/${id}`, () => `${name} is disconnected; its events were kept.`);
+        if (ok) {
+          await run("DELETE", `/resources/${id}`, {
+            done: () => `${name} is disconnected; its events were kept.`,
+            failed: (unsure) => (unsure ? `${name} may not have been disconnected: no answer came.` : `${name} was not disconnected.`),
+          });
+        }
       } }, "Disconnect…"),
       h("button", { type: "button", id: "disconnect-remove", class: "danger", onclick: async () => {
         const ok = await confirmDialog({
@@ -366,9 +400,15 @@ function actions(view) {
           ],
           confirmLabel: "Disconnect and remove events",
         });
-        if (ok) await run("DELETE", `/resources/${id}?removeEvents=true`, (body) => body.status.state === "disconnecting" ? `${name} is disconnecting: its events are being removed.` : `${name} is disconnected; its events were removed.`);
+        if (ok) {
+          await run("DELETE", `/resources/${id}?removeEvents=true`, {
+            done: (body) => body.status.state === "disconnecting" ? `${name} is disconnecting: its events are being removed.` : `${name} is disconnected; its events were removed.`,
+            failed: (unsure) => (unsure ? `${name} may not have been disconnected, nor its events removed: no answer came.` : `${name} was not disconnected; no event was removed.`),
+          });
+        }
       } }, "Disconnect and remove events…"),
     ),
     status,
   );
+  return zone;
 }

@@ -106,11 +106,11 @@ function table(resources, total, filter) {
           { "data-resource": r.resourceId },
           h(
             "th",
-            { scope: "row", ...label("Resource") },
+            { scope: "row", class: "wrap", ...label("Resource") },
             h("a", { href: `#/resources/${r.resourceId}/edit` }, r.settings.displayName),
             h("span", { class: "id sub" }, r.resourceId),
           ),
-          h("td", label("Mailbox"), r.settings.mailbox),
+          h("td", { ...label("Mailbox"), class: "wrap" }, r.settings.mailbox),
           h("td", label("Direction"), DIRECTIONS[r.settings.direction] ?? r.settings.direction),
           h("td", { ...label("Status"), class: "status" }, statusCell(r.status)),
           h("td", label("Last sync"), when(r.status.lastSyncAt)),
