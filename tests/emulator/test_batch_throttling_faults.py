@@ -85,7 +85,8 @@ async def test_inner_throttled_request_is_a_429_inside_a_200(graph: GraphClient)
 
 
 async def test_fifth_concurrent_request_on_a_mailbox_is_throttled(graph: GraphClient) -> None:
-    await graph.post(_control_url(graph, "/latency"), {"ms": 200})
+    # Long enough that all five are in flight together even on a busy machine.
+    await graph.post(_control_url(graph, "/latency"), {"ms": 1000})
     replies = await asyncio.gather(*(graph.get(f"{ALICE}/events") for _ in range(5)))
     await graph.post(_control_url(graph, "/latency"), {"ms": 0})
     statuses = sorted(r.status for r in replies)
