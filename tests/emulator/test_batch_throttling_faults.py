@@ -97,7 +97,8 @@ async def test_fifth_concurrent_request_on_a_mailbox_is_throttled(graph: GraphCl
     assert int(throttled.headers["Retry-After"]) >= 1
     stats = await _stats(graph)
     assert stats["peakConcurrency"]["alice@contoso.com"] == 4
-    assert stats["inFlight"] == {}
+    # The emulator is the session's: other tests' hosts may still be at work on theirs.
+    assert "alice@contoso.com" not in stats["inFlight"]
     # Another mailbox is not affected.
     assert (await graph.get("/users/bob@contoso.com/events")).status == 200
 
