@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ def test_the_document_declares_401_403_and_the_roles_on_every_protected_operatio
     assert spec["components"]["securitySchemes"]["entraId"]["scheme"] == "bearer"
 
 
-async def answer(route: Route, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+async def answer(route: Route, headers: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
     request = func.HttpRequest(
         method=route.method,
         url=f"http://localhost/api/{route.route}",
@@ -245,7 +245,7 @@ def test_the_caller_id_falls_back_to_the_object_id_claim() -> None:
 
 
 def test_the_test_callers_hold_what_their_names_say() -> None:
-    def roles_of(headers: dict[str, str]) -> set[str]:
+    def roles_of(headers: Mapping[str, str]) -> set[str]:
         decoded = json.loads(base64.b64decode(headers["x-ms-client-principal"]))
         return {c["val"] for c in decoded["claims"] if c["typ"] == "roles"}
 
