@@ -206,7 +206,6 @@ class Leases(Protocol):
 
 class SyncLog(Protocol):
     async def append(self, entry: SyncLogEntry) -> None: ...
-    async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]: ...
     async def page(
         self,
         resource_id: str,

@@ -582,10 +582,6 @@ class FakeSyncLog:
     async def append(self, entry: SyncLogEntry) -> None:
         self.entries.append(entry)
 
-    async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
-        mine = [e for e in self.entries if e.resource_id == resource_id]
-        return sorted(mine, key=lambda e: e.at, reverse=True)[:limit]
-
     async def page(
         self,
         resource_id: str,

@@ -204,7 +204,7 @@ async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:
             )
         )
 
-    newest = await adapters.sync_log.newest("room-1", limit=2)
+    newest = (await adapters.sync_log.page("room-1", limit=2)).value
 
     assert [entry.action for entry in newest] == ["push-2", "push-1"]
 
@@ -272,9 +272,11 @@ async def test_sync_log_purge_removes_exactly_the_older_entries(adapters: Adapte
     purged = await adapters.sync_log.purge_older_than("room-1", T0 + timedelta(minutes=120))
 
     assert purged == 120
-    kept = await adapters.sync_log.newest("room-1", limit=1000)
+    kept = (await adapters.sync_log.page("room-1", limit=1000)).value
     assert [entry.action for entry in kept] == [f"change-{m}" for m in range(149, 119, -1)]
-    assert [e.action for e in await adapters.sync_log.newest("room-2", limit=10)] == ["elsewhere"]
+    assert [e.action for e in (await adapters.sync_log.page("room-2", limit=10)).value] == [
+        "elsewhere"
+    ]
 
 
 async def test_idempotency_purge_goes_by_the_last_write(adapters: Adapters) -> None:

@@ -78,7 +78,9 @@ async def test_the_sync_log_names_each_event_created(world: FakeWorld) -> None:
     for resource_id, mailbox in zip(("room-1", "alice", "bob"), MAILBOXES, strict=True):
         [event] = events_of(world, mailbox)
         [entry] = [
-            e for e in await world.sync_log.newest(resource_id, 10) if e.action == "create_event"
+            e
+            for e in (await world.sync_log.page(resource_id, 10)).value
+            if e.action == "create_event"
         ]
         assert (entry.booking_id, entry.event_id) == (view.booking_id, event.event_id)
 
@@ -157,7 +159,9 @@ async def test_access_denied_marks_the_resource_failing_and_shows_on_the_booking
     stored = await world.resources.get("bob")
     assert stored is not None
     assert stored.value.status.state is ConnectionState.FAILING
-    assert any(e.outcome is SyncOutcome.FAILED for e in await world.sync_log.newest("bob", 10))
+    assert any(
+        e.outcome is SyncOutcome.FAILED for e in (await world.sync_log.page("bob", 10)).value
+    )
 
 
 async def test_cancel_deletes_every_event(world: FakeWorld) -> None:
@@ -244,7 +248,9 @@ async def test_a_time_zone_graph_refuses_keeps_the_time_blocked_and_says_so(
     assert state.warning is not None
     assert "Antarctica/Troll" in state.warning
     assert "UTC" in state.warning
-    [entry] = [e for e in await world.sync_log.newest("room-1", 10) if e.action == "create_event"]
+    [entry] = [
+        e for e in (await world.sync_log.page("room-1", 10)).value if e.action == "create_event"
+    ]
     assert entry.detail is not None
     assert "Antarctica/Troll" in entry.detail
 

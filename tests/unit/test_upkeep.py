@@ -40,7 +40,7 @@ async def test_purge_removes_keys_and_log_entries_past_their_retention() -> None
 
     assert await idempotency.get("old") is None
     assert await idempotency.get("recent") is not None
-    assert [e.action for e in await world.sync_log.newest("room-1", 10)] == ["recent"]
+    assert [e.action for e in (await world.sync_log.page("room-1", 10)).value] == ["recent"]
 
 
 # --- renewals at scale -----------------------------------------------------------------

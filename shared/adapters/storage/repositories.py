@@ -464,9 +464,6 @@ class SyncLogTable(EntityTable[SyncLogEntry]):
     async def append(self, entry: SyncLogEntry) -> None:
         await self.insert(entry)
 
-    async def newest(self, resource_id: str, limit: int) -> list[SyncLogEntry]:
-        return [row.value for row in await self.query(resource_id, limit=limit)]
-
     async def page(
         self,
         resource_id: str,
