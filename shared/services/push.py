@@ -238,6 +238,10 @@ class PushService:
         resource_id = resource.resource_id
         if not resource.settings.direction.pushes or not resource.settings.active:
             return None
+        if resource.status.state.is_ending:
+            # Disconnected or being emptied: a push still queued (or retrying through an
+            # outage) must not write our events back into a mailbox we left.
+            return None
         mapping = await self._mappings.get(resource_id, booking.booking_id)
         current = mapping.value if mapping else None
         if current is not None and current.detached:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from shared.domain.bookings import BookingRequest
 from shared.domain.calendar import CalendarEvent, EventMapping
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
@@ -115,3 +116,32 @@ async def test_nothing_syncs_a_disconnecting_resource() -> None:
     assert report.skipped == "inactive or disconnected"
     assert await state_of(world) is ConnectionState.DISCONNECTING
     assert world.calendar.subscriptions == {}
+
+
+async def test_a_push_queued_before_a_disconnect_writes_nothing_to_the_mailbox_after_it() -> None:
+    """A push still on the queue (or retrying through an outage) when the resource is
+    disconnected must not put an event of ours back into a mailbox we left."""
+    world = await room_with_our_events(0)
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    fresh = stored.value.status.model_copy(update={"mirror_refreshed_at": world.clock.now})
+    await world.resources.update(stored.value.model_copy(update={"status": fresh}), stored.etag)
+    booking = await world.services.bookings.create(
+        BookingRequest.model_validate(
+            {
+                "resourceIds": ["room-1"],
+                "start": T0 + timedelta(days=1),
+                "end": T0 + timedelta(days=1, hours=1),
+                "title": "Interview",
+                "customer": {"name": "Ada", "email": "ada@example.com"},
+            }
+        ),
+        None,
+    )
+    assert booking.booking_id
+
+    view = await world.services.resources.disconnect("room-1", remove_events=True)
+    assert view.status.state is ConnectionState.DISCONNECTED  # nothing of ours was there yet
+    await world.push_all()
+
+    assert set(world.calendar.events[ROOM]) == {"lunch"}
