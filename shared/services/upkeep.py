@@ -26,9 +26,11 @@ logger = logging.getLogger(__name__)
 # (https://learn.microsoft.com/graph/throttling-limits): the bound keeps one process's
 # connections and memory modest, not Graph's limits.
 RENEW_CONCURRENCY = 16
-# Renewals are started a page at a time, and no new page after RENEW_BUDGET: the timer's
-# functionTimeout is 10 minutes, and the purge runs after. What is left waits for the
-# next hourly run (SUBSCRIPTION_RENEW_WITHIN_HOURS gives it many).
+# Renewals are started a page at a time, and none (but the first RENEW_CONCURRENCY, so
+# every run gets somewhere) after RENEW_BUDGET: the timer's functionTimeout is 10 minutes,
+# a renewal throttled all the way takes up to the gateway's minute of retries, and the
+# purge runs after. What is left waits for the next hourly run
+# (SUBSCRIPTION_RENEW_WITHIN_HOURS gives it many).
 RENEW_PAGE_SIZE = 100
 RENEW_BUDGET = timedelta(minutes=6)
 
@@ -62,8 +64,10 @@ class Upkeep:
     async def renew_subscriptions(self, *, budget: timedelta = RENEW_BUDGET) -> int:
         """Renew the subscriptions expiring within the renewal window, soonest first,
         RENEW_CONCURRENCY at a time; recreate missing or lost ones (and then reconcile
-        that mailbox). No page of renewals starts after `budget`: the rest wait for the
-        next run. A permanent failure makes the resource failing; a transient one leaves
+        that mailbox). Past the first RENEW_CONCURRENCY, no renewal starts after `budget` (throttled
+        renewals can each take the gateway's whole retry time, so a page started just
+        before it could otherwise run minutes over): the rest wait for the next run.
+        A permanent failure makes the resource failing; a transient one leaves
         it for the next run. Resources backing off from failed rounds wait for their
         retry (a round that succeeds renews them). Returns renewals."""
         started = time.monotonic()
@@ -73,20 +77,24 @@ class Upkeep:
             key=lambda r: r.subscription_expires_at or EARLIEST_DATETIME,
         )
         gate = asyncio.Semaphore(RENEW_CONCURRENCY)
+        deadline = started + budget.total_seconds()
 
-        async def renew(resource: Resource) -> bool:
+        async def renew(index: int, resource: Resource) -> bool | None:
+            """Whether it was renewed; None when left for the next run."""
             async with gate:
+                if index >= RENEW_CONCURRENCY and time.monotonic() > deadline:
+                    return None
                 return await self._renew(resource, now)
 
         renewed = 0
         for first in range(0, len(due), RENEW_PAGE_SIZE):
-            if first and time.monotonic() - started > budget.total_seconds():
-                logger.warning(
-                    "subscription upkeep: %d renewals left for the next run", len(due) - first
-                )
-                break
             page = due[first : first + RENEW_PAGE_SIZE]
-            renewed += sum(await asyncio.gather(*(renew(r) for r in page)))
+            outcomes = await asyncio.gather(*(renew(first + i, r) for i, r in enumerate(page)))
+            renewed += sum(1 for outcome in outcomes if outcome)
+            if None in outcomes:
+                left = outcomes.count(None) + len(due) - first - len(page)
+                logger.warning("subscription upkeep: %d renewals left for the next run", left)
+                break
         logger.info("subscription upkeep: %d of %d due renewed or recreated", renewed, len(due))
         return renewed
 

@@ -108,14 +108,36 @@ async def test_renewals_past_the_budget_wait_for_the_next_run_soonest_expiry_fir
             stored.value.model_copy(update={"subscription_expires_at": T0}), stored.etag
         )
 
-    first = await world.services.upkeep.renew_subscriptions(budget=timedelta(0))
+    runs = [await world.services.upkeep.renew_subscriptions(budget=timedelta(0))]
+    assert runs == [RENEW_CONCURRENCY]  # past the budget at once: one set in flight
+    assert await renewed_ids(world) <= {f"room-{n}" for n in range(200, 250)}
+    while sum(runs) < 250:
+        runs.append(await world.services.upkeep.renew_subscriptions(budget=timedelta(0)))
+        assert runs[-1] > 0
+        if sum(runs) >= 50:
+            assert {f"room-{n}" for n in range(200, 250)} <= await renewed_ids(world)
 
-    assert first == RENEW_PAGE_SIZE
-    assert {f"room-{n}" for n in range(200, 250)} <= await renewed_ids(world)
-    second = await world.services.upkeep.renew_subscriptions(budget=timedelta(0))
-    third = await world.services.upkeep.renew_subscriptions(budget=timedelta(0))
-    assert (second, third) == (100, 50)
+    assert runs == [RENEW_CONCURRENCY] * 15 + [10]
     assert len(await renewed_ids(world)) == 250
+
+
+async def test_no_renewal_starts_past_the_budget_even_within_a_page() -> None:
+    """Throttled renewals can each take the gateway's whole retry time (a minute): a page
+    of 100 at 16 at once started just before the budget would then run some 7 minutes
+    past it, beyond the timer's functionTimeout. The budget bounds each renewal's start."""
+    world = await due_world(RENEW_PAGE_SIZE)
+    graph = SlowRenewals(world, seconds=0.1)
+    started = time.monotonic()
+
+    first = await world.services.upkeep.renew_subscriptions(budget=timedelta(seconds=0.2))
+
+    elapsed = time.monotonic() - started
+    assert first < RENEW_PAGE_SIZE  # one page at once would have taken 7 x 0.1 s
+    assert elapsed < 0.2 + 0.1 + 0.15  # the budget, one renewal, and some slack
+    assert graph.calls == first
+    rest = await world.services.upkeep.renew_subscriptions()
+    assert first + rest == RENEW_PAGE_SIZE
+    assert len(await renewed_ids(world)) == RENEW_PAGE_SIZE
 
 
 async def test_subscriptions_made_together_expire_spread_over_the_jitter() -> None:
