@@ -4,9 +4,10 @@ only then is the resource disconnected; nothing else syncs it meanwhile."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from shared.domain.bookings import BookingRequest
-from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.calendar import CalendarEvent, DeltaRound, EventMapping
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
 from shared.services.resources import REMOVE_CHUNK
@@ -144,4 +145,47 @@ async def test_a_push_queued_before_a_disconnect_writes_nothing_to_the_mailbox_a
     assert view.status.state is ConnectionState.DISCONNECTED  # nothing of ours was there yet
     await world.push_all()
 
+    assert set(world.calendar.events[ROOM]) == {"lunch"}
+
+
+async def test_a_round_that_started_before_a_disconnect_puts_no_event_back() -> None:
+    """Found on the local stack: a reconcile round read the resource as connected, the
+    disconnect removed our events while the round's delta read was slow, and the round then
+    pushed the unconfirmed bookings' events again into the mailbox we had left."""
+    world = await room_with_our_events(0)
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    fresh = stored.value.status.model_copy(update={"mirror_refreshed_at": world.clock.now})
+    await world.resources.update(stored.value.model_copy(update={"status": fresh}), stored.etag)
+    await world.services.reconcile.reconcile("room-1")  # a baseline: the next is incremental
+    for hour in range(3):
+        await world.services.bookings.create(
+            BookingRequest.model_validate(
+                {
+                    "resourceIds": ["room-1"],
+                    "start": T0 + timedelta(days=1, hours=hour),
+                    "end": T0 + timedelta(days=1, hours=hour + 1),
+                    "title": "Interview",
+                    "customer": {"name": "Ada", "email": "ada@example.com"},
+                }
+            ),
+            None,
+        )
+    await world.push_all()
+    assert len(world.calendar.events[ROOM]) == 4
+    read_delta = world.calendar.delta
+
+    async def disconnected_meanwhile(*args: Any) -> DeltaRound:
+        await world.services.resources.disconnect("room-1", remove_events=True)
+        while work := queued(world):
+            world.queue.sent = []
+            for message in work:
+                await world.services.resources.remove_events(message)
+        return await read_delta(*args)
+
+    world.calendar.delta = disconnected_meanwhile  # type: ignore[method-assign]
+
+    await world.services.reconcile.reconcile("room-1")
+
+    assert await state_of(world) is ConnectionState.DISCONNECTED
     assert set(world.calendar.events[ROOM]) == {"lunch"}
