@@ -3,8 +3,7 @@ only then is the resource disconnected; nothing else syncs it meanwhile."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from shared.domain.bookings import BookingRequest
 from shared.domain.calendar import CalendarEvent, DeltaRound, EventMapping
@@ -175,13 +174,15 @@ async def test_a_round_that_started_before_a_disconnect_puts_no_event_back() -> 
     assert len(world.calendar.events[ROOM]) == 4
     read_delta = world.calendar.delta
 
-    async def disconnected_meanwhile(*args: Any) -> DeltaRound:
+    async def disconnected_meanwhile(
+        mailbox: str, start: datetime, end: datetime, delta_link: str | None
+    ) -> DeltaRound:
         await world.services.resources.disconnect("room-1", remove_events=True)
         while work := queued(world):
             world.queue.sent = []
             for message in work:
                 await world.services.resources.remove_events(message)
-        return await read_delta(*args)
+        return await read_delta(mailbox, start, end, delta_link)
 
     world.calendar.delta = disconnected_meanwhile  # type: ignore[method-assign]
 
