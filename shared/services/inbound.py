@@ -703,6 +703,8 @@ class InboundService:
             # walking to -poison. The reconcile rounds retry the resource on their
             # schedule and renew its subscription once it answers again.
             await self._connection.mark_failing(resource.resource_id, f"{exc.code}: {exc.message}")
+            if event.lifecycle_event == "subscriptionRemoved":
+                await self._subscriptions.forget(resource.resource_id, event.subscription_id)
             return
         await self._sync_log.append(
             SyncLogEntry(

@@ -36,7 +36,7 @@ from shared.domain.errors import (
     GraphSyncStateLost,
 )
 from shared.domain.messages import EventChange, PushBooking
-from shared.domain.resources import MIRROR_LAYOUT, PullPurpose, Resource
+from shared.domain.resources import MIRROR_LAYOUT, ConnectionState, PullPurpose, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
@@ -83,6 +83,9 @@ class ReconcileReport(DomainModel):
     skipped: str | None = None
     # The resource was failing until this round.
     recovered: bool = False
+    # Connected, but with no subscription (Graph removed it while the mailbox was away,
+    # and something other than a round brought the resource back).
+    unsubscribed: bool = False
 
 
 class ReconcileService:
@@ -190,7 +193,10 @@ class ReconcileService:
         recovered = await self._connection.mark_synced(
             resource_id, mirror_refreshed=settings.direction.pulls
         )
-        report = report.model_copy(update={"recovered": recovered})
+        unsubscribed = (
+            resource.subscription_id is None and resource.status.state is ConnectionState.CONNECTED
+        )
+        report = report.model_copy(update={"recovered": recovered, "unsubscribed": unsubscribed})
         await self._log(
             resource_id,
             "reconcile",

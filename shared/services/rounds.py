@@ -147,13 +147,14 @@ class ReconcileRounds:
         """One resource's round. A permanent failure (mailbox gone, access denied) is
         recorded on the resource, puts its next timer round off and returns (the message
         completes); transient errors raise. A failing resource that syncs again gets its
-        subscription renewed, or recreated if Graph lost it meanwhile."""
+        subscription renewed, or recreated if Graph lost it meanwhile; so does a connected
+        resource left without one (brought back by a push before any round)."""
         round_at = work.round_at or self._clock()
         try:
             report = await self._reconcile.reconcile(work.resource_id, round_at=work.round_at)
         except (GraphAccessDenied, GraphNotFound) as exc:
             return await self._failed(work.resource_id, round_at, exc)
-        if report.recovered:
+        if report.recovered or report.unsubscribed:
             await self._renew_subscription(work.resource_id)
         return report
 

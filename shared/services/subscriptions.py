@@ -211,6 +211,13 @@ class SubscriptionService:
             return current.value if current is not None else resource
         return updated
 
+    async def forget(self, resource_id: str, subscription_id: str) -> None:
+        """Graph removed this subscription and no new one could be made: the resource no
+        longer points at it, so whatever brings the resource back (its next round, the
+        upkeep) subscribes again instead of renewing a subscription that is gone."""
+        await self._subscriptions.delete(subscription_id)
+        await self._record_if_current(resource_id, subscription_id, None, None)
+
     async def reauthorize(self, resource: Resource) -> Resource:
         """Answer `reauthorizationRequired`: reauthorize, then renew."""
         if resource.subscription_id is not None:

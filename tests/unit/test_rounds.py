@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from shared.domain.bookings import BookingRequest
 from shared.domain.errors import GraphAccessDenied, GraphTransient
 from shared.domain.messages import (
     RECONCILE_PAGE_SIZE,
@@ -277,3 +278,57 @@ async def test_the_subscription_removed_with_a_gone_mailbox_completes_its_messag
     )
 
     assert (await status_of(world)).state is ConnectionState.FAILING
+
+
+async def test_a_resource_a_push_brought_back_gets_its_removed_subscription_again() -> None:
+    """Found on the local stack: the mailbox went (Graph removed the subscription), came
+    back, and a cancel's push succeeded before any round: the resource was connected again
+    but kept pointing at the removed subscription, so no notification came until the
+    upkeep found it due days later."""
+    world = await world_of(1)
+    stored = await world.resources.get("room-0")
+    assert stored is not None
+    fresh = stored.value.status.model_copy(update={"mirror_refreshed_at": world.clock.now})
+    await world.resources.update(stored.value.model_copy(update={"status": fresh}), stored.etag)
+    stored = await world.resources.get("room-0")
+    assert stored is not None
+    subscribed = await world.services.subscriptions.subscribe(stored.value)
+    assert subscribed.subscription_id is not None
+    booking = await world.services.bookings.create(
+        BookingRequest.model_validate(
+            {
+                "resourceIds": ["room-0"],
+                "start": T0 + timedelta(days=1),
+                "end": T0 + timedelta(days=1, hours=1),
+                "title": "Interview",
+                "customer": {"name": "Ada", "email": "ada@example.com"},
+            }
+        ),
+        None,
+    )
+    await world.push_all()
+    world.calendar.subscriptions.clear()  # the mailbox is gone, and its subscriptions
+    world.calendar.events.pop(mailbox(0))
+    await world.services.inbound.handle_lifecycle(
+        LifecycleEvent(
+            subscription_id=subscribed.subscription_id,
+            resource_id="room-0",
+            lifecycle_event="subscriptionRemoved",
+            received_at=T0,
+        )
+    )
+    assert (await status_of(world)).state is ConnectionState.FAILING
+
+    world.calendar.events[mailbox(0)] = {}  # back (empty)
+    await world.services.bookings.cancel(booking.booking_id)
+    await world.push_all()
+    assert (await status_of(world)).state is ConnectionState.CONNECTED  # the push did it
+    world.clock.now = T0 + timedelta(minutes=15)
+    await run_round(world)
+
+    assert [s.resource for s in world.calendar.subscriptions.values()] == [
+        f"/users/{mailbox(0)}/events"
+    ]
+    current = await world.resources.get("room-0")
+    assert current is not None
+    assert current.value.subscription_id in world.calendar.subscriptions
