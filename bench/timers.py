@@ -329,7 +329,7 @@ async def failing_round(
     logger.info("the round again at once (a past-due run)")
     requests = sum(graph.requests.values())
     started = time.perf_counter()
-    again = await app.services.rounds.fan_out()
+    again = await app.services.rounds.fan_out(past_due=True)
     repeat = await drain(queue, app.services)
     repeated = sum(graph.requests.values()) - requests
     rows.append(

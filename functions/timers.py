@@ -13,7 +13,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RECONCILE_SCHEDULE%")
 async def reconcile_timer(timer: func.TimerRequest) -> None:
-    await get_services().rounds.fan_out()
+    await get_services().rounds.fan_out(past_due=timer.past_due)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%SUBSCRIPTION_UPKEEP_SCHEDULE%")

@@ -65,9 +65,9 @@ class Settings(BaseSettings):
     # Timers (NCRONTAB, 6 fields). The host reads these names from app settings too.
     reconcile_schedule: str = "0 */15 * * * *"
     subscription_upkeep_schedule: str = "0 5 * * * *"
-    # A timer round this soon after the resource's last one is a repeat (a page sent
-    # twice, a past-due run of an interrupted occurrence) and skipped; keep it below the
-    # RECONCILE_SCHEDULE's period.
+    # A past-due timer run (after an interrupted occurrence) this soon after the
+    # resource's last round is a repeat and skipped; a page sent twice always is. Rounds of
+    # an ordinary run always go, whatever RECONCILE_SCHEDULE's period.
     reconcile_repeat_within_minutes: int = Field(default=5, ge=0, le=60)
     # A resource whose round failed on a condition retrying cannot heal (mailbox gone,
     # access denied) is left out of timer rounds for this long, doubling per failed

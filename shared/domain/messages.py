@@ -87,6 +87,9 @@ class ReconcileResource(DomainModel):
     # The timer round that asked for it (from its ReconcilePage); None when something
     # else did (a new subscription, a `missed` lifecycle event), which always runs.
     round_at: UtcDatetime | None = None
+    # From a past-due timer run: skipped when the resource's last round was within
+    # RECONCILE_REPEAT_WITHIN_MINUTES (the interrupted occurrence may have reached it).
+    past_due: bool = False
 
 
 # Resources per ReconcilePage: 100 ids of at most 64 characters stay far under a queue
@@ -96,11 +99,12 @@ RECONCILE_PAGE_SIZE = 100
 
 class ReconcilePage(DomainModel):
     """sync-outbound: a page of the timer's fan-out; its worker sends one ReconcileResource
-    per resource. Sent twice (a retried send, a past-due timer run), its resources' rounds
-    are skipped as repeats of `round_at`."""
+    per resource. Sent twice (a retried send), its resources' rounds are skipped as
+    repeats of `round_at`; from a past-due timer run, as repeats of a round shortly before."""
 
     kind: Literal["reconcile_page"] = "reconcile_page"
     round_at: UtcDatetime
+    past_due: bool = False
     resource_ids: Annotated[list[ResourceId], Field(min_length=1, max_length=RECONCILE_PAGE_SIZE)]
 
 

@@ -129,14 +129,15 @@ class ReconcileService:
         self._clock = clock
 
     async def reconcile(
-        self, resource_id: str, *, round_at: datetime | None = None
+        self, resource_id: str, *, round_at: datetime | None = None, past_due: bool = False
     ) -> ReconcileReport:
         """One round for one resource, under a per-resource lease (a concurrent round for
         the same mailbox, from an overlapping timer or another instance, skips).
 
-        `round_at` names the timer round asking: a round within `repeat_within` after
-        the resource's last one is a repeat (a page sent twice, a past-due timer run)
-        and skips, after one table read; the round's time is recorded when it finishes.
+        `round_at` names the timer round asking: one no newer than the resource's last
+        round (a page sent twice), or from a `past_due` timer run within `repeat_within`
+        after it, is a repeat and skips after one table read; the round's time is recorded
+        when it finishes.
 
         A calendarView/delta round: an unchanged mailbox costs one Graph request. The
         first round, a moved mirror window, or a delta link Graph no longer knows
@@ -146,18 +147,21 @@ class ReconcileService:
         if not await self._leases.acquire(f"reconcile:{resource_id}", holder, LEASE_SECONDS):
             return ReconcileReport(resource_id=resource_id, skipped="another round is running")
         try:
-            return await self._reconcile(resource_id, round_at)
+            return await self._reconcile(resource_id, round_at, past_due)
         finally:
             await self._leases.release(f"reconcile:{resource_id}", holder)
 
-    async def _reconcile(self, resource_id: str, round_at: datetime | None) -> ReconcileReport:
+    async def _reconcile(
+        self, resource_id: str, round_at: datetime | None, past_due: bool
+    ) -> ReconcileReport:
         report = ReconcileReport(resource_id=resource_id)
         stored = await self._resources.get(resource_id)
         if stored is None:
             return report.model_copy(update={"skipped": "unknown resource"})
         resource = stored.value
         last = resource.last_round_at
-        if round_at is not None and last is not None and last >= round_at - self._repeat_within:
+        window = self._repeat_within if past_due else timedelta(0)
+        if round_at is not None and last is not None and last >= round_at - window:
             return report.model_copy(update={"skipped": "a repeat of the last timer round"})
         settings = resource.settings
         if not settings.active or resource.status.state.is_ending:

@@ -5,9 +5,11 @@ The fan-out costs the timer one table listing and one queue message per
 RECONCILE_PAGE_SIZE resources, sent side by side; each page's worker sends its resources'
 ReconcileResource messages side by side. So the timer's time grows with the pages, not the
 resources, and the per-resource sends spread over as many instances as the queue calls
-for. Azure may run a timer twice for one occurrence (a past-due run after an interrupted
-one) and a page may be sent twice: a round within REPEAT_WITHIN of a resource's last
-round is a repeat and skips after one table read (`ReconcileService.reconcile`).
+for. A page may be sent twice (its round is then no newer than the resource's last one),
+and Azure may run a timer twice for one occurrence (a past-due run after an interrupted
+one: within RECONCILE_REPEAT_WITHIN_MINUTES of the resource's last round): either is a
+repeat and skips after one table read (`ReconcileService.reconcile`). Only past-due runs
+get the window, so a schedule shorter than it (or a run by hand) still runs every round.
 
 A round that meets a condition the same message cannot heal by being retried (the
 mailbox is gone, access is denied) records it on the resource (failing, fail closed, as
@@ -103,9 +105,10 @@ class ReconcileRounds:
         self._clock = clock
         self._retry = retry
 
-    async def fan_out(self) -> int:
+    async def fan_out(self, *, past_due: bool = False) -> int:
         """The timer: page the resources in scope and not backing off into ReconcilePage
-        messages, sent side by side. Returns how many resources were paged."""
+        messages, sent side by side; `past_due` as the timer said of its run. Returns how
+        many resources were paged."""
         round_at = self._clock()
         due: list[str] = []
         backing = 0
@@ -118,7 +121,11 @@ class ReconcileRounds:
                 continue
             due.append(resource.resource_id)
         pages = [
-            ReconcilePage(round_at=round_at, resource_ids=due[i : i + RECONCILE_PAGE_SIZE])
+            ReconcilePage(
+                round_at=round_at,
+                resource_ids=due[i : i + RECONCILE_PAGE_SIZE],
+                past_due=past_due,
+            )
             for i in range(0, len(due), RECONCILE_PAGE_SIZE)
         ]
         await self._send_all(pages)
@@ -137,7 +144,12 @@ class ReconcileRounds:
         now = self._clock()
         await self._send_all(
             [
-                ReconcileResource(resource_id=resource_id, scheduled_at=now, round_at=page.round_at)
+                ReconcileResource(
+                    resource_id=resource_id,
+                    scheduled_at=now,
+                    round_at=page.round_at,
+                    past_due=page.past_due,
+                )
                 for resource_id in page.resource_ids
             ]
         )
@@ -151,7 +163,9 @@ class ReconcileRounds:
         resource left without one (brought back by a push before any round)."""
         round_at = work.round_at or self._clock()
         try:
-            report = await self._reconcile.reconcile(work.resource_id, round_at=work.round_at)
+            report = await self._reconcile.reconcile(
+                work.resource_id, round_at=work.round_at, past_due=work.past_due
+            )
         except (GraphAccessDenied, GraphNotFound) as exc:
             return await self._failed(work.resource_id, round_at, exc)
         if report.recovered or report.unsubscribed:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import azure.functions as func
 import pytest
+from azure.functions.timer import TimerRequest
 
-from functions import workers
+from functions import timers, workers
 from shared.domain.errors import GraphThrottled
 from shared.domain.messages import (
     SYNC_OUTBOUND_QUEUE,
@@ -85,3 +86,16 @@ async def test_a_reconcile_page_becomes_one_message_per_resource(world: FakeWorl
 
     sent = [ReconcileResource.model_validate_json(b) for _, b in world.queue.sent]
     assert [(m.resource_id, m.round_at) for m in sent] == [("room-1", T0), ("room-2", T0)]
+
+
+@pytest.mark.parametrize("past_due", [False, True])
+async def test_the_reconcile_timer_says_in_its_pages_whether_its_run_was_past_due(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, past_due: bool
+) -> None:
+    monkeypatch.setattr(timers, "get_services", lambda: world.services)
+    handler = timers.reconcile_timer.build().get_user_function()
+
+    await handler(TimerRequest(past_due=past_due))
+
+    [page] = [ReconcilePage.model_validate_json(b) for _, b in world.queue.sent]
+    assert (page.resource_ids, page.past_due) == (["room-1"], past_due)

@@ -41,10 +41,12 @@ def take(world: FakeWorld, kind: str) -> list[str]:
     return taken
 
 
-async def run_round(world: FakeWorld, *, pages_sent: int = 1) -> list[ReconcileResource]:
+async def run_round(
+    world: FakeWorld, *, pages_sent: int = 1, past_due: bool = False
+) -> list[ReconcileResource]:
     """The timer, then each page's worker (`pages_sent` times each), then each resource's
     worker, as the host would run them. Returns the resource messages run."""
-    await world.services.rounds.fan_out()
+    await world.services.rounds.fan_out(past_due=past_due)
     pages = [ReconcilePage.model_validate_json(b) for b in take(world, "reconcile_page")]
     for page in pages:
         for _ in range(pages_sent):
@@ -113,12 +115,24 @@ async def test_a_past_due_run_soon_after_a_round_repeats_nothing_and_the_next_ro
     await run_round(world)
     world.clock.now = T0 + timedelta(minutes=1)  # the host restarted: a past-due run
 
-    await run_round(world)
+    await run_round(world, past_due=True)
     assert len(world.calendar.delta_reads) == 2
 
     world.clock.now = T0 + timedelta(minutes=15)
     await run_round(world)
     assert len(world.calendar.delta_reads) == 4
+
+
+async def test_rounds_on_a_schedule_shorter_than_the_repeat_window_all_run() -> None:
+    """Only a past-due run is taken for a possible repeat: with RECONCILE_SCHEDULE every
+    3 minutes (or the timer run by hand), each round of the timer runs; before, every
+    other one was skipped as a repeat of the one before."""
+    world = await world_of(2)
+    for minutes in (0, 3, 6):
+        world.clock.now = T0 + timedelta(minutes=minutes)
+        await run_round(world)
+
+    assert len(world.calendar.delta_reads) == 6
 
 
 async def test_a_reconcile_asked_for_outside_the_timer_always_runs() -> None:
