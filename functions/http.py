@@ -27,6 +27,7 @@ from shared.domain.errors import (
     GraphThrottled,
     IdempotencyKeyReused,
     InvalidInput,
+    LiveCalendarUnreadable,
     MailboxInUse,
     NotFound,
     SlotUnavailable,
@@ -86,6 +87,9 @@ STATUS_BY_ERROR: dict[type[DomainError], int] = {
 # slot or a mailbox in use does not change by waiting.
 RETRY_AFTER_BY_ERROR: dict[type[DomainError], int] = {
     ConcurrencyConflict: 1,
+    # The live look at a slot met a passing Graph failure (a calendar_unavailable that
+    # passes, unlike the resource-health one).
+    LiveCalendarUnreadable: 5,
     StorageUnavailable: 5,
     GraphError: 5,
     PushIncomplete: 5,
@@ -137,8 +141,13 @@ def domain_error_response(error: DomainError) -> func.HttpResponse:
         logger.warning("storage unavailable: %s", error.message)
         message = "storage is unavailable; retry later"
     retry_after = retry_after_for(type(error))
-    if retry_after is not None and isinstance(error, GraphThrottled) and error.retry_after_seconds:
-        retry_after = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(error.retry_after_seconds)))
+    graphs_wait = (
+        error.retry_after_seconds
+        if isinstance(error, GraphThrottled | LiveCalendarUnreadable)
+        else None
+    )
+    if retry_after is not None and graphs_wait:
+        retry_after = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(graphs_wait)))
     return error_response(status, error.code, message, list(error.details), retry_after=retry_after)
 
 

@@ -354,8 +354,10 @@ _STATUS_TEXT = {
     413: "Body too large",
     415: "The body is not declared as application/json",
     422: "Invalid input; details name each field",
-    503: "Unavailable: `calendar_unavailable` fails closed until the resource's connection "
-    "is healthy again; the others pass: send again after Retry-After",
+    503: "Unavailable: `calendar_unavailable` without Retry-After fails closed until the "
+    "resource's connection is healthy again; with Retry-After (Graph could not be read "
+    "for the live look at the slot just now), and the others, pass: send again after "
+    "Retry-After",
 }
 # Answers of the platform in front of the app, not of the app's code.
 HOST_UNAUTHORIZED = (

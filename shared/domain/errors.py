@@ -70,6 +70,16 @@ class CalendarUnavailable(DomainError):
     code = "calendar_unavailable"
 
 
+class LiveCalendarUnreadable(CalendarUnavailable):
+    """The live look at a slot could not read a calendar just now (Graph down, slow or
+    throttled): fail closed as ever, but this passes, so the answer says when to retry
+    (Graph's own Retry-After when it throttled)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class IdempotencyKeyReused(DomainError):
     code = "idempotency_key_reused"
 

@@ -11,7 +11,9 @@ refuses the booking with SlotUnavailable, and is handed to the inbound worker as
 change of that event, so the mirror learns it without waiting for Graph.
 
 When the calendar cannot be read, the booking fails closed (CalendarUnavailable, 503):
-a slot nobody could look at is not promised. Availability listings never call Graph.
+a slot nobody could look at is not promised. A passing failure (Graph down, slow or
+throttled) is LiveCalendarUnreadable, whose answer carries a Retry-After. Availability
+listings never call Graph.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from typing import Literal
 
 from shared.domain.bookings import TimeRange
 from shared.domain.calendar import CalendarEvent, Unavailability
-from shared.domain.errors import CalendarUnavailable, DomainError, GraphError, SlotUnavailable
+from shared.domain.errors import (
+    CalendarUnavailable,
+    DomainError,
+    GraphError,
+    GraphThrottled,
+    GraphTransient,
+    LiveCalendarUnreadable,
+    SlotUnavailable,
+)
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
     SYNC_INBOUND_QUEUE,
@@ -84,10 +94,15 @@ class LiveSlotCheck:
         except GraphError as exc:
             failed = [r for r in checked if r.settings.mailbox == exc.mailbox] or checked
             names = ", ".join(r.resource_id for r in failed)
-            raise CalendarUnavailable(
+            message = (
                 f"the live calendar of {names} could not be read ({exc.code}); "
                 "the slot is not promised unseen"
-            ) from exc
+            )
+            if isinstance(exc, GraphThrottled | GraphTransient):
+                # Passes: the client may send the booking again shortly.
+                wait = exc.retry_after_seconds if isinstance(exc, GraphThrottled) else None
+                raise LiveCalendarUnreadable(message, retry_after_seconds=wait) from exc
+            raise CalendarUnavailable(message) from exc
         busy_on: list[str] = []
         for resource in checked:
             unseen = _busy_events(resource, views.get(resource.settings.mailbox, []), time_range)

@@ -15,7 +15,12 @@ import function_app
 from functions import bookings, openapi, resources
 from functions.http import domain_error_response
 from functions.openapi import OPERATIONS
-from shared.domain.errors import DomainError, TransactionTooLarge
+from shared.domain.errors import (
+    DomainError,
+    GraphThrottled,
+    GraphTransient,
+    TransactionTooLarge,
+)
 from shared.domain.resources import ConnectionStatus
 from tests.builders import T0
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -224,6 +229,61 @@ async def test_stale_mirror_answers_503(world: FakeWorld) -> None:
     assert status == 503
     assert body["error"]["code"] == "calendar_unavailable"
     assert "older than" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_after"),
+    [
+        (GraphTransient("Graph answered 503"), "5"),
+        (GraphThrottled("Graph answered 429", retry_after_seconds=30), "30"),
+        (GraphThrottled("Graph answered 429", retry_after_seconds=9000), "120"),
+    ],
+    ids=["down", "throttled", "throttled-long"],
+)
+async def test_a_live_calendar_graph_cannot_read_for_a_moment_says_when_to_retry(
+    world: FakeWorld, error: DomainError, retry_after: str
+) -> None:
+    # The live look at the slot met a passing Graph failure: the same code as a resource
+    # that is not healthy, but this one passes, and the answer says when to send again.
+    world.calendar.fail("room-1@contoso.com", error)
+    handler: Callable[[func.HttpRequest], Any] = bookings.create_booking.build().get_user_function()
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost/api/bookings",
+        body=json.dumps(booking_body()).encode(),
+        headers=dict(EVERY_ROLE),
+        params={},
+        route_params={},
+    )
+
+    response: func.HttpResponse = await handler(request)
+
+    assert response.status_code == 503
+    assert json.loads(response.get_body())["error"]["code"] == "calendar_unavailable"
+    assert response.headers.get("Retry-After") == retry_after
+
+
+async def test_a_resource_that_is_not_healthy_answers_503_without_retry_after(
+    world: FakeWorld,
+) -> None:
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    stale = ConnectionStatus(mirror_refreshed_at=T0 - timedelta(days=30))
+    await world.resources.update(stored.value.model_copy(update={"status": stale}), stored.etag)
+    handler: Callable[[func.HttpRequest], Any] = bookings.create_booking.build().get_user_function()
+    request = func.HttpRequest(
+        method="POST",
+        url="http://localhost/api/bookings",
+        body=json.dumps(booking_body()).encode(),
+        headers=dict(EVERY_ROLE),
+        params={},
+        route_params={},
+    )
+
+    response: func.HttpResponse = await handler(request)
+
+    assert response.status_code == 503
+    assert "Retry-After" not in response.headers
 
 
 async def test_put_resource_validates_and_checks_the_mailbox(world: FakeWorld) -> None:
