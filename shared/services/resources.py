@@ -169,6 +169,8 @@ class ResourceService:
                     SYNC_OUTBOUND_QUEUE,
                     ConnectResource(resource_id=resource_id, mailbox=settings.mailbox),
                 )
+            elif stored is not None and _mirror_outdated(stored.value.settings, settings):
+                await self._pulls.start(resource_id, PullPurpose.RESYNC)
             return await self.get(resource_id), stored is None
         raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
 
@@ -426,6 +428,16 @@ def _to_state(state: ConnectionState, now: datetime) -> Callable[[Resource], Res
         return current.model_copy(update={"status": status})
 
     return change
+
+
+def _mirror_outdated(before: ResourceSettings, after: ResourceSettings) -> bool:
+    """Whether a settings change leaves the mirror built on what no longer holds: a
+    resource that starts pulling has nothing mirrored, and all-day events block the
+    resource's own local days, so a new time zone moves them. The busy time is pulled
+    again (what availability reads until then is the old mirror, as during any pull)."""
+    if not after.direction.pulls:
+        return False
+    return not before.direction.pulls or before.time_zone != after.time_zone
 
 
 def _unmapped(mapping: EventMapping) -> EventMapping:

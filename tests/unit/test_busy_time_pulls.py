@@ -4,7 +4,8 @@ no harm; the resource's status shows the pull and when it is done."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -263,3 +264,41 @@ async def test_a_resync_during_a_connect_pull_leaves_the_resource_connecting() -
     assert stored is not None
     assert stored.value.status.mirror_refreshed_at is None
     assert stored.value.status.state is ConnectionState.CONNECTING
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"time_zone": "Asia/Tokyo"}, {"direction": "both"}],
+    ids=["time-zone", "starts-pulling"],
+)
+async def test_a_settings_change_the_mirror_depends_on_pulls_the_busy_time_again(
+    change: dict[str, str],
+) -> None:
+    # All-day events block the resource's own local days: mirrored under New York's days,
+    # they must move when the room's zone changes, not wait for a full reconcile round. A
+    # resource that starts pulling has nothing mirrored at all.
+    world = fake_world(Clock(T0), (ROOM,))
+    first = {"time_zone": "America/New_York", "direction": "both"}
+    if change.get("direction"):
+        first["direction"] = "out"
+    await world.services.resources.put("room-1", resource("room-1", **first).settings)
+    await world.finish_connects()
+    day = (T0 + timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    holiday = event("holiday", day, minutes=24 * 60, is_all_day=True, show_as=ShowAs.OOF)
+    world.calendar.events[ROOM] = {holiday.event_id: holiday}
+    if change.get("direction") is None:
+        # Mirrored under the first settings (a notification, as Graph sends it).
+        stored = await world.resources.get("room-1")
+        assert stored is not None
+        await world.services.mirror.pull(stored.value)
+
+    settings = resource("room-1", **{**first, **change}).settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_pulls()
+
+    zone = ZoneInfo(settings.time_zone)
+    local_day = datetime.combine(day.date(), time(), zone)
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert [(b.event_id, b.start, b.end) for b in blocks] == [
+        ("holiday", local_day.astimezone(UTC), (local_day + timedelta(days=1)).astimezone(UTC))
+    ]
