@@ -3,14 +3,16 @@ incremental, a lost sync state, and starting over)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
 
 from shared.adapters.graph import GraphCalendarGateway, StaticTokenCredential
+from shared.adapters.graph import gateway as gateway_module
 from shared.domain.calendar import EventType
-from shared.domain.errors import GraphAccessDenied, GraphSyncStateLost
+from shared.domain.errors import GraphAccessDenied, GraphSyncStateLost, GraphTransient
 from tests.gateway.conftest import ALICE, BOB, FAST_RETRY, ROOM, EmulatorControl
 from tests.gateway.test_events import START, draft
 
@@ -166,6 +168,22 @@ async def test_slot_views_of_a_panel_go_in_one_batch(
     assert sorted(e.booking_id or "" for e in views[ALICE]) == ["bk-a0", "bk-a1", "bk-a2"]
     assert [e.booking_id for e in views[BOB]] == ["bk-bob"]
     assert views[ROOM] == []
+
+
+async def test_a_slot_view_graph_is_slow_to_answer_gives_up_within_its_budget(
+    gateway: GraphCalendarGateway, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A booking request waits on the live look: a Graph that answers late (the default
+    # read timeout is 30 s) must not hold it past the look's own budget.
+    monkeypatch.setattr(gateway_module, "LIVE_VIEW_BUDGET_S", 0.5)
+    await control.add_fault(mailbox=BOB, pathContains="calendarView", latencyMs=3000)
+
+    started = time.monotonic()
+    with pytest.raises(GraphTransient) as slow:
+        await gateway.calendar_views([ALICE, BOB], START, START + timedelta(hours=1))
+
+    assert time.monotonic() - started < 2.0
+    assert "did not answer within" in slow.value.message
 
 
 async def test_a_slot_view_graph_refuses_raises(

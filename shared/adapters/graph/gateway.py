@@ -9,6 +9,7 @@ transactionId, so a retried POST never duplicates an event.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -99,6 +100,10 @@ DEFAULT_PAGE_SIZE = 100
 # A booking request waits on the live look at its slot: retry a throttled view once or
 # twice, briefly, then let the booking fail closed rather than hang.
 LIVE_VIEW_RETRY = RetryPolicy(max_attempts=3, max_elapsed_s=10.0, max_wait_s=5.0)
+# The whole live look (its $batch, retries and further pages) within this many seconds: a
+# booking request waits on it, and one slow answer may otherwise take the read timeout
+# (30 s) before the retry policy's budget is even looked at.
+LIVE_VIEW_BUDGET_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -496,7 +501,20 @@ class GraphCalendarGateway:
         a panel's views go in one): the live look at a slot before a booking is promised.
         Retries are short (LIVE_VIEW_RETRY) because a booking request waits on them; a
         view with more than one page follows its nextLinks one by one. Raises the first
-        Graph* error a view met, naming its mailbox (`GraphError.mailbox`)."""
+        Graph* error a view met, naming its mailbox (`GraphError.mailbox`), and
+        GraphTransient when the whole look took longer than LIVE_VIEW_BUDGET_S."""
+        budget = LIVE_VIEW_BUDGET_S
+        try:
+            async with asyncio.timeout(budget):
+                return await self._calendar_views(mailboxes, start, end)
+        except TimeoutError as exc:
+            raise GraphTransient(
+                f"calendarView of {', '.join(mailboxes)}: Graph did not answer within {budget} s"
+            ) from exc
+
+    async def _calendar_views(
+        self, mailboxes: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, list[CalendarEvent]]:
         query = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetQueryParameters(
             start_date_time=_utc_query_time(start),
             end_date_time=_utc_query_time(end),
