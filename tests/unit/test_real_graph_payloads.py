@@ -18,7 +18,13 @@ from pydantic import SecretStr, TypeAdapter
 
 from functions import graph
 from shared.domain.calendar import SubscriptionRecord
-from shared.domain.messages import SYNC_INBOUND_QUEUE, EventChanges, InboundWork, LifecycleEvent
+from shared.domain.messages import (
+    SYNC_INBOUND_QUEUE,
+    EventChanges,
+    InboundBatch,
+    InboundWork,
+    LifecycleEvent,
+)
 from tests.builders import T0
 from tests.fakes import Clock, FakeWorld, fake_world
 
@@ -136,3 +142,81 @@ async def test_an_organization_id_of_another_tenant_is_still_dropped(world: Fake
 
     assert response.status_code == 202
     assert _queued(world) == []
+
+
+# The lifecycle notification as Microsoft documents it, three in one POST: "lifecycle
+# notifications can be batched together ... each with a possibly different
+# lifecycleEvent value", and the lifecycle URL may be the notification URL.
+# https://learn.microsoft.com/graph/change-notifications-lifecycle-events
+# ("Structure of a lifecycle notification")
+LIFECYCLE_BATCH_AS_DOCUMENTED: dict[str, Any] = {
+    "value": [
+        {
+            "subscriptionId": SUBSCRIPTION,
+            "subscriptionExpirationDateTime": "2019-03-20T11:00:00.0000000Z",
+            "tenantId": TENANT,
+            "clientState": STATE,
+            "lifecycleEvent": event,
+        }
+        for event in ("subscriptionRemoved", "missed", "reauthorizationRequired")
+    ]
+}
+
+# A change notification in the webhooks page's example shape: an `id` of its own, the
+# resource as `Users/{user}@{tenant}/...`, a Z-suffixed expiry with seven fractional digits.
+# https://learn.microsoft.com/graph/change-notifications-delivery-webhooks
+# ("Example: change notification")
+USER = "7b3d0a5c-4c1a-4f1e-9d5a-1f2e3d4c5b6a"
+CHANGE_AS_DOCUMENTED: dict[str, Any] = {
+    "value": [
+        {
+            "id": "lsgTZMr9KwAAA",
+            "subscriptionId": SUBSCRIPTION,
+            "subscriptionExpirationDateTime": "2016-03-19T22:11:09.952Z",
+            "clientState": STATE,
+            "changeType": "created",
+            "resource": f"users/{USER}@{TENANT}/events/AAMkAGI2=",
+            "tenantId": TENANT,
+            "resourceData": {
+                "@odata.type": "#Microsoft.Graph.Event",
+                "@odata.id": f"Users/{USER}@{TENANT}/Events/AAMkAGI2=",
+                "@odata.etag": 'W/"CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf"',
+                "id": "AAMkAGI2=",
+            },
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize("route", ["graph/lifecycle", "graph/notifications"])
+async def test_a_documented_batch_of_lifecycle_events_queues_each(
+    world: FakeWorld, route: str
+) -> None:
+    function = graph.graph_lifecycle if route == "graph/lifecycle" else graph.graph_notifications
+
+    response = await _post(function, route, LIFECYCLE_BATCH_AS_DOCUMENTED)
+
+    assert response.status_code == 202
+    queued = _queued(world)
+    events = [
+        item
+        for message in queued
+        for item in (message.items if isinstance(message, InboundBatch) else [message])
+        if isinstance(item, LifecycleEvent)
+    ]
+    assert sorted(e.lifecycle_event for e in events) == [
+        "missed",
+        "reauthorizationRequired",
+        "subscriptionRemoved",
+    ]
+    assert {e.resource_id for e in events} == {"room-1"}
+
+
+async def test_a_documented_change_notification_is_queued(world: FakeWorld) -> None:
+    response = await _post(graph.graph_notifications, "graph/notifications", CHANGE_AS_DOCUMENTED)
+
+    assert response.status_code == 202
+    [queued] = _queued(world)
+    assert isinstance(queued, EventChanges)
+    assert [(c.change_type, c.event_id) for c in queued.changes] == [("created", "AAMkAGI2=")]
+    assert queued.changes[0].change_key == "CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf"
