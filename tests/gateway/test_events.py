@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
+import pytest
+
 from shared.adapters.graph import BOOKING_ID_PROPERTY, GraphCalendarGateway
 from shared.domain.calendar import EventDraft, EventType, ShowAs
 from shared.ports import EventWrite
@@ -158,6 +160,20 @@ async def test_a_time_zone_graph_refuses_is_written_in_utc(
     assert [r.event.start for r in results if r.event] == [START] * 3
     # Never silently: the refused write's result names the zone (the fault refuses one).
     assert [r.refused_time_zone for r in results] == ["W. Europe Standard Time", None, None]
+
+
+@pytest.mark.parametrize("zone", ["America/Scoresbysund", "Antarctica/Casey", "Antarctica/Vostok"])
+async def test_a_zone_whose_windows_name_keeps_other_rules_is_not_written_under_it(
+    gateway: GraphCalendarGateway, control: EmulatorControl, zone: str
+) -> None:
+    # CLDR's table names "Azores Standard Time" for Scoresbysund, which has kept UTC-2
+    # since 2024 while the Azores keep UTC-1 (tzdata 2023d); Casey and Vostok changed too.
+    # Written under that Windows name, Graph would place the booking an hour or more off.
+    created = await gateway.create_event(ALICE, draft("bk-zone", time_zone=zone), "tx-zone")
+
+    raw = await control.graph("GET", f"/users/{ALICE}/events/{quote(created.event_id, safe='')}")
+    assert raw["start"]["dateTime"].startswith("2030-03-04T09:00:00")  # read in UTC
+    assert (created.start, created.end) == (START, START + timedelta(hours=1))
 
 
 async def test_an_event_in_deleted_items_reads_as_gone(

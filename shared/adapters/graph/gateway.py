@@ -693,7 +693,8 @@ class GraphCalendarGateway:
             ]
             again = await self._write_batch_once(in_utc)
             for index, write, result in zip(refused, retry, again, strict=True):
-                sent = graph_zone_name(write.draft.time_zone) if write.draft else None
+                draft = write.draft
+                sent = graph_zone_name(draft.time_zone, draft.start, draft.end) if draft else None
                 results[index] = replace(result, refused_time_zone=sent)
         return results
 

@@ -87,13 +87,36 @@ def _zone(name: str) -> tzinfo:
         raise InvalidInput(f"unknown time zone {name!r}") from exc
 
 
-def graph_zone_name(iana_zone: str) -> str:
+def graph_zone_name(iana_zone: str, *moments: datetime) -> str:
     """The name to write for an IANA zone: its Windows name from CLDR (Graph takes every
     Windows name but only some IANA ones); "UTC" for UTC; the IANA name itself when CLDR
-    has no Windows name for it (a refusal then shows in the gateway's log)."""
-    if iana_zone.strip().lower() in _UTC_NAMES:
+    has no Windows name for it (a refusal then shows in the gateway's log), or when that
+    Windows name keeps other rules at any of `moments`: Graph reads a Windows name by the
+    rules of the zone CLDR names for it, and a table older than the zone's last change
+    (America/Scoresbysund under "Azores Standard Time" since tzdata 2023d) would place
+    the event an hour or more off."""
+    key = iana_zone.strip()
+    if key.lower() in _UTC_NAMES:
         return "UTC"
-    return IANA_TO_WINDOWS.get(iana_zone.strip(), iana_zone)
+    windows = IANA_TO_WINDOWS.get(key)
+    if windows is None:
+        return iana_zone
+    if moments and not _same_rules(key, WINDOWS_TO_IANA.get(windows), moments):
+        return iana_zone
+    return windows
+
+
+def _same_rules(iana_zone: str, reference: str | None, moments: tuple[datetime, ...]) -> bool:
+    """Whether the two zones give the same UTC offset at each of the moments."""
+    if reference is None:
+        return False
+    if reference == iana_zone:
+        return True
+    try:
+        ours, theirs = ZoneInfo(iana_zone), ZoneInfo(reference)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return all(m.astimezone(ours).utcoffset() == m.astimezone(theirs).utcoffset() for m in moments)
 
 
 def _wall_time(moment: datetime, zone: tzinfo) -> str:
@@ -114,7 +137,8 @@ def event_from_draft(draft: EventDraft, *, transaction_id: str | None = None) ->
 
     Raises InvalidInput when the draft's zone is not an IANA zone.
     """
-    zone, zone_name = _zone(draft.time_zone), graph_zone_name(draft.time_zone)
+    zone = _zone(draft.time_zone)
+    zone_name = graph_zone_name(draft.time_zone, draft.start, draft.end)
     if _ambiguous(draft.start, zone) or _ambiguous(draft.end, zone):
         zone, zone_name = UTC, "UTC"
     return Event(
