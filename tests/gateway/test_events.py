@@ -176,6 +176,24 @@ async def test_a_zone_whose_windows_name_keeps_other_rules_is_not_written_under_
     assert (created.start, created.end) == (START, START + timedelta(hours=1))
 
 
+@pytest.mark.parametrize("zone", ["GMT", "Etc/Zulu", "UCT", "Etc/GMT-0"])
+async def test_the_other_names_of_utc_are_written_as_utc_without_a_refusal(
+    gateway: GraphCalendarGateway, control: EmulatorControl, zone: str
+) -> None:
+    # IANA names of UTC that CLDR gives no Windows name and Graph does not list: written
+    # as they are, every booking of such a room would be refused and carry a warning.
+    write = EventWrite(
+        mailbox=ALICE, op="create", draft=draft("bk-utc", time_zone=zone), transaction_id="tx-u"
+    )
+
+    [result] = await gateway.write_batch([write])
+
+    assert result.error is None
+    assert result.refused_time_zone is None
+    assert result.event is not None
+    assert (result.event.start, result.event.end) == (START, START + timedelta(hours=1))
+
+
 async def test_an_event_in_deleted_items_reads_as_gone(
     gateway: GraphCalendarGateway, control: EmulatorControl
 ) -> None:

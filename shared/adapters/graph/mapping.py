@@ -47,7 +47,26 @@ HAS_BOOKING_ID_FILTER = (
     f"singleValueExtendedProperties/Any(ep: ep/id eq '{BOOKING_ID_PROPERTY}' and ep/value ne '')"
 )
 
-_UTC_NAMES = frozenset({"utc", "etc/utc", "coordinated universal time", "tzone://microsoft/utc"})
+# UTC under its Graph names and the IANA names of UTC (links of Etc/UTC and Etc/GMT;
+# CLDR's table gives no Windows name for bare "GMT", and Graph does not list it).
+_UTC_NAMES = frozenset(
+    {"utc", "coordinated universal time", "tzone://microsoft/utc"}
+    | {
+        prefix + name
+        for prefix in ("", "etc/")
+        for name in (
+            "utc",
+            "uct",
+            "gmt",
+            "gmt0",
+            "gmt+0",
+            "gmt-0",
+            "greenwich",
+            "universal",
+            "zulu",
+        )
+    }
+)
 _NAMED_PROPERTY = re.compile(r"^\s*(\w+)\s+\{([0-9a-fA-F-]{36})\}\s+Name\s+(.+?)\s*$", re.I)
 
 
