@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a GET by id of a deleted event answers 404 (default: found in Deleted Items)",
     )
     parser.add_argument(
+        "--no-event-parent-folder-id",
+        action="store_true",
+        help="events carry no parentFolderId, as Graph's event resource has none "
+        "(default: they carry it)",
+    )
+    parser.add_argument(
         "--answer-writes-in-preferred-zone",
         action="store_true",
         help="answer creates and updates in the Prefer outlook.timezone (default: the "
@@ -155,6 +161,7 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         default_page_size=args.page_size,
         allow_http_notification_urls=args.allow_http,
         deleted_items_readable=not args.deleted_items_unreadable,
+        event_parent_folder_id=not args.no_event_parent_folder_id,
         master_updates_per_occurrence_change=args.master_updates,
         answer_writes_in_written_zone=not args.answer_writes_in_preferred_zone,
         accept_any_iana_zone=args.accept_any_iana_zone,

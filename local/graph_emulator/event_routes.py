@@ -171,7 +171,16 @@ async def list_events(emu: GraphEmulator, request: GraphRequest, params: Params)
     body: dict[str, Any] = {
         "@odata.context": context_url(request, f"users('{mailbox.upn}')/events"),
         "value": [
-            apply_select(render_event(r, zone=zone, expansion=expansion), select) for r in page
+            apply_select(
+                render_event(
+                    r,
+                    zone=zone,
+                    expansion=expansion,
+                    parent_folder=emu.config.event_parent_folder_id,
+                ),
+                select,
+            )
+            for r in page
         ],
     }
     if skip + size < len(records):
@@ -203,14 +212,27 @@ async def create(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
         if existing is not None:
             # A retried create: Graph answers with the first event and creates nothing.
             zone = _write_answer_zone(emu, request, existing)
-            return ok(_entity(request, mailbox, render_event(existing, zone=zone)), 201)
+            return ok(
+                _entity(
+                    request,
+                    mailbox,
+                    render_event(
+                        existing, zone=zone, parent_folder=emu.config.event_parent_folder_id
+                    ),
+                ),
+                201,
+            )
     record = create_event(mailbox, body, utc_now())
     mailbox.events[record.id] = record
     if record.transaction_id:
         mailbox.transactions[record.transaction_id] = record.id
     emu.notifier.publish_change(mailbox, record.id, "created", record.change_key)
     _sync_copies(emu, mailbox, record)
-    rendered = render_event(record, zone=_write_answer_zone(emu, request, record))
+    rendered = render_event(
+        record,
+        zone=_write_answer_zone(emu, request, record),
+        parent_folder=emu.config.event_parent_folder_id,
+    )
     return ok(_entity(request, mailbox, rendered), 201, preference_headers(request))
 
 
@@ -221,6 +243,7 @@ async def get(emu: GraphEmulator, request: GraphRequest, params: Params) -> Grap
         record,
         zone=preferred_zone(request),
         expansion=parse_expand(request.param("$expand")),
+        parent_folder=emu.config.event_parent_folder_id,
     )
     rendered = apply_select(rendered, request.param("$select"))
     return ok(_entity(request, mailbox, rendered), headers=preference_headers(request))
@@ -247,7 +270,11 @@ async def update(emu: GraphEmulator, request: GraphRequest, params: Params) -> G
         patch_event(record, body, now)
         emu.notifier.publish_change(mailbox, record.id, "updated", record.change_key)
         _sync_copies(emu, mailbox, record)
-    rendered = render_event(record, zone=_write_answer_zone(emu, request, record))
+    rendered = render_event(
+        record,
+        zone=_write_answer_zone(emu, request, record),
+        parent_folder=emu.config.event_parent_folder_id,
+    )
     return ok(_entity(request, mailbox, rendered), headers=preference_headers(request))
 
 

@@ -328,8 +328,11 @@ def render_event(
     *,
     zone: str | None = None,
     expansion: Expansion | None = None,
+    parent_folder: bool = True,
 ) -> dict[str, Any]:
-    """Graph's JSON for an event. ``zone`` is the Prefer outlook.timezone (UTC if None)."""
+    """Graph's JSON for an event. ``zone`` is the Prefer outlook.timezone (UTC if None);
+    ``parent_folder`` False leaves out `parentFolderId`, as Graph's event resource has
+    none (EmulatorConfig.event_parent_folder_id)."""
     props = record.props
     rendered: dict[str, Any] = {
         "@odata.etag": f'W/"{record.change_key}"',
@@ -381,4 +384,6 @@ def render_event(
         rendered["originalStart"] = format_timestamp(record.original_start)
     if expansion is not None:
         rendered["singleValueExtendedProperties"] = expanded_properties(record, expansion)
+    if not parent_folder:
+        rendered.pop("parentFolderId", None)
     return rendered

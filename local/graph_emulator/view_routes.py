@@ -80,7 +80,15 @@ def _page_of_instances(
     body: dict[str, Any] = {
         "@odata.context": context_url(request, f"users('{mailbox.upn}')/calendarView"),
         "value": [
-            apply_select(render_event(i, zone=zone, expansion=expansion), select)
+            apply_select(
+                render_event(
+                    i,
+                    zone=zone,
+                    expansion=expansion,
+                    parent_folder=emu.config.event_parent_folder_id,
+                ),
+                select,
+            )
             for i in instances[skip : skip + size]
         ],
     }
@@ -201,7 +209,9 @@ async def delta(emu: GraphEmulator, request: GraphRequest, params: Params) -> Gr
         current = instances_in_window(mailbox, window_start, window_end)
         baseline = {i.id: i.change_key for i in current}
         items = [
-            render_event(i, zone=zone) for i in current if token.baseline.get(i.id) != i.change_key
+            render_event(i, zone=zone, parent_folder=emu.config.event_parent_folder_id)
+            for i in current
+            if token.baseline.get(i.id) != i.change_key
         ]
         items.extend(_removed(event_id) for event_id in token.baseline if event_id not in baseline)
     else:
@@ -209,7 +219,10 @@ async def delta(emu: GraphEmulator, request: GraphRequest, params: Params) -> Gr
         zone = preferred_zone(request)
         current = instances_in_window(mailbox, window_start, window_end)
         baseline = {i.id: i.change_key for i in current}
-        items = [render_event(i, zone=zone) for i in current]
+        items = [
+            render_event(i, zone=zone, parent_folder=emu.config.event_parent_folder_id)
+            for i in current
+        ]
 
     return _delta_page(
         emu,

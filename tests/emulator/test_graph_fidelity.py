@@ -136,6 +136,34 @@ async def test_deleted_items_unreadable_option_answers_404(kinder: GraphClient) 
     assert gone.error_code == "ErrorItemNotFound"
 
 
+# Graph's event resource has no parentFolderId (messages, contacts and folders do):
+# https://learn.microsoft.com/graph/api/resources/event?view=graph-rest-1.0 ("Properties",
+# "JSON representation"). The faithful reading is an option until the app can do without it.
+
+
+async def test_events_without_parent_folder_id_option_leaves_it_out_everywhere(
+    http_session: aiohttp.ClientSession,
+) -> None:
+    running = await start_emulator(mailboxes=["alice@contoso.com"], event_parent_folder_id=False)
+    try:
+        graph = GraphClient(http_session, running.graph_url)
+        created = await _event(graph)
+        read = await graph.get(_path(created["id"]))
+        listed = await graph.get(f"{ALICE}/events")
+        view = await graph.get(
+            f"{ALICE}/calendarView",
+            params={"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2025-06-03T00:00:00Z"},
+        )
+        assert (await graph.delete(_path(created["id"]))).status == 204
+        deleted = await graph.get(_path(created["id"]))
+    finally:
+        await running.close()
+
+    assert deleted.status == 200  # still readable by its immutable id, as by default
+    for event in [created, read.body, *listed.body["value"], *view.body["value"], deleted.body]:
+        assert "parentFolderId" not in event
+
+
 # 2. A second subscription with the same resource and changeType answers 409.
 # https://learn.microsoft.com/graph/api/subscription-post-subscriptions?view=graph-rest-1.0
 # ("Duplicate subscription behavior")
