@@ -27,11 +27,13 @@ from shared.services.inbound import MAX_NOTIFICATIONS_PER_POST, NotificationBatc
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks annotations here
 
-# Graph delivers many notifications in one POST; we take up to 1,000 (about 700 bytes
-# each), and anything bigger is not Graph. The API's 64 KB limit would refuse a genuine
-# batch of 100, and a refused POST is retried for up to 4 hours, then lost
+# Graph delivers many notifications in one POST; we take up to 1,000, and anything bigger
+# is not Graph. An item of the documented shape ("Users/{user}@{tenant}/Events/{id}" in
+# `resource` and `@odata.id`) with an Outlook event id of ~150 characters is about 1.1 KB,
+# so 1,000 of them pass 1 MB: 2 MB leaves room. The API's 64 KB limit would refuse a
+# genuine batch of 100, and a refused POST is retried for up to 4 hours, then lost
 # (https://learn.microsoft.com/graph/change-notifications-delivery-webhooks).
-MAX_NOTIFICATION_BYTES = 1024 * 1024
+MAX_NOTIFICATION_BYTES = 2 * 1024 * 1024
 MAX_VALIDATION_TOKEN = 2048
 
 
@@ -46,7 +48,7 @@ def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
 
 
 def _notifications(req: func.HttpRequest) -> NotificationBatch:
-    """The POST's notifications. Raises BodyTooLarge above 1 MB or 1,000 items (counted
+    """The POST's notifications. Raises BodyTooLarge above 2 MB or 1,000 items (counted
     before any item is validated), MalformedJson, InvalidInput."""
     data = parse_json_object(req, max_bytes=MAX_NOTIFICATION_BYTES)
     items = data.get("value")

@@ -717,8 +717,8 @@ async def test_graphs_batches_up_to_a_thousand_are_taken_whole(
 
 
 @pytest.mark.parametrize("route", [graph.graph_notifications, graph.graph_lifecycle])
-async def test_above_a_megabyte_or_a_thousand_items_is_413(world: FakeWorld, route: Any) -> None:
-    padded = {"value": [as_graph_sends_it("room-1", "x")], "pad": "x" * (1024 * 1024)}
+async def test_above_two_megabytes_or_a_thousand_items_is_413(world: FakeWorld, route: Any) -> None:
+    padded = {"value": [as_graph_sends_it("room-1", "x")], "pad": "x" * (2 * 1024 * 1024)}
     too_big = await post_raw(json.dumps(padded).encode(), route)
     too_many = await post_raw(
         json.dumps({"value": [change("room-1", f"e{i}") for i in range(1001)]}).encode(), route

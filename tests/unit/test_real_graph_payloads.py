@@ -220,3 +220,23 @@ async def test_a_documented_change_notification_is_queued(world: FakeWorld) -> N
     assert isinstance(queued, EventChanges)
     assert [(c.change_type, c.event_id) for c in queued.changes] == [("created", "AAMkAGI2=")]
     assert queued.changes[0].change_key == "CQAAABYAAADkrWGo7bouTKlsgTZMr9KwAAAUWRHf"
+
+
+async def test_a_full_batch_in_the_documented_shape_with_long_ids_is_taken(
+    world: FakeWorld,
+) -> None:
+    # 1,000 notifications (the most the app takes in one POST) of the documented shape
+    # ("Users/{user}@{tenant}/Events/{id}" twice per item) with event ids as long as
+    # Outlook's (~150 characters): about 1.1 MB. Refused with 413, Graph would retry the
+    # whole POST for up to 4 hours, then drop every change in it.
+    long_id = "AAMkAGI2TQ" + "A" * 138 + "AAA="
+    item = json.loads(json.dumps(CHANGE_AS_DOCUMENTED["value"][0]).replace("AAMkAGI2=", long_id))
+    batch = {"value": [item] * 1000}
+    assert len(json.dumps(batch)) > 1024 * 1024
+
+    response = await _post(graph.graph_notifications, "graph/notifications", batch)
+
+    assert response.status_code == 202
+    assert {
+        c.event_id for m in _queued(world) if isinstance(m, EventChanges) for c in m.changes
+    } == {long_id}
