@@ -3,8 +3,8 @@
 A request becomes a `func.HttpRequest`; the returned `func.HttpResponse` (or str) becomes
 the answer, with Content-Type built from mimetype and charset as the worker does. No
 route, or a route without the method → 404 (the host has no 405); a failing function →
-500 with the traceback logged. Keys (`authLevel`) are not checked, as `func start` does not
-check them either.
+500 with the traceback logged. Keys (`authLevel`) are checked only in keys mode (below);
+`func start` never checks them.
 
 Two host endpoints exist besides the functions: `GET /admin/host/status` (readiness) and
 `POST /admin/functions/{name}` (run a queue or timer function now; body
@@ -220,7 +220,12 @@ class HttpTriggerServer:
     def _authorized(self, auth_level: str, request: web.Request) -> bool:
         if self._keys is None:
             return True
-        key = request.headers.get(KEY_HEADER) or request.query.get(KEY_QUERY)
+        # The header, when sent at all (even empty), is the key; `code` only without it
+        # (AuthenticationLevelHandler.GetAuthorizationKeyInfoAsync). The first value counts.
+        if KEY_HEADER in request.headers:
+            key = request.headers.get(KEY_HEADER)
+        else:
+            key = request.query.get(KEY_QUERY)
         return self._keys.allows(auth_level, key)
 
     async def _answer_in_time(

@@ -53,6 +53,26 @@ async def test_keys_mode_a_function_route_needs_a_key(
     assert await _status(client, "GET", url, headers={"x-functions-key": KEYS.master}) == 200
 
 
+async def test_keys_mode_a_key_header_wins_over_code_even_when_empty(
+    keyed_host: RunningHost, client: aiohttp.ClientSession
+) -> None:
+    """The header, when sent at all, is the key: `?code=` is read only without it
+    (azure-functions-host, AuthenticationLevelHandler.GetAuthorizationKeyInfoAsync), so
+    an empty or wrong header beside a good code is 401."""
+    url = f"{keyed_host.url}/api/items/1"
+    good_code = {"code": KEYS.function}
+
+    for header in ("", "wrong"):
+        sent = {"x-functions-key": header}
+        assert await _status(client, "GET", url, headers=sent, params=good_code) == 401
+    assert await _status(client, "GET", url, params={"code": ""}) == 401
+    # Repeated keys: the first one counts (StringValues.First()).
+    repeated = [("code", KEYS.function), ("code", "wrong")]
+    assert await _status(client, "GET", url, params=repeated) == 200
+    repeated = [("code", "wrong"), ("code", KEYS.function)]
+    assert await _status(client, "GET", url, params=repeated) == 401
+
+
 async def test_keys_mode_anonymous_routes_need_none_and_admin_routes_the_master_key(
     keyed_host: RunningHost, client: aiohttp.ClientSession
 ) -> None:
