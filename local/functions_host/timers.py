@@ -7,9 +7,12 @@ extension's TimerListener (azure-webjobs-sdk-extensions) does.
   only by that one.
 - With the schedule monitor (`useMonitor`; on by default for schedules of a minute or
   more), each run's status (Last, Next, LastUpdated) is kept in storage
-  (schedule_monitor.py). A host that starts after the recorded Next (it was stopped, or
-  died mid-run, which leaves the status of the interrupted occurrence) runs the function
-  at once with `past_due` set: a timer may fire twice for one occurrence.
+  (schedule_monitor.py), and a first start writes one for the next occurrence before it
+  comes. A host that starts after the recorded Next (it was stopped, or died mid-run,
+  which leaves the status of the interrupted occurrence) runs the function at once with
+  `past_due` set: a timer may fire twice for one occurrence. A recorded Next the
+  schedule would not give is a changed schedule, not a missed run (ScheduleMonitor.
+  CheckPastDueAsync).
 - `runOnStartup` runs it once at start (unless a past-due run does already). A failing
   run is logged and the schedule goes on.
 Not modelled: the singleton lock that keeps a timer to one instance when several run.
@@ -79,11 +82,14 @@ class TimerTriggerListener:
 
     async def _run(self) -> None:
         now = datetime.now(UTC)
-        recorded = await self._monitor.get_status(self.name) if self._monitor else None
-        past_due = recorded is not None and now > recorded.next
-        self._status = recorded or ScheduleStatus(
-            last=None, next=self.function.schedule.next_after(now), last_updated=None
-        )
+        if self._monitor is not None:
+            self._status = await self._checked_status(self._monitor, now)
+            past_due = now > self._status.next
+        else:
+            self._status = ScheduleStatus(
+                last=None, next=self.function.schedule.next_after(now), last_updated=None
+            )
+            past_due = False
         if past_due:
             logger.info(
                 "Timer '%s' is past due (its occurrence at %s did not run to the end); "
@@ -104,6 +110,34 @@ class TimerTriggerListener:
             if self._stopping.is_set():
                 break
             await self._fire(datetime.now(UTC), reason=f"Timer fired at {due.isoformat()}")
+
+    async def _checked_status(self, monitor: ScheduleMonitor, now: datetime) -> ScheduleStatus:
+        """The status the past-due check goes by, as ScheduleMonitor.CheckPastDueAsync
+        makes it: with none recorded, one for the next occurrence is written now (so a
+        host stopped before it runs it past due at its next start); a recorded Next the
+        schedule would not compute from the recorded Last (or LastUpdated) means the
+        schedule changed, and the new one's occurrence counts, from now if it passed."""
+        schedule = self.function.schedule
+        recorded = await monitor.get_status(self.name)
+        if recorded is None:
+            status = ScheduleStatus(last=None, next=schedule.next_after(now), last_updated=now)
+            await monitor.update_status(self.name, status)
+            return status
+        computed_from = recorded.last or recorded.last_updated or now
+        expected = schedule.next_after(computed_from)
+        if recorded.next == expected:
+            return recorded
+        if now > expected:
+            expected, computed_from = schedule.next_after(now), now
+        status = ScheduleStatus(last=None, next=expected, last_updated=computed_from)
+        logger.info(
+            "Timer '%s': its recorded next occurrence %s is not its schedule's; now %s",
+            self.name,
+            recorded.next.isoformat(),
+            expected.isoformat(),
+        )
+        await monitor.update_status(self.name, status)
+        return status
 
     async def _fire(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -12,6 +13,7 @@ import pytest
 from local.functions_host import HostStartupError
 from local.functions_host.schedule_monitor import (
     HOST_ID_SETTING,
+    ScheduleMonitor,
     ScheduleStatus,
     TableScheduleMonitor,
 )
@@ -121,34 +123,120 @@ def host_id(monkeypatch: pytest.MonkeyPatch, storage_env: str) -> str:
     return value
 
 
+# The monitor's past-due check is ScheduleMonitor.CheckPastDueAsync (azure-webjobs-sdk-
+# extensions, src/WebJobs.Extensions/Extensions/Timers/Scheduling/ScheduleMonitor.cs).
+EVERY_FIVE_MINUTES = "0 */5 * * * *"  # a minute or more apart: monitored
+
+
+def _five_minute_mark(moment: datetime) -> datetime:
+    return moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
+
+
+@pytest.fixture
+async def monitor(storage_connection_string: str, host_id: str) -> AsyncIterator[ScheduleMonitor]:
+    table_monitor = TableScheduleMonitor(storage_connection_string, host_id)
+    yield table_monitor
+    await table_monitor.close()
+
+
+async def _recorded_next_is_ahead(monitor: ScheduleMonitor) -> bool:
+    status = await monitor.get_status("tick")
+    return status is not None and status.next > datetime.now(UTC)
+
+
 @pytest.mark.integration
 async def test_a_missed_occurrence_runs_at_start_up_past_due(
     run_host: HostStarter,
     monkeypatch: pytest.MonkeyPatch,
     fresh_sample_state: SampleState,
-    storage_connection_string: str,
-    host_id: str,
+    monitor: ScheduleMonitor,
 ) -> None:
-    """The schedule monitor recorded a Next that passed while no host ran (or the host
-    died mid-run, leaving the status of the interrupted occurrence): the function runs at
-    once with isPastDue, and the status moves on."""
-    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", "0 0 0 1 1 *")  # once a year: monitored
-    monitor = TableScheduleMonitor(storage_connection_string, host_id)
-    missed = datetime.now(UTC) - timedelta(minutes=15)
-    await monitor.update_status("tick", ScheduleStatus(last=None, next=missed, last_updated=None))
+    """The monitor recorded a run and the Next it computed from it, and Next passed while
+    no host ran (or the host died mid-run, leaving the status of the interrupted
+    occurrence): the function runs at once with isPastDue, and the status moves on."""
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", EVERY_FIVE_MINUTES)
+    mark = _five_minute_mark(datetime.now(UTC))
+    last, missed = mark - timedelta(minutes=10), mark - timedelta(minutes=5)
+    await monitor.update_status("tick", ScheduleStatus(last=last, next=missed, last_updated=last))
 
     await run_host("tick")
 
-    await eventually(lambda: len(fresh_sample_state.ticks) == 1, within=3)
+    await eventually(lambda: len(fresh_sample_state.ticks) >= 1, within=3)
     assert fresh_sample_state.ticks[0].past_due is True
     assert datetime.fromisoformat(fresh_sample_state.ticks[0].schedule_status["Next"]) == missed
+    await eventually(lambda: _recorded_next_is_ahead(monitor), within=3)
 
-    async def recorded_next() -> bool:
-        status = await monitor.get_status("tick")
-        return status is not None and status.next > datetime.now(UTC)
 
-    await eventually(recorded_next, within=3)
-    await monitor.close()
+@pytest.mark.integration
+async def test_a_first_start_records_the_next_occurrence_before_any_run(
+    run_host: HostStarter,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sample_state: SampleState,
+    monitor: ScheduleMonitor,
+) -> None:
+    """With no status yet, the host writes one at start (Next, and LastUpdated = now), so
+    a host that stops or dies before the first occurrence runs it past due at its next
+    start, as the next test shows."""
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", "0 0 0 1 1 *")  # once a year
+    before = datetime.now(UTC)
+
+    await run_host("tick")
+
+    async def written() -> bool:
+        return await monitor.get_status("tick") is not None
+
+    await eventually(written, within=3)
+    status = await monitor.get_status("tick")
+    assert status is not None
+    assert status.last is None
+    assert status.last_updated is not None
+    assert status.last_updated >= before
+    assert status.next > before
+    assert (status.next.month, status.next.day) == (1, 1)
+    assert fresh_sample_state.ticks == []
+
+
+@pytest.mark.integration
+async def test_an_occurrence_missed_before_the_first_run_runs_at_start_up_past_due(
+    run_host: HostStarter,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sample_state: SampleState,
+    monitor: ScheduleMonitor,
+) -> None:
+    """What a host that started, then stopped before the first occurrence, left behind."""
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", EVERY_FIVE_MINUTES)
+    mark = _five_minute_mark(datetime.now(UTC))
+    started, missed = mark - timedelta(minutes=9), mark - timedelta(minutes=5)
+    status = ScheduleStatus(last=None, next=missed, last_updated=started)
+    await monitor.update_status("tick", status)
+
+    await run_host("tick")
+
+    await eventually(lambda: len(fresh_sample_state.ticks) >= 1, within=3)
+    assert fresh_sample_state.ticks[0].past_due is True
+    await eventually(lambda: _recorded_next_is_ahead(monitor), within=3)
+
+
+@pytest.mark.integration
+async def test_a_status_from_another_schedule_is_not_past_due(
+    run_host: HostStarter,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_sample_state: SampleState,
+    monitor: ScheduleMonitor,
+) -> None:
+    """A recorded Next that the schedule would not compute from the recorded Last means
+    the schedule changed: the host takes the new schedule's next occurrence from now
+    instead of running at once."""
+    monkeypatch.setenv("SAMPLE_TIMER_SCHEDULE", "0 0 0 1 1 *")
+    last = datetime.now(UTC) - timedelta(minutes=10)
+    old_next = last + timedelta(minutes=5)  # an old five-minute schedule's
+    await monitor.update_status("tick", ScheduleStatus(last=last, next=old_next, last_updated=last))
+
+    await run_host("tick")
+
+    await eventually(lambda: _recorded_next_is_ahead(monitor), within=3)
+    await asyncio.sleep(0.5)  # a past-due run would have started at once
+    assert fresh_sample_state.ticks == []
 
 
 @pytest.mark.integration
