@@ -88,6 +88,14 @@ class Azurite:
                 process.wait()
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def start_azurite(
     ports: AzuritePorts | None = None,
     *,
@@ -102,12 +110,20 @@ def start_azurite(
     Azurite serves every request of a process on one Node.js event loop, so in one process
     a burst of table requests delays queue writes, which Azure's separate services never
     do. Raises RuntimeError when Azurite is not installed (run `npm ci`) or does not come
-    up in time.
+    up in time, or when one of the ports is already in use (refused before starting).
     """
     executable = AZURITE_BIN if AZURITE_BIN.exists() else shutil.which("azurite")
     if executable is None:
         raise RuntimeError("Azurite is not installed: run `npm ci` in the repository root")
     ports = ports or AzuritePorts.free()
+    # Another process on a port (a second stack's Azurite) would pass the readiness check
+    # below while ours fails to bind and exits, and this stack would share its storage.
+    for port in (ports.blob, ports.queue, ports.table):
+        if _listening(port):
+            raise RuntimeError(
+                f"port {port} is in use by another process (another Azurite?), whose "
+                "storage this stack would share: stop it first"
+            )
     common = ["--silent", "--skipApiVersionCheck", "--disableProductStyleUrl"]
     if data_dir is None:
         common.append("--inMemoryPersistence")

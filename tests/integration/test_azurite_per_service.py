@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import uuid
 
 import pytest
 from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue.aio import QueueClient
 
-from local.azurite import start_azurite
+from local.azurite import AzuritePorts, start_azurite
 
 pytestmark = pytest.mark.integration
 
@@ -32,3 +34,24 @@ async def test_each_service_runs_in_its_own_process_and_stop_ends_them_all() -> 
     finally:
         azurite.stop(grace_seconds=5)
     assert all(p.poll() is not None for p in azurite.processes.values())
+
+
+@pytest.mark.parametrize("taken", ["blob", "queue", "table"])
+def test_a_port_another_process_listens_on_is_refused_before_starting(
+    taken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Azurite (say, a second `make run`) on the ports answers the readiness check
+    while ours fails to bind and exits, so the stack would share that one's queues and
+    tables: its hosts taking this stack's messages and the other way round. Refused
+    before anything starts."""
+    started: list[object] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: started.append(args))
+    ports = AzuritePorts.free()
+    port = getattr(ports, taken)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+
+        with pytest.raises(RuntimeError, match=f"port {port} is in use"):
+            start_azurite(ports, ready_timeout=1)
+    assert started == []
