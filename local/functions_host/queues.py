@@ -221,7 +221,7 @@ class QueueTriggerListener:
                     error,
                     self.queue_name + POISON_SUFFIX,
                 )
-                await self._move_to_poison(message, lease)
+                await self._move_to_poison(message, lease, undecodable=True)
                 return
             trigger_value = _function_message(
                 message_id=message.id,
@@ -341,15 +341,18 @@ class QueueTriggerListener:
                 "Queue '%s': could not release message %s: %s", self.queue_name, message.id, error
             )
 
-    async def _move_to_poison(self, message: StorageQueueMessage, lease: _Lease) -> None:
+    async def _move_to_poison(
+        self, message: StorageQueueMessage, lease: _Lease, *, undecodable: bool = False
+    ) -> None:
         assert self._poison is not None
         poison_name = self.queue_name + POISON_SUFFIX
-        logger.warning(
-            "Message has reached MaxDequeueCount of %d. Moving message %s to queue '%s'.",
-            self._options.max_dequeue_count,
-            message.id,
-            poison_name,
-        )
+        if not undecodable:  # an undecodable one was logged as such
+            logger.warning(
+                "Message has reached MaxDequeueCount of %d. Moving message %s to queue '%s'.",
+                self._options.max_dequeue_count,
+                message.id,
+                poison_name,
+            )
         # The stored text is copied as is, so the poison message keeps the encoding.
         try:
             await self._poison.send_message(message.content)
