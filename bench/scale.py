@@ -387,12 +387,15 @@ async def run(stack: Stack, counting: Counting, args: argparse.Namespace) -> Sca
     async with aiohttp.ClientSession() as session:
         scale = Scale(StackClient(stack, session), counting, args)
         rows = await scale.set_up()
-        async with QueueClient.from_connection_string(
-            stack.connection_string, SYNC_OUTBOUND_QUEUE
-        ) as outbound:
-            rows += await scale.reconcile(outbound)
-        rows += await scale.upkeep()
-        rows += await scale.inbound()
+        if args.only in (None, "reconcile"):
+            async with QueueClient.from_connection_string(
+                stack.connection_string, SYNC_OUTBOUND_QUEUE
+            ) as outbound:
+                rows += await scale.reconcile(outbound)
+        if args.only in (None, "upkeep"):
+            rows += await scale.upkeep()
+        if args.only in (None, "inbound"):
+            rows += await scale.inbound()
         rows += scale.memory()
         scale.figures["rows"] = [r.__dict__ for r in rows]
         scale.figures["table"] = render_table(rows)
@@ -407,6 +410,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60, help="seconds of load (60)")
     parser.add_argument(
         "--drain-within", type=float, default=900, help="wait for the inbound backlog (900 s)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("reconcile", "upkeep", "inbound"),
+        help="after the set-up, measure this part alone (default: all of them)",
     )
     return parser.parse_args(argv)
 
