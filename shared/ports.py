@@ -28,7 +28,7 @@ from shared.domain.calendar import (
     Unavailability,
 )
 from shared.domain.claims import DayLedger
-from shared.domain.errors import DomainError
+from shared.domain.errors import DomainError, GraphError
 from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry, SyncLogPage, SyncOutcome
 
@@ -108,6 +108,14 @@ class UnavailabilityRepository(Protocol):
         """Remove the blocks of an event gone from the calendar: a single event's, a
         series' (by its master's id) or one occurrence's (by the occurrence's own id,
         wherever its series is grouped). Idempotent."""
+        ...
+
+    async def replace_events(
+        self, resource_id: str, events: Mapping[str, list[Unavailability] | None]
+    ) -> None:
+        """For each event id, `replace_event` with its blocks, or `remove_event` when they
+        are None, as one write: the rows of all of them in as few transactions as the
+        partition allows, their day rows updated once. Idempotent; not atomic."""
         ...
 
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
@@ -206,6 +214,10 @@ class Leases(Protocol):
 
 class SyncLog(Protocol):
     async def append(self, entry: SyncLogEntry) -> None: ...
+    async def append_many(self, entries: Sequence[SyncLogEntry]) -> None:
+        """Append every entry, in one transaction per resource and 100 entries."""
+        ...
+
     async def page(
         self,
         resource_id: str,
@@ -289,6 +301,13 @@ class CalendarGateway(Protocol):
         self, mailbox: str, event_ids: Sequence[str]
     ) -> dict[str, CalendarEvent | None]:
         """Several events of one mailbox (None: gone), in as few requests as Graph allows."""
+        ...
+
+    async def read_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        """As `get_events`, but what each read failed with is that event's answer: one
+        event's failure does not stop the others from being read."""
         ...
 
     async def list_our_events(

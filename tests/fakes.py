@@ -70,7 +70,12 @@ class FakeTable(Generic[M]):
 
 
 class FakeResources(FakeTable[Resource]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0  # get calls
+
     async def get(self, resource_id: str) -> Stored[Resource] | None:
+        self.reads += 1
         return self.rows.get((resource_id, ""))
 
     async def add(self, resource: Resource) -> Stored[Resource]:
@@ -177,6 +182,17 @@ class FakeUnavailability:
     def __init__(self) -> None:
         self.blocks: dict[tuple[str, str], list[Unavailability]] = {}
         self.reads: list[str] = []  # "days" or "scan", per window read
+        self.writes: list[int] = []  # replace_events calls: how many events each
+
+    async def replace_events(
+        self, resource_id: str, events: Mapping[str, list[Unavailability] | None]
+    ) -> None:
+        self.writes.append(len(events))
+        for event_id, blocks in events.items():
+            if blocks is None:
+                await self.remove_event(resource_id, event_id)
+            else:
+                await self.replace_event(resource_id, event_id, blocks)
 
     async def replace_event(
         self, resource_id: str, event_id: str, blocks: list[Unavailability]
@@ -347,7 +363,9 @@ class FakeCalendar:
         self.errors: dict[str, list[DomainError]] = {}
         self.batches: list[int] = []
         self.reads: list[tuple[str, str]] = []  # get_event calls: (mailbox, event id)
-        self.batch_reads: list[int] = []  # get_events calls: how many ids each
+        self.batch_reads: list[int] = []  # get_events, read_events calls: how many ids each
+        # Reads of these events fail (read_events only), as one answer of a $batch can.
+        self.failing_reads: dict[str, GraphError] = {}
         self.instance_reads: list[tuple[str, str]] = []  # series_instances: (mailbox, master)
         self.view_reads = 0  # calendar_view calls
         self.delta_reads: list[str] = []  # delta calls: the mailbox of each
@@ -420,6 +438,21 @@ class FakeCalendar:
     ) -> dict[str, CalendarEvent | None]:
         self.batch_reads.append(len(event_ids))
         return {event_id: await self.get_event(mailbox, event_id) for event_id in event_ids}
+
+    async def read_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        self.batch_reads.append(len(event_ids))
+        read: dict[str, CalendarEvent | GraphError | None] = {}
+        for event_id in event_ids:
+            try:
+                failure = self.failing_reads.get(event_id)
+                if failure is not None:
+                    raise failure
+                read[event_id] = await self.get_event(mailbox, event_id)
+            except GraphError as exc:
+                read[event_id] = exc
+        return read
 
     async def list_our_events(
         self, mailbox: str, *, limit: int | None = None
@@ -578,9 +611,15 @@ class FakeLeases:
 class FakeSyncLog:
     def __init__(self) -> None:
         self.entries: list[SyncLogEntry] = []
+        self.writes: list[int] = []  # append and append_many calls: how many entries each
 
     async def append(self, entry: SyncLogEntry) -> None:
-        self.entries.append(entry)
+        await self.append_many([entry])
+
+    async def append_many(self, entries: Sequence[SyncLogEntry]) -> None:
+        if entries:
+            self.writes.append(len(entries))
+        self.entries.extend(entries)
 
     async def page(
         self,

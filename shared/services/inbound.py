@@ -20,7 +20,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.calendar import EventType, SubscriptionRecord
+from shared.domain.calendar import (
+    CalendarEvent,
+    EventMapping,
+    EventType,
+    SubscriptionRecord,
+    Unavailability,
+)
 from shared.domain.errors import GraphAccessDenied, GraphNotFound
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
@@ -38,6 +44,7 @@ from shared.ports import (
     EventMappingRepository,
     MessageQueue,
     ResourceRepository,
+    Stored,
     SubscriptionRepository,
     SyncLog,
     UnavailabilityRepository,
@@ -477,12 +484,27 @@ class NotificationIntake:
         self._start_read(subscription_id)
 
 
-class EventChangeHandler:
-    """Applies one changed event of a mailbox: ours by policy, foreign into the mirror.
+class _Pass:
+    """What one pass over a resource's changes still has to write: the mirror's blocks
+    by event (None: removed), and the log entries, each written once the blocks they
+    report are (`done` waits for the next mirror write)."""
 
-    Used for notifications and for the changes a delta round reports. It reads the
+    def __init__(self, resource_id: str) -> None:
+        self.resource_id = resource_id
+        self.mirror: dict[str, list[Unavailability] | None] = {}
+        self.waiting: list[tuple[EventChange, SyncLogEntry]] = []
+        self.done: list[SyncLogEntry] = []
+
+
+class EventChangeHandler:
+    """Applies the changed events of a mailbox: ours by policy, foreign into the mirror.
+
+    Used for notifications and for the changes a delta round reports. It reads each
     event's current state from Graph rather than trusting the change's claim, so
-    duplicates and out-of-order changes converge on the same result.
+    duplicates and out-of-order changes converge on the same result. A resource's changes
+    handled together share their reads and writes: one read of the resource, one `$batch`
+    read (of up to 20 per request) of the events Graph must be asked for, one write of the
+    mirror's blocks and one of the log entries.
     """
 
     def __init__(
@@ -509,107 +531,199 @@ class EventChangeHandler:
         self._clock = clock
 
     async def handle(self, change: EventChange) -> None:
-        stored = await self._resources.get(change.resource_id)
+        """Apply one change; raises what it failed with."""
+        for _, failure in await self.handle_all([change]):
+            raise failure
+
+    async def handle_all(
+        self, changes: Sequence[EventChange]
+    ) -> list[tuple[EventChange, Exception]]:
+        """Apply changes of one resource in their order; every one is tried. Returns the
+        changes that failed and what with (a resource gone or taking no changes fails
+        none). Idempotent, as `handle` is for each."""
+        if not changes:
+            return []
+        stored = await self._resources.get(changes[0].resource_id)
         if stored is None:
-            return
+            return []
         resource = stored.value
         settings = resource.settings
-        if not settings.active or settings.direction is Direction.NONE:
-            await self._log(
-                resource,
-                change,
-                "skipped: resource inactive or direction none",
-                SyncOutcome.SKIPPED,
-            )
-            return
-        if ChangeKind(change.change_type) not in settings.inbound_changes:
-            await self._log(
-                resource,
-                change,
-                f"skipped: {change.change_type} changes are filtered out",
-                SyncOutcome.SKIPPED,
-            )
-            return
+        work = _Pass(resource.resource_id)
+        failures: list[tuple[EventChange, Exception]] = []
         try:
-            mapping = await self._mappings.find_by_event(resource.resource_id, change.event_id)
+            if not settings.active or settings.direction is Direction.NONE:
+                for change in changes:
+                    self._log(
+                        work,
+                        resource,
+                        change,
+                        "skipped: resource inactive or direction none",
+                        SyncOutcome.SKIPPED,
+                    )
+                return []
+            wanted: list[EventChange] = []
+            for change in changes:
+                if ChangeKind(change.change_type) in settings.inbound_changes:
+                    wanted.append(change)
+                    continue
+                self._log(
+                    work,
+                    resource,
+                    change,
+                    f"skipped: {change.change_type} changes are filtered out",
+                    SyncOutcome.SKIPPED,
+                )
+            await self._apply(resource, wanted, work, failures)
+        finally:
+            await self._write(resource, work, failures)
+        if any(isinstance(failure, GraphAccessDenied) for _, failure in failures):
+            denied = next(f for _, f in failures if isinstance(f, GraphAccessDenied))
+            await self._connection.mark_failing(
+                resource.resource_id, f"{denied.code}: {denied.message}"
+            )
+        return failures
+
+    async def _apply(
+        self,
+        resource: Resource,
+        changes: list[EventChange],
+        work: _Pass,
+        failures: list[tuple[EventChange, Exception]],
+    ) -> None:
+        settings = resource.settings
+        found = await asyncio.gather(
+            *(self._mappings.find_by_event(resource.resource_id, c.event_id) for c in changes),
+            return_exceptions=True,
+        )
+        # What each change needs: its mapping (None: a foreign event), and the events to read.
+        planned: list[tuple[EventChange, Stored[EventMapping] | None]] = []
+        to_read: list[str] = []
+        for change, mapping in zip(changes, found, strict=True):
+            if isinstance(mapping, BaseException):
+                if not isinstance(mapping, Exception):
+                    raise mapping
+                failures.append((change, mapping))
+                continue
             if mapping is not None and mapping.value.event_id != change.event_id:
                 # An event of ours that we replaced or removed ourselves (resync, restore).
                 logger.debug("change of a former event %s of ours ignored", change.event_id)
-                return
+                continue
             if mapping is not None:
                 # A delete carries the event's last changeKey, which may be ours: never an echo.
                 echo = change.change_type != "deleted" and change.change_key is not None
                 if echo and change.change_key == mapping.value.change_key:
                     logger.debug("echo of our own write to event %s ignored", change.event_id)
-                    return
+                    continue
                 if not settings.direction.pushes:
-                    return
-                # Deleted means deleted: Graph's DELETE moves the event to Deleted Items,
-                # where a GET by its immutable id may still find it.
-                event = (
-                    None
-                    if change.change_type == "deleted"
-                    else await self._gateway.get_event(settings.mailbox, change.event_id)
-                )
-                await self._applier.apply(
-                    resource,
-                    mapping,
-                    event,
-                    SyncDirection.INBOUND,
-                    read_back=change.change_type != "deleted",
-                )
-            elif settings.direction.pulls:
-                await self._mirror_change(resource, change)
-        except GraphAccessDenied as exc:
-            await self._connection.mark_failing(resource.resource_id, f"{exc.code}: {exc.message}")
-            raise
+                    continue
+            elif not settings.direction.pulls:
+                continue
+            planned.append((change, mapping))
+            # Deleted means deleted: Graph's DELETE moves the event to Deleted Items,
+            # where a GET by its immutable id may still find it.
+            if change.change_type != "deleted":
+                to_read.append(change.event_id)
+        read = await self._gateway.read_events(settings.mailbox, to_read) if to_read else {}
+        for change, mapping in planned:
+            try:
+                event = None
+                if change.change_type != "deleted":
+                    answer = read[change.event_id]
+                    if isinstance(answer, Exception):
+                        raise answer
+                    event = answer
+                if mapping is not None:
+                    await self._applier.apply(
+                        resource,
+                        mapping,
+                        event,
+                        SyncDirection.INBOUND,
+                        read_back=change.change_type != "deleted",
+                    )
+                else:
+                    await self._mirror_change(resource, change, event, work)
+            except Exception as exc:  # noqa: BLE001 - returned; the caller raises the first
+                failures.append((change, exc))
 
-    async def _mirror_change(self, resource: Resource, change: EventChange) -> None:
-        mailbox = resource.settings.mailbox
-        event = None
-        if change.change_type != "deleted":
-            event = await self._gateway.get_event(mailbox, change.event_id)
+    async def _mirror_change(
+        self, resource: Resource, change: EventChange, event: CalendarEvent | None, work: _Pass
+    ) -> None:
         if event is None:
             # A single event, a whole series, or one occurrence (a delta @removed).
-            await self._unavailability.remove_event(resource.resource_id, change.event_id)
-            await self._log(resource, change, "mirror: removed", SyncOutcome.OK)
+            work.mirror[change.event_id] = None
+            self._log(work, resource, change, "mirror: removed", SyncOutcome.OK, wait=True)
             return
         if event.booking_id is not None:
             # Ours but not mapped (a crash between write and mapping): reconcile adopts it.
-            await self._log(
-                resource, change, "unmapped event of ours; left to reconcile", SyncOutcome.SKIPPED
+            self._log(
+                work,
+                resource,
+                change,
+                "unmapped event of ours; left to reconcile",
+                SyncOutcome.SKIPPED,
             )
             return
         if event.type is EventType.SINGLE_INSTANCE:
             block = to_block(resource.resource_id, event, time_zone=resource.settings.time_zone)
-            await self._unavailability.replace_event(
-                resource.resource_id, event.event_id, [block] if block else []
-            )
+            work.mirror[event.event_id] = [block] if block else []
         else:
             # A series (or one of its occurrences) changed: re-read that series' instances
-            # in the mirror window (not the whole calendar) and replace its blocks.
+            # in the mirror window (not the whole calendar) and replace its blocks. What
+            # came before is written first: a series' group may hold an occurrence that
+            # an earlier change removed.
+            await self._write_mirror(work)
             master_id = event.series_master_id or event.event_id
             start, end = self._mirror.window()
+            mailbox = resource.settings.mailbox
             occurrences = await self._gateway.series_instances(mailbox, master_id, start, end)
             blocks = group_blocks(
                 resource.resource_id, occurrences, time_zone=resource.settings.time_zone
             ).get(master_id, [])
             await self._unavailability.replace_event(resource.resource_id, master_id, blocks)
-        await self._log(resource, change, "mirror: updated", SyncOutcome.OK)
+        self._log(work, resource, change, "mirror: updated", SyncOutcome.OK, wait=True)
 
-    async def _log(
-        self, resource: Resource, change: EventChange, action: str, outcome: SyncOutcome
+    async def _write_mirror(self, work: _Pass) -> None:
+        """Write the blocks gathered so far; their log entries are then due."""
+        if work.mirror:
+            events, work.mirror = work.mirror, {}
+            await self._unavailability.replace_events(work.resource_id, events)
+        work.done.extend(entry for _, entry in work.waiting)
+        work.waiting = []
+
+    async def _write(
+        self, resource: Resource, work: _Pass, failures: list[tuple[EventChange, Exception]]
     ) -> None:
-        await self._sync_log.append(
-            SyncLogEntry(
-                resource_id=resource.resource_id,
-                at=self._clock(),
-                direction=SyncDirection.INBOUND,
-                action=action[:100],
-                outcome=outcome,
-                event_id=change.event_id,
-            )
+        """The pass's last writes: the mirror's blocks (a failure fails every change
+        they were for), then every log entry due."""
+        try:
+            await self._write_mirror(work)
+        except Exception as exc:  # noqa: BLE001 - returned; the caller raises the first
+            failures.extend((change, exc) for change, _ in work.waiting)
+            work.waiting = []
+        await self._sync_log.append_many(work.done)
+
+    def _log(
+        self,
+        work: _Pass,
+        resource: Resource,
+        change: EventChange,
+        action: str,
+        outcome: SyncOutcome,
+        *,
+        wait: bool = False,
+    ) -> None:
+        entry = SyncLogEntry(
+            resource_id=resource.resource_id,
+            at=self._clock(),
+            direction=SyncDirection.INBOUND,
+            action=action[:100],
+            outcome=outcome,
+            event_id=change.event_id,
         )
+        if wait:
+            work.waiting.append((change, entry))
+        else:
+            work.done.append(entry)
 
 
 def _identity(change: EventChange) -> tuple[str, str, str, str | None]:
@@ -672,12 +786,12 @@ class InboundService:
         distinct = _collapse_updates(changes)
         if len(distinct) < len(changes):
             logger.debug("%d repeated changes skipped", len(changes) - len(distinct))
-        changes = distinct
+        by_resource: dict[str, list[EventChange]] = {}
+        for change in distinct:
+            by_resource.setdefault(change.resource_id, []).append(change)
         failures: list[Exception] = []
-        for change in changes:
-            try:
-                await self._changes.handle(change)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest ran
+        for mine in by_resource.values():
+            for change, exc in await self._changes.handle_all(mine):
                 logger.warning("change of event %s failed: %s", change.event_id, type(exc).__name__)
                 failures.append(exc)
         if failures:

@@ -209,6 +209,28 @@ async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:
     assert [entry.action for entry in newest] == ["push-2", "push-1"]
 
 
+async def test_sync_log_entries_appended_together_land_in_their_resources_logs(
+    adapters: Adapters,
+) -> None:
+    entries = [
+        SyncLogEntry(
+            resource_id=f"room-{n % 2}",
+            at=T0 + timedelta(seconds=n),
+            direction=SyncDirection.INBOUND,
+            action=f"change-{n}",
+            outcome=SyncOutcome.OK,
+        )
+        for n in range(250)
+    ]
+
+    await adapters.sync_log.append_many(entries)
+
+    for room in ("room-0", "room-1"):
+        page = await adapters.sync_log.page(room, limit=200)
+        assert len(page.value) == 125
+        assert page.value[0].action == ("change-248" if room == "room-0" else "change-249")
+
+
 async def test_sync_log_pages_by_outcome_follow_on_after_the_cursor(adapters: Adapters) -> None:
     # 25 entries a minute apart, every fifth failed; another resource's failure between.
     for minutes in range(25):

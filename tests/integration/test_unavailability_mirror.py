@@ -204,3 +204,30 @@ async def test_remove_event_finds_one_occurrence_inside_its_series_group(
 
     left = await table.list_for_resource("room-1")
     assert sorted(b.event_id for b in left) == ["standup-0", "standup-2"]
+
+
+async def test_several_events_replaced_and_removed_in_one_write(adapters: Adapters) -> None:
+    mirror = adapters.unavailability
+    await mirror.replace_all("room-1", calendar("room-1"))
+
+    moved = busy_block("ev-1", T0 + timedelta(hours=50), resource_id="room-1")
+    await mirror.replace_events(
+        "room-1",
+        {
+            "ev-1": [moved],  # moved
+            "ev-2": None,  # a single event gone
+            "series-a-occ-3": None,  # one occurrence gone, found inside its series' group
+            "ev-new": [busy_block("ev-new", T0 + timedelta(hours=60), resource_id="room-1")],
+        },
+    )
+
+    stored = {b.event_id: b for b in await mirror.list_for_resource("room-1")}
+    assert stored["ev-1"].start == moved.start
+    assert "ev-2" not in stored
+    assert "series-a-occ-3" not in stored
+    assert "series-a-occ-4" in stored
+    assert "ev-new" in stored
+    assert len(stored) == 160 - 2 + 1
+    # The day rows agree with the block rows.
+    window = await mirror.list_between("room-1", T0 - timedelta(days=1), T0 + timedelta(days=30))
+    assert {b.event_id for b in window} == set(stored)

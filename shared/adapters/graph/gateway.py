@@ -398,6 +398,19 @@ class GraphCalendarGateway:
         throttled and retried on its own); None for one that is gone, or in a folder other
         than the calendar (deleted, as for `get_event`). Raises the first
         other error a read met (a mailbox gone, access denied, Graph down)."""
+        found: dict[str, CalendarEvent | None] = {}
+        for event_id, answer in (await self.read_events(mailbox, event_ids)).items():
+            if isinstance(answer, GraphError):
+                raise answer
+            found[event_id] = answer
+        return found
+
+    async def read_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        """As `get_events`, with what each read finally failed with as its answer instead
+        of raised: a `$batch` answers each request on its own, so one event's failure
+        does not cost the others theirs."""
         query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
             expand=[EXPAND_BOOKING_ID]
         )
@@ -410,20 +423,26 @@ class GraphCalendarGateway:
             )
             for event_id in ids
         ]
-        found: dict[str, CalendarEvent | None] = {}
+        found: dict[str, CalendarEvent | GraphError | None] = {}
         for event_id, answer in zip(
             ids, await self._batch.send(steps) if steps else [], strict=True
         ):
             if isinstance(answer, GraphItemNotFound):
                 found[event_id] = None
             elif isinstance(answer, GraphError):
-                raise answer
+                found[event_id] = answer
             elif not isinstance(answer.body, dict):
-                raise GraphError(f"get event {event_id} in {mailbox}: Graph answered no event")
-            elif not await self._in_calendar(mailbox, answer.body):
-                found[event_id] = None  # in Deleted Items (or another folder): deleted
+                found[event_id] = GraphError(
+                    f"get event {event_id} in {mailbox}: Graph answered no event"
+                )
             else:
-                found[event_id] = calendar_event(answer.body)
+                try:
+                    in_calendar = await self._in_calendar(mailbox, answer.body)
+                except GraphError as exc:
+                    found[event_id] = exc
+                    continue
+                # In Deleted Items (or another folder): deleted.
+                found[event_id] = calendar_event(answer.body) if in_calendar else None
         return found
 
     async def _list_events(

@@ -22,10 +22,11 @@ the subscription / booking they belong to); no partition is keyed by time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -304,24 +305,46 @@ class UnavailabilityTable(EntityTable[Unavailability]):
     async def replace_event(
         self, resource_id: str, event_id: str, blocks: list[Unavailability]
     ) -> None:
-        group = encode_key(event_id + "|")
-        existing = await self.query(
-            resource_id,
-            "RowKey ge @lo and RowKey lt @hi",
-            {"lo": group, "hi": group[:-1] + _GROUP_END},
-        )
-        await self._write_difference(resource_id, [row.value for row in existing], blocks)
+        existing = await self._event_rows(resource_id, event_id)
+        await self._write_difference(resource_id, existing, blocks)
 
     async def remove_event(self, resource_id: str, event_id: str) -> None:
+        await self._write_difference(
+            resource_id, await self._removed_rows(resource_id, event_id), []
+        )
+
+    async def replace_events(
+        self, resource_id: str, events: Mapping[str, list[Unavailability] | None]
+    ) -> None:
+        # Each event's rows are read side by side; the difference of them all is then one
+        # write: one day-row update, and block rows 100 per transaction.
+        async def existing(
+            event_id: str, blocks: list[Unavailability] | None
+        ) -> list[Unavailability]:
+            if blocks is None:
+                return await self._removed_rows(resource_id, event_id)
+            return await self._event_rows(resource_id, event_id)
+
+        found = await asyncio.gather(*(existing(i, b) for i, b in events.items()))
+        wanted = [block for blocks in events.values() for block in blocks or []]
+        await self._write_difference(resource_id, [b for rows in found for b in rows], wanted)
+
+    async def _event_rows(self, resource_id: str, event_id: str) -> list[Unavailability]:
         group = encode_key(event_id + "|")
-        grouped = await self.query(
+        rows = await self.query(
             resource_id,
             "RowKey ge @lo and RowKey lt @hi",
             {"lo": group, "hi": group[:-1] + _GROUP_END},
         )
+        return [row.value for row in rows]
+
+    async def _removed_rows(self, resource_id: str, event_id: str) -> list[Unavailability]:
+        grouped = await self._event_rows(resource_id, event_id)
+        if grouped:
+            return grouped
         # An occurrence's block is grouped under its series master: found by EventId.
-        found = grouped or await self.query(resource_id, "EventId eq @id", {"id": event_id})
-        await self._write_difference(resource_id, [row.value for row in found], [])
+        found = await self.query(resource_id, "EventId eq @id", {"id": event_id})
+        return [row.value for row in found]
 
     async def replace_all(self, resource_id: str, blocks: list[Unavailability]) -> None:
         # One read of the partition instead of one range query per event: on a calendar of
@@ -463,6 +486,18 @@ class SyncLogTable(EntityTable[SyncLogEntry]):
 
     async def append(self, entry: SyncLogEntry) -> None:
         await self.insert(entry)
+
+    async def append_many(self, entries: Sequence[SyncLogEntry]) -> None:
+        # A resource's entries share its partition: one transaction per 100 of them.
+        by_resource: dict[str, list[SyncLogEntry]] = {}
+        for entry in entries:
+            by_resource.setdefault(entry.resource_id, []).append(entry)
+        for mine in by_resource.values():
+            for first in range(0, len(mine), MAX_TRANSACTION_ENTITIES):
+                transaction = Transaction()
+                for entry in mine[first : first + MAX_TRANSACTION_ENTITIES]:
+                    transaction.create(self.to_entity(entry))
+                await self.commit(transaction)
 
     async def page(
         self,

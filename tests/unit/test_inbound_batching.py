@@ -1,0 +1,147 @@
+"""A message's changes of one resource share their reads and writes: the resource is
+read once, the events Graph must be asked for in one batch read, the log entries
+written together, and the mirror's blocks in one write. What each change does is the
+same as when it came alone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.domain.calendar import CalendarEvent
+from shared.domain.errors import GraphAccessDenied, GraphTransient
+from shared.domain.messages import EventChange, EventChanges
+from shared.domain.resources import ConnectionState, ConnectionStatus
+from shared.domain.sync_log import SyncOutcome
+from tests.builders import T0, booking_request, resource
+from tests.fakes import Clock, FakeWorld, fake_world
+
+ROOM = "room-1@contoso.com"
+
+
+def foreign(event_id: str, hours: int) -> CalendarEvent:
+    start = T0 + timedelta(hours=hours)
+    return CalendarEvent(
+        event_id=event_id, change_key="ck-f", start=start, end=start + timedelta(minutes=30)
+    )
+
+
+def change(
+    event_id: str, change_type: str = "created", change_key: str | None = None
+) -> EventChange:
+    return EventChange(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        change_type=change_type,
+        event_id=event_id,
+        change_key=change_key,
+        received_at=T0,
+    )
+
+
+def message(*changes: EventChange) -> EventChanges:
+    return EventChanges(subscription_id="sub-1", resource_id="room-1", changes=list(changes))
+
+
+@pytest.fixture
+async def world() -> FakeWorld:
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    await world.resources.add(
+        resource("room-1").model_copy(
+            update={"status": ConnectionStatus(mirror_refreshed_at=world.clock.now)}
+        )
+    )
+    for n in range(5):
+        world.calendar.events[ROOM][f"ev-{n}"] = foreign(f"ev-{n}", n)
+    return world
+
+
+async def test_a_messages_events_are_read_in_one_batch_read(world: FakeWorld) -> None:
+    await world.services.inbound.handle_change(message(*(change(f"ev-{n}") for n in range(5))))
+
+    assert world.calendar.batch_reads == [5]
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == [f"ev-{n}" for n in range(5)]
+
+
+async def test_an_echo_and_a_delete_are_not_read(world: FakeWorld) -> None:
+    world.calendar.events[ROOM].clear()  # the booking's time free
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert mapping.value.event_id is not None
+    world.calendar.events[ROOM]["ev-1"] = foreign("ev-1", 30)
+    world.calendar.batch_reads.clear()
+    world.calendar.reads.clear()
+
+    await world.services.inbound.handle_change(
+        message(
+            change(mapping.value.event_id, "updated", mapping.value.change_key),
+            change("ev-gone", "deleted"),
+            change("ev-1", "updated"),
+        )
+    )
+
+    assert world.calendar.batch_reads == [1]
+    assert world.calendar.reads == [(ROOM, "ev-1")]
+
+
+async def test_the_resource_is_read_once_per_message(world: FakeWorld) -> None:
+    world.resources.reads = 0
+
+    await world.services.inbound.handle_change(message(*(change(f"ev-{n}") for n in range(5))))
+
+    assert world.resources.reads == 1
+
+
+async def test_a_messages_log_entries_are_written_together(world: FakeWorld) -> None:
+    await world.services.inbound.handle_change(
+        message(*(change(f"ev-{n}") for n in range(5)), change("ev-gone", "deleted"))
+    )
+
+    assert world.sync_log.writes == [6]
+    assert [e.action for e in world.sync_log.entries] == ["mirror: updated"] * 5 + [
+        "mirror: removed"
+    ]
+
+
+async def test_a_messages_mirror_blocks_are_written_together(world: FakeWorld) -> None:
+    await world.services.inbound.handle_change(message(change("ev-0"), change("ev-1")))
+    world.ports.unavailability.writes.clear()  # type: ignore[attr-defined]
+    del world.calendar.events[ROOM]["ev-0"]
+
+    await world.services.inbound.handle_change(
+        message(change("ev-0", "updated"), change("ev-2"), change("ev-1", "deleted"))
+    )
+
+    assert world.ports.unavailability.writes == [3]  # type: ignore[attr-defined]
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert [b.event_id for b in blocks] == ["ev-2"]
+
+
+async def test_a_failed_read_fails_its_change_alone_and_the_message(world: FakeWorld) -> None:
+    # The second event's read fails; the others are still applied and logged.
+    world.calendar.failing_reads["ev-1"] = GraphTransient("ev-1 unreadable")
+
+    with pytest.raises(GraphTransient, match="ev-1"):
+        await world.services.inbound.handle_change(message(*(change(f"ev-{n}") for n in range(3))))
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == ["ev-0", "ev-2"]
+    assert [e.outcome for e in world.sync_log.entries] == [SyncOutcome.OK] * 2
+
+
+async def test_access_denied_on_a_batch_read_marks_the_resource_failing_once(
+    world: FakeWorld,
+) -> None:
+    world.calendar.fail(ROOM, *(GraphAccessDenied("403 ErrorAccessDenied") for _ in range(3)))
+
+    with pytest.raises(GraphAccessDenied):
+        await world.services.inbound.handle_change(message(*(change(f"ev-{n}") for n in range(3))))
+
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.state is ConnectionState.FAILING
+    assert await world.ports.unavailability.list_for_resource("room-1") == []
