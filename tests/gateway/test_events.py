@@ -10,7 +10,8 @@ import pytest
 
 from local.graph_emulator import start_emulator
 from shared.adapters.graph import BOOKING_ID_PROPERTY, GraphCalendarGateway, StaticTokenCredential
-from shared.domain.calendar import EventDraft, EventType, ShowAs
+from shared.domain.calendar import CalendarEvent, EventDraft, EventType, ShowAs
+from shared.domain.errors import GraphAccessDenied
 from shared.ports import EventWrite
 from tests.gateway.conftest import ALICE, BOB, FAST_RETRY, EmulatorControl
 
@@ -237,3 +238,35 @@ async def test_an_event_in_deleted_items_reads_as_gone_without_parent_folder_id(
     finally:
         await gateway.close()
         await running.close()
+
+
+async def test_a_batch_read_answers_each_event_with_its_own_failure(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    first = await gateway.create_event(ALICE, draft("bk-a"), transaction_id="tx-a")
+    second = await gateway.create_event(ALICE, draft("bk-b"), transaction_id="tx-b")
+    # The second event's read is refused (403 is not retried); the first's is not.
+    await control.add_fault(
+        mailbox=ALICE, pathContains=second.event_id[-12:], status=403, code="ErrorAccessDenied"
+    )
+
+    read = await gateway.read_events(ALICE, [first.event_id, second.event_id])
+
+    first_read = read[first.event_id]
+    assert isinstance(first_read, CalendarEvent)
+    assert first_read.booking_id == "bk-a"
+    assert isinstance(read[second.event_id], GraphAccessDenied)
+
+
+async def test_one_event_is_read_with_a_plain_get_not_a_batch(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    created = await gateway.create_event(ALICE, draft("bk-one"), transaction_id="tx-one")
+    batches = await control.request_count("POST", "/$batch")
+
+    read = await gateway.read_events(ALICE, [created.event_id])
+
+    found = read[created.event_id]
+    assert isinstance(found, CalendarEvent)
+    assert found.booking_id == "bk-one"
+    assert await control.request_count("POST", "/$batch") == batches

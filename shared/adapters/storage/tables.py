@@ -227,6 +227,21 @@ class EntityTable(Generic[M]):
             raise translate_error(exc, f"{self.kind} {partition_key}/{row_key}") from exc
         return self.from_entity(entity)
 
+    async def get_properties(
+        self, partition_key: str, row_key: str, select: list[str]
+    ) -> Mapping[str, Any] | None:
+        """The `select`ed properties of any row of this kind's table (an index row, say),
+        or None when there is no such row."""
+        client = await self._client()
+        try:
+            return await client.get_entity(
+                encode_key(partition_key), encode_key(row_key), select=select
+            )
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise translate_error(exc, f"{self.kind} {partition_key}/{row_key}") from exc
+
     async def insert(self, value: M) -> Stored[M]:
         """Insert if absent; raises AlreadyExists when the keys are taken."""
         client = await self._client()
