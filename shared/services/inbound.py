@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -486,14 +486,15 @@ class NotificationIntake:
 
 class _Pass:
     """What one pass over a resource's changes still has to write: the mirror's blocks
-    by event (None: removed), and the log entries, each written once the blocks they
-    report are (`done` waits for the next mirror write)."""
+    by event (None: removed), and the log entries, each written once the blocks it
+    reports are (`waiting` until the next mirror write); and the changes that failed."""
 
     def __init__(self, resource_id: str) -> None:
         self.resource_id = resource_id
         self.mirror: dict[str, list[Unavailability] | None] = {}
         self.waiting: list[tuple[EventChange, SyncLogEntry]] = []
         self.done: list[SyncLogEntry] = []
+        self.failures: list[tuple[EventChange, Exception]] = []
 
 
 class EventChangeHandler:
@@ -543,13 +544,21 @@ class EventChangeHandler:
         none). Idempotent, as `handle` is for each."""
         if not changes:
             return []
-        stored = await self._resources.get(changes[0].resource_id)
+        resource_id = changes[0].resource_id
+        # The events' mappings are read alongside the resource (a read wasted only when
+        # the resource turns out to take no changes): one round trip less before Graph.
+        stored, found = await asyncio.gather(
+            self._resources.get(resource_id),
+            asyncio.gather(
+                *(self._mappings.find_by_event(resource_id, c.event_id) for c in changes),
+                return_exceptions=True,
+            ),
+        )
         if stored is None:
             return []
         resource = stored.value
         settings = resource.settings
         work = _Pass(resource.resource_id)
-        failures: list[tuple[EventChange, Exception]] = []
         try:
             if not settings.active or settings.direction is Direction.NONE:
                 for change in changes:
@@ -561,10 +570,10 @@ class EventChangeHandler:
                         SyncOutcome.SKIPPED,
                     )
                 return []
-            wanted: list[EventChange] = []
-            for change in changes:
+            wanted: list[tuple[EventChange, Stored[EventMapping] | BaseException | None]] = []
+            for change, mapping in zip(changes, found, strict=True):
                 if ChangeKind(change.change_type) in settings.inbound_changes:
-                    wanted.append(change)
+                    wanted.append((change, mapping))
                     continue
                 self._log(
                     work,
@@ -573,9 +582,10 @@ class EventChangeHandler:
                     f"skipped: {change.change_type} changes are filtered out",
                     SyncOutcome.SKIPPED,
                 )
-            await self._apply(resource, wanted, work, failures)
+            await self._apply(resource, wanted, work)
         finally:
-            await self._write(resource, work, failures)
+            await self._write(work)
+        failures = work.failures
         if any(isinstance(failure, GraphAccessDenied) for _, failure in failures):
             denied = next(f for _, f in failures if isinstance(f, GraphAccessDenied))
             await self._connection.mark_failing(
@@ -586,23 +596,18 @@ class EventChangeHandler:
     async def _apply(
         self,
         resource: Resource,
-        changes: list[EventChange],
+        changes: list[tuple[EventChange, Stored[EventMapping] | BaseException | None]],
         work: _Pass,
-        failures: list[tuple[EventChange, Exception]],
     ) -> None:
         settings = resource.settings
-        found = await asyncio.gather(
-            *(self._mappings.find_by_event(resource.resource_id, c.event_id) for c in changes),
-            return_exceptions=True,
-        )
         # What each change needs: its mapping (None: a foreign event), and the events to read.
         planned: list[tuple[EventChange, Stored[EventMapping] | None]] = []
         to_read: list[str] = []
-        for change, mapping in zip(changes, found, strict=True):
+        for change, mapping in changes:
             if isinstance(mapping, BaseException):
                 if not isinstance(mapping, Exception):
                     raise mapping
-                failures.append((change, mapping))
+                work.failures.append((change, mapping))
                 continue
             if mapping is not None and mapping.value.event_id != change.event_id:
                 # An event of ours that we replaced or removed ourselves (resync, restore).
@@ -623,7 +628,12 @@ class EventChangeHandler:
             # where a GET by its immutable id may still find it.
             if change.change_type != "deleted":
                 to_read.append(change.event_id)
-        read = await self._gateway.read_events(settings.mailbox, to_read) if to_read else {}
+        read: Mapping[str, CalendarEvent | Exception | None] = {}
+        try:
+            if to_read:
+                read = await self._gateway.read_events(settings.mailbox, to_read)
+        except Exception as exc:  # noqa: BLE001 - every change it was for fails with it
+            read = {event_id: exc for event_id in to_read}
         for change, mapping in planned:
             try:
                 event = None
@@ -643,7 +653,7 @@ class EventChangeHandler:
                 else:
                     await self._mirror_change(resource, change, event, work)
             except Exception as exc:  # noqa: BLE001 - returned; the caller raises the first
-                failures.append((change, exc))
+                work.failures.append((change, exc))
 
     async def _mirror_change(
         self, resource: Resource, change: EventChange, event: CalendarEvent | None, work: _Pass
@@ -683,23 +693,21 @@ class EventChangeHandler:
         self._log(work, resource, change, "mirror: updated", SyncOutcome.OK, wait=True)
 
     async def _write_mirror(self, work: _Pass) -> None:
-        """Write the blocks gathered so far; their log entries are then due."""
-        if work.mirror:
-            events, work.mirror = work.mirror, {}
-            await self._unavailability.replace_events(work.resource_id, events)
-        work.done.extend(entry for _, entry in work.waiting)
-        work.waiting = []
-
-    async def _write(
-        self, resource: Resource, work: _Pass, failures: list[tuple[EventChange, Exception]]
-    ) -> None:
-        """The pass's last writes: the mirror's blocks (a failure fails every change
-        they were for), then every log entry due."""
+        """Write the blocks gathered so far; their log entries are then due, or their
+        changes failed with the write."""
+        events, work.mirror = work.mirror, {}
+        waiting, work.waiting = work.waiting, []
         try:
-            await self._write_mirror(work)
+            if events:
+                await self._unavailability.replace_events(work.resource_id, events)
         except Exception as exc:  # noqa: BLE001 - returned; the caller raises the first
-            failures.extend((change, exc) for change, _ in work.waiting)
-            work.waiting = []
+            work.failures.extend((change, exc) for change, _ in waiting)
+            return
+        work.done.extend(entry for _, entry in waiting)
+
+    async def _write(self, work: _Pass) -> None:
+        """The pass's last writes: the mirror's blocks, then every log entry due."""
+        await self._write_mirror(work)
         await self._sync_log.append_many(work.done)
 
     def _log(
@@ -791,7 +799,11 @@ class InboundService:
             by_resource.setdefault(change.resource_id, []).append(change)
         failures: list[Exception] = []
         for mine in by_resource.values():
-            for change, exc in await self._changes.handle_all(mine):
+            try:
+                failed = await self._changes.handle_all(mine)
+            except Exception as error:  # noqa: BLE001 - re-raised below, after the rest ran
+                failed = [(change, error) for change in mine]
+            for change, exc in failed:
                 logger.warning("change of event %s failed: %s", change.event_id, type(exc).__name__)
                 failures.append(exc)
         if failures:

@@ -5,15 +5,17 @@ same as when it came alone."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
-from shared.domain.calendar import CalendarEvent
-from shared.domain.errors import GraphAccessDenied, GraphTransient
+from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.errors import GraphAccessDenied, GraphTransient, StorageUnavailable
 from shared.domain.messages import EventChange, EventChanges
-from shared.domain.resources import ConnectionState, ConnectionStatus
+from shared.domain.resources import ConnectionState, ConnectionStatus, Resource
 from shared.domain.sync_log import SyncOutcome
+from shared.ports import Stored
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
@@ -145,3 +147,63 @@ async def test_access_denied_on_a_batch_read_marks_the_resource_failing_once(
     assert stored is not None
     assert stored.value.status.state is ConnectionState.FAILING
     assert await world.ports.unavailability.list_for_resource("room-1") == []
+
+
+async def test_the_resource_and_the_events_mappings_are_read_side_by_side(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The resource's read answers only once a mapping's read has begun: one after the
+    # other, the two would wait on each other.
+    lookup_started = asyncio.Event()
+    get_resource, find_by_event = world.resources.get, world.mappings.find_by_event
+
+    async def resource_after_lookup(resource_id: str) -> Stored[Resource] | None:
+        await lookup_started.wait()
+        return await get_resource(resource_id)
+
+    async def lookup(resource_id: str, event_id: str) -> Stored[EventMapping] | None:
+        lookup_started.set()
+        return await find_by_event(resource_id, event_id)
+
+    monkeypatch.setattr(world.resources, "get", resource_after_lookup)
+    monkeypatch.setattr(world.mappings, "find_by_event", lookup)
+
+    await asyncio.wait_for(
+        world.services.inbound.handle_change(message(change("ev-0"), change("ev-1"))), 2
+    )
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == ["ev-0", "ev-1"]
+
+
+async def test_a_failed_mirror_write_fails_its_changes_and_logs_none_of_them(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(resource_id: str, events: object) -> None:
+        raise StorageUnavailable("table down")
+
+    monkeypatch.setattr(world.ports.unavailability, "replace_events", refused)
+
+    with pytest.raises(StorageUnavailable):
+        await world.services.inbound.handle_change(
+            message(change("ev-0"), change("ev-1", "updated"))
+        )
+
+    assert world.sync_log.entries == []
+
+
+async def test_a_batch_read_that_fails_whole_fails_each_of_its_changes(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def unreachable(mailbox: str, event_ids: object) -> None:
+        raise GraphTransient("Graph did not answer")
+
+    monkeypatch.setattr(world.calendar, "read_events", unreachable)
+
+    with pytest.raises(GraphTransient):
+        await world.services.inbound.handle_change(
+            message(change("ev-0"), change("ev-gone", "deleted"))
+        )
+
+    # The delete needed no read: it was applied and logged.
+    assert [e.action for e in world.sync_log.entries] == ["mirror: removed"]
