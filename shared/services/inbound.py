@@ -762,6 +762,71 @@ def _collapse_updates(changes: list[EventChange]) -> list[EventChange]:
     return list(collapsed.values())
 
 
+class ResourcePasses:
+    """Runs a resource's changes one pass at a time, gathering those that come meanwhile.
+
+    While a pass over a resource's changes runs, the changes of every other message for
+    that resource wait and go together in its next pass (as the intake gathers POSTs
+    while a queue write is in flight), so the reads and writes a pass shares cover them
+    all; an idle resource's changes start at once. A resource's changes are thereby
+    applied in the order they came to this process. Each caller gets the failures of its
+    own changes. One instance per process, on the Functions worker's event loop.
+    """
+
+    def __init__(self, handler: EventChangeHandler) -> None:
+        self._handler = handler
+        # resource id → the changes gathered for its next pass and that pass's outcome.
+        self._next: dict[
+            str, tuple[list[EventChange], asyncio.Future[list[tuple[EventChange, Exception]]]]
+        ] = {}
+        self._running: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, changes: list[EventChange]) -> list[tuple[EventChange, Exception]]:
+        """Apply `changes` (all of one resource); returns those that failed, and what with."""
+        resource_id = changes[0].resource_id
+        loop = asyncio.get_running_loop()
+        gathered = self._next.get(resource_id)
+        if gathered is None or gathered[1].get_loop() is not loop:
+            gathered = ([], loop.create_future())
+            self._next[resource_id] = gathered
+            previous = self._running.get(resource_id)
+            if previous is not None and previous.get_loop() is not loop:
+                previous = None  # left by an event loop that has ended
+            task = asyncio.ensure_future(self._pass(resource_id, gathered, previous))
+            self._running[resource_id] = task
+            task.add_done_callback(lambda done: self._finished(resource_id, done))
+        group, outcome = gathered
+        group.extend(changes)
+        # A caller that stops waiting (its invocation timed out) does not stop the pass.
+        failed = await asyncio.shield(outcome)
+        mine = {id(change) for change in changes}
+        return [(change, exc) for change, exc in failed if id(change) in mine]
+
+    async def _pass(
+        self,
+        resource_id: str,
+        gathered: tuple[list[EventChange], asyncio.Future[list[tuple[EventChange, Exception]]]],
+        previous: asyncio.Future[None] | None,
+    ) -> None:
+        group, outcome = gathered
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        if self._next.get(resource_id) is gathered:
+            del self._next[resource_id]  # later changes gather for the pass after this one
+        try:
+            failed = await self._handler.handle_all(group)
+        except Exception as exc:  # noqa: BLE001 - every change of the pass failed with it
+            failed = [(change, exc) for change in group]
+        except BaseException as exc:
+            outcome.set_exception(exc)
+            raise
+        outcome.set_result(failed)
+
+    def _finished(self, resource_id: str, done: asyncio.Future[None]) -> None:
+        if self._running.get(resource_id) is done:
+            del self._running[resource_id]
+
+
 class InboundService:
     """The inbound worker: one EventChange or LifecycleEvent at a time, idempotently."""
 
@@ -783,6 +848,7 @@ class InboundService:
         self._reconcile = reconcile
         self._sync_log = sync_log
         self._clock = clock
+        self._passes = ResourcePasses(changes)
 
     async def handle_change(self, work: EventChange | EventChanges) -> None:
         """Apply each change; every one is tried, then the first failure is raised so the
@@ -799,11 +865,7 @@ class InboundService:
             by_resource.setdefault(change.resource_id, []).append(change)
         failures: list[Exception] = []
         for mine in by_resource.values():
-            try:
-                failed = await self._changes.handle_all(mine)
-            except Exception as error:  # noqa: BLE001 - re-raised below, after the rest ran
-                failed = [(change, error) for change in mine]
-            for change, exc in failed:
+            for change, exc in await self._passes.run(mine):
                 logger.warning("change of event %s failed: %s", change.event_id, type(exc).__name__)
                 failures.append(exc)
         if failures:

@@ -6,7 +6,9 @@ same as when it came alone."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -207,3 +209,67 @@ async def test_a_batch_read_that_fails_whole_fails_each_of_its_changes(
 
     # The delete needed no read: it was applied and logged.
     assert [e.action for e in world.sync_log.entries] == ["mirror: removed"]
+
+
+class HeldReads:
+    """The calendar's first batch read waits until released; the passes after it run."""
+
+    def __init__(self, world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self._read = world.calendar.read_events
+        self._held = False
+        monkeypatch.setattr(world.calendar, "read_events", self.read_events)
+
+    async def read_events(self, mailbox: str, event_ids: Sequence[str]) -> dict[str, Any]:
+        if not self._held:
+            self._held = True
+            self.started.set()
+            await self.release.wait()
+        return await self._read(mailbox, event_ids)
+
+
+async def test_changes_of_a_resource_that_come_while_its_pass_runs_go_together_in_the_next(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldReads(world, monkeypatch)
+    inbound = world.services.inbound
+    first = asyncio.ensure_future(inbound.handle_change(message(change("ev-0"))))
+    await held.started.wait()
+    # Two more messages for the same resource while its first pass waits on Graph.
+    later = [
+        asyncio.ensure_future(inbound.handle_change(message(change(event_id))))
+        for event_id in ("ev-1", "ev-2")
+    ]
+    await asyncio.sleep(0)
+    held.release.set()
+
+    await asyncio.wait_for(asyncio.gather(first, *later), 2)
+
+    assert world.calendar.batch_reads == [1, 2]
+    assert world.sync_log.writes == [1, 2]
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == ["ev-0", "ev-1", "ev-2"]
+
+
+async def test_a_change_gathered_with_other_messages_fails_only_its_own_message(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldReads(world, monkeypatch)
+    world.calendar.failing_reads["ev-1"] = GraphTransient("ev-1 unreadable")
+    inbound = world.services.inbound
+    first = asyncio.ensure_future(inbound.handle_change(message(change("ev-0"))))
+    await held.started.wait()
+    failing = asyncio.ensure_future(inbound.handle_change(message(change("ev-1"))))
+    fine = asyncio.ensure_future(inbound.handle_change(message(change("ev-2"))))
+    await asyncio.sleep(0)
+    held.release.set()
+
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(first, failing, fine, return_exceptions=True), 2
+    )
+
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], GraphTransient)
+    assert outcomes[2] is None
+    assert world.calendar.batch_reads == [1, 2]
