@@ -817,8 +817,8 @@ class ResourcePasses:
             failed = await self._handler.handle_all(group)
         except Exception as exc:  # noqa: BLE001 - every change of the pass failed with it
             failed = [(change, exc) for change in group]
-        except BaseException as exc:
-            outcome.set_exception(exc)
+        except asyncio.CancelledError:
+            outcome.cancel()  # the loop is ending: so are its waiters
             raise
         outcome.set_result(failed)
 

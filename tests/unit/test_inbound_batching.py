@@ -273,3 +273,22 @@ async def test_a_change_gathered_with_other_messages_fails_only_its_own_message(
     assert isinstance(outcomes[1], GraphTransient)
     assert outcomes[2] is None
     assert world.calendar.batch_reads == [1, 2]
+
+
+async def test_a_message_that_stops_waiting_does_not_stop_the_pass_it_joined(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldReads(world, monkeypatch)
+    inbound = world.services.inbound
+    first = asyncio.ensure_future(inbound.handle_change(message(change("ev-0"))))
+    await held.started.wait()
+    second = asyncio.ensure_future(inbound.handle_change(message(change("ev-1"))))
+    third = asyncio.ensure_future(inbound.handle_change(message(change("ev-2"))))
+    await asyncio.sleep(0)
+    second.cancel()  # its invocation gave up
+    held.release.set()
+
+    await asyncio.wait_for(asyncio.gather(first, third), 2)
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.event_id for b in blocks) == ["ev-0", "ev-1", "ev-2"]
