@@ -110,10 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="a GET by id of a deleted event answers 404 (default: found in Deleted Items)",
     )
     parser.add_argument(
-        "--no-event-parent-folder-id",
+        "--event-parent-folder-id",
         action="store_true",
-        help="events carry no parentFolderId, as Graph's event resource has none "
-        "(default: they carry it)",
+        help="events carry a parentFolderId (default: none, as Graph's event resource has none)",
+    )
+    parser.add_argument(
+        "--mailbox-events-without-deleted-items",
+        action="store_true",
+        help="GET /users/{id}/events lists the calendar's events alone (default: Deleted "
+        "Items' too, the mailbox's)",
     )
     parser.add_argument(
         "--answer-writes-in-preferred-zone",
@@ -161,7 +166,8 @@ def config_from(args: argparse.Namespace) -> EmulatorConfig:
         default_page_size=args.page_size,
         allow_http_notification_urls=args.allow_http,
         deleted_items_readable=not args.deleted_items_unreadable,
-        event_parent_folder_id=not args.no_event_parent_folder_id,
+        event_parent_folder_id=args.event_parent_folder_id,
+        mailbox_events_include_deleted_items=not args.mailbox_events_without_deleted_items,
         master_updates_per_occurrence_change=args.master_updates,
         answer_writes_in_written_zone=not args.answer_writes_in_preferred_zone,
         accept_any_iana_zone=args.accept_any_iana_zone,

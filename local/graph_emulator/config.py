@@ -45,11 +45,15 @@ class EmulatorConfig:
     # a GET by id of a deleted event answers 404, as a hard delete would.
     deleted_items_readable: bool = True
 
-    # Events carry `parentFolderId` (the calendar's id, or Deleted Items'). Graph's event
-    # resource has no such property (it is a message's, a contact's and a folder's), so
-    # False is the faithful reading; it stays opt-in until the app tells an event in
-    # Deleted Items without it (see the README).
-    event_parent_folder_id: bool = True
+    # Events carry no `parentFolderId`: Graph's event resource has no such property (it is
+    # a message's, a contact's and a folder's). True: they carry it (the calendar's id, or
+    # Deleted Items'), the kinder reading.
+    event_parent_folder_id: bool = False
+
+    # `GET /users/{id}/events` lists "event objects in the user's mailbox" (v1.0 "List
+    # events"), so the events in Deleted Items too: the harsher reading. False: the
+    # calendar's alone, as `/users/{id}/calendar/events` always does.
+    mailbox_events_include_deleted_items: bool = True
 
     # Graph answers a create or update in the zone the event was written in, whatever the
     # Prefer outlook.timezone (docs issue #116, docs-contrib #8645): the harsher reading.

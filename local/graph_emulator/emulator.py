@@ -38,9 +38,12 @@ def graph_routes() -> list[Route]:
         Route("GET", "/users/{id}/calendar/calendarView", view_routes.calendar_view),
         Route("GET", "/users/{id}/events/{eventId}/instances", view_routes.instances),
     ]
+    routes += [
+        Route("GET", "/users/{id}/events", event_routes.list_mailbox_events),
+        Route("GET", "/users/{id}/calendar/events", event_routes.list_calendar_events),
+    ]
     for prefix in ("/users/{id}/events", "/users/{id}/calendar/events"):
         routes += [
-            Route("GET", prefix, event_routes.list_events),
             Route("POST", prefix, event_routes.create),
             Route("GET", prefix + "/{eventId}", event_routes.get),
             Route("PATCH", prefix + "/{eventId}", event_routes.update),

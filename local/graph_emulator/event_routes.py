@@ -156,12 +156,40 @@ def _entity(request: GraphRequest, mailbox: Mailbox, rendered: dict[str, Any]) -
     return {"@odata.context": context, **rendered}
 
 
-async def list_events(emu: GraphEmulator, request: GraphRequest, params: Params) -> GraphResponse:
+async def list_calendar_events(
+    emu: GraphEmulator, request: GraphRequest, params: Params
+) -> GraphResponse:
+    """``/users/{id}/calendar/events``: the calendar's events ("List events" of a
+    calendar: "Retrieve a list of events in a calendar")."""
+    return _list(emu, request, params, with_deleted_items=False)
+
+
+async def list_mailbox_events(
+    emu: GraphEmulator, request: GraphRequest, params: Params
+) -> GraphResponse:
+    """``/users/{id}/events``: "a list of event objects in the user's mailbox" (the v1.0
+    "List events" of a user). Deleted Items is in the mailbox, so by default the events
+    there are listed too, the harsher reading; `mailbox_events_include_deleted_items=False`
+    lists the calendar's alone."""
+    return _list(
+        emu,
+        request,
+        params,
+        with_deleted_items=emu.config.mailbox_events_include_deleted_items,
+    )
+
+
+def _list(
+    emu: GraphEmulator, request: GraphRequest, params: Params, *, with_deleted_items: bool
+) -> GraphResponse:
     mailbox = require_mailbox(emu, params)
     zone = preferred_zone(request)
     expansion = parse_expand(request.param("$expand"))
     predicate = parse_filter(request.param("$filter"))
-    records = [r for r in mailbox.events.values() if predicate is None or predicate(r)]
+    held = list(mailbox.events.values())
+    if with_deleted_items:
+        held += mailbox.deleted_items.values()
+    records = [r for r in held if predicate is None or predicate(r)]
     records = apply_orderby(records, request.param("$orderby"))
     skip, size, _ = page_window(
         request.query, request.prefs, emu.config.default_page_size, emu.config.max_page_size

@@ -34,7 +34,9 @@ def booking(resource_ids: list[str], **fields: Any) -> dict[str, Any]:
 
 
 async def our_events(stack: Stack, mailbox: str) -> list[dict[str, Any]]:
-    status, page = await stack.graph("GET", f"/users/{mailbox}/events?$expand={EXPAND_BOOKING_ID}")
+    status, page = await stack.graph(
+        "GET", f"/users/{mailbox}/calendar/events?$expand={EXPAND_BOOKING_ID}"
+    )
     assert status == 200
     events: list[dict[str, Any]] = [
         e for e in page["value"] if e.get("singleValueExtendedProperties")

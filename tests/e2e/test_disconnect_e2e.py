@@ -46,7 +46,7 @@ async def test_disconnect_removing_events_answers_202_and_the_worker_removes_the
     final = await eventually(disconnected, within=20)
     assert final["mappedEvents"] == 0
     assert await our_events(stack, mb.room) == []
-    _, page = await stack.graph("GET", f"/users/{mb.room}/events")
+    _, page = await stack.graph("GET", f"/users/{mb.room}/calendar/events")
     assert [e["id"] for e in page["value"]] == [foreign["id"]]
     for booking_id in booking_ids:
         _, current = await stack.call("GET", f"/bookings/{booking_id}")

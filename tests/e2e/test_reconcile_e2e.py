@@ -281,7 +281,7 @@ async def test_resync_recreates_ours_and_leaves_foreign_events_alone(
 
 async def all_events(stack: Stack, mailbox: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
-    path = f"/users/{mailbox}/events?$top=500"
+    path = f"/users/{mailbox}/calendar/events?$top=500"
     while path:
         status, page = await stack.graph("GET", path)
         assert status == 200
@@ -295,7 +295,7 @@ async def our_events_all(stack: Stack, mailbox: str) -> list[dict[str, Any]]:
     from shared.adapters.graph.mapping import EXPAND_BOOKING_ID
 
     found: list[dict[str, Any]] = []
-    path = f"/users/{mailbox}/events?$top=500&$expand={EXPAND_BOOKING_ID}"
+    path = f"/users/{mailbox}/calendar/events?$top=500&$expand={EXPAND_BOOKING_ID}"
     while path:
         _, page = await stack.graph("GET", path)
         found += [e for e in page["value"] if e.get("singleValueExtendedProperties")]

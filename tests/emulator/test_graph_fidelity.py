@@ -65,9 +65,7 @@ async def test_delete_moves_the_event_to_deleted_items_where_get_still_finds_it(
     graph: GraphClient, receiver: Receiver, emulator: RunningEmulator
 ) -> None:
     assert (await graph.post("/subscriptions", _subscription(receiver))).status == 201
-    calendar = (await graph.get(f"{ALICE}/calendar")).body
     event = await _event(graph)
-    assert event["parentFolderId"] == calendar["id"]
     delta = await graph.get(
         f"{ALICE}/calendarView/delta",
         params={"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2025-06-03T00:00:00Z"},
@@ -78,9 +76,11 @@ async def test_delete_moves_the_event_to_deleted_items_where_get_still_finds_it(
     still = await graph.get(_path(event["id"]))
     assert still.status == 200
     assert still.body["id"] == event["id"]
-    assert still.body["parentFolderId"] != calendar["id"]
     assert await _view_ids(graph) == []
-    assert (await graph.get(f"{ALICE}/events")).body["value"] == []
+    assert (await graph.get(f"{ALICE}/calendar/events")).body["value"] == []
+    # "in the user's mailbox": Deleted Items is one of its folders.
+    listed = (await graph.get(f"{ALICE}/events")).body["value"]
+    assert [e["id"] for e in listed] == [event["id"]]
     changes = await graph.get(delta.body["@odata.deltaLink"])
     assert changes.body["value"] == [
         {
@@ -138,30 +138,42 @@ async def test_deleted_items_unreadable_option_answers_404(kinder: GraphClient) 
 
 # Graph's event resource has no parentFolderId (messages, contacts and folders do):
 # https://learn.microsoft.com/graph/api/resources/event?view=graph-rest-1.0 ("Properties",
-# "JSON representation"). The faithful reading is an option until the app can do without it.
+# "JSON representation"). The kinder option adds it.
 
 
-async def test_events_without_parent_folder_id_option_leaves_it_out_everywhere(
+async def test_events_carry_no_parent_folder_id_anywhere(
+    graph: GraphClient,
+) -> None:
+    created = await _event(graph)
+    read = await graph.get(_path(created["id"]))
+    listed = await graph.get(f"{ALICE}/events")
+    view = await graph.get(
+        f"{ALICE}/calendarView",
+        params={"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2025-06-03T00:00:00Z"},
+    )
+    assert (await graph.delete(_path(created["id"]))).status == 204
+    deleted = await graph.get(_path(created["id"]))
+
+    assert deleted.status == 200  # still readable by its immutable id
+    for event in [created, read.body, *listed.body["value"], *view.body["value"], deleted.body]:
+        assert "parentFolderId" not in event
+
+
+async def test_parent_folder_id_option_names_the_calendar_then_deleted_items(
     http_session: aiohttp.ClientSession,
 ) -> None:
-    running = await start_emulator(mailboxes=["alice@contoso.com"], event_parent_folder_id=False)
+    running = await start_emulator(mailboxes=["alice@contoso.com"], event_parent_folder_id=True)
     try:
         graph = GraphClient(http_session, running.graph_url)
+        calendar = (await graph.get(f"{ALICE}/calendar")).body
         created = await _event(graph)
-        read = await graph.get(_path(created["id"]))
-        listed = await graph.get(f"{ALICE}/events")
-        view = await graph.get(
-            f"{ALICE}/calendarView",
-            params={"startDateTime": "2025-06-01T00:00:00Z", "endDateTime": "2025-06-03T00:00:00Z"},
-        )
         assert (await graph.delete(_path(created["id"]))).status == 204
         deleted = await graph.get(_path(created["id"]))
     finally:
         await running.close()
 
-    assert deleted.status == 200  # still readable by its immutable id, as by default
-    for event in [created, read.body, *listed.body["value"], *view.body["value"], deleted.body]:
-        assert "parentFolderId" not in event
+    assert created["parentFolderId"] == calendar["id"]
+    assert deleted.body["parentFolderId"] not in ("", calendar["id"])
 
 
 # 2. A second subscription with the same resource and changeType answers 409.

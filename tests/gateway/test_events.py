@@ -218,26 +218,43 @@ async def test_an_event_in_deleted_items_reads_as_gone(
     assert await control.request_count("GET", "/users/{id}/calendar", ALICE) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Graph's event resource has no parentFolderId; the gateway tells an event in "
-    "Deleted Items only by it, so against Graph a soft-deleted event read by its id "
-    "counts as present (deleted notifications and delta @removed still count)",
-)
-async def test_an_event_in_deleted_items_reads_as_gone_without_parent_folder_id() -> None:
-    running = await start_emulator(mailboxes=[ALICE], event_parent_folder_id=False)
+@pytest.mark.parametrize("parent_folder_id", [False, True], ids=["as-graph", "kinder"])
+async def test_an_event_in_deleted_items_reads_as_gone_with_or_without_parent_folder_id(
+    parent_folder_id: bool,
+) -> None:
+    running = await start_emulator(mailboxes=[ALICE], event_parent_folder_id=parent_folder_id)
     gateway = GraphCalendarGateway.connect(
         running.graph_url, StaticTokenCredential(), retry=FAST_RETRY
     )
     try:
+        kept = await gateway.create_event(ALICE, draft("bk-kept"), transaction_id="tx-kept")
         deleted = await gateway.create_event(ALICE, draft("bk-del"), transaction_id="tx-del")
         await gateway.delete_event(ALICE, deleted.event_id)  # to Deleted Items
 
         assert await gateway.get_event(ALICE, deleted.event_id) is None
-        assert (await gateway.get_events(ALICE, [deleted.event_id]))[deleted.event_id] is None
+        read = await gateway.get_events(ALICE, [kept.event_id, deleted.event_id])
+        assert read[deleted.event_id] is None
+        assert read[kept.event_id] is not None
+        assert [e.event_id for e in await gateway.list_our_events(ALICE)] == [kept.event_id]
     finally:
         await gateway.close()
         await running.close()
+
+
+async def test_a_doubt_about_the_calendar_is_an_error_not_a_delete(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    event = await gateway.create_event(ALICE, draft("bk-doubt"), transaction_id="tx-doubt")
+    # The read by id works; looking for it in the calendar is refused.
+    await control.add_fault(
+        mailbox=ALICE, pathContains="/calendar/events", status=403, code="ErrorAccessDenied"
+    )
+
+    with pytest.raises(GraphAccessDenied):
+        await gateway.get_events(ALICE, [event.event_id])
+    # A notification's read does not ask: Graph's answer is taken as it is.
+    read = await gateway.read_events(ALICE, [event.event_id])
+    assert isinstance(read[event.event_id], CalendarEvent)
 
 
 async def test_a_batch_read_answers_each_event_with_its_own_failure(

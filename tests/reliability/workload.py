@@ -186,7 +186,7 @@ class Client:
 
     async def our_events(self, mailbox: str) -> list[dict[str, Any]]:
         """Every event in the mailbox that carries our booking id, all pages."""
-        url: str | None = f"/users/{mailbox}/events?$top=500&$expand={EXPAND_BOOKING_ID}"
+        url: str | None = f"/users/{mailbox}/calendar/events?$top=500&$expand={EXPAND_BOOKING_ID}"
         found: list[dict[str, Any]] = []
         while url is not None:
             status, page = await self.graph("GET", url)
@@ -203,7 +203,7 @@ class Client:
             f" and ep/value eq '{booking_id}')"
         )
         status, page = await self.graph(
-            "GET", f"/users/{mailbox}/events?$filter={quote(condition)}"
+            "GET", f"/users/{mailbox}/calendar/events?$filter={quote(condition)}"
         )
         assert status == 200, page
         events: list[dict[str, Any]] = page["value"]

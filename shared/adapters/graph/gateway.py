@@ -25,6 +25,9 @@ from kiota_http.httpx_request_adapter import HttpxRequestAdapter
 from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.users.item.calendar.calendar_request_builder import CalendarRequestBuilder
+from msgraph.generated.users.item.calendar.events.events_request_builder import (
+    EventsRequestBuilder as CalendarEventsRequestBuilder,
+)
 from msgraph.generated.users.item.calendar.get_schedule.get_schedule_post_request_body import (
     GetSchedulePostRequestBody,
 )
@@ -97,6 +100,9 @@ SUBSCRIPTION_CHANGE_TYPES = "created,updated,deleted"
 # a refused one is asked again once with this many minutes.
 FALLBACK_SUBSCRIPTION_MINUTES = 4230
 DEFAULT_PAGE_SIZE = 100
+# Events listed per booking id when telling whether one is in the calendar: ours are one
+# per booking, a few more only while duplicates wait for the round to remove them.
+CONFIRM_PAGE_SIZE = 25
 # A booking request waits on the live look at its slot: retry a throttled view once or
 # twice, briefly, then let the booking fail closed rather than hang.
 LIVE_VIEW_RETRY = RetryPolicy(max_attempts=3, max_elapsed_s=10.0, max_wait_s=5.0)
@@ -342,25 +348,161 @@ class GraphCalendarGateway:
 
         Gone includes deleted but still readable: Graph's DELETE (and an Outlook user's)
         moves an event to Deleted Items, where a GET by its immutable id still finds it.
-        An event in any folder other than the mailbox's calendar counts as deleted.
+        An event in any folder other than the mailbox's calendar counts as deleted (see
+        `_confirm_in_calendar` for how that is told without a `parentFolderId`).
         """
+        answer = (await self._read(mailbox, [event_id], confirm=True))[event_id]
+        if isinstance(answer, GraphError):
+            raise answer
+        return answer
+
+    async def get_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | None]:
+        """Several events of one mailbox by id, as `$batch` GETs of at most 20 (each
+        throttled and retried on its own); None for one that is gone, or in a folder other
+        than the calendar (deleted, as for `get_event`). Raises the first
+        other error a read met (a mailbox gone, access denied, Graph down)."""
+        found: dict[str, CalendarEvent | None] = {}
+        for event_id, answer in (await self._read(mailbox, event_ids, confirm=True)).items():
+            if isinstance(answer, GraphError):
+                raise answer
+            found[event_id] = answer
+        return found
+
+    async def read_events(
+        self, mailbox: str, event_ids: Sequence[str]
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        """Each event as Graph answers its GET by id, with what a read finally failed with
+        as its answer instead of raised: a `$batch` answers each request on its own, so
+        one event's failure does not cost the others theirs.
+
+        An event Graph places in another folder reads as None, but one whose folder Graph
+        does not name (Graph's event has no `parentFolderId`) is taken as read: one in
+        Deleted Items may read as present. For notifications that is enough (a delete
+        comes as its own `deleted` notification); whoever must know an event is still in
+        the calendar uses `get_events`."""
+        return await self._read(mailbox, event_ids, confirm=False)
+
+    async def _read(
+        self, mailbox: str, event_ids: Sequence[str], *, confirm: bool
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        ids = list(dict.fromkeys(event_ids))
+        answers = await self._get_raw_events(mailbox, ids)
+        found: dict[str, CalendarEvent | GraphError | None] = {}
+        unsure: dict[str, CalendarEvent] = {}
+        for event_id in ids:
+            answer = answers[event_id]
+            if not isinstance(answer, dict):
+                found[event_id] = answer
+                continue
+            folder = answer.get("parentFolderId")
+            if isinstance(folder, str) and folder:
+                try:
+                    in_calendar = folder == await self._calendar_id(mailbox)
+                except GraphError as exc:
+                    found[event_id] = exc
+                    continue
+                # In Deleted Items (or another folder): deleted.
+                found[event_id] = calendar_event(answer) if in_calendar else None
+                continue
+            event = calendar_event(answer)
+            found[event_id] = event
+            if confirm and event.booking_id:
+                unsure[event_id] = event
+        if unsure:
+            found.update(await self._confirm_in_calendar(mailbox, unsure))
+        return found
+
+    async def _get_raw_events(
+        self, mailbox: str, ids: list[str]
+    ) -> dict[str, dict[str, Any] | GraphError | None]:
+        """Each event's JSON as its GET by id answers it (None: not found)."""
         query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
             expand=[EXPAND_BOOKING_ID]
         )
-        try:
-            found = await self._json(
-                lambda: self._event(mailbox, event_id).to_get_request_information(_config(query)),
+        if len(ids) == 1:
+            # One event: a plain GET costs less than a `$batch` around it.
+            event_id = ids[0]
+            try:
+                body = await self._json(
+                    lambda: self._event(mailbox, event_id).to_get_request_information(
+                        _config(query)
+                    ),
+                    mailbox=mailbox,
+                    context=f"get event {event_id} in {mailbox}",
+                )
+            except GraphItemNotFound:
+                return {event_id: None}
+            except GraphError as exc:
+                return {event_id: exc}
+            return {event_id: body}
+        steps = [
+            BatchStep(
                 mailbox=mailbox,
+                request=self._event(mailbox, event_id).to_get_request_information(_config(query)),
                 context=f"get event {event_id} in {mailbox}",
             )
-        except GraphItemNotFound:
-            return None
-        if found is None:
-            return None
-        if not await self._in_calendar(mailbox, found):
-            logger.info("event %s in %s is in another folder (deleted)", event_id, mailbox)
-            return None
-        return calendar_event(found)
+            for event_id in ids
+        ]
+        raw: dict[str, dict[str, Any] | GraphError | None] = {}
+        for event_id, answer in zip(
+            ids, await self._batch.send(steps) if steps else [], strict=True
+        ):
+            if isinstance(answer, GraphItemNotFound):
+                raw[event_id] = None
+            elif isinstance(answer, GraphError):
+                raw[event_id] = answer
+            elif not isinstance(answer.body, dict):
+                raw[event_id] = GraphError(
+                    f"get event {event_id} in {mailbox}: Graph answered no event"
+                )
+            else:
+                raw[event_id] = answer.body
+        return raw
+
+    async def _confirm_in_calendar(
+        self, mailbox: str, events: dict[str, CalendarEvent]
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        """Whether events of ours that a GET by id found are in the calendar, not in
+        Deleted Items. Graph's event resource names no folder, and a GET by immutable id
+        finds an item wherever it is; listing `/calendar/events` is scoped to the calendar
+        ("List events": "Retrieve a list of events in a calendar"), so each event is looked
+        for there by its booking id (one `$batch` step per event). An event the listing
+        does not hold is gone; one the listing could not settle (more pages than one) is
+        kept, so a doubt never deletes a booking."""
+        calendar = self._user(mailbox).calendar.events
+        ids = list(events)
+        steps = [
+            BatchStep(
+                mailbox=mailbox,
+                request=calendar.to_get_request_information(
+                    _config(
+                        CalendarEventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
+                            filter=booking_id_filter(events[event_id].booking_id or ""),
+                            select=["id"],
+                            top=CONFIRM_PAGE_SIZE,
+                        ),
+                        prefer=(),
+                    )
+                ),
+                context=f"look for event {event_id} in the calendar of {mailbox}",
+            )
+            for event_id in ids
+        ]
+        confirmed: dict[str, CalendarEvent | GraphError | None] = {}
+        for event_id, answer in zip(ids, await self._batch.send(steps), strict=True):
+            if isinstance(answer, GraphError):
+                confirmed[event_id] = answer
+                continue
+            body = answer.body if isinstance(answer.body, dict) else {}
+            listed = {item.get("id") for item in body.get("value") or [] if isinstance(item, dict)}
+            if event_id in listed or body.get("@odata.nextLink"):
+                confirmed[event_id] = events[event_id]
+            else:
+                logger.info("event %s in %s is not in its calendar (deleted)", event_id, mailbox)
+                confirmed[event_id] = None
+        return confirmed
 
     async def _calendar_id(self, mailbox: str) -> str:
         """The id of the mailbox's default calendar (read once per process: it never
@@ -384,81 +526,22 @@ class GraphCalendarGateway:
         return calendar_id
 
     async def _in_calendar(self, mailbox: str, item: dict[str, Any]) -> bool:
-        """Whether a read event sits in the mailbox's calendar (True when Graph does not
-        say which folder holds it)."""
+        """Whether a listed event sits in the mailbox's calendar (True when Graph does not
+        say which folder holds it: the listings are of the calendar itself)."""
         folder = item.get("parentFolderId")
         if not isinstance(folder, str) or not folder:
             return True
         return folder == await self._calendar_id(mailbox)
 
-    async def get_events(
-        self, mailbox: str, event_ids: Sequence[str]
-    ) -> dict[str, CalendarEvent | None]:
-        """Several events of one mailbox by id, as `$batch` GETs of at most 20 (each
-        throttled and retried on its own); None for one that is gone, or in a folder other
-        than the calendar (deleted, as for `get_event`). Raises the first
-        other error a read met (a mailbox gone, access denied, Graph down)."""
-        found: dict[str, CalendarEvent | None] = {}
-        for event_id, answer in (await self.read_events(mailbox, event_ids)).items():
-            if isinstance(answer, GraphError):
-                raise answer
-            found[event_id] = answer
-        return found
-
-    async def read_events(
-        self, mailbox: str, event_ids: Sequence[str]
-    ) -> dict[str, CalendarEvent | GraphError | None]:
-        """As `get_events`, with what each read finally failed with as its answer instead
-        of raised: a `$batch` answers each request on its own, so one event's failure
-        does not cost the others theirs."""
-        ids = list(dict.fromkeys(event_ids))
-        if len(ids) == 1:
-            # One event: a plain GET costs less than a `$batch` around it.
-            try:
-                return {ids[0]: await self.get_event(mailbox, ids[0])}
-            except GraphError as exc:
-                return {ids[0]: exc}
-        query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
-            expand=[EXPAND_BOOKING_ID]
-        )
-        steps = [
-            BatchStep(
-                mailbox=mailbox,
-                request=self._event(mailbox, event_id).to_get_request_information(_config(query)),
-                context=f"get event {event_id} in {mailbox}",
-            )
-            for event_id in ids
-        ]
-        found: dict[str, CalendarEvent | GraphError | None] = {}
-        for event_id, answer in zip(
-            ids, await self._batch.send(steps) if steps else [], strict=True
-        ):
-            if isinstance(answer, GraphItemNotFound):
-                found[event_id] = None
-            elif isinstance(answer, GraphError):
-                found[event_id] = answer
-            elif not isinstance(answer.body, dict):
-                found[event_id] = GraphError(
-                    f"get event {event_id} in {mailbox}: Graph answered no event"
-                )
-            else:
-                try:
-                    in_calendar = await self._in_calendar(mailbox, answer.body)
-                except GraphError as exc:
-                    found[event_id] = exc
-                    continue
-                # In Deleted Items (or another folder): deleted.
-                found[event_id] = calendar_event(answer.body) if in_calendar else None
-        return found
-
     async def _list_events(
         self, mailbox: str, filter_: str, context: str, *, limit: int | None = None
     ) -> list[dict[str, Any]]:
         top = self._page_size if limit is None else max(1, min(self._page_size, limit))
-        query = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
+        query = CalendarEventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
             filter=filter_, expand=[EXPAND_BOOKING_ID], top=top
         )
-        events = self._user(mailbox).events
+        # The calendar's events, not the mailbox's: only those are in the calendar.
+        events = self._user(mailbox).calendar.events
         pages = await self._all_pages(
             mailbox,
             lambda: events.to_get_request_information(_config(query)),
