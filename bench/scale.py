@@ -275,7 +275,7 @@ class Scale:
 
         async def events_of(name: str) -> None:
             mailbox = mailbox_address(name)
-            path = f"/users/{mailbox}/events?$top=1000&$select=id,changeKey"
+            path = f"/users/{mailbox}/calendar/events?$top=1000&$select=id,changeKey"
             page = await self.client.graph_ok("GET", path)
             subscription = subscriptions[mailbox]
             per_mailbox.append(

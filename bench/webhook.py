@@ -61,7 +61,7 @@ async def notification_items(ctx: Context) -> list[dict[str, Any]]:
     for name in names:
         mailbox = mailbox_address(name)
         subscription, user_id = subscriptions[mailbox], users[mailbox]
-        path = f"/users/{mailbox}/events?$top=1000&$select=id,changeKey"
+        path = f"/users/{mailbox}/calendar/events?$top=1000&$select=id,changeKey"
         page = await client.graph_ok("GET", path)
         per_mailbox.append([_notification(subscription, user_id, event) for event in page["value"]])
     return [item for group in zip(*per_mailbox, strict=False) for item in group]
