@@ -118,7 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "X-MS-CLIENT-PRINCIPAL header or be refused with 401, as in Azure without one",
     )
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".azurite")
+    parser.add_argument(
+        "--azurite-port",
+        type=int,
+        default=DEFAULT_AZURITE_PORTS.blob,
+        metavar="PORT",
+        help="Azurite's Blob port; Queue and Table take the two after it (default "
+        f"{DEFAULT_AZURITE_PORTS.blob}, the ports Azure's tools expect), so a second stack "
+        "can run beside the first",
+    )
     args = parser.parse_args(argv)
+    azurite_ports = AzuritePorts(
+        blob=args.azurite_port, queue=args.azurite_port + 1, table=args.azurite_port + 2
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     stopping = False
@@ -130,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    azurite = start_azurite(DEFAULT_AZURITE_PORTS, data_dir=args.data_dir)
+    azurite = start_azurite(azurite_ports, data_dir=args.data_dir)
     children: list[subprocess.Popen[bytes]] = []
     try:
         mailboxes = args.mailbox or list(DEMO_MAILBOXES)
@@ -175,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host_port,
             args.graph_port,
             ", ".join(mailboxes),
-            DEFAULT_AZURITE_PORTS,
+            azurite_ports,
             ""
             if args.single_host
             else f", queue and timer triggers in a second host (admin API on {args.workers_port})",
