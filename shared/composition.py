@@ -274,6 +274,7 @@ def build_services(
         clock=clock,
     )
     applier = OutlookChangeApplier(
+        gateway=gateway,
         routing=routing,
         bookings=ports.bookings,
         booking_service=bookings,

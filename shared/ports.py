@@ -317,9 +317,11 @@ class CalendarGateway(Protocol):
         with `limit`, at least that many of them where there are, not necessarily all."""
         ...
 
-    async def find_event_for_booking(
-        self, mailbox: str, booking_id: str
-    ) -> CalendarEvent | None: ...
+    async def find_events_for_booking(self, mailbox: str, booking_id: str) -> list[CalendarEvent]:
+        """Our events for the booking in the calendar (one, unless a crash left a
+        duplicate; none in Deleted Items)."""
+        ...
+
     async def calendar_view(
         self, mailbox: str, start: datetime, end: datetime
     ) -> list[CalendarEvent]: ...

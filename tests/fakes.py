@@ -461,10 +461,8 @@ class FakeCalendar:
         ours = [e for e in self.events[mailbox].values() if e.booking_id is not None]
         return ours if limit is None else ours[:limit]
 
-    async def find_event_for_booking(self, mailbox: str, booking_id: str) -> CalendarEvent | None:
-        return next(
-            (e for e in await self.list_our_events(mailbox) if e.booking_id == booking_id), None
-        )
+    async def find_events_for_booking(self, mailbox: str, booking_id: str) -> list[CalendarEvent]:
+        return [e for e in await self.list_our_events(mailbox) if e.booking_id == booking_id]
 
     async def calendar_view(
         self, mailbox: str, start: datetime, end: datetime

@@ -9,7 +9,7 @@ out-of-order notifications converge on the same result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from shared.domain.bookings import Booking, TimeRange
@@ -26,6 +26,7 @@ from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
     CalendarChecks,
+    CalendarGateway,
     EventMappingRepository,
     MessageQueue,
     Stored,
@@ -38,6 +39,13 @@ from shared.services.policies import Action, on_delete, on_move
 from shared.services.push import PushService
 
 logger = logging.getLogger(__name__)
+
+
+def event_to_keep(events: Sequence[CalendarEvent]) -> CalendarEvent:
+    """Which of a booking's several events of ours stays its event (the others are
+    duplicates), the same whichever path asks: one Graph gave a modification time, then
+    the smallest id."""
+    return min(events, key=lambda e: (e.last_modified_at is None, e.event_id))
 
 
 class OutlookChangeApplier:
@@ -53,7 +61,9 @@ class OutlookChangeApplier:
         sync_log: SyncLog,
         clock: Callable[[], datetime],
         routing: EventRouting,
+        gateway: CalendarGateway,
     ) -> None:
+        self._gateway = gateway
         self._routing = routing
         self._checks = checks
         self._bookings = bookings
@@ -105,6 +115,11 @@ class OutlookChangeApplier:
         settings = resource.settings
         is_primary = booking.primary_resource_id == resource.resource_id
         if event is None:
+            if booking.status.holds_time:
+                survivor = await self._survivor(resource, current)
+                if survivor is not None:
+                    await self._keep_duplicate(resource, mapping, booking, survivor, direction)
+                    return Action.KEEP_DUPLICATE
             action = on_delete(
                 settings.on_outlook_delete, is_primary=is_primary, status=booking.status
             )
@@ -150,6 +165,59 @@ class OutlookChangeApplier:
             )
         await self._log(
             resource, booking, current.event_id, f"outlook_delete:{action.value}", direction
+        )
+
+    async def _survivor(self, resource: Resource, current: EventMapping) -> CalendarEvent | None:
+        """Another event of ours for the booking still in the calendar, if any (one
+        listing of the calendar). The deleted one itself never counts, even if listed: a
+        `deleted` notification or a delta `@removed` means deleted."""
+        found = await self._gateway.find_events_for_booking(
+            resource.settings.mailbox, current.booking_id
+        )
+        others = [e for e in found if e.event_id != current.event_id]
+        return event_to_keep(others) if others else None
+
+    async def _keep_duplicate(
+        self,
+        resource: Resource,
+        mapping: Stored[EventMapping],
+        booking: Booking,
+        survivor: CalendarEvent,
+        direction: SyncDirection,
+    ) -> None:
+        """The booking keeps its place in the calendar through `survivor`, as a full
+        reconcile round's de-duplication would keep it; at other times than the
+        booking's, it is written as the booking says."""
+        current = mapping.value
+        in_step = (survivor.start, survivor.end) == (booking.start, booking.end)
+        kept = current.model_copy(
+            update={
+                "event_id": survivor.event_id,
+                "change_key": survivor.change_key,
+                "pushed_start": survivor.start,
+                "pushed_end": survivor.end,
+                "booking_version": booking.version if in_step else 0,
+                "pending_transaction_id": None,
+                "last_error": None,
+                "detached": False,
+                "synced_at": self._clock(),
+            }
+        )
+        await self._mappings.update(kept, mapping.etag)
+        if not in_step:
+            await self._push.push(
+                PushBooking(
+                    booking_id=booking.booking_id,
+                    booking_version=booking.version,
+                    include_past=True,
+                )
+            )
+        await self._log(
+            resource,
+            booking,
+            current.event_id,
+            f"outlook_delete:{Action.KEEP_DUPLICATE.value}",
+            direction,
         )
 
     async def _forget_event(self, current: EventMapping) -> None:

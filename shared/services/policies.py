@@ -18,6 +18,9 @@ class Action(StrEnum):
     RESCHEDULE_BOOKING = "reschedule_booking"
     RESTORE_EVENT = "restore_event"
     IGNORE = "ignore"
+    # The deleted event was one of two of ours for the booking (a crash left a duplicate):
+    # the calendar still holds the booking, so the survivor becomes its event.
+    KEEP_DUPLICATE = "keep_duplicate"
 
 
 def on_delete(policy: OnOutlookDelete, *, is_primary: bool, status: BookingStatus) -> Action:

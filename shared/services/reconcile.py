@@ -54,7 +54,7 @@ from shared.services.connection import ConnectionTracker
 from shared.services.inbound import EventChangeHandler
 from shared.services.mapping_updates import update_mapping
 from shared.services.mirror import MirrorService
-from shared.services.outlook_changes import OutlookChangeApplier
+from shared.services.outlook_changes import OutlookChangeApplier, event_to_keep
 from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushService
 from shared.services.resource_updates import update_resource
@@ -478,7 +478,7 @@ class ReconcileService:
         keep = next((e for e in found if e.event_id == mapped_id), None)
         adopted = 0
         if keep is None:
-            keep = min(found, key=lambda e: (e.last_modified_at is None, e.event_id))
+            keep = event_to_keep(found)
             adopted = 1
             mapping = await self._adopt(resource, booking, mapping, keep)
         mailbox = resource.settings.mailbox

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
+from shared.adapters.graph.mapping import BOOKING_ID_PROPERTY
 from shared.domain.errors import GraphError
 from tests.e2e.test_bookings_e2e import START, booking, our_events, slot, synced
 from tests.e2e.test_outlook_e2e import booked, status_of, when
@@ -125,6 +126,56 @@ async def test_a_failing_calendar_listing_never_cancels_a_booking(
     report = await services().reconcile.reconcile(room)
     assert report.checked >= 1
     assert (await status_of(stack, created["bookingId"]))["status"] == "rescheduled"
+
+
+async def _duplicate(stack: Stack, mailbox: str, booking_id: str) -> str:
+    """A second event of ours for the booking (as a crash between write and mapping
+    leaves one), unmapped."""
+    status, event = await stack.graph(
+        "POST",
+        f"/users/{mailbox}/events",
+        {
+            "subject": "Interview",
+            "showAs": "busy",
+            **when(0),
+            "singleValueExtendedProperties": [{"id": BOOKING_ID_PROPERTY, "value": booking_id}],
+        },
+    )
+    assert status == 201, event
+    event_id: str = event["id"]
+    return event_id
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
+@pytest.mark.parametrize("deleted", ["mapped", "duplicate"])
+async def test_a_deleted_duplicate_leaves_the_booking_with_one_event(
+    stack: Stack, mb: Mailboxes, full: bool, deleted: str
+) -> None:
+    room = await stack.connect(mb.room, onOutlookDelete="cancel_booking")
+    created = await booked(stack, [room])
+    [mapped] = await our_events(stack, mb.room)
+    await quiet(stack)
+    await _settled_round(room, full=True)
+    duplicate = await _duplicate(stack, mb.room, created["bookingId"])
+    await quiet(stack)
+    gone = mapped["id"] if deleted == "mapped" else duplicate
+    await _delete_unnotified(stack, mb.room, gone)
+    if full:
+        await stack.control("POST", "/delta/expire", {"mailbox": mb.room})
+
+    await services().reconcile.reconcile(room)
+    await quiet(stack)
+    await stack.control("POST", "/delta/expire", {"mailbox": mb.room})
+    await _settled_round(room, full=True)  # the full round removes duplicates
+    await quiet(stack)
+
+    view = await status_of(stack, created["bookingId"])
+    left = [e["id"] for e in await our_events(stack, mb.room)]
+    actions = await _actions(stack, room)
+    assert (view["status"], left) == (
+        "confirmed",
+        [mapped["id"] if deleted == "duplicate" else duplicate],
+    ), actions
 
 
 async def _calendar_busy(stack: Stack, resource_id: str) -> list[dict[str, Any]]:

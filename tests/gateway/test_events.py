@@ -63,12 +63,12 @@ async def test_event_round_trip(gateway: GraphCalendarGateway, control: Emulator
     again = await gateway.get_event(ALICE, created.event_id)
     assert again is not None
     assert (again.subject, again.start, again.booking_id) == ("Moved", later, "bk-1")
-    assert await gateway.find_event_for_booking(ALICE, "bk-1") == again
+    assert await gateway.find_events_for_booking(ALICE, "bk-1") == [again]
 
     await gateway.delete_event(ALICE, created.event_id)
     assert await gateway.get_event(ALICE, created.event_id) is None
     await gateway.delete_event(ALICE, created.event_id)  # idempotent
-    assert await gateway.find_event_for_booking(ALICE, "bk-1") is None
+    assert await gateway.find_events_for_booking(ALICE, "bk-1") == []
 
 
 async def test_a_repeated_create_with_the_same_transaction_id_makes_one_event(
@@ -109,7 +109,7 @@ async def test_list_our_events_never_returns_a_foreign_event(
 
     assert sorted(e.event_id for e in listed) == sorted(e.event_id for e in ours)
     assert {e.booking_id for e in listed} == {f"bk-{n}" for n in range(12)}
-    assert await gateway.find_event_for_booking(ALICE, "bk-404") is None
+    assert await gateway.find_events_for_booking(ALICE, "bk-404") == []
 
 
 async def test_all_day_event_reads_as_utc_midnights(
@@ -208,7 +208,7 @@ async def test_an_event_in_deleted_items_reads_as_gone(
     raw = await control.graph("GET", path)
     assert raw["id"] == deleted.event_id
     assert await gateway.get_event(ALICE, deleted.event_id) is None
-    assert await gateway.find_event_for_booking(ALICE, "bk-del") is None
+    assert await gateway.find_events_for_booking(ALICE, "bk-del") == []
     assert [e.event_id for e in await gateway.list_our_events(ALICE)] == [kept.event_id]
     assert await gateway.get_event(ALICE, kept.event_id) is not None
     read = await gateway.get_events(ALICE, [kept.event_id, deleted.event_id])

@@ -35,6 +35,7 @@ class Outlook:
         self.world = world
         self.booking_id = ""
         self.applier = OutlookChangeApplier(
+            gateway=world.calendar,
             routing=EventRouting(webhooks=False),
             bookings=world.bookings,
             booking_service=world.services.bookings,
@@ -489,3 +490,59 @@ async def test_an_event_of_a_resource_taken_off_the_booking_is_left_alone(
 
     assert outlook.world.calendar.events[ALICE] == {}  # not restored
     assert outlook.log() == []
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [OnOutlookDelete.CANCEL_BOOKING, OnOutlookDelete.RESTORE_EVENT, OnOutlookDelete.IGNORE],
+)
+async def test_a_deleted_event_with_a_duplicate_left_in_the_calendar_keeps_the_duplicate(
+    outlook: Outlook, policy: OnOutlookDelete
+) -> None:
+    # Two events of ours for the booking (a crash between a write and its mapping); the
+    # Outlook user deletes the mapped one. The calendar still holds the booking: the
+    # survivor is kept, as a full reconcile round's de-duplication would keep it.
+    await outlook.policy("room-1", delete=policy)
+    mapped = outlook.event("room-1")
+    survivor = mapped.model_copy(update={"event_id": "ev-duplicate", "change_key": "ck-dup"})
+    calendar = outlook.world.calendar.events[ROOM]
+    calendar[survivor.event_id] = survivor
+    del calendar[mapped.event_id]
+
+    assert await outlook.apply("room-1", None) is Action.KEEP_DUPLICATE
+
+    assert await outlook.status() == BOOKED
+    mapping = (await outlook.mapping("room-1")).value
+    assert (mapping.event_id, mapping.change_key, mapping.detached) == (
+        survivor.event_id,
+        survivor.change_key,
+        False,
+    )
+    assert mapping.booking_version == 1  # at the booking's times: nothing to write
+    assert list(calendar) == [survivor.event_id]
+    assert outlook.log() == [
+        ("room-1", "outlook_delete:keep_duplicate", mapped.event_id, SyncOutcome.OK, None)
+    ]
+    assert [e["type"] for e in outlook.events()] == ["booking.created"]
+
+
+async def test_a_deleted_event_whose_duplicate_is_at_other_times_puts_the_duplicate_right(
+    outlook: Outlook,
+) -> None:
+    await outlook.policy("room-1", delete=OnOutlookDelete.CANCEL_BOOKING)
+    mapped = outlook.event("room-1")
+    survivor = mapped.model_copy(
+        update={"event_id": "ev-duplicate", "start": LATER[0], "end": LATER[1]}
+    )
+    calendar = outlook.world.calendar.events[ROOM]
+    calendar[survivor.event_id] = survivor
+    del calendar[mapped.event_id]
+
+    assert await outlook.apply("room-1", None) is Action.KEEP_DUPLICATE
+
+    assert await outlook.status() == BOOKED
+    assert (outlook.event("room-1").start, outlook.event("room-1").end) == (
+        T0,
+        T0 + timedelta(hours=1),
+    )
+    assert (await outlook.mapping("room-1")).value.event_id == survivor.event_id

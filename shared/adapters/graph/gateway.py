@@ -564,23 +564,14 @@ class GraphCalendarGateway:
         ours = [calendar_event(item) for item in found]
         return [event for event in ours if event.booking_id]
 
-    async def find_event_for_booking(self, mailbox: str, booking_id: str) -> CalendarEvent | None:
-        """Our event for the booking, or None. Should there be several, the first Graph
-        lists is returned and the others are logged."""
+    async def find_events_for_booking(self, mailbox: str, booking_id: str) -> list[CalendarEvent]:
+        """Our events for the booking in the calendar (one, unless a crash left a
+        duplicate), as the calendar lists them: none in Deleted Items."""
         found = await self._list_events(
             mailbox, booking_id_filter(booking_id), f"find booking {booking_id} in {mailbox}"
         )
         # Graph compares extended-property values case-insensitively; ids are not.
-        ours = [e for e in map(calendar_event, found) if e.booking_id == booking_id]
-        if len(ours) > 1:
-            logger.warning(
-                "booking %s has %s events in %s; using %s",
-                booking_id,
-                len(ours),
-                mailbox,
-                ours[0].event_id,
-            )
-        return ours[0] if ours else None
+        return [e for e in map(calendar_event, found) if e.booking_id == booking_id]
 
     async def calendar_view(
         self, mailbox: str, start: datetime, end: datetime
