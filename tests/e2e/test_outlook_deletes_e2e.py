@@ -235,6 +235,12 @@ async def test_a_panel_follows_its_primary_members_unnotified_delete_only(
     if full:
         await stack.control("POST", "/delta/expire", {"mailbox": mb.room})
     await _settled_round(room, full=full)
+
+    async def pushed() -> bool:
+        sync = (await status_of(stack, created["bookingId"]))["sync"]
+        return all(s["state"] != "pending" for s in sync)
+
+    await eventually(pushed)  # the cancel's push is done: alice's round does not race it
     await quiet(stack)
     await _settled_round(alice, full=False)
 
