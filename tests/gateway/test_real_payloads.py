@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from shared.adapters.graph import GraphCalendarGateway, build_calendar_gateway
+from shared.adapters.graph import BOOKING_ID_PROPERTY, GraphCalendarGateway, build_calendar_gateway
 from shared.domain.calendar import EventDraft, ShowAs
 from shared.domain.errors import GraphError
 from shared.ports import EventWrite
@@ -274,3 +274,26 @@ async def test_an_outer_424_batch_is_read_step_by_step_honouring_retry_after(
     second_batch = graph.seen[1][2]
     assert [step["id"] for step in second_batch["requests"]] == ["1"]
     assert waits == [1.0]
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [None, {}, {"value": "not a list"}],
+    ids=["no-body", "no-value", "value-not-a-list"],
+)
+async def test_a_calendar_listing_that_cannot_be_read_is_a_doubt_not_a_delete(
+    canned: tuple[CannedGraph, GraphCalendarGateway], listing: Any
+) -> None:
+    # Not a captured payload: a 2xx step whose body holds no listing. Whether our event is
+    # in the calendar is then unknown, and a doubt must never read as deleted (a delete
+    # would cancel the booking under cancel_booking).
+    graph, gateway = canned
+    ours = {
+        **_event("AAMkOurs", "2030-03-04T09:00:00.0000000", "2030-03-04T10:00:00.0000000", "UTC"),
+        "singleValueExtendedProperties": [{"id": BOOKING_ID_PROPERTY, "value": "bk-1"}],
+    }
+    graph.queue(f"GET /users/{ROOM}/events/AAMkOurs", 200, ours)
+    graph.queue("POST /$batch", 200, _batch_answer([{"id": "0", "status": 200, "body": listing}]))
+
+    with pytest.raises(GraphError):
+        await gateway.get_event(ROOM, "AAMkOurs")

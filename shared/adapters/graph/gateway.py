@@ -470,7 +470,8 @@ class GraphCalendarGateway:
         ("List events": "Retrieve a list of events in a calendar"), so each event is looked
         for there by its booking id (one `$batch` step per event). An event the listing
         does not hold is gone; one the listing could not settle (more pages than one) is
-        kept, so a doubt never deletes a booking."""
+        kept, and an answer holding no listing is an error, so a doubt never deletes a
+        booking."""
         calendar = self._user(mailbox).calendar.events
         ids = list(events)
         steps = [
@@ -496,7 +497,15 @@ class GraphCalendarGateway:
                 confirmed[event_id] = answer
                 continue
             body = answer.body if isinstance(answer.body, dict) else {}
-            listed = {item.get("id") for item in body.get("value") or [] if isinstance(item, dict)}
+            page = body.get("value")
+            if not isinstance(page, list):
+                # No listing to look in: unknown, and a doubt never reads as deleted.
+                confirmed[event_id] = GraphError(
+                    f"look for event {event_id} in the calendar of {mailbox}: "
+                    "Graph answered no listing"
+                )
+                continue
+            listed = {item.get("id") for item in page if isinstance(item, dict)}
             if event_id in listed or body.get("@odata.nextLink"):
                 confirmed[event_id] = events[event_id]
             else:
