@@ -297,3 +297,36 @@ async def test_a_calendar_listing_that_cannot_be_read_is_a_doubt_not_a_delete(
 
     with pytest.raises(GraphError):
         await gateway.get_event(ROOM, "AAMkOurs")
+
+
+@pytest.mark.parametrize(
+    ("in_view", "expected"),
+    [([{"id": "AAMkOurs"}], "present"), ([], "gone"), ([{"id": "other"}], "gone")],
+    ids=["listing-lags-the-view-holds-it", "neither-holds-it", "the-view-holds-another"],
+)
+async def test_an_event_the_calendar_listing_misses_is_looked_for_in_its_view(
+    canned: tuple[CannedGraph, GraphCalendarGateway], in_view: list[dict[str, str]], expected: str
+) -> None:
+    # Not a captured payload: the booking-id listing leaves our event out (a filter that
+    # lags a fresh event would), so the calendar's view of the event's own times decides.
+    graph, gateway = canned
+    ours = {
+        **_event("AAMkOurs", "2030-03-04T09:00:00.0000000", "2030-03-04T10:00:00.0000000", "UTC"),
+        "singleValueExtendedProperties": [{"id": BOOKING_ID_PROPERTY, "value": "bk-1"}],
+    }
+    graph.queue(f"GET /users/{ROOM}/events/AAMkOurs", 200, ours)
+    graph.queue(
+        "POST /$batch", 200, _batch_answer([{"id": "0", "status": 200, "body": {"value": []}}])
+    )
+    graph.queue(
+        "POST /$batch", 200, _batch_answer([{"id": "0", "status": 200, "body": {"value": in_view}}])
+    )
+
+    read = await gateway.get_event(ROOM, "AAMkOurs")
+
+    assert (read is not None) == (expected == "present")
+    view_step = graph.seen[-1][2]["requests"][0]
+    assert "/calendar/calendarView?" in view_step["url"]
+    assert "startDateTime=2030-03-04T09%3A00%3A00Z" in view_step["url"] or (
+        "startDateTime=2030-03-04T09:00:00Z" in view_step["url"]
+    )

@@ -25,6 +25,9 @@ from kiota_http.httpx_request_adapter import HttpxRequestAdapter
 from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.users.item.calendar.calendar_request_builder import CalendarRequestBuilder
+from msgraph.generated.users.item.calendar.calendar_view.calendar_view_request_builder import (
+    CalendarViewRequestBuilder as CalendarCalendarViewRequestBuilder,
+)
 from msgraph.generated.users.item.calendar.events.events_request_builder import (
     EventsRequestBuilder as CalendarEventsRequestBuilder,
 )
@@ -145,6 +148,33 @@ def _config(query: Any = None, *, prefer: Sequence[str] = (UTC_PREFERENCE,)) -> 
     for value in prefer:
         config.headers.add("Prefer", value)
     return config
+
+
+_ONE_MINUTE = timedelta(minutes=1)
+
+
+def _listed_ids(
+    answer: BatchAnswer | GraphError, context: str, *, also: str | None = None
+) -> set[str] | GraphError | None:
+    """The ids (and `also`, when given) a listing step answered; None when it holds more
+    pages than the one read (unsettled); an error when it failed or holds no listing."""
+    if isinstance(answer, GraphError):
+        return answer
+    body = answer.body if isinstance(answer.body, dict) else {}
+    page = body.get("value")
+    if not isinstance(page, list):
+        # No listing to look in: unknown, and a doubt never reads as deleted.
+        return GraphError(f"{context}: Graph answered no listing")
+    if body.get("@odata.nextLink"):
+        return None
+    listed: set[str] = set()
+    for item in page:
+        if isinstance(item, dict):
+            for key in ("id", also):
+                value = item.get(key) if key else None
+                if isinstance(value, str):
+                    listed.add(value)
+    return listed
 
 
 class GraphCalendarGateway:
@@ -468,10 +498,12 @@ class GraphCalendarGateway:
         Deleted Items. Graph's event resource names no folder, and a GET by immutable id
         finds an item wherever it is; listing `/calendar/events` is scoped to the calendar
         ("List events": "Retrieve a list of events in a calendar"), so each event is looked
-        for there by its booking id (one `$batch` step per event). An event the listing
-        does not hold is gone; one the listing could not settle (more pages than one) is
-        kept, and an answer holding no listing is an error, so a doubt never deletes a
-        booking."""
+        for there by its booking id (one `$batch` step per event). An event that listing
+        does not hold is looked for once more, in the calendar's view of its own times
+        (`_in_calendar_view`), and is gone only when neither holds it: a filter that lags a
+        fresh event, or an event moved between the reads, never reads as deleted. One the
+        listing could not settle (more pages than one) is kept, and an answer holding no
+        listing is an error, so a doubt never deletes a booking."""
         calendar = self._user(mailbox).calendar.events
         ids = list(events)
         steps = [
@@ -492,26 +524,60 @@ class GraphCalendarGateway:
             for event_id in ids
         ]
         confirmed: dict[str, CalendarEvent | GraphError | None] = {}
+        missing: dict[str, CalendarEvent] = {}
         for event_id, answer in zip(ids, await self._batch.send(steps), strict=True):
-            if isinstance(answer, GraphError):
-                confirmed[event_id] = answer
-                continue
-            body = answer.body if isinstance(answer.body, dict) else {}
-            page = body.get("value")
-            if not isinstance(page, list):
-                # No listing to look in: unknown, and a doubt never reads as deleted.
-                confirmed[event_id] = GraphError(
-                    f"look for event {event_id} in the calendar of {mailbox}: "
-                    "Graph answered no listing"
-                )
-                continue
-            listed = {item.get("id") for item in page if isinstance(item, dict)}
-            if event_id in listed or body.get("@odata.nextLink"):
+            listed = _listed_ids(answer, f"look for event {event_id} in the calendar of {mailbox}")
+            if isinstance(listed, GraphError):
+                confirmed[event_id] = listed
+            elif listed is None or event_id in listed:
                 confirmed[event_id] = events[event_id]
             else:
-                logger.info("event %s in %s is not in its calendar (deleted)", event_id, mailbox)
-                confirmed[event_id] = None
+                missing[event_id] = events[event_id]
+        if missing:
+            confirmed.update(await self._in_calendar_view(mailbox, missing))
         return confirmed
+
+    async def _in_calendar_view(
+        self, mailbox: str, events: dict[str, CalendarEvent]
+    ) -> dict[str, CalendarEvent | GraphError | None]:
+        """The second look for events of ours the calendar's listing did not hold: the
+        calendar's view of each event's own times ("List calendarView": the occurrences,
+        exceptions and single instances of the calendar in a time range), one `$batch` step
+        per event. Held there (by its id, or as an occurrence of it): present; else gone."""
+        view = self._user(mailbox).calendar.calendar_view
+        ids = list(events)
+        steps = [
+            BatchStep(
+                mailbox=mailbox,
+                request=view.to_get_request_information(
+                    _config(
+                        CalendarCalendarViewRequestBuilder.CalendarViewRequestBuilderGetQueryParameters(
+                            start_date_time=_utc_query_time(events[event_id].start),
+                            end_date_time=_utc_query_time(
+                                max(events[event_id].end, events[event_id].start + _ONE_MINUTE)
+                            ),
+                            select=["id", "seriesMasterId"],
+                            top=self._page_size,
+                        ),
+                        prefer=(),
+                    )
+                ),
+                context=f"look for event {event_id} in the calendar view of {mailbox}",
+            )
+            for event_id in ids
+        ]
+        found: dict[str, CalendarEvent | GraphError | None] = {}
+        for event_id, answer in zip(ids, await self._batch.send(steps), strict=True):
+            context = f"look for event {event_id} in the calendar view of {mailbox}"
+            listed = _listed_ids(answer, context, also="seriesMasterId")
+            if isinstance(listed, GraphError):
+                found[event_id] = listed
+            elif listed is None or event_id in listed:
+                found[event_id] = events[event_id]
+            else:
+                logger.info("event %s in %s is not in its calendar (deleted)", event_id, mailbox)
+                found[event_id] = None
+        return found
 
     async def _calendar_id(self, mailbox: str) -> str:
         """The id of the mailbox's default calendar (read once per process: it never
