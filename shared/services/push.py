@@ -468,16 +468,22 @@ class PushService:
                 for w in latest.writes_in_flight
                 if w.booking_version != booking.version or isinstance(error, GraphTransient)
             ]
-            if latest.booking_version > booking.version:
-                # A newer push was recorded meanwhile.
+            if latest.booking_version > booking.version or (
+                latest.booking_version == booking.version
+                and latest.last_error is None
+                and (planned.booking_version < booking.version or planned.last_error is not None)
+            ):
+                # A newer push was recorded meanwhile, or another write of this very
+                # version (a retry, a round's push) succeeded since ours was planned:
+                # the calendar has what ours would have written.
                 if in_flight == latest.writes_in_flight:
                     return None
                 return latest.model_copy(update={"writes_in_flight": in_flight})
             return latest.model_copy(update={"last_error": message, "writes_in_flight": in_flight})
 
-        mapping = plan.mapping.value
+        planned = plan.mapping.value
         await update_mapping(
-            self._mappings, mapping.resource_id, mapping.booking_id, failed, first=plan.mapping
+            self._mappings, planned.resource_id, planned.booking_id, failed, first=plan.mapping
         )
         await self._log(booking, plan, SyncOutcome.FAILED, message, now)
         logger.warning(

@@ -595,3 +595,37 @@ async def test_an_outlook_move_waiting_for_another_calendar_does_not_hold_the_ro
     assert (view.start, view.end) == (T2.start, T2.end)
     assert events_at(world, ALICE) == [(booking_id, T2.start, T2.end)]
     assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+
+
+async def test_a_refusal_answered_after_the_same_write_succeeded_is_not_a_failure(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pushes of one version (the queue's and a round's): the first meets a 403
+    window, the other lands after it and is recorded first. The late refusal changes
+    nothing in the calendar, so it must neither show the booking as failing nor outlive
+    the round that confirmed the event."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    await world.services.bookings.reschedule(booking_id, T2)
+    [push_t2] = world.outbound()
+    drop_outbound(world)
+    write_batch = world.calendar.write_batch
+    gate = GatedBatches(world)
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    world.calendar.fail(ROOM, GraphAccessDenied("403 for a while"))
+    refused = asyncio.ensure_future(world.services.push.push(push_t2))
+    await gate.written.wait()
+    monkeypatch.setattr(world.calendar, "write_batch", write_batch)
+    await world.services.push.push(push_t2)  # the same version again, after the window
+    await incremental_round(world)  # confirms the event: the check is done with
+
+    gate.release.set()
+    await refused  # the 403's answer, recorded last
+
+    view = await world.services.bookings.get(booking_id)
+    assert [s.state for s in view.sync] == ["synced"]
+    await incremental_round(world)
+    view = await world.services.bookings.get(booking_id)
+    assert [s.state for s in view.sync] == ["synced"]
+    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
