@@ -30,7 +30,11 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.httpx_request_adapter import HttpxRequestAdapter
 from kiota_http.middleware.options.response_handler_option import ResponseHandlerOption
 
-from shared.adapters.graph.client import IMMUTABLE_ID_PREFERENCE, merge_preferences
+from shared.adapters.graph.client import (
+    IMMUTABLE_ID_PREFERENCE,
+    expand_url_once,
+    merge_preferences,
+)
 from shared.adapters.graph.errors import (
     ERROR_MAPPING,
     GRAPH_CALL_ERRORS,
@@ -160,6 +164,7 @@ class BatchSender:
         request.content = json.dumps(payload).encode()
         # The raw answer, so that a 424's body is not lost to the SDK's error mapping.
         request.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+        expand_url_once(self._adapter, request)
         response = await self._adapter.send_primitive_async(request, "bytes", ERROR_MAPPING)  # type: ignore[func-returns-value]
         if not isinstance(response, httpx.Response):
             raise TypeError("the $batch answer is not an HTTP response")

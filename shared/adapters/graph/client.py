@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 import httpx
 from azure.core.credentials import AccessToken
 from azure.core.credentials_async import AsyncTokenCredential
+from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
+from kiota_http.httpx_request_adapter import HttpxRequestAdapter
 from kiota_http.kiota_client_factory import KiotaClientFactory
 from kiota_http.middleware import RetryHandler
 from kiota_http.middleware.middleware import BaseMiddleware
@@ -142,6 +144,23 @@ def graph_credential(
 def graph_scope(base_url: str) -> str:
     """The app-only scope for the Graph at `base_url` (national clouds have their own)."""
     return f"https://{urlsplit(base_url).hostname}/.default"
+
+
+def expand_url_once(adapter: HttpxRequestAdapter, request: RequestInformation) -> None:
+    """Fix `request`'s URL to its template's expansion now, for every later read of it.
+
+    kiota expands `RequestInformation.url` afresh on each read, and a request is read
+    three times on its way out (the auth provider's host check, the adapter's tracing
+    attributes, the httpx request). std-uritemplate percent-encodes a value character by
+    character: for an event read with its `$expand` about 0.3 ms of CPU each read. The
+    setter is kiota's own (the SDK's page iterator sets next links with it); it clears the
+    request's path parameters, which are its request builder's own dict (kiota passes it
+    on, not a copy), so the request gets a dict of its own first: a builder is used again
+    for a retry's request."""
+    adapter.set_base_url_for_request_information(request)
+    url = request.url
+    request.path_parameters = {}
+    request.url = url
 
 
 def build_http_client(

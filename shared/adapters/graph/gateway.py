@@ -55,6 +55,7 @@ from shared.adapters.graph.client import (
     UTC_PREFERENCE,
     build_graph_client,
     build_http_client,
+    expand_url_once,
     graph_credential,
 )
 from shared.adapters.graph.errors import (
@@ -249,6 +250,7 @@ class GraphCalendarGateway:
 
     async def _send_json(self, request: RequestInformation) -> dict[str, Any] | None:
         """Send through the SDK's adapter; the answer's JSON object (None for 204)."""
+        expand_url_once(self._adapter, request)
         # kiota types the result as a TypeVar bound to nothing; "bytes" gives bytes.
         raw = await self._adapter.send_primitive_async(request, "bytes", ERROR_MAPPING)  # type: ignore[func-returns-value]
         if not raw:
