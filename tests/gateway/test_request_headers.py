@@ -10,9 +10,22 @@ from typing import Any
 
 import pytest_asyncio
 from aiohttp import web
+from kiota_http.middleware import (
+    BodyInspectionHandler,
+    HeadersInspectionHandler,
+    ParametersNameDecodingHandler,
+    RetryHandler,
+    UrlReplaceHandler,
+)
+from msgraph_core.middleware import GraphTelemetryHandler
 
 from shared.adapters.graph import GraphCalendarGateway, StaticTokenCredential
-from shared.adapters.graph.client import graph_scope, merge_preferences
+from shared.adapters.graph.client import (
+    PreferHeaderHandler,
+    graph_middleware,
+    graph_scope,
+    merge_preferences,
+)
 from shared.ports import EventWrite
 from tests.gateway.conftest import ALICE, FAST_RETRY
 from tests.gateway.test_events import START, draft
@@ -123,3 +136,17 @@ def test_preferences_merge_without_overwriting() -> None:
 def test_tokens_are_asked_for_the_graph_host_scope() -> None:
     assert graph_scope("https://graph.microsoft.com/v1.0") == "https://graph.microsoft.com/.default"
     assert graph_scope("https://graph.microsoft.us/v1.0") == "https://graph.microsoft.us/.default"
+
+
+def test_the_middleware_holds_no_handler_that_only_acts_on_options_the_app_never_sets() -> None:
+    # Each handler costs every request its tracing span; the URL replacer also parses the
+    # URL again (Graph's `/me`, which app-only tokens cannot use).
+    kinds = {type(handler) for handler in graph_middleware()}
+
+    assert not kinds & {
+        RetryHandler,
+        UrlReplaceHandler,
+        HeadersInspectionHandler,
+        BodyInspectionHandler,
+    }
+    assert {PreferHeaderHandler, ParametersNameDecodingHandler, GraphTelemetryHandler} <= kinds
