@@ -328,6 +328,7 @@ class Scale:
         drained_s, left = await drain_inbound(self.client, self.args.drain_within)
         applied_s = time.perf_counter() - started
         cpu = cpu_share(cpu_before, stack.cpu_seconds(), applied_s)
+        workers_cpu_s = cpu.get("workers", 0.0) * applied_s
         graph = (await self.client.http_counts())["total"] - graph_before["total"]
         tables = self.counting.requests - tables_before
         accepted = sum(len(posts[i % len(posts)]) for i in range(result.statuses.get(202, 0)))
@@ -346,6 +347,7 @@ class Scale:
             "graph_requests": graph,
             "table_requests": tables,
             "cpu_share_of_one_core": {k: round(v, 3) for k, v in cpu.items()},
+            "workers_cpu_ms_per_change": workers_cpu_s / max(accepted, 1) * 1000,
         }
         applied = (
             f"{applied_s:.1f} s from the first POST ({drained_s:.1f} s after the load)"
@@ -368,8 +370,9 @@ class Scale:
                 per_s is not None and per_s >= INBOUND_AIM_PER_S,
             ),
             Row(
-                "  per change: Graph HTTP requests; Table requests",
-                f"{graph / max(accepted, 1):.2f}; {tables / max(accepted, 1):.1f}",
+                "  per change: Graph HTTP requests; Table requests; workers' CPU",
+                f"{graph / max(accepted, 1):.2f}; {tables / max(accepted, 1):.1f}; "
+                f"{workers_cpu_s / max(accepted, 1) * 1000:.1f} ms",
             ),
             Row(
                 "  CPU over that time (share of one core)",
