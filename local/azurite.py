@@ -7,6 +7,7 @@ Used by the run command (persistent data under `.azurite/`) and by the test suit
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import socket
 import subprocess
@@ -24,12 +25,40 @@ DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
+# Where the kernel takes the source ports of outgoing connections (Linux's default when
+# /proc does not say; IANA's dynamic range starts higher). Ports for our servers are
+# picked below it, above Azurite's default 10000-10002.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED = 15000
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel hands out to outgoing connections."""
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the range of
+    outgoing connections' source ports. A port from that range (what binding port 0
+    gives) can become the source port of a connection made before the server meant for
+    it starts, which then cannot listen on it ("address already in use")."""
+    ephemeral = ephemeral_ports()
+    top = max(_LOWEST_PICKED + 1000, ephemeral.start)
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PICKED, top)  # noqa: S311 - not a secret
+        if port in ephemeral:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_LOWEST_PICKED}-{top - 1} on 127.0.0.1")
 
 
 @dataclass(frozen=True)
