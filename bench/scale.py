@@ -328,10 +328,10 @@ class Scale:
         drained_s, left = await drain_inbound(self.client, self.args.drain_within)
         applied_s = time.perf_counter() - started
         cpu = cpu_share(cpu_before, stack.cpu_seconds(), applied_s)
-        workers_cpu_s = cpu.get("workers", 0.0) * applied_s
         graph = (await self.client.http_counts())["total"] - graph_before["total"]
         tables = self.counting.requests - tables_before
         accepted = sum(len(posts[i % len(posts)]) for i in range(result.statuses.get(202, 0)))
+        workers_cpu_ms = cpu.get("workers", 0.0) * applied_s * 1000 / max(accepted, 1)
         dist = Distribution.of(result.latencies_s or [float("inf")])
         per_s = accepted / applied_s if drained_s is not None else None
         if drained_s is None:
@@ -347,7 +347,7 @@ class Scale:
             "graph_requests": graph,
             "table_requests": tables,
             "cpu_share_of_one_core": {k: round(v, 3) for k, v in cpu.items()},
-            "workers_cpu_ms_per_change": workers_cpu_s / max(accepted, 1) * 1000,
+            "workers_cpu_ms_per_change": workers_cpu_ms,
         }
         applied = (
             f"{applied_s:.1f} s from the first POST ({drained_s:.1f} s after the load)"
@@ -372,7 +372,7 @@ class Scale:
             Row(
                 "  per change: Graph HTTP requests; Table requests; workers' CPU",
                 f"{graph / max(accepted, 1):.2f}; {tables / max(accepted, 1):.1f}; "
-                f"{workers_cpu_s / max(accepted, 1) * 1000:.1f} ms",
+                f"{workers_cpu_ms:.1f} ms",
             ),
             Row(
                 "  CPU over that time (share of one core)",

@@ -458,6 +458,8 @@ class PushService:
             # First, so that new bookings are refused before anyone sees this failure.
             await self._connection.mark_failing(resource_id, message)
 
+        planned = plan.mapping.value
+
         def failed(latest: EventMapping) -> EventMapping | None:
             # A refusal was not applied; a write that met a 5xx or no answer may have
             # been, so its times stay known as ours (but no longer under way).
@@ -468,20 +470,20 @@ class PushService:
                 for w in latest.writes_in_flight
                 if w.booking_version != booking.version or isinstance(error, GraphTransient)
             ]
-            if latest.booking_version > booking.version or (
+            overtaken = latest.booking_version > booking.version  # a newer push recorded
+            # Another write of this very version (a retry, a round's push) succeeded since
+            # ours was planned: the calendar has what ours would have written.
+            written_by_another = (
                 latest.booking_version == booking.version
                 and latest.last_error is None
                 and (planned.booking_version < booking.version or planned.last_error is not None)
-            ):
-                # A newer push was recorded meanwhile, or another write of this very
-                # version (a retry, a round's push) succeeded since ours was planned:
-                # the calendar has what ours would have written.
+            )
+            if overtaken or written_by_another:
                 if in_flight == latest.writes_in_flight:
                     return None
                 return latest.model_copy(update={"writes_in_flight": in_flight})
             return latest.model_copy(update={"last_error": message, "writes_in_flight": in_flight})
 
-        planned = plan.mapping.value
         await update_mapping(
             self._mappings, planned.resource_id, planned.booking_id, failed, first=plan.mapping
         )
