@@ -42,23 +42,30 @@ def ephemeral_ports() -> range:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the range of
-    outgoing connections' source ports. A port from that range (what binding port 0
-    gives) can become the source port of a connection made before the server meant for
-    it starts, which then cannot listen on it ("address already in use")."""
-    ephemeral = ephemeral_ports()
-    top = max(_LOWEST_PICKED + 1000, ephemeral.start)
-    for _ in range(200):
-        port = random.randrange(_LOWEST_PICKED, top)  # noqa: S311 - not a secret
-        if port in ephemeral:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {_LOWEST_PICKED}-{top - 1} on 127.0.0.1")
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the range of
+    outgoing connections' source ports where there is room. A port from that range (what
+    binding port 0 gives) can become the source port of a connection made before the
+    server meant for it starts, which then cannot listen on it ("address already in use")."""
+    below = ephemeral_ports().start
+    if below > _LOWEST_PICKED + 1000:
+        for _ in range(200):
+            port = random.randrange(_LOWEST_PICKED, below)  # noqa: S311 - not a secret
+            if _bindable(port):
+                return port
+    # No room below the range (an unusual kernel setting): the kernel's pick.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        picked: int = sock.getsockname()[1]
+        return picked
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
