@@ -478,7 +478,10 @@ class PushService:
                 and latest.last_error is None
                 and (planned.booking_version < booking.version or planned.last_error is not None)
             )
-            if overtaken or written_by_another:
+            # The event written to is no longer the mapping's (deleted in Outlook, left
+            # by a policy, replaced by a resync): no round retries a write to it.
+            event_let_go = plan.write.op != "create" and latest.event_id != plan.write.event_id
+            if overtaken or written_by_another or event_let_go:
                 if in_flight == latest.writes_in_flight:
                     return None
                 return latest.model_copy(update={"writes_in_flight": in_flight})

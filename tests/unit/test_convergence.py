@@ -629,3 +629,43 @@ async def test_a_refusal_answered_after_the_same_write_succeeded_is_not_a_failur
     view = await world.services.bookings.get(booking_id)
     assert [s.state for s in view.sync] == ["synced"]
     assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+
+
+async def test_a_refusal_answered_after_its_event_was_deleted_in_outlook_is_not_a_failure(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel's delete meets a 403 window; before its answer comes, the Outlook user
+    deletes the event (the mapping lets go of it). The refusal concerns an event the
+    mapping no longer holds, so no round would ever retry it: it must not stay as the
+    booking's sync error."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    [event] = world.calendar.events[ROOM].values()
+    await world.services.bookings.cancel(booking_id)
+    [push_cancel] = world.outbound()
+    drop_outbound(world)
+    gate = GatedBatches(world)
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    world.calendar.fail(ROOM, GraphAccessDenied("403 for a while"))
+    refused = asyncio.ensure_future(world.services.push.push(push_cancel))
+    await gate.written.wait()
+    del world.calendar.events[ROOM][event.event_id]  # deleted in Outlook meanwhile
+    await world.services.inbound.handle_change(
+        EventChange(
+            subscription_id="s",
+            resource_id="room-1",
+            change_type="deleted",
+            event_id=event.event_id,
+            received_at=world.clock.now,
+        )
+    )
+
+    gate.release.set()
+    await refused  # the 403's answer, recorded last
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(booking_id)
+    assert view.status is BookingStatus.CANCELLED
+    assert [(s.state, s.error) for s in view.sync] == [("removed", None)]
+    assert events_at(world, ROOM) == []
