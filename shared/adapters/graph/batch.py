@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +79,10 @@ class BatchSender:
         self._adapter = adapter
         self._caller = caller
 
+    def clock(self) -> float:
+        """The retry policy's clock (monotonic seconds)."""
+        return self._caller.clock()
+
     async def send(
         self, steps: list[BatchStep], *, policy: RetryPolicy | None = None
     ) -> list[BatchAnswer | GraphError]:
@@ -93,16 +97,72 @@ class BatchSender:
     async def _send_chunk(
         self, steps: list[BatchStep], policy: RetryPolicy | None
     ) -> list[BatchAnswer | GraphError]:
-        policy, clock = policy or self._caller.policy, self._caller.clock
+        started = self._caller.clock()
         results: dict[int, BatchAnswer | GraphError] = {}
-        pending = list(range(len(steps)))
-        started = clock()
-        attempt = 0
-        while pending:
-            attempt += 1
-            failures = await self._round(steps, pending, results)
+        failures = await self._round(steps, list(range(len(steps))), results)
+        return await self._retry(steps, results, failures, started, policy)
+
+    async def attempt(self, steps: list[BatchStep]) -> list[BatchAnswer | GraphFailure]:
+        """One attempt of every step (a lone step as a plain request, more as `$batch`es
+        of at most 20 side by side): each step's answer or what it failed with, unretried."""
+        if len(steps) == 1:
+            return [await self._alone(steps[0])]
+        chunks = [
+            list(range(start, min(start + MAX_BATCH_REQUESTS, len(steps))))
+            for start in range(0, len(steps), MAX_BATCH_REQUESTS)
+        ]
+        results: dict[int, BatchAnswer | GraphError] = {}
+        failed = await asyncio.gather(*(self._round(steps, chunk, results) for chunk in chunks))
+        answers: list[BatchAnswer | GraphFailure] = []
+        failures = {index: failure for chunk in failed for index, failure in chunk.items()}
+        for index in range(len(steps)):
+            failure = failures.get(index)
+            if failure is not None:
+                answers.append(failure)
+                continue
+            answer = results[index]
+            if isinstance(answer, GraphError):
+                raise TypeError("a round records only successes")  # pragma: no cover
+            answers.append(answer)
+        return answers
+
+    async def finish(
+        self,
+        steps: list[BatchStep],
+        first: list[BatchAnswer | GraphFailure],
+        *,
+        started: float,
+        policy: RetryPolicy | None = None,
+    ) -> list[BatchAnswer | GraphError]:
+        """The steps' answers after `first` (an `attempt` made at `started`): the failed
+        ones retried as `send` would have, counting that attempt as their first."""
+        answers: list[BatchAnswer | GraphError] = []
+        for start in range(0, len(steps), MAX_BATCH_REQUESTS):
+            chunk = steps[start : start + MAX_BATCH_REQUESTS]
+            results: dict[int, BatchAnswer | GraphError] = {}
+            failures: dict[int, GraphFailure] = {}
+            for index, answer in enumerate(first[start : start + MAX_BATCH_REQUESTS]):
+                if isinstance(answer, GraphFailure):
+                    failures[index] = answer
+                else:
+                    results[index] = answer
+            answers.extend(await self._retry(chunk, results, failures, started, policy))
+        return answers
+
+    async def _retry(
+        self,
+        steps: list[BatchStep],
+        results: dict[int, BatchAnswer | GraphError],
+        failures: dict[int, GraphFailure],
+        started: float,
+        policy: RetryPolicy | None,
+    ) -> list[BatchAnswer | GraphError]:
+        """Retries of the failed steps of a first round, while the policy allows."""
+        policy, clock = policy or self._caller.policy, self._caller.clock
+        attempt = 1
+        while failures:
             elapsed = clock() - started
-            pending = []
+            pending: list[int] = []
             wait = 0.0
             for index, failure in failures.items():
                 delay = policy.delay_before_retry(failure, attempt, elapsed)
@@ -111,15 +171,18 @@ class BatchSender:
                 else:
                     pending.append(index)
                     wait = max(wait, delay)
-            if pending:
-                logger.warning(
-                    "graph $batch: %s of %s steps to retry (attempt %s) in %.1fs",
-                    len(pending),
-                    len(steps),
-                    attempt,
-                    wait,
-                )
-                await self._caller.sleep(wait)
+            if not pending:
+                break
+            logger.warning(
+                "graph $batch: %s of %s steps to retry (attempt %s) in %.1fs",
+                len(pending),
+                len(steps),
+                attempt,
+                wait,
+            )
+            await self._caller.sleep(wait)
+            attempt += 1
+            failures = await self._round(steps, pending, results)
         return [results[index] for index in range(len(steps))]
 
     async def _round(
@@ -152,6 +215,35 @@ class BatchSender:
             else:
                 failures[index] = failure_from_batch_answer(status, answer.get("headers"), body)
         return failures
+
+    async def _alone(self, step: BatchStep) -> BatchAnswer | GraphFailure:
+        """One step sent as the plain request it is (a `$batch` of one costs more), under
+        its mailbox's slot, answered as an inner answer would be."""
+        request = step.request
+        request.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+        expand_url_once(self._adapter, request)
+        try:
+            async with self._caller.slots.slot(step.mailbox):
+                response = await self._adapter.send_primitive_async(request, "bytes", ERROR_MAPPING)  # type: ignore[func-returns-value]
+                if not isinstance(response, httpx.Response):
+                    raise TypeError("the answer is not an HTTP response")
+                raw = await response.aread()
+        except GRAPH_CALL_ERRORS as exc:
+            return failure_from_exception(exc)
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        status = response.status_code
+        if 200 <= status < 300:
+            if raw and body is None:
+                return GraphFailure(
+                    status=None,
+                    code="InvalidJson",
+                    message="Graph answered with a body that is not JSON",
+                )
+            return BatchAnswer(status=status, body=body)
+        return failure_from_batch_answer(status, response.headers, body)
 
     async def _post(self, steps: list[tuple[str, BatchStep]]) -> bytes:
         """The batch answer's body. An outer 424 (Graph's answer to a throttled batch, also
@@ -221,3 +313,106 @@ def _answers_by_id(raw: bytes) -> Mapping[str, dict[str, Any]]:
     if not isinstance(responses, list):
         return {}
     return {str(item["id"]): item for item in responses if isinstance(item, dict) and "id" in item}
+
+
+# Requests of a gatherer in flight at once before later steps wait to go together. Graph
+# answers a `$batch` of 20 reads in about the time of one read, so four lanes carry some
+# 80 reads a round trip; below that load every read goes at once.
+GATHER_LANES = 4
+
+
+@dataclass
+class _Caller:
+    steps: list[BatchStep]
+    answer: asyncio.Future[list[BatchAnswer | GraphFailure]]
+
+
+class BatchGatherer:
+    """Steps of concurrent callers sent together, mailboxes mixed (group commit, as the
+    webhook's queue writes). While `lanes` of its requests are in flight, the steps that
+    come wait and go together in the next, up to 20 a `$batch`; an idle gatherer sends at
+    once, a lone step as the plain request it is. Graph runs a batch's requests
+    "irrespective of the target mailboxes" (up to four at once), each under its own
+    mailbox's limits, and the batch takes each mailbox's slots here (`MailboxSlots`).
+
+    Only the first attempt is shared: each caller retries its own failed steps under its
+    own budget, so one mailbox's throttling never holds another mailbox's answers.
+    One instance per process; its state belongs to the event loop it runs on.
+    """
+
+    def __init__(self, sender: BatchSender, *, lanes: int = GATHER_LANES) -> None:
+        if lanes < 1:
+            raise ValueError("lanes must be at least 1")
+        self._sender = sender
+        self._lanes = lanes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: deque[_Caller] = deque()
+        self._busy = 0  # lanes taken: flushes scheduled or in flight
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def send(
+        self, steps: list[BatchStep], *, policy: RetryPolicy | None = None
+    ) -> list[BatchAnswer | GraphError]:
+        """Each step's answer or the domain error it finally met, as `BatchSender.send`."""
+        if not steps:
+            return []
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A new event loop (tests run several): what the last one left is not ours.
+            self._loop, self._waiting, self._busy, self._flushes = loop, deque(), 0, set()
+        started = self._sender.clock()
+        caller = _Caller(steps, loop.create_future())
+        self._waiting.append(caller)
+        self._start()
+        first = await caller.answer
+        return await self._sender.finish(steps, first, started=started, policy=policy)
+
+    def _start(self) -> None:
+        """A flush for what waits, if a lane is free. It takes its steps when it runs, so
+        the callers of one turn of the event loop go together."""
+        if self._busy >= self._lanes or not self._waiting or self._loop is None:
+            return
+        self._busy += 1
+        flush = self._loop.create_task(self._flush())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    def _take(self) -> list[_Caller]:
+        """The waiting callers of the next request: whole callers, at most 20 steps (a
+        caller with more goes alone)."""
+        taken: list[_Caller] = []
+        count = 0
+        while self._waiting:
+            caller = self._waiting[0]
+            if caller.answer.done():  # cancelled while waiting
+                self._waiting.popleft()
+                continue
+            if taken and count + len(caller.steps) > MAX_BATCH_REQUESTS:
+                break
+            taken.append(self._waiting.popleft())
+            count += len(caller.steps)
+        return taken
+
+    async def _flush(self) -> None:
+        taken = self._take()
+        try:
+            if taken:
+                steps = [step for caller in taken for step in caller.steps]
+                answers = await self._sender.attempt(steps)
+                offset = 0
+                for caller in taken:
+                    mine = answers[offset : offset + len(caller.steps)]
+                    offset += len(caller.steps)
+                    if not caller.answer.done():
+                        caller.answer.set_result(mine)
+        except asyncio.CancelledError:
+            for caller in taken:
+                caller.answer.cancel()  # the loop is ending: so are its waiters
+            raise
+        except Exception as exc:  # noqa: BLE001 - each caller raises it
+            for caller in taken:
+                if not caller.answer.done():
+                    caller.answer.set_exception(exc)
+        finally:
+            self._busy -= 1
+            self._start()

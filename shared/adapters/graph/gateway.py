@@ -50,7 +50,7 @@ from msgraph.generated.users.item.events.item.instances.instances_request_builde
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.adapters.graph.batch import BatchAnswer, BatchSender, BatchStep
+from shared.adapters.graph.batch import BatchAnswer, BatchGatherer, BatchSender, BatchStep
 from shared.adapters.graph.client import (
     UTC_PREFERENCE,
     build_graph_client,
@@ -202,6 +202,7 @@ class GraphCalendarGateway:
         self._adapter = adapter
         self._caller = GraphCaller(retry, slots)
         self._batch = BatchSender(adapter, self._caller)
+        self._reads = BatchGatherer(self._batch)
         self._page_size = page_size
         self._closers = list(closers)
         self._calendar_ids: dict[str, str] = {}
@@ -449,26 +450,12 @@ class GraphCalendarGateway:
     async def _get_raw_events(
         self, mailbox: str, ids: list[str]
     ) -> dict[str, dict[str, Any] | GraphError | None]:
-        """Each event's JSON as its GET by id answers it (None: not found)."""
+        """Each event's JSON as its GET by id answers it (None: not found). The reads go
+        through the process's gatherer: with other mailboxes' reads in one `$batch` when
+        Graph is busy with earlier ones, alone as a plain GET when it is not."""
         query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
             expand=[EXPAND_BOOKING_ID]
         )
-        if len(ids) == 1:
-            # One event: a plain GET costs less than a `$batch` around it.
-            event_id = ids[0]
-            try:
-                body = await self._json(
-                    lambda: self._event(mailbox, event_id).to_get_request_information(
-                        _config(query)
-                    ),
-                    mailbox=mailbox,
-                    context=f"get event {event_id} in {mailbox}",
-                )
-            except GraphItemNotFound:
-                return {event_id: None}
-            except GraphError as exc:
-                return {event_id: exc}
-            return {event_id: body}
         steps = [
             BatchStep(
                 mailbox=mailbox,
@@ -479,7 +466,7 @@ class GraphCalendarGateway:
         ]
         raw: dict[str, dict[str, Any] | GraphError | None] = {}
         for event_id, answer in zip(
-            ids, await self._batch.send(steps) if steps else [], strict=True
+            ids, await self._reads.send(steps) if steps else [], strict=True
         ):
             if isinstance(answer, GraphItemNotFound):
                 raw[event_id] = None
