@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from azure.core.credentials_async import AsyncTokenCredential
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -152,6 +153,10 @@ def _config(query: Any = None, *, prefer: Sequence[str] = (UTC_PREFERENCE,)) -> 
 
 
 _ONE_MINUTE = timedelta(minutes=1)
+_EVENT_READ_QUERY = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
+    expand=[EXPAND_BOOKING_ID]
+)
+_EVENT_READ_QUERY_STRING = f"%24expand={quote(EXPAND_BOOKING_ID, safe='')}"
 
 
 def _listed_ids(
@@ -236,6 +241,23 @@ class GraphCalendarGateway:
 
     def _event(self, mailbox: str, event_id: str) -> EventItemRequestBuilder:
         return self._user(mailbox).events.by_event_id(event_id)
+
+    def _event_read(self, mailbox: str, event_id: str) -> RequestInformation:
+        """The GET of one event with our booking id expanded, as the SDK builds it, its URL
+        written here rather than expanded from the SDK's template: std-uritemplate
+        percent-encodes character by character, some 0.4 ms of CPU for an event id and
+        this `$expand`, on every event a notification reads. `quote` with nothing safe
+        encodes exactly what a simple expansion does (every character but RFC 3986's
+        unreserved ones, as UTF-8); `tests/gateway/test_request_urls.py` compares them."""
+        request = self._event(mailbox, event_id).to_get_request_information(
+            _config(_EVENT_READ_QUERY)
+        )
+        request.path_parameters = {}  # the setter clears it; it is the builder's own
+        request.url = (
+            f"{self._adapter.base_url}/users/{quote(mailbox, safe='')}"
+            f"/events/{quote(event_id, safe='')}?{_EVENT_READ_QUERY_STRING}"
+        )
+        return request
 
     async def _call(
         self,
@@ -453,13 +475,10 @@ class GraphCalendarGateway:
         """Each event's JSON as its GET by id answers it (None: not found). The reads go
         through the process's gatherer: with other mailboxes' reads in one `$batch` when
         Graph is busy with earlier ones, alone as a plain GET when it is not."""
-        query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
-            expand=[EXPAND_BOOKING_ID]
-        )
         steps = [
             BatchStep(
                 mailbox=mailbox,
-                request=self._event(mailbox, event_id).to_get_request_information(_config(query)),
+                request=self._event_read(mailbox, event_id),
                 context=f"get event {event_id} in {mailbox}",
             )
             for event_id in ids
