@@ -16,6 +16,7 @@ azure-identity's DefaultAzureCredential (ManagedIdentityCredential with `__clien
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,15 @@ AZURITE_KEY = (
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def transport_options() -> dict[str, Any]:
+    """The host's Storage clients trust the environment only when a proxy is set: with
+    azure-core's default, aiohttp looks up the proxy variables and ~/.netrc on a worker
+    thread for every request (two thread hops per dequeue or delete), which Azure's host
+    (.NET) does not cost the Python worker. The app's clients do the same
+    (`shared.composition.storage_transport_options`)."""
+    return {"use_env_settings": bool(urllib.request.getproxies())}
+
+
 @dataclass(frozen=True)
 class StorageConnection:
     """Where a trigger's storage is and how the host signs in to it."""
@@ -50,6 +60,7 @@ class StorageConnection:
         return self.connection_string is None
 
     def queue_client(self, queue_name: str, **options: Any) -> QueueClient:
+        options = {**transport_options(), **options}
         if self.connection_string is not None:
             return QueueClient.from_connection_string(self.connection_string, queue_name, **options)
         if self.queue_service_uri is None:
@@ -65,6 +76,7 @@ class StorageConnection:
         )
 
     def table_client(self, table_name: str, **options: Any) -> TableClient:
+        options = {**transport_options(), **options}
         if self.connection_string is not None:
             return TableClient.from_connection_string(self.connection_string, table_name, **options)
         if self.table_service_uri is None:
