@@ -90,6 +90,8 @@ class ReconcileResource(DomainModel):
     # From a past-due timer run: skipped when the resource's last round was within
     # RECONCILE_REPEAT_WITHIN_MINUTES (the interrupted occurrence may have reached it).
     past_due: bool = False
+    # How many times it was sent again because another round held the resource's lease.
+    deferrals: int = Field(default=0, ge=0)
 
 
 # Resources per ReconcilePage: 100 ids of at most 64 characters stay far under a queue

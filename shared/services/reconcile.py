@@ -13,6 +13,7 @@ slices on the queue, shared/services/pulls.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections import defaultdict
@@ -31,6 +32,7 @@ from shared.domain.calendar import (
 from shared.domain.errors import (
     CalendarUnavailable,
     ConcurrencyConflict,
+    DomainError,
     GraphAccessDenied,
     GraphNotFound,
     GraphSyncStateLost,
@@ -63,7 +65,13 @@ from shared.services.slots import SlotKeeper
 logger = logging.getLogger(__name__)
 
 
-LEASE_SECONDS = 300.0
+# A round holds its resource's lease while it runs, renewing it every LEASE_RENEW_SECONDS:
+# a round cut off (its instance killed) lets go within LEASE_SECONDS of its last renewal,
+# where a fixed lease as long as the longest round held every round of that resource back
+# for minutes.
+LEASE_SECONDS = 60.0
+LEASE_RENEW_SECONDS = 20.0
+ANOTHER_ROUND_RUNNING = "another round is running"
 # A check whose booking change never landed (the request failed after marking it) is
 # dropped after this; any request that could still land has long ended by then.
 ABANDONED_CHECK = timedelta(minutes=10)
@@ -143,13 +151,29 @@ class ReconcileService:
         first round, a moved mirror window, or a delta link Graph no longer knows
         (410) make it a full round that rebuilds the mirror and checks every mapping.
         Graph access errors make the resource failing and are raised."""
-        holder = uuid.uuid4().hex
-        if not await self._leases.acquire(f"reconcile:{resource_id}", holder, LEASE_SECONDS):
-            return ReconcileReport(resource_id=resource_id, skipped="another round is running")
+        holder, lease = uuid.uuid4().hex, f"reconcile:{resource_id}"
+        if not await self._leases.acquire(lease, holder, LEASE_SECONDS):
+            return ReconcileReport(resource_id=resource_id, skipped=ANOTHER_ROUND_RUNNING)
+        renewals = asyncio.ensure_future(self._keep_lease(lease, holder))
         try:
             return await self._reconcile(resource_id, round_at, past_due)
         finally:
-            await self._leases.release(f"reconcile:{resource_id}", holder)
+            renewals.cancel()
+            await self._leases.release(lease, holder)
+
+    async def _keep_lease(self, lease: str, holder: str) -> None:
+        """Renew the round's lease while it runs; a renewal that fails is tried again at
+        the next, and a lease found taken over is given up (logged)."""
+        while True:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            try:
+                kept = await self._leases.acquire(lease, holder, LEASE_SECONDS)
+            except DomainError as exc:
+                logger.warning("lease %s not renewed: %s", lease, exc.code)
+                continue
+            if not kept:
+                logger.warning("lease %s was taken over while its round ran", lease)
+                return
 
     async def _reconcile(
         self, resource_id: str, round_at: datetime | None, past_due: bool

@@ -18,6 +18,13 @@ is left out of the timer's rounds until its `retry_at`, which doubles per failed
 from FAILING_RETRY_FIRST_MINUTES up to FAILING_RETRY_MAX_MINUTES; the first round that
 succeeds makes it connected again and renews (or recreates) its subscription. Transient
 errors (503, 429, timeouts) still raise, for the queue's retries.
+
+A round asked for while another round of that resource holds its lease is not dropped:
+the running round may have read the mailbox before whatever made this one be asked, and
+its holder may be gone (an instance killed mid-round lets go of the lease within
+`LEASE_SECONDS`). The message is sent again after ROUND_DEFERRAL_SECONDS, up to
+MAX_ROUND_DEFERRALS times; when it comes back after the other round of the same timer
+round finished, it is a repeat and skips after one table read.
 """
 
 from __future__ import annotations
@@ -41,10 +48,22 @@ from shared.domain.resources import Direction, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import MessageQueue, ResourceRepository, SyncLog
 from shared.services.connection import ConnectionTracker
-from shared.services.reconcile import ReconcileReport, ReconcileService
+from shared.services.reconcile import (
+    ANOTHER_ROUND_RUNNING,
+    LEASE_SECONDS,
+    ReconcileReport,
+    ReconcileService,
+)
 from shared.services.subscriptions import SubscriptionService
 
 logger = logging.getLogger(__name__)
+
+# A round that found another holding its resource's lease is asked for again this much
+# later: two deferrals outlast a lease its holder no longer renews.
+ROUND_DEFERRAL_SECONDS = int(LEASE_SECONDS // 2)
+# Ten deferrals wait out five minutes of another round; a round runs longer only when
+# something is wrong, and the timer's next round asks again anyway.
+MAX_ROUND_DEFERRALS = 10
 
 # Queue sends in flight at once from one fan-out (a timer's pages, or a page's resources):
 # Queue Storage takes 2,000 messages/s per queue, far above what 16 sends of ~10 ms do.
@@ -168,9 +187,23 @@ class ReconcileRounds:
             )
         except (GraphAccessDenied, GraphNotFound) as exc:
             return await self._failed(work.resource_id, round_at, exc)
+        if report.skipped == ANOTHER_ROUND_RUNNING:
+            await self._defer(work)
         if report.recovered or report.unsubscribed:
             await self._renew_subscription(work.resource_id)
         return report
+
+    async def _defer(self, work: ReconcileResource) -> None:
+        """Ask for `work` again later (see the module's docstring)."""
+        if work.deferrals >= MAX_ROUND_DEFERRALS:
+            logger.warning(
+                "round of %s not run: another round held its lease through %d deferrals",
+                work.resource_id,
+                work.deferrals,
+            )
+            return
+        again = work.model_copy(update={"deferrals": work.deferrals + 1})
+        await self._queue.send(SYNC_OUTBOUND_QUEUE, again, delay_seconds=ROUND_DEFERRAL_SECONDS)
 
     async def _failed(
         self, resource_id: str, round_at: datetime, error: GraphError

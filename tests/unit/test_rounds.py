@@ -3,7 +3,9 @@ resources that back off instead of walking their messages to `-poison`."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -18,9 +20,11 @@ from shared.domain.messages import (
 )
 from shared.domain.resources import ConnectionState, ConnectionStatus
 from shared.domain.sync_log import SyncOutcome
-from shared.services.rounds import RetrySchedule
+from shared.services import reconcile as reconcile_module
+from shared.services.reconcile import ANOTHER_ROUND_RUNNING
+from shared.services.rounds import MAX_ROUND_DEFERRALS, ROUND_DEFERRAL_SECONDS, RetrySchedule
 from tests.builders import T0, resource
-from tests.fakes import Clock, FakeWorld, fake_world
+from tests.fakes import Clock, FakeLeases, FakeWorld, fake_world
 
 
 def mailbox(n: int) -> str:
@@ -346,3 +350,100 @@ async def test_a_resource_a_push_brought_back_gets_its_removed_subscription_agai
     current = await world.resources.get("room-0")
     assert current is not None
     assert current.value.subscription_id in world.calendar.subscriptions
+
+
+# --- a round asked for while another holds the lease ------------------------------------
+
+
+def held_by_another(world: FakeWorld, resource_id: str) -> FakeLeases:
+    leases = world.ports.leases
+    assert isinstance(leases, FakeLeases)
+    leases.held[f"reconcile:{resource_id}"] = "a round on an instance since killed"
+    return leases
+
+
+async def test_a_round_asked_for_while_another_holds_the_lease_is_asked_for_again_later() -> None:
+    world = await world_of(1)
+    held_by_another(world, "room-0")
+    work = ReconcileResource(resource_id="room-0", scheduled_at=T0)
+
+    report = await world.services.rounds.run(work)
+
+    assert report.skipped == ANOTHER_ROUND_RUNNING
+    assert world.calendar.delta_reads == []
+    again = [ReconcileResource.model_validate_json(b) for b in take(world, "reconcile_resource")]
+    assert again == [work.model_copy(update={"deferrals": 1})]
+    assert world.queue.delays == [ROUND_DEFERRAL_SECONDS]
+
+
+async def test_the_deferred_round_runs_once_the_lease_is_let_go() -> None:
+    world = await world_of(1)
+    leases = held_by_another(world, "room-0")
+    await world.services.rounds.run(ReconcileResource(resource_id="room-0", scheduled_at=T0))
+    leases.held.clear()  # its holder's lease ended
+
+    for body in take(world, "reconcile_resource"):
+        report = await world.services.rounds.run(ReconcileResource.model_validate_json(body))
+        assert report.skipped is None
+
+    assert world.calendar.delta_reads == [mailbox(0)]
+    assert take(world, "reconcile_resource") == []
+
+
+async def test_a_round_held_back_past_its_deferrals_is_dropped_not_sent_again() -> None:
+    world = await world_of(1)
+    held_by_another(world, "room-0")
+    work = ReconcileResource(resource_id="room-0", scheduled_at=T0, deferrals=MAX_ROUND_DEFERRALS)
+
+    report = await world.services.rounds.run(work)
+
+    assert report.skipped == ANOTHER_ROUND_RUNNING
+    assert take(world, "reconcile_resource") == []
+
+
+async def test_a_deferred_repeat_of_a_finished_round_skips_after_one_table_read() -> None:
+    world = await world_of(1)
+    # Two messages of one timer round: the second finds the first running.
+    leases = held_by_another(world, "room-0")
+    work = ReconcileResource(resource_id="room-0", scheduled_at=T0, round_at=T0)
+    await world.services.rounds.run(work)
+    deferred = [ReconcileResource.model_validate_json(b) for b in take(world, "reconcile_resource")]
+    leases.held.clear()
+    await world.services.rounds.run(work)  # the first one's round
+    assert world.calendar.delta_reads == [mailbox(0)]
+
+    report = await world.services.rounds.run(deferred[0])
+
+    assert report.skipped == "a repeat of the last timer round"
+    assert world.calendar.delta_reads == [mailbox(0)]
+
+
+async def test_a_long_round_renews_its_lease_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = await world_of(1)
+    monkeypatch.setattr(reconcile_module, "LEASE_RENEW_SECONDS", 0.01)
+    renewals: list[str] = []
+    leases = held_by_another(world, "room-0")
+    leases.held.clear()
+    acquire = leases.acquire
+
+    async def counted(name: str, holder: str, seconds: float) -> bool:
+        renewals.append(holder)
+        return await acquire(name, holder, seconds)
+
+    monkeypatch.setattr(leases, "acquire", counted)
+    delta = world.calendar.delta
+
+    async def slow_delta(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.1)
+        return await delta(*args, **kwargs)
+
+    monkeypatch.setattr(world.calendar, "delta", slow_delta)
+
+    await world.services.rounds.run(ReconcileResource(resource_id="room-0", scheduled_at=T0))
+
+    # The first take, then renewals by the same holder while Graph was slow.
+    assert len(renewals) >= 3
+    assert len(set(renewals)) == 1
+    assert leases.held == {}  # let go at the end
