@@ -152,8 +152,12 @@ async def test_random_runs_with_host_kills_converge(
         await run.run()
         await asyncio.sleep(OUTBOX_LEASE_SECONDS)  # requests cut short: their outboxes
         # host.json's timings: a message waits 5 s between tries, and a write a killed
-        # host left unanswered holds the next one to its event back for up to 30 s.
-        await one_round(run, storage, graph_emulator, within=180)
+        # host left unanswered holds the next one to its event back for up to 30 s; a round
+        # a kill cut off holds its resource's lease for up to 60 s.
+        try:
+            await one_round(run, storage, graph_emulator, within=180)
+        except AssertionError as exc:
+            raise AssertionError(f"seed {seed}; {kills} kills; rules {run.applied}: {exc}") from exc
         findings = await check_convergence(run, await drain_booking_events(storage))
     finally:
         await host.stop()
