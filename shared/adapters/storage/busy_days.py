@@ -193,10 +193,11 @@ class BusyDayTable(EntityTable[_Page]):
         RowKey range reading only the rows' `Busy` (no event details, no model)."""
         days = days_touched(start, end)
         first, low, high = days[0], int(start.timestamp()), int(end.timestamp())
-        # Filtered and sorted as read (epoch seconds, show-as text: the same order as the
-        # times and ShowAs), and only the blocks kept become datetimes: a month's rows
-        # hold a thousand blocks, and their conversion was a good part of the read.
-        found: list[tuple[int, int, str]] = []
+        # Filtered and sorted as read ([start, end, show-as] in epoch seconds and text:
+        # the same order as the times and ShowAs), and only the blocks kept become
+        # datetimes: a month's rows hold a thousand blocks, and their conversion was a
+        # good part of the read.
+        found: list[list[Any]] = []
         async for entity in self._iterate(
             resource_id,
             "RowKey ge @lo and RowKey lt @hi",
@@ -209,9 +210,9 @@ class BusyDayTable(EntityTable[_Page]):
             # window's first day when it started before.
             counted_from = _midnight(day) if day > first else -math.inf
             found.extend(
-                (block_start, block_end, show_as)
-                for block_start, block_end, show_as in json.loads(entity[BUSY_PROPERTY])
-                if block_start < high and block_end > low and block_start >= counted_from
+                busy
+                for busy in json.loads(entity[BUSY_PROPERTY])
+                if busy[0] < high and busy[1] > low and busy[0] >= counted_from
             )
         found.sort()
         return [
