@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from operator import attrgetter
 from typing import Annotated, Protocol
 
-from pydantic import Field
+from pydantic import Field, with_config
 
 from shared.domain.base import DomainModel, UtcDatetime
 from shared.domain.bookings import BookingWindow, TimeRange
@@ -31,7 +33,17 @@ class BusySource(StrEnum):
     CALENDAR = "calendar"
 
 
-class BusyInterval(DomainModel):
+# BusyInterval and FreeSlot are answer-only values, built here from times already valid
+# (UTC, whole seconds, from validated models and a whole number of minutes) and never
+# parsed: frozen dataclasses that pydantic serializes and describes (OpenAPI) exactly as
+# it would the same fields of a DomainModel, with DomainModel's configuration. A 30-day
+# window holds well over a thousand of them; a model each, even by model_construct, was
+# most of the request's CPU.
+
+
+@with_config(DomainModel.model_config)
+@dataclass(frozen=True, slots=True)
+class BusyInterval:
     start: UtcDatetime
     end: UtcDatetime
     source: BusySource
@@ -39,12 +51,9 @@ class BusyInterval(DomainModel):
     booking_id: str | None = None
 
 
-# The service builds BusyInterval and FreeSlot with model_construct: their times come from
-# validated models (UTC, whole seconds) and a whole number of minutes, and validating the
-# hundreds of them a window holds again was most of an availability request's CPU.
-
-
-class FreeSlot(DomainModel):
+@with_config(DomainModel.model_config)
+@dataclass(frozen=True, slots=True)
+class FreeSlot:
     start: UtcDatetime
     end: UtcDatetime
 
@@ -121,27 +130,30 @@ def free_slots(
     over it is accepted.
     """
     slots: list[FreeSlot] = []
-    cursor = window.start
-    for interval in sorted(busy, key=lambda r: r.start):
+    cursor, window_end = window.start, window.end
+    # One sweep by start; the free time before an interval is filled only when a slot
+    # fits in it (most gaps between a busy calendar's events hold none).
+    for interval in sorted(busy, key=attrgetter("start")):
         if interval.end <= cursor:
             continue
-        gap_end = min(interval.start, window.end)
-        cursor = _fill(slots, cursor, gap_end, duration, limit)
-        cursor = max(cursor, interval.end)
-        if cursor >= window.end or len(slots) >= limit:
+        if interval.start - cursor >= duration:
+            _fill(slots, cursor, min(interval.start, window_end), duration, limit)
+            if len(slots) >= limit:
+                return slots
+        cursor = interval.end
+        if cursor >= window_end:
             return slots
-    _fill(slots, cursor, window.end, duration, limit)
+    _fill(slots, cursor, window_end, duration, limit)
     return slots
 
 
 def _fill(
     slots: list[FreeSlot], start: datetime, end: datetime, duration: timedelta, limit: int
-) -> datetime:
-    cursor = start
-    while cursor + duration <= end and len(slots) < limit:
-        slots.append(FreeSlot.model_construct(start=cursor, end=cursor + duration))
-        cursor += duration
-    return cursor
+) -> None:
+    """Append the back-to-back slots from `start` that end by `end`, up to `limit` in all."""
+    count = max(0, min((end - start) // duration, limit - len(slots)))
+    starts = [start + duration * index for index in range(count + 1)]
+    slots.extend(map(FreeSlot, starts, starts[1:]))
 
 
 class AvailabilityService:
@@ -189,27 +201,23 @@ class AvailabilityService:
                     resource_id, window.start, window.end
                 )
                 blocks = [BusyTime(b.start, b.end, b.show_as) for b in scanned]
-            for block in blocks:
-                if blocks_time(block.show_as, resource.settings.block_working_elsewhere):
-                    busy.append(
-                        BusyInterval.model_construct(
-                            start=block.start,
-                            end=block.end,
-                            source=BusySource.CALENDAR,
-                            show_as=block.show_as,
-                        )
-                    )
-        for claim in claims:
-            if claim.holds_time:
-                busy.append(
-                    BusyInterval.model_construct(
-                        start=claim.start,
-                        end=claim.end,
-                        source=BusySource.BOOKING,
-                        booking_id=claim.booking_id,
-                    )
-                )
-        busy.sort(key=lambda b: (b.start, b.end))
+            blocking = {
+                show_as
+                for show_as in ShowAs
+                if blocks_time(show_as, resource.settings.block_working_elsewhere)
+            }
+            calendar = BusySource.CALENDAR
+            busy = [
+                BusyInterval(start, end, calendar, show_as)
+                for start, end, show_as in blocks
+                if show_as in blocking
+            ]
+        busy.extend(
+            BusyInterval(claim.start, claim.end, BusySource.BOOKING, booking_id=claim.booking_id)
+            for claim in claims
+            if claim.holds_time
+        )
+        busy.sort(key=attrgetter("start", "end"))
         slots = free_slots(window, busy, timedelta(minutes=query.duration_minutes))
         return Availability(
             resource_id=resource_id,

@@ -15,6 +15,7 @@ import function_app
 from functions import bookings, openapi, resources
 from functions.http import domain_error_response
 from functions.openapi import OPERATIONS
+from shared.domain.calendar import ShowAs
 from shared.domain.errors import (
     DomainError,
     GraphThrottled,
@@ -22,7 +23,7 @@ from shared.domain.errors import (
     TransactionTooLarge,
 )
 from shared.domain.resources import ConnectionStatus
-from tests.builders import T0
+from tests.builders import T0, busy_block
 from tests.fakes import Clock, FakeWorld, fake_world
 from tests.fixtures.callers import EVERY_ROLE
 
@@ -216,6 +217,59 @@ async def test_availability_and_its_query_errors(world: FakeWorld) -> None:
     )
     assert status == 422
     assert {"start", "end"} <= error_fields(body)
+
+
+async def test_availability_answers_its_fields_in_order_camel_cased_and_nothing_private(
+    world: FakeWorld,
+) -> None:
+    created = (await call(bookings.create_booking, "POST", body=booking_body()))[1]
+    secret = busy_block(
+        "ev-1",
+        T0 + timedelta(minutes=90),
+        show_as=ShowAs.TENTATIVE,
+        summary="Board meeting",
+        change_key="ck-1",
+    )
+    await world.ports.unavailability.replace_event("room-1", "ev-1", [secret])
+    params = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=3)).isoformat()}
+
+    status, body = await call(
+        resources.get_availability, "GET", {"resourceId": "room-1"}, params=params
+    )
+
+    def z(minutes: int) -> str:
+        return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+    assert status == 200
+    assert json.dumps(body) == json.dumps(
+        {
+            "resourceId": "room-1",
+            "start": z(0),
+            "end": z(180),
+            "durationMinutes": 30,
+            "busy": [
+                {
+                    "start": z(0),
+                    "end": z(60),
+                    "source": "booking",
+                    "showAs": None,
+                    "bookingId": created["bookingId"],
+                },
+                {
+                    "start": z(90),
+                    "end": z(120),
+                    "source": "calendar",
+                    "showAs": "tentative",
+                    "bookingId": None,
+                },
+            ],
+            "freeSlots": [
+                {"start": z(60), "end": z(90)},
+                {"start": z(120), "end": z(150)},
+                {"start": z(150), "end": z(180)},
+            ],
+        }
+    )
 
 
 async def test_stale_mirror_answers_503(world: FakeWorld) -> None:
