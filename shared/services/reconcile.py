@@ -32,7 +32,6 @@ from shared.domain.calendar import (
 from shared.domain.errors import (
     CalendarUnavailable,
     ConcurrencyConflict,
-    DomainError,
     GraphAccessDenied,
     GraphNotFound,
     GraphSyncStateLost,
@@ -154,22 +153,31 @@ class ReconcileService:
         holder, lease = uuid.uuid4().hex, f"reconcile:{resource_id}"
         if not await self._leases.acquire(lease, holder, LEASE_SECONDS):
             return ReconcileReport(resource_id=resource_id, skipped=ANOTHER_ROUND_RUNNING)
-        renewals = asyncio.ensure_future(self._keep_lease(lease, holder))
+        round_over = asyncio.Event()
+        renewals = asyncio.ensure_future(self._keep_lease(lease, holder, round_over))
         try:
             return await self._reconcile(resource_id, round_at, past_due)
         finally:
-            renewals.cancel()
+            # A renewal in flight finishes before the release: one cut off mid-request
+            # could land after it and hold the lease for another LEASE_SECONDS.
+            round_over.set()
+            await renewals
             await self._leases.release(lease, holder)
 
-    async def _keep_lease(self, lease: str, holder: str) -> None:
-        """Renew the round's lease while it runs; a renewal that fails is tried again at
-        the next, and a lease found taken over is given up (logged)."""
+    async def _keep_lease(self, lease: str, holder: str, round_over: asyncio.Event) -> None:
+        """Renew the round's lease every LEASE_RENEW_SECONDS until `round_over`; a renewal
+        that fails is tried again at the next, a lease found taken over is given up (both
+        logged). Never raises: the round's own outcome is what its caller gets."""
         while True:
-            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            try:
+                await asyncio.wait_for(round_over.wait(), LEASE_RENEW_SECONDS)
+                return
+            except TimeoutError:
+                pass
             try:
                 kept = await self._leases.acquire(lease, holder, LEASE_SECONDS)
-            except DomainError as exc:
-                logger.warning("lease %s not renewed: %s", lease, exc.code)
+            except Exception as exc:  # noqa: BLE001 - logged; the next renewal tries again
+                logger.warning("lease %s not renewed: %s", lease, exc)
                 continue
             if not kept:
                 logger.warning("lease %s was taken over while its round ran", lease)

@@ -447,3 +447,42 @@ async def test_a_long_round_renews_its_lease_while_it_runs(
     assert len(renewals) >= 3
     assert len(set(renewals)) == 1
     assert leases.held == {}  # let go at the end
+
+
+async def test_a_renewal_in_flight_as_the_round_ends_lands_before_the_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = await world_of(1)
+    monkeypatch.setattr(reconcile_module, "LEASE_RENEW_SECONDS", 0.05)
+    leases = held_by_another(world, "room-0")
+    leases.held.clear()
+    acquire = leases.acquire
+    takes = 0
+
+    async def slow_renewal(name: str, holder: str, seconds: float) -> bool:
+        nonlocal takes
+        takes += 1
+        if takes == 1:
+            return await acquire(name, holder, seconds)
+
+        async def sent() -> bool:
+            # Storage applies a request once sent, whether or not its caller still waits.
+            await asyncio.sleep(0.2)
+            return await acquire(name, holder, seconds)
+
+        return await asyncio.shield(sent())
+
+    monkeypatch.setattr(leases, "acquire", slow_renewal)
+    delta = world.calendar.delta
+
+    async def slow_delta(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.1)  # the round ends while the first renewal is in flight
+        return await delta(*args, **kwargs)
+
+    monkeypatch.setattr(world.calendar, "delta", slow_delta)
+
+    await world.services.rounds.run(ReconcileResource(resource_id="room-0", scheduled_at=T0))
+    await asyncio.sleep(0.3)  # anything still in flight has landed
+
+    assert takes == 2
+    assert leases.held == {}
