@@ -38,6 +38,7 @@ from shared.domain.messages import (
     ReconcilePage,
     ReconcileResource,
     ResyncResource,
+    SubscriptionWork,
     WebhookDelivery,
 )
 from shared.observability import correlate
@@ -50,6 +51,8 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions lacks 
 # seconds); without a Retry-After, 2-10 s, spread so that processes do not return at once.
 MAX_THROTTLE_DELAY_SECONDS = 300
 _THROTTLE_DELAY_RANGE = (2, 10)
+# host.json's visibilityTimeout: the wait before a failed message's next try.
+INBOUND_RETRY_DELAY_SECONDS = 5
 
 _outbound = TypeAdapter[OutboundWork](OutboundWork)
 _inbound = TypeAdapter[InboundWork](InboundWork)
@@ -159,22 +162,44 @@ async def _handle_inbound_message(msg: func.QueueMessage) -> None:
     if not isinstance(work, InboundBatch):
         await _handle_inbound(work)
         return
-    # One POST's subscriptions: separate resources, so handled side by side, as separate
-    # messages would be. All are tried; then the first failure is raised so the message
-    # is retried (every handler is idempotent, so the others repeat harmlessly).
+    # One POST's subscriptions: separate resources, handled side by side. Each fares as
+    # if it had come in a message of its own: what failed goes on as a message of its own
+    # (a throttled item after its Retry-After, counting no try; any other after the
+    # host's wait between tries, from then on retried and ended in `-poison` alone), and
+    # this message completes. Retrying the whole message would repeat the items that were
+    # applied, and let one mailbox's lasting failure take the others to `-poison`.
     outcomes = await asyncio.gather(
         *(_handle_inbound(item) for item in work.items), return_exceptions=True
     )
-    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-    if len(failures) > 1:
-        logger.warning(
-            "%d of the %d items of an inbound batch failed; the first is raised: %s",
-            len(failures),
-            len(work.items),
-            ", ".join(type(failure).__name__ for failure in failures),
+    failed: list[tuple[SubscriptionWork, Exception]] = []
+    for item, outcome in zip(work.items, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, Exception):
+                raise outcome
+            failed.append((item, outcome))
+    if not failed:
+        return
+    logger.warning(
+        "%d of the %d items of an inbound batch failed (%s); each is sent again on its own",
+        len(failed),
+        len(work.items),
+        ", ".join(type(failure).__name__ for _, failure in failed),
+    )
+    queue = get_services().ports.queue
+    await asyncio.gather(
+        *(
+            queue.send(SYNC_INBOUND_QUEUE, item, delay_seconds=_delay_after(failure))
+            for item, failure in failed
         )
-    if failures:
-        raise failures[0]
+    )
+
+
+def _delay_after(failure: Exception) -> int:
+    """When an item that failed is tried again: after Graph's Retry-After when throttled,
+    else after host.json's `visibilityTimeout`, as a retried message would be."""
+    if isinstance(failure, GraphThrottled):
+        return throttle_delay(failure.retry_after_seconds)
+    return INBOUND_RETRY_DELAY_SECONDS
 
 
 async def _handle_inbound(work: EventChange | EventChanges | LifecycleEvent) -> None:

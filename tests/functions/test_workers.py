@@ -7,10 +7,14 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import timers, workers
-from shared.domain.errors import GraphThrottled
+from shared.domain.errors import GraphAccessDenied, GraphThrottled, GraphTransient
 from shared.domain.messages import (
+    SYNC_INBOUND_QUEUE,
     SYNC_OUTBOUND_QUEUE,
     ConnectResource,
+    EventChange,
+    EventChanges,
+    InboundBatch,
     ReconcilePage,
     ReconcileResource,
 )
@@ -99,3 +103,79 @@ async def test_the_reconcile_timer_says_in_its_pages_whether_its_run_was_past_du
 
     [page] = [ReconcilePage.model_validate_json(b) for _, b in world.queue.sent]
     assert (page.resource_ids, page.past_due) == (["room-1"], past_due)
+
+
+# --- a notification POST's subscriptions in one message ---------------------------------
+
+ROOM_2 = "room-2@contoso.com"
+
+
+@pytest.fixture
+async def two_rooms(monkeypatch: pytest.MonkeyPatch) -> FakeWorld:
+    w = fake_world(Clock(T0), (MAILBOX, ROOM_2))
+    monkeypatch.setattr(workers, "get_services", lambda: w.services)
+    await w.resources.add(resource("room-1"))
+    await w.resources.add(resource("room-2", mailbox=ROOM_2))
+    return w
+
+
+def changes_of(resource_id: str, event_id: str) -> EventChanges:
+    change = EventChange(
+        subscription_id=f"sub-{resource_id}",
+        resource_id=resource_id,
+        change_type="updated",
+        event_id=event_id,
+        received_at=T0,
+    )
+    return EventChanges(
+        subscription_id=change.subscription_id, resource_id=resource_id, changes=[change]
+    )
+
+
+async def test_one_mailboxs_refusal_does_not_take_another_mailboxs_throttled_change_with_it(
+    two_rooms: FakeWorld,
+) -> None:
+    """One POST's subscriptions share a message, but each must fare as if it had come
+    alone: a refused mailbox's change is retried (and may end in `-poison`) on its own, a
+    throttled one goes back after its Retry-After without counting a try."""
+    refused, throttled = changes_of("room-1", "ev-1"), changes_of("room-2", "ev-2")
+    two_rooms.calendar.fail(MAILBOX, GraphAccessDenied("ErrorAccessDenied"))
+    two_rooms.calendar.fail(ROOM_2, GraphThrottled("MailboxConcurrency", retry_after_seconds=7))
+    body = InboundBatch(items=[refused, throttled]).model_dump_json()
+    handler = workers.sync_inbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))  # completes: nothing raised
+
+    sent = dict(
+        zip(two_rooms.queue.bodies(SYNC_INBOUND_QUEUE), two_rooms.queue.delays, strict=True)
+    )
+    assert sent == {
+        refused.model_dump_json(): workers.INBOUND_RETRY_DELAY_SECONDS,
+        throttled.model_dump_json(): 7,
+    }
+
+
+async def test_only_the_failed_items_of_a_shared_message_go_again(two_rooms: FakeWorld) -> None:
+    applied, failed = changes_of("room-1", "ev-1"), changes_of("room-2", "ev-2")
+    two_rooms.calendar.fail(ROOM_2, GraphTransient("503"))
+    body = InboundBatch(items=[applied, failed]).model_dump_json()
+    handler = workers.sync_inbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    assert two_rooms.queue.bodies(SYNC_INBOUND_QUEUE) == [failed.model_dump_json()]
+    assert [e.resource_id for e in two_rooms.sync_log.entries] == ["room-1"]
+
+
+async def test_a_shared_message_whose_items_all_apply_sends_nothing_again(
+    two_rooms: FakeWorld,
+) -> None:
+    body = InboundBatch(
+        items=[changes_of("room-1", "ev-1"), changes_of("room-2", "ev-2")]
+    ).model_dump_json()
+    handler = workers.sync_inbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    assert two_rooms.queue.sent == []
+    assert sorted(e.resource_id for e in two_rooms.sync_log.entries) == ["room-1", "room-2"]
