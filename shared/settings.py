@@ -98,6 +98,7 @@ class Settings(BaseSettings):
         return BookingWindow(
             grace=timedelta(minutes=self.booking_start_grace_minutes),
             horizon_days=self.mirror_days_ahead,
+            history_days=self.mirror_days_back,
         )
 
     @property

@@ -73,6 +73,9 @@ class BookingWindow:
     grace: timedelta
     horizon_days: int
     max_duration: timedelta = MAX_BOOKING_DURATION
+    # The mirror's MIRROR_DAYS_BACK: it keeps busy time from midnight UTC that many days
+    # ago; what availability is asked of must start by then.
+    history_days: int = 1
 
     def check_booking(self, time_range: TimeRange, now: datetime) -> None:
         """Raises DurationTooLong, StartInPast or BeyondHorizon (all InvalidInput)."""
@@ -89,6 +92,21 @@ class BookingWindow:
                 f"start must not be in the past (more than {minutes:g} minutes before now, "
                 f"{earliest.isoformat()})",
                 details=[{"field": "start", "message": "in the past"}],
+            )
+        self.check_within_horizon(time_range, now)
+
+    def check_known(self, time_range: TimeRange, now: datetime) -> None:
+        """Raises BeyondHorizon when `time_range` starts before the busy time the mirror
+        keeps (midnight UTC `history_days` ago) or ends after its horizon: outside them
+        the mirror knows no busy time, and an answer would show the time free."""
+        earliest = (now - timedelta(days=self.history_days)).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        if time_range.start < earliest:
+            raise BeyondHorizon(
+                f"start must be on or after {earliest.isoformat()} ({self.history_days} "
+                "days back, from midnight UTC): busy time before it is not kept",
+                details=[{"field": "start", "message": f"before {earliest.isoformat()}"}],
             )
         self.check_within_horizon(time_range, now)
 

@@ -179,11 +179,11 @@ class AvailabilityService:
     async def availability(self, resource_id: str, query: AvailabilityQuery) -> Availability:
         """Busy intervals (no private details) and free slots of the duration.
 
-        Raises NotFound, InvalidInput (window; BeyondHorizon past the booking window's
-        horizon), CalendarUnavailable (fail closed).
+        Raises NotFound, InvalidInput (window; BeyondHorizon before the busy time the
+        mirror keeps or past its horizon), CalendarUnavailable (fail closed).
         """
         window = _window(query)
-        self._window.check_within_horizon(window, self._clock())
+        self._window.check_known(window, self._clock())
         # The three reads at once: the resource decides afterwards what the others count.
         stored, blocks, claims = await asyncio.gather(
             self._resources.get(resource_id),

@@ -114,6 +114,29 @@ async def test_availability_beyond_the_horizon_is_refused(world: FakeWorld) -> N
     assert (await world.services.availability.availability("room-1", inside)).free_slots
 
 
+async def test_availability_before_the_busy_time_kept_is_refused_not_shown_free(
+    world: FakeWorld,
+) -> None:
+    """The mirror keeps busy time from midnight UTC MIRROR_DAYS_BACK (1) days ago; a
+    window starting earlier would answer the time before it as free."""
+    kept_from = (NOW - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    query = AvailabilityQuery(
+        start=NOW - timedelta(days=8), end=NOW - timedelta(days=7), duration_minutes=30
+    )
+
+    with pytest.raises(BeyondHorizon) as refused:
+        await world.services.availability.availability("room-1", query)
+
+    assert refused.value.details == [
+        {"field": "start", "message": f"before {kept_from.isoformat()}"}
+    ]
+    just_kept = query.model_copy(update={"start": kept_from, "end": kept_from + timedelta(hours=2)})
+    assert (await world.services.availability.availability("room-1", just_kept)).free_slots
+    too_early = just_kept.model_copy(update={"start": kept_from - timedelta(minutes=30)})
+    with pytest.raises(BeyondHorizon):
+        await world.services.availability.availability("room-1", too_early)
+
+
 async def test_an_outlook_move_beyond_the_duration_limit_is_restored(world: FakeWorld) -> None:
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
