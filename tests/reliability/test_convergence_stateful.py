@@ -93,8 +93,13 @@ async def test_random_runs_converge_after_one_round(
 
     context = f"seed {seed}; rules {run.applied}; outcomes {dict(run.workload.outcomes)}"
     assert not problems, "\n".join([*problems, context])
-    # The run did what it is about.
-    assert run.workload.outcomes["create 201"] >= 3, context
+    # The run did what it is about: bookings made and changed through the API. (A count of
+    # creates alone failed runs whose creates met the fault windows, 2 of them answered
+    # 201 with 6 reschedules and 3 cancels, as seed 769315228 does.)
+    outcomes = run.workload.outcomes
+    assert outcomes["create 201"] >= 1, context
+    answered = outcomes["create 201"] + outcomes["reschedule 200"] + outcomes["cancel 200"]
+    assert answered >= 5, context
 
 
 # Seeds that once failed, each on the code before the fix named:
