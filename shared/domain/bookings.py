@@ -19,6 +19,7 @@ from shared.domain.base import (
     ShortText,
     UtcDatetime,
 )
+from shared.domain.calendar import mirror_start
 from shared.domain.errors import BeyondHorizon, DurationTooLong, StartInPast
 
 MAX_RESOURCES_PER_BOOKING = 20
@@ -99,9 +100,7 @@ class BookingWindow:
         """Raises BeyondHorizon when `time_range` starts before the busy time the mirror
         keeps (midnight UTC `history_days` ago) or ends after its horizon: outside them
         the mirror knows no busy time, and an answer would show the time free."""
-        earliest = (now - timedelta(days=self.history_days)).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )
+        earliest = mirror_start(now, self.history_days)
         if time_range.start < earliest:
             raise BeyondHorizon(
                 f"start must be on or after {earliest.isoformat()} ({self.history_days} "

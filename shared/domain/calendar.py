@@ -109,6 +109,12 @@ class CalendarCheck(DomainModel):
     marked_at: UtcDatetime
 
 
+def mirror_start(now: datetime, days_back: int) -> datetime:
+    """Where the unavailability mirror's window begins: midnight UTC `days_back` days
+    before `now` (MIRROR_DAYS_BACK). No busy time before it is kept."""
+    return (now - timedelta(days=days_back)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class Unavailability(DomainModel):
     """A busy block mirrored from a foreign Outlook event (or one occurrence of a series).
 

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.domain.calendar import CalendarEvent, EventType, ShowAs, Unavailability
+from shared.domain.calendar import (
+    CalendarEvent,
+    EventType,
+    ShowAs,
+    Unavailability,
+    mirror_start,
+)
 from shared.domain.resources import Resource
 from shared.ports import CalendarGateway, UnavailabilityRepository
 
@@ -90,7 +96,7 @@ _SLICE_MARGIN = timedelta(days=1)
 
 
 def mirror_window(now: datetime, days_back: int, days_ahead: int) -> tuple[datetime, datetime]:
-    start = (now - timedelta(days=days_back)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = mirror_start(now, days_back)
     return start, start + timedelta(days=days_back + days_ahead + 1)
 
 
