@@ -100,12 +100,10 @@ class OutlookChangeApplier:
         current = mapping.value
         if current.event_id is None or current.detached:
             return None
-        if (
-            event is not None
-            and event.change_key is not None
-            and event.change_key == current.change_key
-        ):
-            return None  # our own write, or a change already handled
+        if event is not None and current.knows_change_key(event.change_key):
+            # Our own write, or a change already handled; or the event as an earlier
+            # write of ours left it, read before our latest one landed.
+            return None
         stored_booking = await self._bookings.get(current.booking_id)
         if stored_booking is None:
             return None
@@ -130,7 +128,8 @@ class OutlookChangeApplier:
             # notification can come first), or another kind of edit (subject, body):
             # remember its changeKey, change nothing.
             await self._mappings.update(
-                current.model_copy(update={"change_key": event.change_key}), mapping.etag
+                current.model_copy(update=current.keeping_change_key(event.change_key)),
+                mapping.etag,
             )
             return None
         action = on_move(settings.on_outlook_move, is_primary=is_primary, status=booking.status)
@@ -194,6 +193,7 @@ class OutlookChangeApplier:
             update={
                 "event_id": survivor.event_id,
                 "change_key": survivor.change_key,
+                "earlier_change_keys": [],
                 "pushed_start": survivor.start,
                 "pushed_end": survivor.end,
                 "booking_version": booking.version if in_step else 0,
@@ -273,7 +273,8 @@ class OutlookChangeApplier:
             await self._restore(mapping, booking, recreate=False)
         else:
             await self._mappings.update(
-                current.model_copy(update={"change_key": event.change_key}), mapping.etag
+                current.model_copy(update=current.keeping_change_key(event.change_key)),
+                mapping.etag,
             )
         await self._log(
             resource, booking, current.event_id, f"outlook_move:{action.value}", direction

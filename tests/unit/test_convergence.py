@@ -424,6 +424,45 @@ async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
     assert events_at(world, ROOM) == [(booking_id, T4.start, T4.end)]
 
 
+@pytest.mark.parametrize("path", ["notification", "round"])
+async def test_an_event_read_before_our_newer_write_landed_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The event is read (still at T2, as our earlier write left it), then our push to T3
+    is written and recorded before the mapping is read again: what the read showed was
+    our own earlier write, not an Outlook move back to T2."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    await world.services.bookings.reschedule(booking_id, T2)
+    await world.push_all()
+    await world.services.bookings.reschedule(booking_id, T3)
+    [push_t3] = world.outbound()
+    drop_outbound(world)
+    read_event = world.calendar.get_event
+
+    async def read_then_push_t3(mailbox: str, event_id: str) -> Any:
+        event = await read_event(mailbox, event_id)
+        if event is not None and event.start == T2.start:
+            await world.services.push.push(push_t3)  # lands and is recorded meanwhile
+        return event
+
+    monkeypatch.setattr(world.calendar, "get_event", read_then_push_t3)
+    [event] = world.calendar.events[ROOM].values()
+    if path == "notification":
+        await notify_updated(world, event.event_id, "an Outlook edit's changeKey")
+    else:
+        await incremental_round(world)
+    monkeypatch.setattr(world.calendar, "get_event", read_event)
+    await world.push_all()
+
+    assert outlook_moves(world) == []
+    assert [source for _, source in changes_of(world, booking_id)] == ["api"] * 3
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T3.start, T3.end)
+    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
+
+
 async def test_an_event_still_there_when_a_deleted_notification_cancelled_its_booking_is_removed(
     world: FakeWorld,
 ) -> None:
