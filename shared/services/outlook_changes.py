@@ -158,10 +158,7 @@ class OutlookChangeApplier:
         elif action is Action.RESTORE_EVENT:
             await self._restore(mapping, booking, recreate=True)
         else:
-            await self._mappings.update(
-                current.model_copy(update={"event_id": None, "change_key": None, "detached": True}),
-                mapping.etag,
-            )
+            await self._detach(current)
         await self._log(
             resource, booking, current.event_id, f"outlook_delete:{action.value}", direction
         )
@@ -219,6 +216,20 @@ class OutlookChangeApplier:
             f"outlook_delete:{Action.KEEP_DUPLICATE.value}",
             direction,
         )
+
+    async def _detach(self, current: EventMapping) -> None:
+        """The event is gone and the policy leaves it gone: the mapping stops pointing at
+        it and is not pushed again. A push may record an attempt on the same mapping
+        meanwhile, hence a re-read on a conflict."""
+
+        def detached(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id:
+                return None  # replaced or removed meanwhile: no longer that event's mapping
+            return latest.model_copy(
+                update={"event_id": None, "change_key": None, "detached": True}
+            )
+
+        await update_mapping(self._mappings, current.resource_id, current.booking_id, detached)
 
     async def _forget_event(self, current: EventMapping) -> None:
         """The event is gone: the mapping stops pointing at it. The cancel's own push
