@@ -407,16 +407,10 @@ class PushService:
             # now: if the Outlook user moved it meanwhile, that version is not our write,
             # so its changeKey is not kept as ours and the next look applies the policy.
             as_drafted = (event.start, event.end) == (draft.start, draft.end)
-            change_key = event.change_key if as_drafted else None
-            keys = (
-                latest.keeping_change_key(change_key)
-                if latest.event_id == event.event_id
-                else {"change_key": change_key, "earlier_change_keys": []}
-            )
             return history.model_copy(
                 update={
-                    **keys,
                     "event_id": event.event_id,
+                    "change_key": event.change_key if as_drafted else None,
                     "pushed_start": draft.start,
                     "pushed_end": draft.end,
                     "pushed_subject": draft.subject,
