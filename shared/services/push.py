@@ -249,6 +249,9 @@ class PushService:
         draft = render_draft(booking, resource)
         mailbox = resource.settings.mailbox
         if draft is None:
+            if mapping is not None and mapping.value.event_id is None:
+                mapping = await self._find_unanswered_create(resource, mapping, now)
+                current = mapping.value
             if mapping is None or current is None or current.event_id is None:
                 return None
             write = EventWrite(mailbox=mailbox, op="delete", event_id=current.event_id)
@@ -261,32 +264,82 @@ class PushService:
             return _Planned(resource, mapping, draft, write)
         if booking.is_in_past(now) and not include_past:
             return None
-        mapping, tx = await self._record_intent(booking, resource, mapping)
+        mapping, tx = await self._record_intent(booking, resource, mapping, draft, now)
         write = EventWrite(mailbox=mailbox, op="create", draft=draft, transaction_id=tx)
         return _Planned(resource, mapping, draft, write)
 
     async def _record_intent(
-        self, booking: Booking, resource: Resource, mapping: Stored[EventMapping] | None
+        self,
+        booking: Booking,
+        resource: Resource,
+        mapping: Stored[EventMapping] | None,
+        draft: EventDraft,
+        now: datetime,
     ) -> tuple[Stored[EventMapping], str]:
-        if mapping is not None and mapping.value.pending_transaction_id is not None:
-            # A create was sent before: send the same transactionId again.
-            return mapping, mapping.value.pending_transaction_id
-        recreations = mapping.value.recreations if mapping is not None else 0
-        tx = transaction_id(booking, resource.resource_id, recreations)
+        """Before a create is sent: its transactionId, and the times it writes (kept as
+        a write in flight, like an update's). A create sent before and never answered is
+        sent again with the same transactionId, and Graph then answers with the event as
+        that first create made it, at its times: known as ours by them."""
+        written = WrittenTimes(
+            booking_version=booking.version, start=draft.start, end=draft.end, sent_at=now
+        )
         if mapping is None:
+            tx = transaction_id(booking, resource.resource_id)
             added = await self._mappings.add(
                 EventMapping(
                     resource_id=resource.resource_id,
                     booking_id=booking.booking_id,
                     mailbox=resource.settings.mailbox,
                     pending_transaction_id=tx,
+                    writes_in_flight=[written],
                 )
             )
             return added, tx
+        value = mapping.value
+        tx = value.pending_transaction_id or transaction_id(
+            booking, resource.resource_id, value.recreations
+        )
+        in_flight = [*value.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
         updated = await self._mappings.update(
-            mapping.value.model_copy(update={"pending_transaction_id": tx}), mapping.etag
+            value.model_copy(update={"pending_transaction_id": tx, "writes_in_flight": in_flight}),
+            mapping.etag,
         )
         return updated, tx
+
+    async def _find_unanswered_create(
+        self, resource: Resource, mapping: Stored[EventMapping], now: datetime
+    ) -> Stored[EventMapping]:
+        """The booking wants no event, and its mapping knows none, but a create was sent
+        and its answer never recorded (a worker died with it): it may have made the event.
+        Looked for by the booking id (one listing) and taken into the mapping, so that the
+        push removes it. None found and none still under way: the create is forgotten."""
+        value = mapping.value
+        if value.pending_transaction_id is None:
+            return mapping
+        found = await self._gateway.find_events_for_booking(
+            resource.settings.mailbox, value.booking_id
+        )
+        if not found:
+            if any(w.still_in_flight(now) for w in value.writes_in_flight):
+                return mapping  # it may land yet: the resource's check looks again
+            forgotten: dict[str, object] = {"pending_transaction_id": None, "writes_in_flight": []}
+            return await self._mappings.update(value.model_copy(update=forgotten), mapping.etag)
+        event = min(found, key=lambda e: (e.last_modified_at is None, e.event_id))
+        logger.info(
+            "booking %s: event %s of an unanswered create found in %s",
+            value.booking_id,
+            event.event_id,
+            resource.resource_id,
+        )
+        made = {
+            "event_id": event.event_id,
+            "change_key": event.change_key,
+            "pushed_start": event.start,
+            "pushed_end": event.end,
+            "booking_version": 0,
+            "pending_transaction_id": None,
+        }
+        return await self._mappings.update(value.model_copy(update=made), mapping.etag)
 
     async def _record_update_intent(
         self, mapping: Stored[EventMapping], booking: Booking, draft: EventDraft, now: datetime
@@ -316,6 +369,8 @@ class PushService:
         """The push stopped before its answers were recorded: its updates are no longer
         under way (they may have been applied, so their times stay known as ours)."""
         for booking, plan in planned:
+            # A create stays in flight until its window ends: cut short, it may still
+            # make its event, which only a look by the booking id would then find.
             if plan.write.op != "update":
                 continue
 
@@ -384,8 +439,8 @@ class PushService:
                 # write the event again as the booking is now.
                 overtaken = True
                 return history.model_copy(update={"booking_version": 0})
-            if latest.booking_version > booking.version or (
-                write.op != "create" and latest.event_id != write.event_id
+            if write.op != "create" and (
+                latest.booking_version > booking.version or latest.event_id != write.event_id
             ):
                 # A newer push, a resync or a restore recorded first: ours is history.
                 return history if in_flight != latest.writes_in_flight else None
@@ -401,20 +456,29 @@ class PushService:
                 )
             if event is None or draft is None:  # checked above; for the type checker
                 return None
-            if latest.event_id not in (None, event.event_id):
+            if latest.event_id is not None and (
+                latest.event_id != event.event_id or latest.booking_version > booking.version
+            ):
+                # Another event recorded first, or this one by a newer push: ours is history.
                 return history if in_flight != latest.writes_in_flight else None
             # Graph answers a retried create by its transactionId with the event as it is
-            # now: if the Outlook user moved it meanwhile, that version is not our write,
-            # so its changeKey is not kept as ours and the next look applies the policy.
+            # now. At the times of an earlier write of ours (the first create, sent for an
+            # older version, never answered): ours, but behind the booking. At other times:
+            # the Outlook user moved it meanwhile, so its changeKey is not kept as ours and
+            # the next look applies the policy.
             as_drafted = (event.start, event.end) == (draft.start, draft.end)
+            earlier = not as_drafted and latest.written_by_us(event.start, event.end)
+            # Behind the booking (an earlier write's times, or a newer version recorded
+            # meanwhile without an event): the event is kept, and written again.
+            overtaken = earlier or latest.booking_version > booking.version
             return history.model_copy(
                 update={
                     "event_id": event.event_id,
-                    "change_key": event.change_key if as_drafted else None,
-                    "pushed_start": draft.start,
-                    "pushed_end": draft.end,
+                    "change_key": event.change_key if as_drafted or earlier else None,
+                    "pushed_start": event.start if earlier else draft.start,
+                    "pushed_end": event.end if earlier else draft.end,
                     "pushed_subject": draft.subject,
-                    "booking_version": booking.version,
+                    "booking_version": 0 if overtaken else booking.version,
                     "synced_at": now,
                     "last_error": None,
                     "pending_transaction_id": None,

@@ -669,3 +669,103 @@ async def test_a_refusal_answered_after_its_event_was_deleted_in_outlook_is_not_
     assert view.status is BookingStatus.CANCELLED
     assert [(s.state, s.error) for s in view.sync] == [("removed", None)]
     assert events_at(world, ROOM) == []
+
+
+async def test_a_booking_cancelled_while_its_create_went_unanswered_leaves_no_event(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create reached Graph, but the host died before its answer was recorded (the
+    mapping knows only the transactionId); then the booking is cancelled."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    send = world.calendar.write_batch
+
+    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
+        await send(writes)
+        raise asyncio.CancelledError  # the host went away with the answer
+
+    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
+    with pytest.raises(asyncio.CancelledError):
+        await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    assert len(events_at(world, ROOM)) == 1
+    await world.services.bookings.cancel(booking_id)
+    await world.push_all()
+
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == []
+    await incremental_round(world)
+    assert await world.ports.calendar_checks.pending("room-1") == []
+
+
+async def test_a_booking_rescheduled_while_its_create_went_unanswered_is_not_moved_back(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create reached Graph, its answer was lost; the reschedule's push sends the same
+    transactionId again, and Graph answers with the event as first created."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    send = world.calendar.write_batch
+
+    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
+        await send(writes)
+        raise asyncio.CancelledError  # the host went away with the answer
+
+    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
+    with pytest.raises(asyncio.CancelledError):
+        await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    later = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=4))
+    await world.services.bookings.reschedule(booking_id, later)
+    for _ in range(3):  # the push, and its retries while it asks for one
+        try:
+            await world.push_all()
+        except PushIncomplete:
+            continue
+
+    await incremental_round(world)
+    await world.push_all()
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (later.start, later.end)
+    assert [c for c in changes_of(world, booking_id) if c[1] == "outlook"] == []
+    assert events_at(world, ROOM) == [(booking_id, later.start, later.end)]
+
+
+async def test_a_create_that_never_reached_graph_is_forgotten_once_it_cannot_land(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host died before the create went out; the booking is then cancelled. While the
+    create might still land, the round keeps looking; after that, nothing is left to do."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    send = world.calendar.write_batch
+
+    async def never_sent(writes: list[EventWrite]) -> list[EventWriteResult]:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(world.calendar, "write_batch", never_sent)
+    with pytest.raises(asyncio.CancelledError):
+        await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await world.services.bookings.cancel(booking_id)
+    await world.push_all()
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert mapping.value.pending_transaction_id is not None
+
+    await incremental_round(world)  # the create may still land: looked for again later
+    assert [c.value.booking_id for c in await world.ports.calendar_checks.pending("room-1")] == [
+        booking_id
+    ]
+    world.clock.now += timedelta(minutes=3)
+    await incremental_round(world)
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == []
+    assert await world.ports.calendar_checks.pending("room-1") == []
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert mapping.value.pending_transaction_id is None
