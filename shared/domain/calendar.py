@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import Field, SecretStr, SerializationInfo, StringConstraints, field_serializer
 
@@ -49,6 +49,10 @@ class WrittenTimes(DomainModel):
 # How many unanswered writes a mapping remembers (a write that met no answer stays until
 # a later one is recorded); more would mean a mailbox failing for a long time anyway.
 MAX_WRITES_IN_FLIGHT = 5
+# How many changeKeys of the event's earlier states a mapping remembers (see
+# EventMapping.earlier_change_keys): a read older than the mapping read after it is at
+# most a few writes behind.
+MAX_EARLIER_CHANGE_KEYS = 5
 # How long an unanswered write may still land: a live worker retries a write for up to
 # the gateway's retry budget (60 s of waiting plus the attempts themselves), and records
 # the answer; only a worker that died mid-write leaves one unanswered for good.
@@ -64,6 +68,10 @@ class EventMapping(DomainModel):
     event_id: str | None = None  # None until the push created it
     # changeKey our last write returned: a notification carrying it is our own echo.
     change_key: str | None = None
+    # changeKeys the same event had before (our earlier writes, or changes already
+    # handled), newest last. A read of the event can be older than the mapping read after
+    # it: taken before our latest write landed, it shows one of these, not an Outlook edit.
+    earlier_change_keys: list[str] = Field(default_factory=list)
     pushed_start: UtcDatetime | None = None
     pushed_end: UtcDatetime | None = None
     pushed_subject: str | None = None
@@ -85,6 +93,21 @@ class EventMapping(DomainModel):
     # Graph refused the resource's time zone on our last write, so the event is in UTC
     # (same instants): shown on the booking's sync state until a write keeps the zone.
     zone_warning: str | None = None
+
+    def knows_change_key(self, change_key: str | None) -> bool:
+        """Whether an event (or its notification) carrying `change_key` shows a state of
+        this event that we wrote or already handled: the latest, or an earlier one."""
+        if change_key is None:
+            return False
+        return change_key == self.change_key or change_key in self.earlier_change_keys
+
+    def keeping_change_key(self, change_key: str | None) -> dict[str, Any]:
+        """The update that makes `change_key` the event's latest known one, the one it
+        replaces remembered among the earlier ones (same event only)."""
+        earlier = self.earlier_change_keys
+        if self.change_key is not None and self.change_key != change_key:
+            earlier = [*earlier, self.change_key][-MAX_EARLIER_CHANGE_KEYS:]
+        return {"change_key": change_key, "earlier_change_keys": earlier}
 
     def written_by_us(self, start: datetime, end: datetime) -> bool:
         """Whether an event at [start, end) shows a write of ours (recorded or in flight)."""

@@ -616,7 +616,7 @@ class EventChangeHandler:
             if mapping is not None:
                 # A delete carries the event's last changeKey, which may be ours: never an echo.
                 echo = change.change_type != "deleted" and change.change_key is not None
-                if echo and change.change_key == mapping.value.change_key:
+                if echo and mapping.value.knows_change_key(change.change_key):
                     logger.debug("echo of our own write to event %s ignored", change.event_id)
                     continue
                 if not settings.direction.pushes:

@@ -100,12 +100,10 @@ class OutlookChangeApplier:
         current = mapping.value
         if current.event_id is None or current.detached:
             return None
-        if (
-            event is not None
-            and event.change_key is not None
-            and event.change_key == current.change_key
-        ):
-            return None  # our own write, or a change already handled
+        if event is not None and current.knows_change_key(event.change_key):
+            # Our own write, or a change already handled; or the event as an earlier
+            # write of ours left it, read before our latest one landed.
+            return None
         stored_booking = await self._bookings.get(current.booking_id)
         if stored_booking is None:
             return None
@@ -130,7 +128,8 @@ class OutlookChangeApplier:
             # notification can come first), or another kind of edit (subject, body):
             # remember its changeKey, change nothing.
             await self._mappings.update(
-                current.model_copy(update={"change_key": event.change_key}), mapping.etag
+                current.model_copy(update=current.keeping_change_key(event.change_key)),
+                mapping.etag,
             )
             return None
         action = on_move(settings.on_outlook_move, is_primary=is_primary, status=booking.status)
@@ -159,10 +158,7 @@ class OutlookChangeApplier:
         elif action is Action.RESTORE_EVENT:
             await self._restore(mapping, booking, recreate=True)
         else:
-            await self._mappings.update(
-                current.model_copy(update={"event_id": None, "change_key": None, "detached": True}),
-                mapping.etag,
-            )
+            await self._detach(current)
         await self._log(
             resource, booking, current.event_id, f"outlook_delete:{action.value}", direction
         )
@@ -194,6 +190,7 @@ class OutlookChangeApplier:
             update={
                 "event_id": survivor.event_id,
                 "change_key": survivor.change_key,
+                "earlier_change_keys": [],
                 "pushed_start": survivor.start,
                 "pushed_end": survivor.end,
                 "booking_version": booking.version if in_step else 0,
@@ -219,6 +216,20 @@ class OutlookChangeApplier:
             f"outlook_delete:{Action.KEEP_DUPLICATE.value}",
             direction,
         )
+
+    async def _detach(self, current: EventMapping) -> None:
+        """The event is gone and the policy leaves it gone: the mapping stops pointing at
+        it and is not pushed again. A push may record an attempt on the same mapping
+        meanwhile, hence a re-read on a conflict."""
+
+        def detached(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id:
+                return None  # replaced or removed meanwhile: no longer that event's mapping
+            return latest.model_copy(
+                update={"event_id": None, "change_key": None, "detached": True}
+            )
+
+        await update_mapping(self._mappings, current.resource_id, current.booking_id, detached)
 
     async def _forget_event(self, current: EventMapping) -> None:
         """The event is gone: the mapping stops pointing at it. The cancel's own push
@@ -273,7 +284,8 @@ class OutlookChangeApplier:
             await self._restore(mapping, booking, recreate=False)
         else:
             await self._mappings.update(
-                current.model_copy(update={"change_key": event.change_key}), mapping.etag
+                current.model_copy(update=current.keeping_change_key(event.change_key)),
+                mapping.etag,
             )
         await self._log(
             resource, booking, current.event_id, f"outlook_move:{action.value}", direction

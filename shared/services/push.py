@@ -331,9 +331,10 @@ class PushService:
             event.event_id,
             resource.resource_id,
         )
-        made = {
+        made: dict[str, object] = {
             "event_id": event.event_id,
             "change_key": event.change_key,
+            "earlier_change_keys": [],
             "pushed_start": event.start,
             "pushed_end": event.end,
             "booking_version": 0,
@@ -471,10 +472,16 @@ class PushService:
             # Behind the booking (an earlier write's times, or a newer version recorded
             # meanwhile without an event): the event is kept, and written again.
             overtaken = earlier or latest.booking_version > booking.version
+            change_key = event.change_key if as_drafted or earlier else None
+            keys = (
+                latest.keeping_change_key(change_key)
+                if latest.event_id == event.event_id
+                else {"change_key": change_key, "earlier_change_keys": []}
+            )
             return history.model_copy(
                 update={
+                    **keys,
                     "event_id": event.event_id,
-                    "change_key": event.change_key if as_drafted or earlier else None,
                     "pushed_start": event.start if earlier else draft.start,
                     "pushed_end": event.end if earlier else draft.end,
                     "pushed_subject": draft.subject,

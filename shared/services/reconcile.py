@@ -537,9 +537,10 @@ class ReconcileService:
             booking.start,
             booking.end,
         )
-        fields = {
+        fields: dict[str, object] = {
             "event_id": event.event_id,
             "change_key": event.change_key,
+            "earlier_change_keys": [],
             "pushed_start": event.start,
             "pushed_end": event.end,
             # Times as the booking says: in sync; otherwise the push corrects it.

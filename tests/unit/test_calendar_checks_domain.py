@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.domain.calendar import (
+    MAX_EARLIER_CHANGE_KEYS,
     WRITE_IN_FLIGHT_SECONDS,
     CalendarCheck,
     EventMapping,
@@ -131,3 +132,26 @@ def test_a_mapping_refuses_negative_counters(field: str, value: int) -> None:
     with pytest.raises(ValidationError) as refused:
         mapping(**{field: value})
     assert refused.value.errors()[0]["loc"] == (field,)
+
+
+def test_an_event_keeps_the_change_keys_of_its_last_states_we_know() -> None:
+    known = mapping(change_key="k0")
+    for index in range(1, MAX_EARLIER_CHANGE_KEYS + 2):
+        known = known.model_copy(update=known.keeping_change_key(f"k{index}"))
+
+    latest = MAX_EARLIER_CHANGE_KEYS + 1
+    assert known.change_key == f"k{latest}"
+    assert known.earlier_change_keys == [f"k{i}" for i in range(1, latest)]
+    assert all(known.knows_change_key(f"k{i}") for i in range(1, latest + 1))
+    assert not known.knows_change_key("k0")  # the oldest is forgotten
+    assert not known.knows_change_key("an Outlook edit")
+    assert not known.knows_change_key(None)
+
+
+def test_keeping_the_same_or_no_change_key_forgets_nothing_and_repeats_nothing() -> None:
+    known = mapping(change_key="k1", earlier_change_keys=["k0"])
+    assert known.keeping_change_key("k1") == {"change_key": "k1", "earlier_change_keys": ["k0"]}
+    cleared = known.model_copy(update=known.keeping_change_key(None))
+    assert cleared.change_key is None
+    assert cleared.earlier_change_keys == ["k0", "k1"]
+    assert cleared.knows_change_key("k1")

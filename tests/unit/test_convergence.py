@@ -384,14 +384,9 @@ async def test_an_older_write_answered_after_a_newer_one_is_written_again(
 T4 = TimeRange(start=T0 + timedelta(hours=6), end=T0 + timedelta(hours=7))
 
 
-@pytest.mark.parametrize("path", ["notification", "round"])
-async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
-    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, path: str
-) -> None:
-    """The mapping is read, then our push to T3 is written and recorded, then the event is
-    read (at T3) while the client has moved the booking on to T4: the decision must be
-    made on what we had written by the time the event was read, not on the mapping read
-    before it."""
+async def at_t2_with_a_push_to_t3_queued(world: FakeWorld) -> tuple[str, Any]:
+    """A booking pushed to T2 after the baseline round, then rescheduled to T3: its id
+    and the push to T3, taken off the queue to be run where a test wants it."""
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
     assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
@@ -400,15 +395,16 @@ async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
     await world.services.bookings.reschedule(booking_id, T3)
     [push_t3] = world.outbound()
     drop_outbound(world)
+    return booking_id, push_t3
+
+
+async def change_seen_by(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, path: str, reader: Any
+) -> None:
+    """The room's event changes as `path` sees it (an `updated` notification, or an
+    ordinary round), its reads going through `reader`; then the queued pushes run."""
     read_event = world.calendar.get_event
-
-    async def push_t3_then_read(mailbox: str, event_id: str) -> Any:
-        if world.calendar.events[ROOM][event_id].start != T3.start:
-            await world.services.push.push(push_t3)  # written and recorded meanwhile
-            await world.services.bookings.reschedule(booking_id, T4)  # the client moves on
-        return await read_event(mailbox, event_id)
-
-    monkeypatch.setattr(world.calendar, "get_event", push_t3_then_read)
+    monkeypatch.setattr(world.calendar, "get_event", reader(read_event))
     [event] = world.calendar.events[ROOM].values()
     if path == "notification":
         await notify_updated(world, event.event_id, "an Outlook edit's changeKey")
@@ -417,11 +413,60 @@ async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
     monkeypatch.setattr(world.calendar, "get_event", read_event)
     await world.push_all()
 
+
+@pytest.mark.parametrize("path", ["notification", "round"])
+async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The mapping is read, then our push to T3 is written and recorded, then the event is
+    read (at T3) while the client has moved the booking on to T4: the decision must be
+    made on what we had written by the time the event was read, not on the mapping read
+    before it."""
+    booking_id, push_t3 = await at_t2_with_a_push_to_t3_queued(world)
+
+    def push_t3_then_read(read_event: Any) -> Any:
+        async def read(mailbox: str, event_id: str) -> Any:
+            if world.calendar.events[ROOM][event_id].start != T3.start:
+                await world.services.push.push(push_t3)  # written and recorded meanwhile
+                await world.services.bookings.reschedule(booking_id, T4)  # the client moves on
+            return await read_event(mailbox, event_id)
+
+        return read
+
+    await change_seen_by(world, monkeypatch, path, push_t3_then_read)
+
     assert outlook_moves(world) == []
     assert [source for _, source in changes_of(world, booking_id)] == ["api"] * 4
     view = await world.services.bookings.get(booking_id)
     assert (view.start, view.end) == (T4.start, T4.end)
     assert events_at(world, ROOM) == [(booking_id, T4.start, T4.end)]
+
+
+@pytest.mark.parametrize("path", ["notification", "round"])
+async def test_an_event_read_before_our_newer_write_landed_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The event is read (still at T2, as our earlier write left it), then our push to T3
+    is written and recorded before the mapping is read again: what the read showed was
+    our own earlier write, not an Outlook move back to T2."""
+    booking_id, push_t3 = await at_t2_with_a_push_to_t3_queued(world)
+
+    def read_then_push_t3(read_event: Any) -> Any:
+        async def read(mailbox: str, event_id: str) -> Any:
+            event = await read_event(mailbox, event_id)
+            if event is not None and event.start == T2.start:
+                await world.services.push.push(push_t3)  # lands and is recorded meanwhile
+            return event
+
+        return read
+
+    await change_seen_by(world, monkeypatch, path, read_then_push_t3)
+
+    assert outlook_moves(world) == []
+    assert [source for _, source in changes_of(world, booking_id)] == ["api"] * 3
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T3.start, T3.end)
+    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
 
 
 async def test_an_event_still_there_when_a_deleted_notification_cancelled_its_booking_is_removed(

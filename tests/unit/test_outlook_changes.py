@@ -35,6 +35,24 @@ async def world() -> FakeWorld:
     return w
 
 
+def race_the_next_mapping_write(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, raced: list[str]
+) -> None:
+    """Make the next mapping write meet a push that records its attempt on the same
+    mapping between the writer's read and its write; the booking raced goes to `raced`."""
+    update = world.mappings.update
+
+    async def overtaken(mapping: EventMapping, etag: str) -> Any:
+        monkeypatch.setattr(world.mappings, "update", update)
+        current = await world.mappings.get(mapping.resource_id, mapping.booking_id)
+        assert current is not None
+        await update(current.value.model_copy(update={"last_error": "retrying"}), current.etag)
+        raced.append(mapping.booking_id)
+        return await update(mapping, etag)
+
+    monkeypatch.setattr(world.mappings, "update", overtaken)
+
+
 async def test_a_delete_cancels_even_when_the_cancels_push_writes_the_mapping_meanwhile(
     world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -43,22 +61,11 @@ async def test_a_delete_cancels_even_when_the_cancels_push_writes_the_mapping_me
     await world.push_all()
     world.calendar.events[ROOM].clear()  # the Outlook user deletes our event
     cancel = world.services.bookings.cancel
-    update = world.mappings.update
-    raced = []
+    raced: list[str] = []
 
     async def cancel_then_race(*args: Any, **kwargs: Any) -> Any:
         view = await cancel(*args, **kwargs)
-
-        async def overtaken(mapping: EventMapping, etag: str) -> Any:
-            # Between our read and our write, the queued push records its attempt.
-            monkeypatch.setattr(world.mappings, "update", update)
-            current = await world.mappings.get(mapping.resource_id, mapping.booking_id)
-            assert current is not None
-            await update(current.value.model_copy(update={"last_error": "retrying"}), current.etag)
-            raced.append(mapping.booking_id)
-            return await update(mapping, etag)
-
-        monkeypatch.setattr(world.mappings, "update", overtaken)
+        race_the_next_mapping_write(world, monkeypatch, raced)
         return view
 
     monkeypatch.setattr(world.services.bookings, "cancel", cancel_then_race)
@@ -73,6 +80,36 @@ async def test_a_delete_cancels_even_when_the_cancels_push_writes_the_mapping_me
     mapping = await world.mappings.get("room-1", booking_id)
     assert mapping is not None
     assert mapping.value.event_id is None
+
+
+async def test_a_delete_the_policy_leaves_is_recorded_though_a_push_writes_the_mapping_meanwhile(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    ignoring = stored.value.settings.model_copy(
+        update={"on_outlook_delete": OnOutlookDelete.IGNORE}
+    )
+    await world.resources.update(
+        stored.value.model_copy(update={"settings": ignoring}), stored.etag
+    )
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    world.calendar.events[ROOM].clear()  # the Outlook user deletes our event
+    raced: list[str] = []
+    race_the_next_mapping_write(world, monkeypatch, raced)
+
+    report = await world.services.reconcile.reconcile("room-1")
+
+    assert raced == [booking_id]
+    assert report.policies_applied == 1
+    booking = await world.bookings.get(booking_id)
+    assert booking is not None
+    assert booking.value.status is BookingStatus.CONFIRMED
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert (mapping.value.event_id, mapping.value.detached) == (None, True)
+    assert world.calendar.events[ROOM] == {}  # left deleted, as the policy says
 
 
 async def test_repeats_of_one_notification_in_a_message_are_applied_once(
