@@ -4,7 +4,7 @@ Table Storage adapter, for fast unit tests of the services."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -357,7 +357,11 @@ class FakeCalendar:
     """An in-memory Microsoft 365: mailboxes of events, transactionId dedupe, injectable
     errors per mailbox. Implements the CalendarGateway port."""
 
-    def __init__(self, mailboxes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, mailboxes: tuple[str, ...] = (), clock: Callable[[], datetime] | None = None
+    ) -> None:
+        # Graph's clock: each write's lastModifiedDateTime (none without one).
+        self.clock = clock
         self.events: dict[str, dict[str, CalendarEvent]] = {m: {} for m in mailboxes}
         self.transactions: dict[tuple[str, str], str] = {}
         self.errors: dict[str, list[DomainError]] = {}
@@ -369,6 +373,8 @@ class FakeCalendar:
         self.instance_reads: list[tuple[str, str]] = []  # series_instances: (mailbox, master)
         self.view_reads = 0  # calendar_view calls
         self.delta_reads: list[str] = []  # delta calls: the mailbox of each
+        # Each delta link given out: the window's events (id → changeKey) it was given at.
+        self.delta_baselines: dict[str, dict[str, str | None]] = {}
         self.view_batches: list[list[str]] = []  # calendar_views calls: their mailboxes
         self.view_windows: list[tuple[datetime, datetime]] = []  # and their windows
         # Zones "Graph" refuses for writes: written in UTC, the result naming the zone.
@@ -396,6 +402,7 @@ class FakeCalendar:
             start=draft.start,
             end=draft.end,
             booking_id=draft.booking_id,
+            last_modified_at=self.clock() if self.clock is not None else None,
         )
         self.events[mailbox][event_id] = event
         return event
@@ -502,9 +509,21 @@ class FakeCalendar:
     async def delta(
         self, mailbox: str, start: datetime, end: datetime, delta_link: str | None
     ) -> DeltaRound:
+        """As Graph's calendarView delta: without a link, every event in the window; with
+        one, what changed since the round that gave it (new or changed events, and the ids
+        of those gone). An event made and deleted between two rounds is never reported."""
         self.delta_reads.append(mailbox)
+        current = await self.calendar_view(mailbox, start, end)
+        baseline = self.delta_baselines.get(delta_link or "", {})
+        link = f"d{next(self._ids)}"
+        self.delta_baselines[link] = {e.event_id: e.change_key for e in current}
+        if delta_link is None:
+            return DeltaRound(events=current, removed_ids=[], delta_link=link)
+        seen = {e.event_id for e in current}
         return DeltaRound(
-            events=await self.calendar_view(mailbox, start, end), removed_ids=[], delta_link="d"
+            events=[e for e in current if baseline.get(e.event_id, "") != e.change_key],
+            removed_ids=[event_id for event_id in baseline if event_id not in seen],
+            delta_link=link,
         )
 
     async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
@@ -730,7 +749,7 @@ def fake_world(clock: Clock, mailboxes: tuple[str, ...]) -> FakeWorld:
         calendar_checks=FakeCalendarChecks(),
         mailbox_claims=FakeMailboxClaims(),
     )
-    calendar = FakeCalendar(mailboxes)
+    calendar = FakeCalendar(mailboxes, clock)
     settings = Settings.model_validate(
         {
             "storage_connection_string": "UseDevelopmentStorage=true",

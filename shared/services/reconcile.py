@@ -74,6 +74,10 @@ ANOTHER_ROUND_RUNNING = "another round is running"
 # A check whose booking change never landed (the request failed after marking it) is
 # dropped after this; any request that could still land has long ended by then.
 ABANDONED_CHECK = timedelta(minutes=10)
+# How far Graph's clock (an event's lastModifiedDateTime) may be ahead of ours. An event
+# found in step is confirmed only when it was last changed this long before the round's
+# delta was read (see `_confirm`).
+GRAPH_CLOCK_SKEW = timedelta(seconds=30)
 
 
 class ReconcileReport(DomainModel):
@@ -205,6 +209,7 @@ class ReconcileService:
         if settings.direction.pulls and not resource.mirror_layout_current:
             # A mirror kept before the day rows: a full round rebuilds them (migration).
             link = None
+        delta_read_at = self._clock()
         try:
             try:
                 delta = await self._gateway.delta(settings.mailbox, start, end, link)
@@ -217,7 +222,7 @@ class ReconcileService:
             else:
                 report = await self._incremental_round(resource, delta, report)
             if settings.direction.pushes:
-                report = await self._confirm(resource, report)
+                report = await self._confirm(resource, report, delta_read_at)
         except (GraphAccessDenied, GraphNotFound) as exc:
             await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
             raise
@@ -314,14 +319,22 @@ class ReconcileService:
         await self._finish_bookings(resource.resource_id)
         return report.model_copy(update={"policies_applied": len(changes) - deferred})
 
-    async def _confirm(self, resource: Resource, report: ReconcileReport) -> ReconcileReport:
+    async def _confirm(
+        self, resource: Resource, report: ReconcileReport, delta_read_at: datetime
+    ) -> ReconcileReport:
         """Look at just the events written or changed since they were last confirmed
         (the resource's checks): a push that failed for longer than the queue retried,
         or an event deleted or moved with its notification lost, which a delta round may
         never report (an item created and deleted between two rounds). Pushes what the
         calendar lacks, applies the policies to what the Outlook user did, and drops the
         checks the calendar now agrees with. One `$batch` GET per 20 events; none when
-        nothing is unconfirmed."""
+        nothing is unconfirmed.
+
+        An event in step is confirmed only when the round's delta (read at
+        `delta_read_at`) already held it as it is: then the next delta reports whatever
+        happens to it next. One written since (a policy of this very round, a push
+        meanwhile) stays unconfirmed until the next round: deleted before then, unnotified,
+        it would be in neither delta."""
         checks = await self._checks.pending(resource.resource_id)
         if not checks:
             return report
@@ -370,7 +383,8 @@ class ReconcileService:
                     continue  # a move waiting for another calendar: the check stays
                 behind = await self._needs_push(booking, mapping)
                 if event is not None and not behind and _in_step(event, booking):
-                    settled.append(check)
+                    if _seen_by_delta(event, delta_read_at):
+                        settled.append(check)
                     continue
                 if not behind:
                     # At the times of an earlier write of ours: written again as it is now.
@@ -673,6 +687,14 @@ class ReconcileService:
                 detail=detail[:1000] if detail else None,
             )
         )
+
+
+def _seen_by_delta(event: CalendarEvent, delta_read_at: datetime) -> bool:
+    """Whether a delta read at `delta_read_at` held the event as it is now (last changed
+    before, allowing for Graph's clock being ahead of ours). Without a modification time
+    Graph reported, it cannot be told: not held."""
+    changed = event.last_modified_at
+    return changed is not None and changed < delta_read_at - GRAPH_CLOCK_SKEW
 
 
 def _in_step(event: CalendarEvent, booking: Booking) -> bool:

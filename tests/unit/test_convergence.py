@@ -182,6 +182,7 @@ async def test_a_change_pushed_to_an_event_deleted_unnoticed_gets_the_delete_pol
 async def test_a_confirmed_event_costs_no_graph_read_in_later_rounds(world: FakeWorld) -> None:
     await world.services.bookings.create(booking_request(), None)
     await world.push_all()
+    world.clock.now += timedelta(minutes=1)  # the rounds' deltas hold the event as written
     await world.services.reconcile.reconcile("room-1")  # full: confirms by listing ours
     await incremental_round(world)  # checks what the full round could not confirm
     world.calendar.reads.clear()
@@ -527,6 +528,7 @@ async def test_a_round_goes_on_past_the_checks_it_settles_or_applies_a_policy_to
     for booking_id in deleted:
         assert (await world.services.bookings.get(booking_id)).status is BookingStatus.CANCELLED
     assert sorted(str(b) for b, *_ in events_at(world, ROOM)) == sorted(in_step + lost)
+    world.clock.now += timedelta(minutes=1)  # the next delta holds what this round wrote
     await incremental_round(world)
     assert await world.ports.calendar_checks.pending("room-1") == []
 
@@ -814,3 +816,34 @@ async def test_a_create_that_never_reached_graph_is_forgotten_once_it_cannot_lan
     mapping = await world.mappings.get("room-1", booking_id)
     assert mapping is not None
     assert mapping.value.pending_transaction_id is None
+
+
+async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
+    world: FakeWorld,
+) -> None:
+    """A round's delta reports an Outlook delete; the restore_event policy writes the
+    event again, after the delta was read. That event, deleted before the next round with
+    its notification lost, is in neither delta: only its check can still find it."""
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    restoring = stored.value.settings.model_copy(
+        update={"on_outlook_delete": OnOutlookDelete.RESTORE_EVENT}
+    )
+    await world.resources.update(
+        stored.value.model_copy(update={"settings": restoring}), stored.etag
+    )
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    world.calendar.events[ROOM].clear()  # deleted in Outlook; the notification is lost
+    world.clock.now += timedelta(minutes=15)
+
+    await incremental_round(world)  # the delta reports it; the policy writes it again
+    assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
+    world.calendar.events[ROOM].clear()  # deleted again, unnotified, before the next round
+    world.clock.now += timedelta(minutes=15)
+    await incremental_round(world)
+
+    assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
+    view = await world.services.bookings.get(booking_id)
+    assert view.status is BookingStatus.CONFIRMED
