@@ -423,6 +423,10 @@ class PushService:
             raise GraphTransient("Graph acknowledged a write without returning the event")
 
         overtaken = False
+        # A create sent again with the transactionId of an older version's create.
+        resent = write.op == "create" and write.transaction_id != transaction_id(
+            booking, plan.resource.resource_id, plan.mapping.value.recreations
+        )
 
         def recorded(latest: EventMapping) -> EventMapping | None:
             nonlocal overtaken
@@ -463,13 +467,14 @@ class PushService:
                 # Another event recorded first, or this one by a newer push: ours is history.
                 return history if in_flight != latest.writes_in_flight else None
             # Graph answers a retried create by its transactionId with the event as it is
-            # now. At the times of an earlier write of ours (the first create, sent for an
-            # older version, never answered): ours, but behind the booking. At other times:
-            # the Outlook user moved it meanwhile, so its changeKey is not kept as ours and
-            # the next look applies the policy.
+            # now, never as this draft says. Sent first for an older version (its answer
+            # never recorded), it shows that version: at the times of a write of ours, it
+            # is ours but behind the booking. At times no write of ours had: the Outlook
+            # user moved it meanwhile, so its changeKey is not kept as ours and the next
+            # look applies the policy.
             as_drafted = (event.start, event.end) == (draft.start, draft.end)
-            earlier = not as_drafted and latest.written_by_us(event.start, event.end)
-            # Behind the booking (an earlier write's times, or a newer version recorded
+            earlier = (resent or not as_drafted) and latest.written_by_us(event.start, event.end)
+            # Behind the booking (an earlier version's create, or a newer version recorded
             # meanwhile without an event): the event is kept, and written again.
             overtaken = earlier or latest.booking_version > booking.version
             change_key = event.change_key if as_drafted or earlier else None

@@ -25,6 +25,7 @@ from shared.domain.messages import (
     PushBooking,
 )
 from shared.domain.resources import (
+    CancelledEventMode,
     ConnectionState,
     ConnectionStatus,
     OnOutlookDelete,
@@ -94,6 +95,20 @@ def changes_of(world: FakeWorld, booking_id: str) -> list[tuple[str, str]]:
 
 def drop_outbound(world: FakeWorld) -> None:
     world.queue.sent = [(q, b) for q, b in world.queue.sent if q != SYNC_OUTBOUND_QUEUE]
+
+
+async def push_with_retries(world: FakeWorld) -> None:
+    """Every queued push, each retried while it raises PushIncomplete, as the queue would
+    (up to its five tries)."""
+    pending = world.outbound()
+    drop_outbound(world)
+    for message in pending:
+        for _ in range(5):
+            try:
+                await world.services.push.push(message)
+            except PushIncomplete:
+                continue
+            break
 
 
 def events_at(world: FakeWorld, mailbox: str) -> list[tuple[str | None, Any, Any]]:
@@ -765,11 +780,7 @@ async def test_a_booking_rescheduled_while_its_create_went_unanswered_is_not_mov
     monkeypatch.setattr(world.calendar, "write_batch", send)
     later = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=4))
     await world.services.bookings.reschedule(booking_id, later)
-    for _ in range(3):  # the push, and its retries while it asks for one
-        try:
-            await world.push_all()
-        except PushIncomplete:
-            continue
+    await push_with_retries(world)
 
     await incremental_round(world)
     await world.push_all()
@@ -847,3 +858,34 @@ async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until
     assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
     view = await world.services.bookings.get(booking_id)
     assert view.status is BookingStatus.CONFIRMED
+
+
+async def test_a_booking_cancelled_while_its_create_went_unanswered_shows_cancelled(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, on a calendar that keeps a cancelled booking's event, prefixed: Graph
+    answers the same transactionId with the event as first made, without the prefix."""
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    keeping = stored.value.settings.model_copy(
+        update={"cancelled_event_mode": CancelledEventMode.PREFIX}
+    )
+    await world.resources.update(stored.value.model_copy(update={"settings": keeping}), stored.etag)
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    send = world.calendar.write_batch
+
+    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
+        await send(writes)
+        raise asyncio.CancelledError  # the host went away with the answer
+
+    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
+    with pytest.raises(asyncio.CancelledError):
+        await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await world.services.bookings.cancel(booking_id)
+    await push_with_retries(world)
+
+    [event] = world.calendar.events[ROOM].values()
+    assert event.subject is not None
+    assert event.subject.startswith("Cancelled: ")
