@@ -63,6 +63,11 @@ class PushIncomplete(DomainError):
     code = "push_incomplete"
 
 
+class _BehindBooking(PushIncomplete):
+    """A create answered with the event an older version's create made: recorded, and to
+    be written again as the booking is now (at once: nothing else is writing it)."""
+
+
 def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
     """The event the resource's calendar should hold for the booking (None: no event)."""
     settings = resource.settings
@@ -146,10 +151,13 @@ class PushService:
         """Idempotent. Raises PushIncomplete when a transient failure should be retried."""
         await self.push_many([message])
 
-    async def push_many(self, messages: list[PushBooking], *, only: str | None = None) -> None:
+    async def push_many(
+        self, messages: list[PushBooking], *, only: str | None = None, again: bool = True
+    ) -> None:
         """Push several bookings with one batched write (resync, reconcile); `only`
         limits it to one resource's calendar. Raises PushIncomplete after recording
-        everything when some writes failed for a transient reason."""
+        everything when some writes failed for a transient reason. `again`: a create
+        answered with an older version's event is written again in a second batch."""
         now = self._clock()
         planned: list[tuple[Booking, _Planned]] = []
         try:
@@ -162,11 +170,20 @@ class PushService:
         transient: list[str] = []
         synced: set[str] = set()
         errors: list[BaseException] = []
+        behind: dict[str, PushBooking] = {}
         for (booking, plan), result in zip(planned, results, strict=True):
             # Each calendar's answer is recorded on its own: a mapping written meanwhile by
             # another worker costs a re-read, and never the record of the other calendars.
             try:
                 retry = await self._record(booking, plan, result, now)
+            except _BehindBooking as exc:
+                if not again:
+                    errors.append(exc)
+                behind[booking.booking_id] = PushBooking(
+                    booking_id=booking.booking_id, booking_version=booking.version
+                )
+                synced.add(plan.resource.resource_id)
+                continue
             except Exception as exc:  # noqa: BLE001 - raised below, once all are recorded
                 errors.append(exc)
                 await self._abandon([(booking, plan)], now)
@@ -177,6 +194,11 @@ class PushService:
                 transient.append(f"{booking.booking_id} on {plan.resource.resource_id}")
         for resource_id in sorted(synced):
             await self._connection.mark_synced(resource_id)
+        if behind and again:
+            try:
+                await self.push_many(list(behind.values()), only=only, again=False)
+            except Exception as exc:  # noqa: BLE001 - raised below, once all are recorded
+                errors.append(exc)
         if errors:
             raise errors[0]
         if transient:
@@ -248,10 +270,13 @@ class PushService:
             return None  # removed in Outlook under the ignore policy
         draft = render_draft(booking, resource)
         mailbox = resource.settings.mailbox
+        creates = draft is not None and (include_past or not booking.is_in_past(now))
+        if mapping is not None and mapping.value.event_id is None and not creates:
+            # No create is sent now (no event wanted, or the booking is over), so none
+            # would bring back what an unanswered one made.
+            mapping = await self._find_unanswered_create(resource, mapping, now)
+            current = mapping.value
         if draft is None:
-            if mapping is not None and mapping.value.event_id is None:
-                mapping = await self._find_unanswered_create(resource, mapping, now)
-                current = mapping.value
             if mapping is None or current is None or current.event_id is None:
                 return None
             write = EventWrite(mailbox=mailbox, op="delete", event_id=current.event_id)
@@ -309,22 +334,28 @@ class PushService:
     async def _find_unanswered_create(
         self, resource: Resource, mapping: Stored[EventMapping], now: datetime
     ) -> Stored[EventMapping]:
-        """The booking wants no event, and its mapping knows none, but a create was sent
-        and its answer never recorded (a worker died with it): it may have made the event.
-        Looked for by the booking id (one listing) and taken into the mapping, so that the
-        push removes it. None found and none still under way: the create is forgotten."""
+        """The mapping knows no event, but a create was sent and its answer never
+        recorded (a worker died with it): it may have made the event. Looked for by the
+        booking id (one listing): one found is taken into the mapping, so that the push
+        removes it (no event wanted) or writes it as the booking is (a booking now over);
+        any other is deleted. None found and none still under way: the create is
+        forgotten."""
         value = mapping.value
         if value.pending_transaction_id is None:
             return mapping
-        found = await self._gateway.find_events_for_booking(
-            resource.settings.mailbox, value.booking_id
-        )
+        mailbox = resource.settings.mailbox
+        found = await self._gateway.find_events_for_booking(mailbox, value.booking_id)
         if not found:
             if any(w.still_in_flight(now) for w in value.writes_in_flight):
                 return mapping  # it may land yet: the resource's check looks again
             forgotten: dict[str, object] = {"pending_transaction_id": None, "writes_in_flight": []}
             return await self._mappings.update(value.model_copy(update=forgotten), mapping.etag)
         event = min(found, key=lambda e: (e.last_modified_at is None, e.event_id))
+        extras = [e for e in found if e.event_id != event.event_id]
+        if extras:
+            await self._gateway.write_batch(
+                [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in extras]
+            )
         logger.info(
             "booking %s: event %s of an unanswered create found in %s",
             value.booking_id,
@@ -468,12 +499,13 @@ class PushService:
                 return history if in_flight != latest.writes_in_flight else None
             # Graph answers a retried create by its transactionId with the event as it is
             # now, never as this draft says. Sent first for an older version (its answer
-            # never recorded), it shows that version: at the times of a write of ours, it
-            # is ours but behind the booking. At times no write of ours had: the Outlook
-            # user moved it meanwhile, so its changeKey is not kept as ours and the next
-            # look applies the policy.
+            # never recorded), it shows that version: ours, but behind the booking (an
+            # Outlook move of it in that while is written over). Sent for this version,
+            # at other times than drafted and than any write of ours: the Outlook user
+            # moved it meanwhile, so its changeKey is not kept as ours and the next look
+            # applies the policy.
             as_drafted = (event.start, event.end) == (draft.start, draft.end)
-            earlier = (resent or not as_drafted) and latest.written_by_us(event.start, event.end)
+            earlier = resent or (not as_drafted and latest.written_by_us(event.start, event.end))
             # Behind the booking (an earlier version's create, or a newer version recorded
             # meanwhile without an event): the event is kept, and written again.
             overtaken = earlier or latest.booking_version > booking.version
@@ -508,6 +540,8 @@ class PushService:
             logger.warning(
                 "booking %s in %s: %s", booking.booking_id, plan.resource.resource_id, zone_warning
             )
+        if overtaken and write.op == "create":
+            raise _BehindBooking(f"booking {booking.booking_id}: an older version's event")
         if overtaken:
             raise PushIncomplete(f"booking {booking.booking_id}: an older write landed late")
 

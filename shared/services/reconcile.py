@@ -210,6 +210,7 @@ class ReconcileService:
             # A mirror kept before the day rows: a full round rebuilds them (migration).
             link = None
         delta_read_at = self._clock()
+        settled: list[Stored[CalendarCheck]] = []
         try:
             try:
                 delta = await self._gateway.delta(settings.mailbox, start, end, link)
@@ -222,7 +223,7 @@ class ReconcileService:
             else:
                 report = await self._incremental_round(resource, delta, report)
             if settings.direction.pushes:
-                report = await self._confirm(resource, report, delta_read_at)
+                report, settled = await self._confirm(resource, report, delta_read_at)
         except (GraphAccessDenied, GraphNotFound) as exc:
             await self._connection.mark_failing(resource_id, f"{exc.code}: {exc.message}")
             raise
@@ -230,7 +231,16 @@ class ReconcileService:
             update={"events_read": len(delta.events) + len(delta.removed_ids), "full": link is None}
         )
         rebuilt = link is None and settings.direction.pulls
-        await self._save_delta(resource_id, delta.delta_link, start, round_at, rebuilt=rebuilt)
+        saved = await self._save_delta(
+            resource_id, delta.delta_link, start, round_at, rebuilt=rebuilt
+        )
+        if saved:
+            # Only now: a check is dropped on the strength of this round's delta, so only
+            # once the next round starts from it (a round that fails before keeps them all).
+            confirmed = 0
+            for check in settled:
+                confirmed += await self._checks.clear(check)
+            report = report.model_copy(update={"confirmed": report.confirmed + confirmed})
         recovered = await self._connection.mark_synced(
             resource_id, mirror_refreshed=settings.direction.pulls
         )
@@ -321,14 +331,15 @@ class ReconcileService:
 
     async def _confirm(
         self, resource: Resource, report: ReconcileReport, delta_read_at: datetime
-    ) -> ReconcileReport:
+    ) -> tuple[ReconcileReport, list[Stored[CalendarCheck]]]:
         """Look at just the events written or changed since they were last confirmed
         (the resource's checks): a push that failed for longer than the queue retried,
         or an event deleted or moved with its notification lost, which a delta round may
         never report (an item created and deleted between two rounds). Pushes what the
         calendar lacks, applies the policies to what the Outlook user did, and drops the
         checks the calendar now agrees with. One `$batch` GET per 20 events; none when
-        nothing is unconfirmed.
+        nothing is unconfirmed. Returns the checks the calendar agrees with: the caller
+        drops them once the round's delta link is saved.
 
         An event in step is confirmed only when the round's delta (read at
         `delta_read_at`) already held it as it is: then the next delta reports whatever
@@ -337,7 +348,7 @@ class ReconcileService:
         it would be in neither delta."""
         checks = await self._checks.pending(resource.resource_id)
         if not checks:
-            return report
+            return report, []
         now = self._clock()
         pushes: list[PushBooking] = []
         to_read: list[tuple[Stored[CalendarCheck], Booking, Stored[EventMapping]]] = []
@@ -392,18 +403,15 @@ class ReconcileService:
                 pushes.append(
                     PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
                 )
-        confirmed = 0
-        for check in settled:
-            confirmed += await self._checks.clear(check)
         await self._push.push_many(pushes, only=resource.resource_id)
-        return report.model_copy(
+        report = report.model_copy(
             update={
                 "checked": report.checked + len(checks),
-                "confirmed": report.confirmed + confirmed,
                 "policies_applied": report.policies_applied + applied,
                 "pushed": report.pushed + len(pushes),
             }
         )
+        return report, settled
 
     async def _rewrite(self, mapping: Stored[EventMapping]) -> None:
         """Make the next push write the event again, whatever version it recorded."""
@@ -439,7 +447,9 @@ class ReconcileService:
         round_at: datetime | None,
         *,
         rebuilt: bool,
-    ) -> None:
+    ) -> bool:
+        """Whether the link was saved (the next round starts from it)."""
+
         def change(resource: Resource) -> Resource:
             update: dict[str, object] = {"delta_link": link, "delta_window_start": window_start}
             if rebuilt:
@@ -452,8 +462,11 @@ class ReconcileService:
         try:
             await update_resource(self._resources, resource_id, change)
         except ConcurrencyConflict:
-            # Not fatal: without the link the next round is a full one.
-            logger.warning("delta link of %s not saved; the next round is full", resource_id)
+            # Not fatal: the next round starts from the link before, and reads again
+            # whatever this one found in it; the checks it settled stay for that round.
+            logger.warning("delta link of %s not saved", resource_id)
+            return False
+        return True
 
     async def _heal(
         self, resource: Resource, events: list[CalendarEvent], report: ReconcileReport

@@ -111,6 +111,20 @@ async def push_with_retries(world: FakeWorld) -> None:
             break
 
 
+async def lose_the_answer(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queued pushes' writes reach Graph; the host dies with their answers."""
+    send = world.calendar.write_batch
+
+    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
+        await send(writes)
+        raise asyncio.CancelledError  # the host went away with the answer
+
+    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
+    with pytest.raises(asyncio.CancelledError):
+        await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+
+
 def events_at(world: FakeWorld, mailbox: str) -> list[tuple[str | None, Any, Any]]:
     return sorted((e.booking_id, e.start, e.end) for e in world.calendar.events[mailbox].values())
 
@@ -740,16 +754,7 @@ async def test_a_booking_cancelled_while_its_create_went_unanswered_leaves_no_ev
     mapping knows only the transactionId); then the booking is cancelled."""
     assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    send = world.calendar.write_batch
-
-    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
-        await send(writes)
-        raise asyncio.CancelledError  # the host went away with the answer
-
-    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
-    with pytest.raises(asyncio.CancelledError):
-        await world.push_all()
-    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await lose_the_answer(world, monkeypatch)
     assert len(events_at(world, ROOM)) == 1
     await world.services.bookings.cancel(booking_id)
     await world.push_all()
@@ -768,16 +773,7 @@ async def test_a_booking_rescheduled_while_its_create_went_unanswered_is_not_mov
     transactionId again, and Graph answers with the event as first created."""
     assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    send = world.calendar.write_batch
-
-    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
-        await send(writes)
-        raise asyncio.CancelledError  # the host went away with the answer
-
-    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
-    with pytest.raises(asyncio.CancelledError):
-        await world.push_all()
-    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await lose_the_answer(world, monkeypatch)
     later = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=4))
     await world.services.bookings.reschedule(booking_id, later)
     await push_with_retries(world)
@@ -873,19 +869,135 @@ async def test_a_booking_cancelled_while_its_create_went_unanswered_shows_cancel
     await world.resources.update(stored.value.model_copy(update={"settings": keeping}), stored.etag)
     assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    send = world.calendar.write_batch
-
-    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
-        await send(writes)
-        raise asyncio.CancelledError  # the host went away with the answer
-
-    monkeypatch.setattr(world.calendar, "write_batch", answer_lost)
-    with pytest.raises(asyncio.CancelledError):
-        await world.push_all()
-    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await lose_the_answer(world, monkeypatch)
     await world.services.bookings.cancel(booking_id)
     await push_with_retries(world)
 
     [event] = world.calendar.events[ROOM].values()
     assert event.subject is not None
     assert event.subject.startswith("Cancelled: ")
+
+
+async def test_a_lost_create_then_a_reschedule_through_an_outage_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reschedule's push re-sends the lost create's transactionId through an outage
+    (five tries, each recording its times); Graph then answers with the first event."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await lose_the_answer(world, monkeypatch)
+    await world.services.bookings.reschedule(booking_id, T2)
+    await lose_pushes(world, GraphTransient("503 for longer than the retries"))
+    world.clock.now += timedelta(minutes=5)
+
+    await incremental_round(world)  # the faults are over: the one ordinary round
+
+    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+    world.clock.now += timedelta(minutes=5)
+    await incremental_round(world)
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T2.start, T2.end)
+    assert outlook_moves(world) == []
+
+
+async def test_a_lost_create_retried_into_a_refusal_then_rescheduled_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue retries the lost create and Graph refuses it (403), slowly; meanwhile the
+    booking is rescheduled. The refusal says nothing of the first try, which landed."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    [push_v1] = world.outbound()
+    await lose_the_answer(world, monkeypatch)
+    gate = GatedBatches(world)
+    send = world.calendar.write_batch
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    world.calendar.fail(ROOM, GraphAccessDenied("403"))
+    retry = asyncio.ensure_future(world.services.push.push(push_v1))
+    await gate.written.wait()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await world.services.bookings.reschedule(booking_id, T2)
+    gate.release.set()
+    await retry
+    await push_with_retries(world)
+    world.clock.now += timedelta(minutes=5)
+
+    await incremental_round(world)
+    world.clock.now += timedelta(minutes=5)
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T2.start, T2.end)
+    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+    assert outlook_moves(world) == []
+
+
+async def test_a_round_that_fails_after_confirming_keeps_its_checks(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round finds one event in step, then fails on another booking's push before it
+    saves its delta link: the next round starts from the link before, which never held
+    that event, so its check must still be there when it is deleted unnotified."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    kept = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()  # made after the baseline round's delta
+    later = booking_request(T0 + timedelta(hours=4))
+    await world.services.bookings.create(later, None)
+    await lose_pushes(world, GraphTransient("503 for longer than the retries"))
+    world.clock.now += timedelta(minutes=5)
+    send = world.calendar.write_batch
+
+    async def refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        return [EventWriteResult(error=GraphTransient("503 once more")) for _ in writes]
+
+    monkeypatch.setattr(world.calendar, "write_batch", refused)
+    with pytest.raises(PushIncomplete):
+        await world.services.reconcile.reconcile("room-1")
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    for event in list(world.calendar.events[ROOM].values()):
+        if event.booking_id == kept:  # deleted in Outlook; the notification is lost
+            del world.calendar.events[ROOM][event.event_id]
+    world.clock.now += timedelta(minutes=5)
+
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(kept)
+    assert view.status is BookingStatus.CANCELLED  # room-1's policy for an Outlook delete
+    assert changes_of(world, kept)[-1] == ("booking.cancelled", "outlook")
+
+
+async def test_a_booking_cancelled_after_a_lost_create_loses_every_event_it_had(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two events of the booking are in the calendar when the cancel's push looks for
+    what the lost create made (a restore wrote one while the first was still there)."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await lose_the_answer(world, monkeypatch)
+    [made] = world.calendar.events[ROOM].values()
+    world.calendar.events[ROOM]["ev-other"] = made.model_copy(update={"event_id": "ev-other"})
+    await world.services.bookings.cancel(booking_id)
+
+    await world.push_all()
+
+    assert events_at(world, ROOM) == []
+
+
+async def test_a_lost_create_of_a_booking_now_over_is_taken_in_and_its_check_dropped(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.clock.now = T0 - timedelta(hours=2)
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await lose_the_answer(world, monkeypatch)
+    world.clock.now = T0 + timedelta(hours=2)  # the booking is over
+
+    for _ in range(2):
+        await incremental_round(world)
+        world.clock.now += timedelta(minutes=15)
+
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert mapping.value.event_id is not None
+    assert events_at(world, ROOM) == [(booking_id, T0, T0 + HOUR)]
+    assert await world.ports.calendar_checks.pending("room-1") == []
