@@ -22,9 +22,12 @@ errors (503, 429, timeouts) still raise, for the queue's retries.
 A round asked for while another round of that resource holds its lease is not dropped:
 the running round may have read the mailbox before whatever made this one be asked, and
 its holder may be gone (an instance killed mid-round lets go of the lease within
-`LEASE_SECONDS`). The message is sent again after ROUND_DEFERRAL_SECONDS, up to
-MAX_ROUND_DEFERRALS times; when it comes back after the other round of the same timer
-round finished, it is a repeat and skips after one table read.
+`LEASE_SECONDS`). The message is sent again later, up to MAX_ROUND_DEFERRALS times,
+after a wait that starts short and doubles (`deferral_seconds`): the round it meets is
+most often a duplicate's (a page sent twice, two asks at once) and over within a second
+or two, while a holder gone mid-round needs its lease to run out. When it comes back
+after the other round of the same timer round finished, it is a repeat and skips after
+one table read.
 """
 
 from __future__ import annotations
@@ -58,12 +61,15 @@ from shared.services.subscriptions import SubscriptionService
 
 logger = logging.getLogger(__name__)
 
-# A round that found another holding its resource's lease is asked for again this much
-# later: two deferrals outlast a lease its holder no longer renews.
-ROUND_DEFERRAL_SECONDS = int(LEASE_SECONDS // 2)
-# Ten deferrals wait out five minutes of another round; a round runs longer only when
+# A round that found another holding its resource's lease is asked for again after
+# ROUND_DEFERRAL_FIRST_SECONDS, twice as long at each deferral up to
+# ROUND_DEFERRAL_MAX_SECONDS: 5, 10, 20, then every 30 s. The first four outlast a lease
+# its holder no longer renews (LEASE_SECONDS).
+ROUND_DEFERRAL_FIRST_SECONDS = 5
+ROUND_DEFERRAL_MAX_SECONDS = int(LEASE_SECONDS // 2)
+# Twelve deferrals wait out five minutes of another round; a round runs longer only when
 # something is wrong, and the timer's next round asks again anyway.
-MAX_ROUND_DEFERRALS = 10
+MAX_ROUND_DEFERRALS = 12
 
 # Queue sends in flight at once from one fan-out (a timer's pages, or a page's resources):
 # Queue Storage takes 2,000 messages/s per queue, far above what 16 sends of ~10 ms do.
@@ -86,6 +92,13 @@ def backing_off(resource: Resource, now: datetime) -> bool:
     """Left out of timer rounds (and renewals) until its retry time."""
     retry_at = resource.status.retry_at
     return retry_at is not None and retry_at - now > DUE_SLACK
+
+
+def deferral_seconds(deferrals: int) -> int:
+    """How long a round deferred `deferrals` times already waits before it is sent
+    again."""
+    doubled = ROUND_DEFERRAL_FIRST_SECONDS << min(deferrals, 8)
+    return min(ROUND_DEFERRAL_MAX_SECONDS, doubled)
 
 
 @dataclass(frozen=True)
@@ -203,7 +216,9 @@ class ReconcileRounds:
             )
             return
         again = work.model_copy(update={"deferrals": work.deferrals + 1})
-        await self._queue.send(SYNC_OUTBOUND_QUEUE, again, delay_seconds=ROUND_DEFERRAL_SECONDS)
+        await self._queue.send(
+            SYNC_OUTBOUND_QUEUE, again, delay_seconds=deferral_seconds(work.deferrals)
+        )
 
     async def _failed(
         self, resource_id: str, round_at: datetime, error: GraphError

@@ -21,8 +21,13 @@ from shared.domain.messages import (
 from shared.domain.resources import ConnectionState, ConnectionStatus
 from shared.domain.sync_log import SyncOutcome
 from shared.services import reconcile as reconcile_module
-from shared.services.reconcile import ANOTHER_ROUND_RUNNING
-from shared.services.rounds import MAX_ROUND_DEFERRALS, ROUND_DEFERRAL_SECONDS, RetrySchedule
+from shared.services.reconcile import ANOTHER_ROUND_RUNNING, LEASE_SECONDS
+from shared.services.rounds import (
+    MAX_ROUND_DEFERRALS,
+    ROUND_DEFERRAL_FIRST_SECONDS,
+    RetrySchedule,
+    deferral_seconds,
+)
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeLeases, FakeWorld, fake_world
 
@@ -373,7 +378,30 @@ async def test_a_round_asked_for_while_another_holds_the_lease_is_asked_for_agai
     assert world.calendar.delta_reads == []
     again = [ReconcileResource.model_validate_json(b) for b in take(world, "reconcile_resource")]
     assert again == [work.model_copy(update={"deferrals": 1})]
-    assert world.queue.delays == [ROUND_DEFERRAL_SECONDS]
+    assert world.queue.delays == [ROUND_DEFERRAL_FIRST_SECONDS]
+
+
+async def test_each_deferral_waits_longer_and_together_they_outlast_a_lost_holder() -> None:
+    world = await world_of(1)
+    held_by_another(world, "room-0")
+    work = ReconcileResource(resource_id="room-0", scheduled_at=T0)
+
+    for _ in range(MAX_ROUND_DEFERRALS + 1):
+        await world.services.rounds.run(work)
+        sent = take(world, "reconcile_resource")
+        if not sent:
+            break
+        work = ReconcileResource.model_validate_json(sent[0])
+
+    delays = world.queue.delays
+    assert len(delays) == MAX_ROUND_DEFERRALS
+    assert delays[:4] == [5, 10, 20, 30]
+    assert set(delays[4:]) == {30}
+    # A holder gone mid-round lets go within LEASE_SECONDS: the first four outlast it.
+    assert sum(delays[:4]) > LEASE_SECONDS
+    # All of them wait out five minutes of another round.
+    assert sum(delays) >= 300
+    assert [deferral_seconds(n) for n in range(len(delays))] == delays
 
 
 async def test_the_deferred_round_runs_once_the_lease_is_let_go() -> None:
