@@ -125,6 +125,14 @@ async def lose_the_answer(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(world.calendar, "write_batch", send)
 
 
+async def set_room(world: FakeWorld, **settings: Any) -> None:
+    """Change room-1's settings (by their field names)."""
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    changed = stored.value.settings.model_copy(update=settings)
+    await world.resources.update(stored.value.model_copy(update={"settings": changed}), stored.etag)
+
+
 def events_at(world: FakeWorld, mailbox: str) -> list[tuple[str | None, Any, Any]]:
     return sorted((e.booking_id, e.start, e.end) for e in world.calendar.events[mailbox].values())
 
@@ -831,14 +839,7 @@ async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until
     """A round's delta reports an Outlook delete; the restore_event policy writes the
     event again, after the delta was read. That event, deleted before the next round with
     its notification lost, is in neither delta: only its check can still find it."""
-    stored = await world.resources.get("room-1")
-    assert stored is not None
-    restoring = stored.value.settings.model_copy(
-        update={"on_outlook_delete": OnOutlookDelete.RESTORE_EVENT}
-    )
-    await world.resources.update(
-        stored.value.model_copy(update={"settings": restoring}), stored.etag
-    )
+    await set_room(world, on_outlook_delete=OnOutlookDelete.RESTORE_EVENT)
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
     assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
@@ -861,12 +862,7 @@ async def test_a_booking_cancelled_while_its_create_went_unanswered_shows_cancel
 ) -> None:
     """As above, on a calendar that keeps a cancelled booking's event, prefixed: Graph
     answers the same transactionId with the event as first made, without the prefix."""
-    stored = await world.resources.get("room-1")
-    assert stored is not None
-    keeping = stored.value.settings.model_copy(
-        update={"cancelled_event_mode": CancelledEventMode.PREFIX}
-    )
-    await world.resources.update(stored.value.model_copy(update={"settings": keeping}), stored.etag)
+    await set_room(world, cancelled_event_mode=CancelledEventMode.PREFIX)
     assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await lose_the_answer(world, monkeypatch)
