@@ -38,13 +38,20 @@ MAX_VALIDATION_TOKEN = 2048
 
 
 def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
-    """Graph's handshake: echo the (already URL-decoded) token as text/plain, verbatim."""
+    """Graph's handshake: echo the (already URL-decoded) token as text/plain, verbatim;
+    `nosniff`, so that no browser takes an echoed token for markup or script."""
     token = req.params.get("validationToken")
     if token is None:
         return None
     if len(token) > MAX_VALIDATION_TOKEN:
         return error_response(400, "invalid_input", "validationToken is too long")
-    return func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8")
+    return func.HttpResponse(
+        token,
+        status_code=200,
+        mimetype="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 def _notifications(req: func.HttpRequest) -> NotificationBatch:

@@ -338,6 +338,8 @@ async def test_handshake_echoes_tokens_verbatim_as_text(stack: Stack, route: str
         body = await response.text()
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
+        # Echoed as sent, so no browser may take it for HTML or script.
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert body == token
 
 
