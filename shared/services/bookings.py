@@ -75,7 +75,9 @@ class ResourceSyncState(DomainModel):
     error: str | None = None
     # Written, but not as asked: Graph refused the resource's time zone (event in UTC).
     warning: str | None = None
-    state: str  # "pending" | "synced" | "failed" | "removed" (cancelled, its event gone)
+    # "pending" | "synced" | "failed" | "removed" (cancelled, its event gone) | "detached"
+    # (the Outlook user deleted the event and the resource's policy leaves it so)
+    state: str
 
 
 class BookingView(DomainModel):
@@ -437,7 +439,11 @@ class BookingService:
             zip(booking.resource_ids, mappings, strict=True)
         ):
             value = mapping.value if mapping else None
-            if value is not None and value.last_error:
+            if value is not None and value.detached and booking.status.holds_time:
+                # The Outlook user deleted the event and the policy leaves it so: nothing
+                # is written to this calendar for the booking any more.
+                state = "detached"
+            elif value is not None and value.last_error:
                 state = "failed"
             elif value is not None and value.booking_version >= booking.version:
                 state = "synced"

@@ -397,7 +397,13 @@ class ReconcileService:
                     if _seen_by_delta(event, delta_read_at):
                         settled.append(check)
                     continue
-                if not behind:
+                if event is not None and not behind:
+                    if not mapping.value.written_by_us(event.start, event.end):
+                        # An Outlook move the policy left where it is (ignore), already
+                        # handled: the calendar is as it is meant to be.
+                        if _seen_by_delta(event, delta_read_at):
+                            settled.append(check)
+                        continue
                     # At the times of an earlier write of ours: written again as it is now.
                     await self._rewrite(mapping)
                 pushes.append(

@@ -997,3 +997,52 @@ async def test_a_lost_create_of_a_booking_now_over_is_taken_in_and_its_check_dro
     assert mapping.value.event_id is not None
     assert events_at(world, ROOM) == [(booking_id, T0, T0 + HOUR)]
     assert await world.ports.calendar_checks.pending("room-1") == []
+
+
+async def test_an_outlook_move_left_by_the_ignore_policy_is_not_undone_by_a_round(
+    world: FakeWorld,
+) -> None:
+    await set_room(world, on_outlook_move=OnOutlookMove.IGNORE)
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()  # its check waits for the next round
+    [event] = world.calendar.events[ROOM].values()
+    moved = event.model_copy(update={"start": T2.start, "end": T2.end, "change_key": "moved"})
+    world.calendar.events[ROOM][event.event_id] = moved  # the Outlook user moves it
+    await notify_updated(world, event.event_id, "moved")  # the policy leaves it there
+    world.clock.now += timedelta(minutes=5)
+
+    await incremental_round(world)
+    world.clock.now += timedelta(minutes=5)
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+    assert await world.ports.calendar_checks.pending("room-1") == []
+
+
+async def test_a_calendar_whose_event_the_ignore_policy_left_deleted_is_not_pending_for_ever(
+    world: FakeWorld,
+) -> None:
+    await set_room(world, on_outlook_delete=OnOutlookDelete.IGNORE)
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [event] = world.calendar.events[ROOM].values()
+    del world.calendar.events[ROOM][event.event_id]  # the Outlook user deletes it
+    await world.services.inbound.handle_change(
+        EventChange(
+            subscription_id="s",
+            resource_id="room-1",
+            change_type="deleted",
+            event_id=event.event_id,
+            received_at=world.clock.now,
+        )
+    )
+    await world.services.bookings.reschedule(booking_id, T2)
+    await world.push_all()
+    world.clock.now += timedelta(minutes=5)
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == []  # left deleted, as the policy says
+    view = await world.services.bookings.get(booking_id)
+    assert [s.state for s in view.sync] == ["detached"]
