@@ -117,6 +117,15 @@ def transaction_id(booking: Booking, resource_id: str, recreations: int = 0) -> 
     return f"{booking.booking_id}.{resource_id}.v{booking.version}{suffix}"
 
 
+def _with_write(writes: list[WrittenTimes], written: WrittenTimes) -> list[WrittenTimes]:
+    """The writes in flight once `written` is sent: a try of the same version at the same
+    times replaces the one before (retries through an outage never push other times
+    out), and only the last MAX_WRITES_IN_FLIGHT are kept."""
+    same = (written.booking_version, written.start, written.end)
+    others = [w for w in writes if (w.booking_version, w.start, w.end) != same]
+    return [*others, written][-MAX_WRITES_IN_FLIGHT:]
+
+
 @dataclass
 class _Planned:
     resource: Resource
@@ -324,7 +333,7 @@ class PushService:
         tx = value.pending_transaction_id or transaction_id(
             booking, resource.resource_id, value.recreations
         )
-        in_flight = [*value.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
+        in_flight = _with_write(value.writes_in_flight, written)
         updated = await self._mappings.update(
             value.model_copy(update={"pending_transaction_id": tx, "writes_in_flight": in_flight}),
             mapping.etag,
@@ -386,7 +395,7 @@ class PushService:
         def intended(latest: EventMapping) -> EventMapping | None:
             if latest.event_id != event_id or latest.detached:
                 return None  # replaced or detached since the plan read it
-            in_flight = [*latest.writes_in_flight, written][-MAX_WRITES_IN_FLIGHT:]
+            in_flight = _with_write(latest.writes_in_flight, written)
             return latest.model_copy(update={"writes_in_flight": in_flight})
 
         value = mapping.value
@@ -472,9 +481,17 @@ class PushService:
             history = latest.model_copy(update={"writes_in_flight": in_flight})
             if write.op == "update" and latest.booking_version > booking.version:
                 # A newer write was recorded first, so ours may have landed on top of it:
-                # write the event again as the booking is now.
+                # write the event again as the booking is now. Until that is done, the
+                # event may show our times: they stay known as ours (answered).
                 overtaken = True
-                return history.model_copy(update={"booking_version": 0})
+                landed = [
+                    w.model_copy(update={"answered": True})
+                    for w in latest.writes_in_flight
+                    if w.booking_version == booking.version
+                ]
+                return latest.model_copy(
+                    update={"writes_in_flight": [*in_flight, *landed], "booking_version": 0}
+                )
             if write.op != "create" and (
                 latest.booking_version > booking.version or latest.event_id != write.event_id
             ):

@@ -398,9 +398,14 @@ class ReconcileService:
                         settled.append(check)
                     continue
                 if event is not None and not behind:
-                    if not mapping.value.written_by_us(event.start, event.end):
+                    known = mapping.value
+                    if event.change_key is not None and (
+                        event.change_key == known.change_key
+                        and not known.written_by_us(event.start, event.end)
+                    ):
                         # An Outlook move the policy left where it is (ignore), already
-                        # handled: the calendar is as it is meant to be.
+                        # handled: the only way the latest changeKey we know comes with
+                        # times none of our writes had. The calendar is as meant.
                         if _seen_by_delta(event, delta_read_at):
                             settled.append(check)
                         continue

@@ -1046,3 +1046,100 @@ async def test_a_calendar_whose_event_the_ignore_policy_left_deleted_is_not_pend
     assert events_at(world, ROOM) == []  # left deleted, as the policy says
     view = await world.services.bookings.get(booking_id)
     assert [s.state for s in view.sync] == ["detached"]
+
+
+class Gate:
+    """Writes reach the calendar at once; the answer waits for `release`."""
+
+    def __init__(self, world: FakeWorld) -> None:
+        self.release = asyncio.Event()
+        self.written = asyncio.Event()
+        self._write_batch = world.calendar.write_batch
+
+    async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
+        results = await self._write_batch(writes)
+        self.written.set()
+        await self.release.wait()
+        return results
+
+
+async def start_gated_push(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Gate]:
+    """The queued push started: its write reached the calendar, its answer waits."""
+    [message] = world.outbound()
+    drop_outbound(world)
+    gate = Gate(world)
+    send = world.calendar.write_batch
+    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
+    task = asyncio.ensure_future(world.services.push.push(message))
+    await gate.written.wait()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    return task, gate
+
+
+async def test_an_older_write_landed_late_and_known_as_ours_is_written_again_by_the_round(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2 (T2) and v3 (T3) in flight; v3 lands, then v2 lands late on top (its notification
+    rightly kept as ours: T2 is in flight); v2's worker dies; v3's answer is recorded, which
+    drops T2 from the writes in flight. The round finds the event at T2 with a known
+    changeKey, not behind, not at times of ours: not a move the ignore policy left."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full
+    await world.services.bookings.reschedule(booking_id, T2)
+    push_v2, _gate2 = await start_gated_push(world, monkeypatch)
+    await world.services.bookings.reschedule(booking_id, T3)
+    push_v3, gate3 = await start_gated_push(world, monkeypatch)
+    [event] = world.calendar.events[ROOM].values()
+    assert event.start == T3.start
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={"start": T2.start, "end": T2.end, "change_key": "late"}
+    )  # v2's write lands late, on top of v3's
+    await notify_updated(world, event.event_id, "late")  # ours (T2 in flight): kept
+    push_v2.cancel()  # v2's worker dies with it
+    with pytest.raises(asyncio.CancelledError):
+        await push_v2
+    gate3.release.set()
+    await push_v3
+    world.clock.now += timedelta(minutes=5)
+
+    await incremental_round(world)
+
+    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
+
+
+async def test_an_older_write_landed_late_then_its_retry_lost_is_not_an_outlook_move(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v2's write lands late on top of v3's; its notification is lost; v2's answer comes
+    after v3 was recorded (overtaken: T2 dropped from the writes in flight); the retry
+    that would write T3 again meets an outage for longer than the queue retries. The
+    faults stop; one round reads the event at T2 and takes it for an Outlook move."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    assert (await world.services.reconcile.reconcile("room-1")).full
+    await world.services.bookings.reschedule(booking_id, T2)
+    [push_v2] = world.outbound()
+    push_task, gate = await start_gated_push(world, monkeypatch)
+    await world.services.bookings.reschedule(booking_id, T3)
+    await world.push_all()
+    [event] = world.calendar.events[ROOM].values()
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={"start": T2.start, "end": T2.end, "change_key": "late"}
+    )  # v2's write lands late; its notification is lost
+    gate.release.set()
+    with pytest.raises(PushIncomplete):
+        await push_task
+    for _ in range(5):  # the queue's retries meet an outage
+        world.calendar.fail(ROOM, GraphTransient("503"))
+        with pytest.raises(PushIncomplete):
+            await world.services.push.push(push_v2)
+    world.calendar.errors.clear()
+    world.clock.now += timedelta(minutes=5)
+
+    await incremental_round(world)
+
+    assert outlook_moves(world) == []
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (T3.start, T3.end)
+    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]

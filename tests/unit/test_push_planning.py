@@ -374,22 +374,26 @@ async def test_every_answer_is_recorded_before_the_first_failure_to_record_is_ra
 
 async def test_a_mapping_remembers_only_its_latest_unanswered_writes(world: FakeWorld) -> None:
     """Each push that met no answer leaves its times on the mapping (they may yet land);
-    past MAX_WRITES_IN_FLIGHT the oldest are forgotten, so the row cannot grow unbounded."""
+    a retry of the same write replaces its entry, and past MAX_WRITES_IN_FLIGHT the oldest
+    are forgotten, so the row cannot grow unbounded."""
     booking_id = await book(world, "room-1")
     await world.services.push.push(message(booking_id))
     first = await mapping(world, "room-1", booking_id)
-    moved = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
-    await world.services.bookings.reschedule(booking_id, moved)
-    world.queue.sent.clear()
     sent = []
-    for _ in range(MAX_WRITES_IN_FLIGHT + 1):
-        world.clock.now += timedelta(seconds=1)
-        sent.append(world.clock.now)
-        world.calendar.fail(ROOM, GraphTransient("503"))
-        with pytest.raises(PushIncomplete):
-            await world.services.push.push(message(booking_id, version=2))
+    for version in range(2, MAX_WRITES_IN_FLIGHT + 3):
+        moved = TimeRange(
+            start=T0 + timedelta(hours=version), end=T0 + timedelta(hours=version + 1)
+        )
+        await world.services.bookings.reschedule(booking_id, moved)
+        world.queue.sent.clear()
+        for _ in range(2):  # a try and its retry
+            world.clock.now += timedelta(seconds=1)
+            world.calendar.fail(ROOM, GraphTransient("503"))
+            with pytest.raises(PushIncomplete):
+                await world.services.push.push(message(booking_id, version=version))
+        sent.append((version, world.clock.now))
 
     remembered = (await mapping(world, "room-1", booking_id)).writes_in_flight
-    assert [w.sent_at for w in remembered] == sent[1:]
-    assert all(w.booking_version == 2 and w.answered for w in remembered)
+    assert [(w.booking_version, w.sent_at) for w in remembered] == sent[-MAX_WRITES_IN_FLIGHT:]
+    assert all(w.answered for w in remembered)
     assert (await mapping(world, "room-1", booking_id)).booking_version == first.booking_version
