@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingStatus, TimeRange
-from shared.domain.calendar import WrittenTimes
+from shared.domain.calendar import CalendarEvent, WrittenTimes
 from shared.domain.errors import (
     CalendarUnavailable,
     GraphAccessDenied,
@@ -133,6 +133,15 @@ async def set_room(world: FakeWorld, **settings: Any) -> None:
     await world.resources.update(stored.value.model_copy(update={"settings": changed}), stored.etag)
 
 
+async def pushed_after_the_baseline_round(world: FakeWorld) -> tuple[str, CalendarEvent]:
+    """The baseline round, then a booking of room-1 created and pushed: its id and event."""
+    assert (await world.services.reconcile.reconcile("room-1")).full
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [event] = world.calendar.events[ROOM].values()
+    return booking_id, event
+
+
 def events_at(world: FakeWorld, mailbox: str) -> list[tuple[str | None, Any, Any]]:
     return sorted((e.booking_id, e.start, e.end) for e in world.calendar.events[mailbox].values())
 
@@ -248,33 +257,48 @@ T2 = TimeRange(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
 T3 = TimeRange(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5))
 
 
-async def slow_push_to_t2(
-    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, booking_id: str
+async def start_gated_push(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, message: PushBooking | None = None
 ) -> tuple[asyncio.Future[None], GatedBatches]:
-    """Reschedule to T2 and start its push: Graph applies it at once, the answer waits
-    for `gate.release`. Returns once the write reached the calendar."""
-    await world.services.bookings.reschedule(booking_id, T2)
-    [push_t2] = world.outbound()
-    drop_outbound(world)
+    """Start `message` (default: the one queued push, taken off the queue): Graph applies
+    its write at once, the answer waits for `gate.release`. Returns once the write reached
+    the calendar; later writes are not held."""
+    if message is None:
+        [message] = world.outbound()
+        drop_outbound(world)
     gate = GatedBatches(world)
+    send = world.calendar.write_batch
     monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
-    in_flight = asyncio.ensure_future(world.services.push.push(push_t2))
+    in_flight = asyncio.ensure_future(world.services.push.push(message))
     await gate.written.wait()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
     return in_flight, gate
 
 
-async def notify_updated(world: FakeWorld, event_id: str, change_key: str | None) -> None:
-    """The inbound worker handles an `updated` notification of room-1's event."""
+async def slow_push_to_t2(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch, booking_id: str
+) -> tuple[asyncio.Future[None], GatedBatches]:
+    """Reschedule to T2 and start its push (see `start_gated_push`)."""
+    await world.services.bookings.reschedule(booking_id, T2)
+    return await start_gated_push(world, monkeypatch)
+
+
+async def notify(world: FakeWorld, change_type: str, event_id: str, **fields: Any) -> None:
+    """The inbound worker handles a notification of room-1's event."""
     await world.services.inbound.handle_change(
         EventChange(
             subscription_id="s",
             resource_id="room-1",
-            change_type="updated",
+            change_type=change_type,
             event_id=event_id,
-            change_key=change_key,
             received_at=world.clock.now,
+            **fields,
         )
     )
+
+
+async def notify_updated(world: FakeWorld, event_id: str, change_key: str | None) -> None:
+    await notify(world, "updated", event_id, change_key=change_key)
 
 
 def outlook_moves(world: FakeWorld) -> list[str]:
@@ -317,12 +341,7 @@ async def test_a_racing_mapping_write_does_not_stop_the_rest_of_a_push_being_rec
     booking_id = (
         await world.services.bookings.create(booking_request(resourceIds=["room-1", "alice"]), None)
     ).booking_id
-    [push] = world.outbound()
-    drop_outbound(world)
-    gate = GatedBatches(world)
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
-    in_flight = asyncio.ensure_future(world.services.push.push(push))
-    await gate.written.wait()
+    in_flight, gate = await start_gated_push(world, monkeypatch)
     # Meanwhile another worker writes room-1's mapping (say, a subject edit's changeKey).
     mapping = await world.mappings.get("room-1", booking_id)
     assert mapping is not None
@@ -393,10 +412,8 @@ async def test_an_older_write_answered_after_a_newer_one_is_written_again(
 ) -> None:
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
-    write_batch = world.calendar.write_batch
     # Sent; its answer (after retries) takes a while.
     slow, gate = await slow_push_to_t2(world, monkeypatch, booking_id)
-    monkeypatch.setattr(world.calendar, "write_batch", write_batch)
     await world.services.bookings.reschedule(booking_id, T3)
     await world.push_all()  # T3 is written and recorded first
     [event] = world.calendar.events[ROOM].values()
@@ -694,13 +711,8 @@ async def test_a_refusal_answered_after_the_same_write_succeeded_is_not_a_failur
     await world.services.bookings.reschedule(booking_id, T2)
     [push_t2] = world.outbound()
     drop_outbound(world)
-    write_batch = world.calendar.write_batch
-    gate = GatedBatches(world)
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
     world.calendar.fail(ROOM, GraphAccessDenied("403 for a while"))
-    refused = asyncio.ensure_future(world.services.push.push(push_t2))
-    await gate.written.wait()
-    monkeypatch.setattr(world.calendar, "write_batch", write_batch)
+    refused, gate = await start_gated_push(world, monkeypatch, push_t2)
     await world.services.push.push(push_t2)  # the same version again, after the window
     await incremental_round(world)  # confirms the event: the check is done with
 
@@ -729,21 +741,10 @@ async def test_a_refusal_answered_after_its_event_was_deleted_in_outlook_is_not_
     await world.services.bookings.cancel(booking_id)
     [push_cancel] = world.outbound()
     drop_outbound(world)
-    gate = GatedBatches(world)
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
     world.calendar.fail(ROOM, GraphAccessDenied("403 for a while"))
-    refused = asyncio.ensure_future(world.services.push.push(push_cancel))
-    await gate.written.wait()
+    refused, gate = await start_gated_push(world, monkeypatch, push_cancel)
     del world.calendar.events[ROOM][event.event_id]  # deleted in Outlook meanwhile
-    await world.services.inbound.handle_change(
-        EventChange(
-            subscription_id="s",
-            resource_id="room-1",
-            change_type="deleted",
-            event_id=event.event_id,
-            received_at=world.clock.now,
-        )
-    )
+    await notify(world, "deleted", event.event_id)
 
     gate.release.set()
     await refused  # the 403's answer, recorded last
@@ -905,13 +906,8 @@ async def test_a_lost_create_retried_into_a_refusal_then_rescheduled_is_not_an_o
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     [push_v1] = world.outbound()
     await lose_the_answer(world, monkeypatch)
-    gate = GatedBatches(world)
-    send = world.calendar.write_batch
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
     world.calendar.fail(ROOM, GraphAccessDenied("403"))
-    retry = asyncio.ensure_future(world.services.push.push(push_v1))
-    await gate.written.wait()
-    monkeypatch.setattr(world.calendar, "write_batch", send)
+    retry, gate = await start_gated_push(world, monkeypatch, push_v1)
     await world.services.bookings.reschedule(booking_id, T2)
     gate.release.set()
     await retry
@@ -1003,10 +999,7 @@ async def test_an_outlook_move_left_by_the_ignore_policy_is_not_undone_by_a_roun
     world: FakeWorld,
 ) -> None:
     await set_room(world, on_outlook_move=OnOutlookMove.IGNORE)
-    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()  # its check waits for the next round
-    [event] = world.calendar.events[ROOM].values()
+    booking_id, event = await pushed_after_the_baseline_round(world)  # its check waits
     moved = event.model_copy(update={"start": T2.start, "end": T2.end, "change_key": "moved"})
     world.calendar.events[ROOM][event.event_id] = moved  # the Outlook user moves it
     await notify_updated(world, event.event_id, "moved")  # the policy leaves it there
@@ -1024,20 +1017,9 @@ async def test_a_calendar_whose_event_the_ignore_policy_left_deleted_is_not_pend
     world: FakeWorld,
 ) -> None:
     await set_room(world, on_outlook_delete=OnOutlookDelete.IGNORE)
-    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
-    [event] = world.calendar.events[ROOM].values()
+    booking_id, event = await pushed_after_the_baseline_round(world)
     del world.calendar.events[ROOM][event.event_id]  # the Outlook user deletes it
-    await world.services.inbound.handle_change(
-        EventChange(
-            subscription_id="s",
-            resource_id="room-1",
-            change_type="deleted",
-            event_id=event.event_id,
-            received_at=world.clock.now,
-        )
-    )
+    await notify(world, "deleted", event.event_id)
     await world.services.bookings.reschedule(booking_id, T2)
     await world.push_all()
     world.clock.now += timedelta(minutes=5)
@@ -1046,34 +1028,6 @@ async def test_a_calendar_whose_event_the_ignore_policy_left_deleted_is_not_pend
     assert events_at(world, ROOM) == []  # left deleted, as the policy says
     view = await world.services.bookings.get(booking_id)
     assert [s.state for s in view.sync] == ["detached"]
-
-
-class Gate:
-    """Writes reach the calendar at once; the answer waits for `release`."""
-
-    def __init__(self, world: FakeWorld) -> None:
-        self.release = asyncio.Event()
-        self.written = asyncio.Event()
-        self._write_batch = world.calendar.write_batch
-
-    async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
-        results = await self._write_batch(writes)
-        self.written.set()
-        await self.release.wait()
-        return results
-
-
-async def start_gated_push(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Gate]:
-    """The queued push started: its write reached the calendar, its answer waits."""
-    [message] = world.outbound()
-    drop_outbound(world)
-    gate = Gate(world)
-    send = world.calendar.write_batch
-    monkeypatch.setattr(world.calendar, "write_batch", gate.write_batch)
-    task = asyncio.ensure_future(world.services.push.push(message))
-    await gate.written.wait()
-    monkeypatch.setattr(world.calendar, "write_batch", send)
-    return task, gate
 
 
 async def test_an_older_write_landed_late_and_known_as_ours_is_written_again_by_the_round(
