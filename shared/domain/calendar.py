@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
@@ -234,3 +235,10 @@ class GraphSubscription(DomainModel):
     subscription_id: str
     expires_at: UtcDatetime
     resource: str | None = None  # as Graph lists it, e.g. /users/room-1@contoso.com/events
+
+
+def event_to_keep(events: Sequence[CalendarEvent]) -> CalendarEvent:
+    """Which of a booking's several events of ours stays its event (the others are
+    duplicates), the same whichever path asks: one Graph gave a modification time, then
+    the smallest id."""
+    return min(events, key=lambda e: (e.last_modified_at is None, e.event_id))

@@ -9,11 +9,11 @@ out-of-order notifications converge on the same result.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
 from shared.domain.bookings import Booking, TimeRange
-from shared.domain.calendar import CalendarEvent, EventMapping
+from shared.domain.calendar import CalendarEvent, EventMapping, event_to_keep
 from shared.domain.errors import BookingTimeRefused, CalendarUnavailable, SlotUnavailable
 from shared.domain.messages import (
     BookingEvent,
@@ -39,13 +39,6 @@ from shared.services.policies import Action, on_delete, on_move
 from shared.services.push import PushService
 
 logger = logging.getLogger(__name__)
-
-
-def event_to_keep(events: Sequence[CalendarEvent]) -> CalendarEvent:
-    """Which of a booking's several events of ours stays its event (the others are
-    duplicates), the same whichever path asks: one Graph gave a modification time, then
-    the smallest id."""
-    return min(events, key=lambda e: (e.last_modified_at is None, e.event_id))
 
 
 class OutlookChangeApplier:

@@ -26,6 +26,7 @@ from shared.domain.calendar import (
     EventDraft,
     EventMapping,
     WrittenTimes,
+    event_to_keep,
 )
 from shared.domain.errors import (
     ConcurrencyConflict,
@@ -359,7 +360,7 @@ class PushService:
                 return mapping  # it may land yet: the resource's check looks again
             forgotten: dict[str, object] = {"pending_transaction_id": None, "writes_in_flight": []}
             return await self._mappings.update(value.model_copy(update=forgotten), mapping.etag)
-        event = min(found, key=lambda e: (e.last_modified_at is None, e.event_id))
+        event = event_to_keep(found)
         extras = [e for e in found if e.event_id != event.event_id]
         if extras:
             await self._gateway.write_batch(
@@ -470,6 +471,7 @@ class PushService:
 
         def recorded(latest: EventMapping) -> EventMapping | None:
             nonlocal overtaken
+            overtaken = False  # decided anew on each try (a conflict re-reads `latest`)
             # Ours is answered; so is every older write already answered. An older one
             # still unanswered may yet land (a retry under way): its times stay ours.
             in_flight = [

@@ -28,6 +28,7 @@ from shared.domain.calendar import (
     DeltaRound,
     EventMapping,
     EventType,
+    event_to_keep,
 )
 from shared.domain.errors import (
     CalendarUnavailable,
@@ -55,7 +56,7 @@ from shared.services.connection import ConnectionTracker
 from shared.services.inbound import EventChangeHandler
 from shared.services.mapping_updates import update_mapping
 from shared.services.mirror import MirrorService
-from shared.services.outlook_changes import OutlookChangeApplier, event_to_keep
+from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushService
 from shared.services.resource_updates import update_resource
