@@ -41,10 +41,12 @@ SOAK_MINUTES = float(os.environ.get("CONVERGENCE_SOAK_MINUTES", "0"))
 KILL_STEPS = int(os.environ.get("CONVERGENCE_KILL_STEPS", "40"))
 
 
-def seeds() -> list[int]:
+def new_seed() -> int:
+    """CONVERGENCE_SEED, or a fresh seed. Drawn when a run starts, not when the tests are
+    collected: parallel test workers each collect the suite and must see the same ids."""
     if os.environ.get("CONVERGENCE_SEED"):
-        return [int(os.environ["CONVERGENCE_SEED"])]
-    return [secrets.randbelow(2**32) for _ in range(RUNS)]
+        return int(os.environ["CONVERGENCE_SEED"])
+    return secrets.randbelow(2**32)
 
 
 async def one_run(
@@ -85,10 +87,12 @@ async def fresh_mailboxes(stack: Stack) -> tuple[str, str, str]:
     return names
 
 
-@pytest.mark.parametrize("seed", seeds())
+@pytest.mark.parametrize("run_number", range(1 if os.environ.get("CONVERGENCE_SEED") else RUNS))
 async def test_random_runs_converge_after_one_round(
-    stack: Stack, azurite: Azurite, seed: int
+    stack: Stack, azurite: Azurite, run_number: int
 ) -> None:
+    seed = new_seed()
+    print(f"convergence run {run_number}: seed {seed}")  # shown with any failure
     run, problems = await one_run(stack, await fresh_mailboxes(stack), azurite, seed, STEPS)
 
     context = f"seed {seed}; rules {run.applied}; outcomes {dict(run.workload.outcomes)}"
@@ -131,7 +135,8 @@ async def test_random_runs_with_host_kills_converge(
 ) -> None:
     """The same, with the app in a host process of its own that a rule kills (SIGKILL)
     and restarts mid-run; host.json's queue timings, as in Azure."""
-    seed = seeds()[0]
+    seed = new_seed()
+    print(f"host-kill run: seed {seed}")  # shown with any failure
     storage = own_azurite.connection_string
     host = HostProcess(
         port=free_port(),
