@@ -26,6 +26,13 @@ class Fault:
     latency_ms: int
     # Chance that a matching request is hit (None: every one); a miss spends no count.
     probability: float | None = None
+    # The request is carried out and only its answer is the fault: an answer lost on its
+    # way back (a gateway timeout after the mailbox wrote). Graph's event `transactionId`
+    # exists for this case: "in case of client retries to create the same event [...]
+    # when low network connectivity causes the client to time out before receiving a
+    # response from the server for the client's prior create-event request"
+    # (resources/event.md).
+    after_applying: bool = False
     seed: int | None = None
     draws: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
@@ -47,6 +54,7 @@ class Fault:
             "latencyMs": self.latency_ms,
             "probability": self.probability,
             "seed": self.seed,
+            "afterApplying": self.after_applying,
         }
 
     def strikes(self) -> bool:
@@ -102,6 +110,11 @@ class FaultRegistry:
             raise ValueError("'count' must be at least 1 (omit it for until-cleared)")
         probability = _optional_probability(body)
         seed = _optional_int(body, "seed")
+        after_applying = body.get("afterApplying", False)
+        if not isinstance(after_applying, bool):
+            raise ValueError("'afterApplying' must be true or false")
+        if after_applying and status is None:
+            raise ValueError("'afterApplying' needs a 'status': the answer that replaces it")
         mailbox = body.get("mailbox")
         path_contains = body.get("pathContains")
         fault = Fault(
@@ -117,6 +130,7 @@ class FaultRegistry:
             probability=probability,
             seed=seed,
             draws=random.Random(seed),  # noqa: S311 - fault injection, not cryptography
+            after_applying=after_applying,
         )
         self._faults.append(fault)
         logger.info("fault %s added: status=%s latency=%sms", fault.id, status, latency)

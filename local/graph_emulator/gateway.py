@@ -67,10 +67,19 @@ async def dispatch(
         latency_ms = state.settings.latency_ms + (fault.latency_ms if fault else 0)
         if latency_ms > 0:
             await asyncio.sleep(latency_ms / 1000)
-        if fault is not None and fault.status is not None:
+        if fault is not None and fault.status is not None and not fault.after_applying:
             logger.info("fault %s applied to %s %s", fault.id, request.method, template)
             raise fault.to_error()
         response = await match.route.handler(emulator, request, match.params)
+        if fault is not None and fault.after_applying:
+            logger.info(
+                "fault %s: %s %s carried out (%s), its answer lost",
+                fault.id,
+                request.method,
+                template,
+                response.status,
+            )
+            raise fault.to_error()
     except GraphError as error:
         response = _error_response(error, request)
     finally:

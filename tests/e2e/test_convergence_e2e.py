@@ -5,14 +5,16 @@ mailbox) is healed by one ordinary reconcile round, or refused up front."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 import pytest
 
 from local.azurite import Azurite
+from shared.adapters.graph.mapping import EXPAND_BOOKING_ID
 from shared.composition import get_services
-from tests.e2e.test_bookings_e2e import booking, our_events, slot, synced
+from tests.e2e.test_bookings_e2e import START, booking, our_events, slot, synced
 from tests.e2e.test_outlook_e2e import booked, subscription_of
 from tests.e2e.test_reconcile_e2e import quiet
 from tests.fixtures.stack import Mailboxes, Stack, eventually
@@ -24,6 +26,18 @@ pytestmark = pytest.mark.integration
 async def incremental_round(resource_id: str) -> None:
     report = await get_services().reconcile.reconcile(resource_id)
     assert not report.full, "the round under test must be an ordinary incremental one"
+
+
+async def our_events_in_view(stack: Stack, mailbox: str) -> list[dict[str, Any]]:
+    """The mailbox's events of ours over the next two weeks, read through calendarView:
+    a fault on `/events` leaves this read alone."""
+    first, last = START.date(), START.date() + timedelta(days=14)
+    window = f"startDateTime={first}T00:00:00Z&endDateTime={last}T00:00:00Z"
+    status, page = await stack.graph(
+        "GET", f"/users/{mailbox}/calendarView?{window}&$expand={EXPAND_BOOKING_ID}"
+    )
+    assert status == 200, page
+    return [e for e in page["value"] if e.get("singleValueExtendedProperties")]
 
 
 async def view(stack: Stack, booking_id: str) -> dict[str, Any]:
@@ -99,6 +113,61 @@ async def test_pushes_failed_for_longer_than_the_retries_heal_in_an_incremental_
         assert [s["state"] for s in (await view(stack, booking_id))["sync"]] == ["synced"]
     _, resource = await stack.call("GET", f"/resources/{room}")
     assert resource["status"]["state"] == "connected"
+
+
+@pytest.mark.parametrize("then", ["cancel", "reschedule"])
+async def test_a_create_whose_answer_was_lost_leaves_the_calendar_as_the_booking_is(
+    stack: Stack, mb: Mailboxes, azurite: Azurite, then: str
+) -> None:
+    """Graph made the event but its answer never came back (a gateway timeout after the
+    write), and every retry met an outage; meanwhile the booking was cancelled or
+    rescheduled. Once Graph is back, one incremental round leaves the calendar as the
+    booking is: no event left behind, none twice, and no Outlook move made up from the
+    first times."""
+    room = await stack.connect(mb.room, onOutlookMove="reschedule_booking")
+    await quiet(stack)
+    assert (await get_services().reconcile.reconcile(room)).full  # the baseline round
+    for fault in (
+        {"status": 504, "afterApplying": True, "count": 1},  # made; the answer lost
+        {"status": 503, "retryAfter": 31},  # then refused for longer than the retries
+    ):
+        await stack.control(
+            "POST", "/faults", {"mailbox": mb.room, "pathContains": "/events", **fault}
+        )
+    later = slot(hours=5)
+    try:
+        code, made = await stack.call("POST", "/bookings", booking([room], **slot(hours=2)))
+        assert code == 201, made
+        booking_id = made["bookingId"]
+
+        async def made_by_graph() -> bool:
+            return len(await our_events_in_view(stack, mb.room)) == 1
+
+        await eventually(made_by_graph, within=20)
+        if then == "cancel":
+            code, _ = await stack.call("POST", f"/bookings/{booking_id}/cancel")
+        else:
+            code, _ = await stack.call("POST", f"/bookings/{booking_id}/reschedule", later)
+        assert code == 200
+        await eventually(partial(given_up, stack, azurite, 503, [booking_id]), within=40)
+    finally:
+        await stack.control("DELETE", "/faults")
+    await quiet(stack)
+
+    await incremental_round(room)
+    await quiet(stack)
+
+    events = await our_events(stack, mb.room)
+    after = await view(stack, booking_id)
+    if then == "cancel":
+        assert events == []
+        assert after["status"] == "cancelled"
+    else:
+        [event] = events
+        assert event["start"]["dateTime"].startswith(later["start"][:19])
+        assert (after["start"][:19], after["status"]) == (later["start"][:19], "rescheduled")
+        assert after["version"] == made["version"] + 1  # nothing moved it back and forth
+    assert [s["state"] for s in after["sync"]] == ["synced"]
 
 
 async def test_an_event_deleted_with_its_notification_lost_cancels_by_policy(

@@ -147,6 +147,52 @@ async def test_fault_count_path_and_clearing(graph: GraphClient) -> None:
     assert loop.time() - started >= 0.15
 
 
+async def test_a_fault_after_applying_loses_only_the_answer(graph: GraphClient) -> None:
+    """The write lands and its answer is the fault; a retry with the create's
+    transactionId finds the event made, top level and inside a $batch alike."""
+    refused = await graph.post(_control_url(graph, "/faults"), {"afterApplying": True})
+    assert refused.status == 400
+    await graph.post(
+        _control_url(graph, "/faults"),
+        {"pathContains": "/events", "status": 504, "afterApplying": True, "count": 2},
+    )
+    body = {
+        **event_body("lost answer", "2025-03-01T09:00:00", "2025-03-01T10:00:00"),
+        "transactionId": str(uuid.uuid4()),
+    }
+    lost = await graph.post(f"{ALICE}/events", body)
+    assert lost.status == 504
+    batched = await graph.post(
+        "/$batch",
+        {
+            "requests": [
+                {
+                    "id": "1",
+                    "method": "POST",
+                    "url": f"{ALICE}/events",
+                    "headers": JSON,
+                    "body": {
+                        **event_body(
+                            "lost in a batch", "2025-03-01T11:00:00", "2025-03-01T12:00:00"
+                        ),
+                        "transactionId": str(uuid.uuid4()),
+                    },
+                }
+            ]
+        },
+    )
+    assert [r["status"] for r in batched.body["responses"]] == [504]
+
+    listed = (await graph.get(f"{ALICE}/events", params={"$top": "100"})).body["value"]
+    subjects = [e["subject"] for e in listed]
+    assert subjects.count("lost answer") == 1
+    assert subjects.count("lost in a batch") == 1
+    again = await graph.post(f"{ALICE}/events", body)
+    assert again.status == 201
+    made = next(e for e in listed if e["subject"] == "lost answer")
+    assert again.body["id"] == made["id"]
+
+
 async def test_bearer_token_is_required(graph: GraphClient) -> None:
     missing = await graph.get(f"{ALICE}/events", token="")
     assert missing.status == 401
