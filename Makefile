@@ -40,8 +40,10 @@ lint: $(PY_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Two worker processes (pytest-xdist): the suite waits more than it computes; `worksteal`
+# lets the worker done first take over the other's remaining tests.
 test: lint $(NODE_STAMP) $(CHROMIUM)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist worksteal
 
 # The console's screenshots in docs/console/, taken by its browser test.
 screenshots: $(PY_STAMP) $(NODE_STAMP) $(CHROMIUM)
