@@ -103,24 +103,34 @@ class FakeBookings(FakeTable[Booking]):
 
 
 class FakeEventMappings(FakeTable[EventMapping]):
+    """As the table: an index row per event id a mapping ever pointed at, never removed,
+    so a former event of a booking still finds the booking's mapping (now pointing at
+    another event)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index: dict[tuple[str, str], str] = {}  # (resource, event id) -> booking id
+
     async def get(self, resource_id: str, booking_id: str) -> Stored[EventMapping] | None:
         return self.rows.get((resource_id, booking_id))
 
     async def find_by_event(self, resource_id: str, event_id: str) -> Stored[EventMapping] | None:
-        return next(
-            (
-                row
-                for (rid, _), row in self.rows.items()
-                if rid == resource_id and row.value.event_id == event_id
-            ),
-            None,
-        )
+        booking_id = self.index.get((resource_id, event_id))
+        return None if booking_id is None else self.rows.get((resource_id, booking_id))
+
+    def _indexed(self, stored: Stored[EventMapping]) -> Stored[EventMapping]:
+        mapping = stored.value
+        if mapping.event_id is not None:
+            self.index[(mapping.resource_id, mapping.event_id)] = mapping.booking_id
+        return stored
 
     async def add(self, mapping: EventMapping) -> Stored[EventMapping]:
-        return self._insert((mapping.resource_id, mapping.booking_id), mapping)
+        return self._indexed(self._insert((mapping.resource_id, mapping.booking_id), mapping))
 
     async def update(self, mapping: EventMapping, etag: str) -> Stored[EventMapping]:
-        return self._replace((mapping.resource_id, mapping.booking_id), mapping, etag)
+        return self._indexed(
+            self._replace((mapping.resource_id, mapping.booking_id), mapping, etag)
+        )
 
     async def list_for_resource(self, resource_id: str) -> list[Stored[EventMapping]]:
         return [row for (rid, _), row in self.rows.items() if rid == resource_id]

@@ -602,6 +602,7 @@ class EventChangeHandler:
         settings = resource.settings
         # What each change needs: its mapping (None: a foreign event), and the events to read.
         planned: list[tuple[EventChange, Stored[EventMapping] | None]] = []
+        former: list[tuple[EventChange, EventMapping]] = []
         to_read: list[str] = []
         for change, mapping in changes:
             if isinstance(mapping, BaseException):
@@ -611,7 +612,8 @@ class EventChangeHandler:
                 continue
             if mapping is not None and mapping.value.event_id != change.event_id:
                 # An event of ours that we replaced or removed ourselves (resync, restore).
-                logger.debug("change of a former event %s of ours ignored", change.event_id)
+                if change.change_type != "deleted" and settings.direction.pushes:
+                    former.append((change, mapping.value))
                 continue
             if mapping is not None:
                 # A delete carries the event's last changeKey, which may be ours: never an echo.
@@ -654,6 +656,39 @@ class EventChangeHandler:
                     await self._mirror_change(resource, change, event, work)
             except Exception as exc:  # noqa: BLE001 - returned; the caller raises the first
                 work.failures.append((change, exc))
+        for change, mapped in former:
+            try:
+                await self._remove_if_duplicate(resource, change, mapped, work)
+            except Exception as exc:  # noqa: BLE001 - returned; the caller raises the first
+                work.failures.append((change, exc))
+
+    async def _remove_if_duplicate(
+        self, resource: Resource, change: EventChange, mapped: EventMapping, work: _Pass
+    ) -> None:
+        """A change, not a delete, of an event of ours the booking's mapping no longer
+        points at: most often a late echo of an event since replaced, but it may be back
+        (restored from Deleted Items after the restore_event policy wrote the event again;
+        an immutable id survives the move). Only the calendar tells (a GET by id finds
+        Deleted Items too): one listing of the booking's events. When both it and the
+        mapped event are there, it is a duplicate and goes, as a full round would do."""
+        if mapped.detached or mapped.event_id is None:
+            return
+        mailbox = resource.settings.mailbox
+        found = {
+            e.event_id
+            for e in await self._gateway.find_events_for_booking(mailbox, mapped.booking_id)
+        }
+        if change.event_id not in found or mapped.event_id not in found:
+            logger.debug("change of a former event %s of ours ignored", change.event_id)
+            return
+        await self._gateway.delete_event(mailbox, change.event_id)
+        logger.warning(
+            "booking %s: former event %s back in the calendar beside %s; removed",
+            mapped.booking_id,
+            change.event_id,
+            mapped.event_id,
+        )
+        self._log(work, resource, change, "duplicate event of ours removed", SyncOutcome.OK)
 
     async def _mirror_change(
         self, resource: Resource, change: EventChange, event: CalendarEvent | None, work: _Pass

@@ -1097,3 +1097,33 @@ async def test_an_older_write_landed_late_then_its_retry_lost_is_not_an_outlook_
     view = await world.services.bookings.get(booking_id)
     assert (view.start, view.end) == (T3.start, T3.end)
     assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
+
+
+async def test_an_event_restored_from_deleted_items_after_the_policy_wrote_it_again_is_not_kept(
+    world: FakeWorld,
+) -> None:
+    """An Outlook delete, and the restore_event policy writes the event again; then the
+    user restores the first one from Deleted Items (it keeps its immutable id, with a new
+    changeKey). The booking ends with one event, not two, after its notification or the
+    round that reads it."""
+    await set_room(world, on_outlook_delete=OnOutlookDelete.RESTORE_EVENT)
+    booking_id, first = await pushed_after_the_baseline_round(world)
+    del world.calendar.events[ROOM][first.event_id]  # deleted in Outlook
+    await notify(world, "deleted", first.event_id)
+    await world.push_all()
+    [again] = world.calendar.events[ROOM].values()
+    assert again.event_id != first.event_id
+
+    restored = first.model_copy(
+        update={"change_key": "ck-restored", "last_modified_at": world.clock.now}
+    )
+    world.calendar.events[ROOM][first.event_id] = restored  # back from Deleted Items
+    await notify(world, "created", first.event_id, change_key="ck-restored")
+    await world.push_all()
+    world.clock.now += timedelta(minutes=15)
+    await incremental_round(world)
+    await world.push_all()
+
+    assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
+    view = await world.services.bookings.get(booking_id)
+    assert view.status is BookingStatus.CONFIRMED
