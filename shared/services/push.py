@@ -158,7 +158,8 @@ class PushService:
         self._clock = clock
 
     async def push(self, message: PushBooking) -> None:
-        """Idempotent. Raises PushIncomplete when a transient failure should be retried."""
+        """Idempotent. Raises PushIncomplete when a transient failure should be retried,
+        GraphThrottled when every one was Graph throttling (after its Retry-After)."""
         await self.push_many([message])
 
     async def push_many(
@@ -178,6 +179,7 @@ class PushService:
         if results is None:
             return
         transient: list[str] = []
+        throttled: list[GraphThrottled] = []
         synced: set[str] = set()
         errors: list[BaseException] = []
         behind: dict[str, PushBooking] = {}
@@ -202,6 +204,8 @@ class PushService:
                 synced.add(plan.resource.resource_id)
             elif retry:
                 transient.append(f"{booking.booking_id} on {plan.resource.resource_id}")
+                if isinstance(result.error, GraphThrottled):
+                    throttled.append(result.error)
         for resource_id in sorted(synced):
             await self._connection.mark_synced(resource_id)
         if behind and again:
@@ -211,6 +215,14 @@ class PushService:
                 errors.append(exc)
         if errors:
             raise errors[0]
+        if transient and len(throttled) == len(transient):
+            # Only throttled: the worker sends the message again after Graph's Retry-After
+            # (the longest asked), counting no try.
+            waits = [t.retry_after_seconds for t in throttled if t.retry_after_seconds is not None]
+            raise GraphThrottled(
+                f"throttled; retry for {', '.join(transient[:10])}",
+                retry_after_seconds=max(waits) if waits else None,
+            )
         if transient:
             raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
 

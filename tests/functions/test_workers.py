@@ -19,7 +19,7 @@ from shared.domain.messages import (
     ReconcileResource,
 )
 from shared.domain.resources import ConnectionState, ConnectionStatus
-from tests.builders import T0, resource
+from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 MAILBOX = "room-1@contoso.com"
@@ -62,6 +62,32 @@ async def test_a_throttled_message_without_retry_after_waits_a_few_seconds(
 
     [delay] = world.queue.delays
     assert 1 <= delay <= workers.MAX_THROTTLE_DELAY_SECONDS
+
+
+async def test_a_push_throttled_past_the_gateway_goes_back_after_retry_after(
+    world: FakeWorld,
+) -> None:
+    """The push records each calendar's answer before it raises: a write Graph throttled
+    is a throttle to the worker too, not a failed try toward `-poison`."""
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    connected = ConnectionStatus(mirror_refreshed_at=world.clock.now)
+    await world.resources.update(stored.value.model_copy(update={"status": connected}), stored.etag)
+    booking = await world.services.bookings.create(booking_request(), None)
+    [(_, body)] = [sent for sent in world.queue.sent if sent[0] == SYNC_OUTBOUND_QUEUE]
+    world.queue.sent.clear()
+    world.queue.delays.clear()
+    world.calendar.fail(MAILBOX, GraphThrottled("MailboxConcurrency", retry_after_seconds=31))
+    handler = workers.sync_outbound.build().get_user_function()
+
+    await handler(func.QueueMessage(body=body.encode()))
+
+    assert world.queue.sent == [(SYNC_OUTBOUND_QUEUE, body)]
+    assert world.queue.delays == [31]
+    assert world.calendar.events[MAILBOX] == {}
+    await handler(func.QueueMessage(body=body.encode()))  # Graph is back
+    [event] = world.calendar.events[MAILBOX].values()
+    assert event.booking_id == booking.booking_id
 
 
 async def test_a_round_of_a_gone_mailbox_completes_and_nothing_goes_back_to_the_queue(
