@@ -212,14 +212,15 @@ class OutlookChangeApplier:
 
     async def _detach(self, current: EventMapping) -> None:
         """The event is gone and the policy leaves it gone: the mapping stops pointing at
-        it and is not pushed again. A push may record an attempt on the same mapping
-        meanwhile, hence a re-read on a conflict."""
+        it and is not pushed again, and a failed write to it no longer stands (a cancel's
+        delete that met an outage: the event it was to remove is gone). A push may record
+        an attempt on the same mapping meanwhile, hence a re-read on a conflict."""
 
         def detached(latest: EventMapping) -> EventMapping | None:
             if latest.event_id != current.event_id:
                 return None  # replaced or removed meanwhile: no longer that event's mapping
             return latest.model_copy(
-                update={"event_id": None, "change_key": None, "detached": True}
+                update={"event_id": None, "change_key": None, "detached": True, "last_error": None}
             )
 
         await update_mapping(self._mappings, current.resource_id, current.booking_id, detached)

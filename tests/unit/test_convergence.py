@@ -1127,3 +1127,23 @@ async def test_an_event_restored_from_deleted_items_after_the_policy_wrote_it_ag
     assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
     view = await world.services.bookings.get(booking_id)
     assert view.status is BookingStatus.CONFIRMED
+
+
+async def test_a_cancelled_bookings_event_gone_while_its_delete_failed_is_not_failed_for_ever(
+    world: FakeWorld,
+) -> None:
+    """An Outlook delete cancels the booking (cancel_booking); the cancel's push, which
+    deletes the event, meets an outage longer than the retries. The event is gone anyway:
+    once a round has seen that, nothing is left to do, and the state says so."""
+    booking_id, event = await pushed_after_the_baseline_round(world)
+    del world.calendar.events[ROOM][event.event_id]  # deleted in Outlook
+    await notify(world, "deleted", event.event_id)
+    assert (await world.services.bookings.get(booking_id)).status is BookingStatus.CANCELLED
+    await lose_pushes(world, GraphTransient("503 for longer than the retries"))
+    world.clock.now += timedelta(minutes=15)
+
+    await incremental_round(world)
+
+    view = await world.services.bookings.get(booking_id)
+    assert [(s.state, s.error) for s in view.sync] == [("removed", None)]
+    assert events_at(world, ROOM) == []
