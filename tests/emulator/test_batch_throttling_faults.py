@@ -19,6 +19,11 @@ def _control_url(graph: GraphClient, path: str) -> str:
     return graph.graph_url.replace("/v1.0", "/_emulator") + path
 
 
+def _create_step(body: dict[str, Any]) -> dict[str, Any]:
+    """A $batch step (id 1) creating an event in Alice's calendar."""
+    return {"id": "1", "method": "POST", "url": f"{ALICE}/events", "headers": JSON, "body": body}
+
+
 async def _stats(graph: GraphClient) -> dict[str, Any]:
     stats: dict[str, Any] = (await graph.get(_control_url(graph, "/stats"))).body
     return stats
@@ -33,13 +38,7 @@ async def test_batch_limits_and_depends_on(graph: GraphClient) -> None:
         "/$batch",
         {
             "requests": [
-                {
-                    "id": "1",
-                    "method": "POST",
-                    "url": f"{ALICE}/events",
-                    "headers": JSON,
-                    "body": event_body("batched", "2025-05-01T09:00:00", "2025-05-01T10:00:00"),
-                },
+                _create_step(event_body("batched", "2025-05-01T09:00:00", "2025-05-01T10:00:00")),
                 {"id": "2", "method": "GET", "url": f"{ALICE}/events", "dependsOn": ["1"]},
                 {"id": "3", "method": "GET", "url": "/users/ghost@contoso.com/events"},
                 {"id": "4", "method": "GET", "url": ALICE, "dependsOn": ["3"]},
@@ -166,18 +165,14 @@ async def test_a_fault_after_applying_loses_only_the_answer(graph: GraphClient) 
         "/$batch",
         {
             "requests": [
-                {
-                    "id": "1",
-                    "method": "POST",
-                    "url": f"{ALICE}/events",
-                    "headers": JSON,
-                    "body": {
+                _create_step(
+                    {
                         **event_body(
                             "lost in a batch", "2025-03-01T11:00:00", "2025-03-01T12:00:00"
                         ),
                         "transactionId": str(uuid.uuid4()),
-                    },
-                }
+                    }
+                )
             ]
         },
     )
