@@ -82,6 +82,22 @@ EmailAddress = Annotated[
     AfterValidator(_check_email),
 ]
 
+# Characters XML 1.0 does not allow (https://www.w3.org/TR/xml/#charsets): C0 controls
+# other than tab, line feed and carriage return. Exchange keeps items as XML-based MAPI
+# properties; what Graph does with one in an event's subject or body is not documented,
+# so the harsher reading: text the app writes into events refuses them up front.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def refuse_control_characters(value: str | None) -> str | None:
+    """`value` unchanged, or ValueError when it holds a character an event cannot."""
+    if value is not None and _CONTROL_CHARACTERS.search(value):
+        raise ValueError(
+            "must not contain control characters (U+0000 to U+001F but tab and line breaks)"
+        )
+    return value
+
+
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 LongText = Annotated[str, StringConstraints(max_length=4000)]
 PositiveVersion = Annotated[int, Field(ge=1)]

@@ -18,6 +18,7 @@ from shared.domain.base import (
     ResourceId,
     ShortText,
     UtcDatetime,
+    refuse_control_characters,
 )
 from shared.domain.calendar import mirror_start
 from shared.domain.errors import BeyondHorizon, DurationTooLong, StartInPast
@@ -134,7 +135,22 @@ class BookingRequest(DomainModel):
     notes: LongText | None = None
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
-    # Field validators, not a model one: the refusal names the field to fix.
+    # Field validators, not a model one: the refusal names the field to fix. Only the
+    # request refuses control characters: bookings stored before it still read.
+    @field_validator("title", "location", "notes")
+    @classmethod
+    def _writable_text(cls, value: str | None) -> str | None:
+        return refuse_control_characters(value)
+
+    @field_validator("customer")
+    @classmethod
+    def _writable_customer(cls, customer: Customer) -> Customer:
+        try:
+            refuse_control_characters(customer.name)
+        except ValueError as exc:
+            raise ValueError(f"customer.name {exc}") from None
+        return customer
+
     @field_validator("resource_ids")
     @classmethod
     def _distinct(cls, resource_ids: list[str]) -> list[str]:

@@ -105,6 +105,16 @@ async def test_create_get_cancel_round_trip(world: FakeWorld) -> None:
     assert (status, again["status"]) == (200, "cancelled")
 
 
+async def test_a_nul_in_the_title_is_422_naming_the_field_and_books_nothing(
+    world: FakeWorld,
+) -> None:
+    status, body = await call(bookings.create_booking, "POST", body=booking_body(title="a\x00b"))
+    assert (status, body["error"]["code"]) == (422, "invalid_input")
+    assert error_fields(body) == {"title"}
+    assert world.bookings.rows == {}
+    assert world.outbound() == []
+
+
 async def test_overlap_is_409_slot_unavailable(world: FakeWorld) -> None:
     await call(bookings.create_booking, "POST", body=booking_body())
     status, body = await call(bookings.create_booking, "POST", body=booking_body())

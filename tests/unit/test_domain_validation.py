@@ -147,3 +147,26 @@ def test_touching_ranges_do_not_overlap() -> None:
     c = TimeRange.model_validate({"start": "2030-01-07T09:59Z", "end": "2030-01-07T11:00Z"})
     assert not a.overlaps(b)
     assert a.overlaps(c)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"title": "Intro\x00call"}, "title"),
+        ({"notes": "line\x0bbreak"}, "notes"),
+        ({"location": "Room\x1f1"}, "location"),
+        ({"customer": {"name": "Ada\x07", "email": "ada@example.com"}}, "customer"),
+    ],
+)
+def test_control_characters_in_text_written_to_events_are_refused(
+    override: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as exc:
+        BookingRequest.model_validate(request_body(**override))
+    assert error_fields(exc) == {field}
+    assert "control characters" in str(exc.value)
+
+
+def test_tabs_and_line_breaks_in_notes_are_kept() -> None:
+    request = BookingRequest.model_validate(request_body(notes="a\tb\r\nc\nd"))
+    assert request.notes == "a\tb\r\nc\nd"
