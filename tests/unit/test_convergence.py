@@ -146,6 +146,13 @@ def events_at(world: FakeWorld, mailbox: str) -> list[tuple[str | None, Any, Any
     return sorted((e.booking_id, e.start, e.end) for e in world.calendar.events[mailbox].values())
 
 
+async def assert_booking_and_event_at(world: FakeWorld, booking_id: str, when: TimeRange) -> None:
+    """The booking is at `when`, and so is its event, room-1's only one."""
+    view = await world.services.bookings.get(booking_id)
+    assert (view.start, view.end) == (when.start, when.end)
+    assert events_at(world, ROOM) == [(booking_id, when.start, when.end)]
+
+
 @pytest.mark.parametrize(
     "error",
     [GraphTransient("503 for longer than the retries"), GraphAccessDenied("403 for a while")],
@@ -492,9 +499,7 @@ async def test_an_event_read_after_our_newer_write_is_not_an_outlook_move(
 
     assert outlook_moves(world) == []
     assert [source for _, source in changes_of(world, booking_id)] == ["api"] * 4
-    view = await world.services.bookings.get(booking_id)
-    assert (view.start, view.end) == (T4.start, T4.end)
-    assert events_at(world, ROOM) == [(booking_id, T4.start, T4.end)]
+    await assert_booking_and_event_at(world, booking_id, T4)
 
 
 @pytest.mark.parametrize("path", ["notification", "round"])
@@ -519,9 +524,7 @@ async def test_an_event_read_before_our_newer_write_landed_is_not_an_outlook_mov
 
     assert outlook_moves(world) == []
     assert [source for _, source in changes_of(world, booking_id)] == ["api"] * 3
-    view = await world.services.bookings.get(booking_id)
-    assert (view.start, view.end) == (T3.start, T3.end)
-    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
+    await assert_booking_and_event_at(world, booking_id, T3)
 
 
 async def test_an_event_still_there_when_a_deleted_notification_cancelled_its_booking_is_removed(
@@ -918,9 +921,7 @@ async def test_a_lost_create_retried_into_a_refusal_then_rescheduled_is_not_an_o
     world.clock.now += timedelta(minutes=5)
     await incremental_round(world)
 
-    view = await world.services.bookings.get(booking_id)
-    assert (view.start, view.end) == (T2.start, T2.end)
-    assert events_at(world, ROOM) == [(booking_id, T2.start, T2.end)]
+    await assert_booking_and_event_at(world, booking_id, T2)
     assert outlook_moves(world) == []
 
 
@@ -1094,9 +1095,7 @@ async def test_an_older_write_landed_late_then_its_retry_lost_is_not_an_outlook_
     await incremental_round(world)
 
     assert outlook_moves(world) == []
-    view = await world.services.bookings.get(booking_id)
-    assert (view.start, view.end) == (T3.start, T3.end)
-    assert events_at(world, ROOM) == [(booking_id, T3.start, T3.end)]
+    await assert_booking_and_event_at(world, booking_id, T3)
 
 
 async def test_an_event_restored_from_deleted_items_after_the_policy_wrote_it_again_is_not_kept(
