@@ -83,19 +83,26 @@ EmailAddress = Annotated[
 ]
 
 # Characters XML 1.0 does not allow (https://www.w3.org/TR/xml/#charsets): C0 controls
-# other than tab, line feed and carriage return. Exchange keeps items as XML-based MAPI
-# properties; what Graph does with one in an event's subject or body is not documented,
-# so the harsher reading: text the app writes into events refuses them up front.
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# other than tab, line feed and carriage return, and U+FFFE and U+FFFF. Exchange keeps
+# items as XML-based MAPI properties; what Graph does with one in an event's subject or
+# body is not documented, so the harsher reading: a booking's text refuses them up front,
+# and whatever else reaches an event (templates, older bookings) is written without them.
+_NOT_XML_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def refuse_control_characters(value: str | None) -> str | None:
     """`value` unchanged, or ValueError when it holds a character an event cannot."""
-    if value is not None and _CONTROL_CHARACTERS.search(value):
+    if value is not None and _NOT_XML_CHARACTERS.search(value):
         raise ValueError(
-            "must not contain control characters (U+0000 to U+001F but tab and line breaks)"
+            "must not contain control characters (U+0000 to U+001F but tab and line "
+            "breaks) or U+FFFE, U+FFFF"
         )
     return value
+
+
+def without_control_characters(text: str) -> str:
+    """`text` less the characters `refuse_control_characters` refuses."""
+    return _NOT_XML_CHARACTERS.sub("", text)
 
 
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]

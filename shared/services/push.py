@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from shared.domain.base import without_control_characters
 from shared.domain.bookings import Booking, BookingStatus
 from shared.domain.calendar import (
     MAX_WRITES_IN_FLIGHT,
@@ -83,7 +84,7 @@ def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
     return EventDraft(
         subject=subject,
         body=body,
-        location=booking.location,
+        location=without_control_characters(booking.location) if booking.location else None,
         start=booking.start,
         end=booking.end,
         time_zone=settings.time_zone,
@@ -95,7 +96,8 @@ def render_templates(
     booking: Booking, subject_template: str, body_template: str, time_zone: str
 ) -> tuple[str, str]:
     """An event's subject and body for the booking: the templates' placeholders filled
-    (times in `time_zone`), cut to what Outlook keeps."""
+    (times in `time_zone`), without characters an event cannot hold, cut to what Outlook
+    keeps."""
     zone = ZoneInfo(time_zone)
     values = {
         "title": booking.title,
@@ -107,8 +109,9 @@ def render_templates(
         "start": booking.start.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
         "end": booking.end.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
     }
-    subject = subject_template.format_map(values)[:255]
-    return subject, body_template.format_map(values).strip()[:8000]
+    subject = without_control_characters(subject_template.format_map(values))[:255]
+    body = without_control_characters(body_template.format_map(values)).strip()[:8000]
+    return subject, body
 
 
 def transaction_id(booking: Booking, resource_id: str, recreations: int = 0) -> str:

@@ -155,6 +155,7 @@ def test_touching_ranges_do_not_overlap() -> None:
         ({"title": "Intro\x00call"}, "title"),
         ({"notes": "line\x0bbreak"}, "notes"),
         ({"location": "Room\x1f1"}, "location"),
+        ({"title": "Intro\ufffe"}, "title"),
         ({"customer": {"name": "Ada\x07", "email": "ada@example.com"}}, "customer"),
     ],
 )

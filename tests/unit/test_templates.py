@@ -65,3 +65,16 @@ def test_a_customers_braces_are_text_not_placeholders() -> None:
     draft = render_draft(booking(title="{bookingId:>99999}", notes="{title!r}"), room)
     assert draft is not None
     assert (draft.subject, draft.body) == ("{bookingId:>99999}", "{title!r}")
+
+
+def test_characters_an_event_cannot_hold_never_reach_it() -> None:
+    """Templates and bookings stored before the request refused them may still hold
+    control characters: the event is written without them (tab and line breaks stay)."""
+    room = resource(subject_template="S\x00{title}\x1b", body_template="B\x01{customerEmail}\t\n")
+    stored = booking(title="T\ufffe", location="Room\x07 1")
+    stored = stored.model_copy(
+        update={"customer": stored.customer.model_copy(update={"email": "a\x01@b.com"})}
+    )
+    draft = render_draft(stored, room)
+    assert draft is not None
+    assert (draft.subject, draft.body, draft.location) == ("ST", "Ba@b.com", "Room 1")
