@@ -193,6 +193,9 @@ class Resource(DomainModel):
     # The timer round (its time) that last ran for this resource, well or failing: a
     # repeat of that round (a page sent twice, a past-due run) is skipped.
     last_round_at: UtcDatetime | None = None
+    # The latest timer round that met Graph throttling and waits out its Retry-After: an
+    # earlier round's message that comes back meanwhile skips (it gave way to this one).
+    throttled_round_at: UtcDatetime | None = None
     # Rows written before layouts were recorded parse as the legacy layout.
     mirror_layout: int = LEGACY_MIRROR_LAYOUT
     created_at: UtcDatetime

@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 LEASE_SECONDS = 60.0
 LEASE_RENEW_SECONDS = 20.0
 ANOTHER_ROUND_RUNNING = "another round is running"
+SUPERSEDED = "superseded by a later timer round"
 # A check whose booking change never landed (the request failed after marking it) is
 # dropped after this; any request that could still land has long ended by then.
 ABANDONED_CHECK = timedelta(minutes=10)
@@ -200,6 +201,11 @@ class ReconcileService:
         window = self._repeat_within if past_due else timedelta(0)
         if round_at is not None and last is not None and last >= round_at - window:
             return report.model_copy(update={"skipped": "a repeat of the last timer round"})
+        waiting = resource.throttled_round_at
+        if round_at is not None and waiting is not None and round_at < waiting:
+            # A later timer round waits out the same mailbox's throttling: it does this
+            # one's work when it runs, and this one stops asking the throttled mailbox.
+            return report.model_copy(update={"skipped": SUPERSEDED})
         settings = resource.settings
         if not settings.active or resource.status.state.is_ending:
             return report.model_copy(update={"skipped": "inactive or disconnected"})
@@ -469,6 +475,9 @@ class ReconcileService:
                 update["mirror_layout"] = MIRROR_LAYOUT
             if round_at is not None:
                 update["last_round_at"] = max(resource.last_round_at or round_at, round_at)
+                waiting = resource.throttled_round_at
+                if waiting is not None and waiting <= round_at:
+                    update["throttled_round_at"] = None
             return resource.model_copy(update=update)
 
         try:

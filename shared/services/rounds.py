@@ -28,6 +28,14 @@ most often a duplicate's (a page sent twice, two asks at once) and over within a
 or two, while a holder gone mid-round needs its lease to run out. When it comes back
 after the other round of the same timer round finished, it is a repeat and skips after
 one table read.
+
+A round that Graph throttled past the gateway's retries is sent again after the
+Retry-After (`functions/workers.py`) and counts no try, so while a mailbox stays
+throttled its rounds would pile up: each timer round one more message, each asking the
+throttled mailbox again at every return. The throttled round is recorded on the resource
+(`throttled_round_at`, one write per message), and an earlier timer round's message that
+comes back after it skips after one table read: one round per mailbox waits out a
+throttle, and it runs once the throttle ends.
 """
 
 from __future__ import annotations
@@ -40,7 +48,13 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from shared.domain.errors import GraphAccessDenied, GraphError, GraphNotFound
+from shared.domain.errors import (
+    ConcurrencyConflict,
+    GraphAccessDenied,
+    GraphError,
+    GraphNotFound,
+    GraphThrottled,
+)
 from shared.domain.messages import (
     RECONCILE_PAGE_SIZE,
     SYNC_OUTBOUND_QUEUE,
@@ -57,6 +71,7 @@ from shared.services.reconcile import (
     ReconcileReport,
     ReconcileService,
 )
+from shared.services.resource_updates import update_resource
 from shared.services.subscriptions import SubscriptionService
 
 logger = logging.getLogger(__name__)
@@ -200,11 +215,32 @@ class ReconcileRounds:
             )
         except (GraphAccessDenied, GraphNotFound) as exc:
             return await self._failed(work.resource_id, round_at, exc)
+        except GraphThrottled:
+            if work.round_at is not None:
+                await self._note_throttled(work.resource_id, work.round_at)
+            raise
         if report.skipped == ANOTHER_ROUND_RUNNING:
             await self._defer(work)
         if report.recovered or report.unsubscribed:
             await self._renew_subscription(work.resource_id)
         return report
+
+    async def _note_throttled(self, resource_id: str, round_at: datetime) -> None:
+        """Record that the timer round `round_at` waits out Graph throttling, unless a
+        later one already does: earlier rounds' messages then skip when they come back."""
+
+        def change(resource: Resource) -> Resource | None:
+            waiting = resource.throttled_round_at
+            if waiting is not None and waiting >= round_at:
+                return None
+            return resource.model_copy(update={"throttled_round_at": round_at})
+
+        try:
+            await update_resource(self._resources, resource_id, change)
+        except ConcurrencyConflict:
+            # Not this message's failure: it waits out the throttle either way, and an
+            # earlier round only keeps asking the mailbox until this one is recorded.
+            logger.warning("throttled round of %s not recorded", resource_id)
 
     async def _defer(self, work: ReconcileResource) -> None:
         """Ask for `work` again later (see the module's docstring)."""

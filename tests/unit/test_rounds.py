@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingRequest
-from shared.domain.errors import GraphAccessDenied, GraphTransient
+from shared.domain.errors import GraphAccessDenied, GraphThrottled, GraphTransient
 from shared.domain.messages import (
     RECONCILE_PAGE_SIZE,
     SYNC_OUTBOUND_QUEUE,
@@ -237,6 +237,47 @@ async def test_transient_errors_still_raise_for_the_queue_to_retry() -> None:
     status = await status_of(world)
     assert status.failed_rounds == 0
     assert status.retry_at is None
+
+
+async def test_a_round_waiting_out_throttling_gives_way_to_the_next_timer_rounds() -> None:
+    """A throttled round is sent again after the Retry-After and counts no try, so while a
+    mailbox stays throttled each timer round added one more message, each asking the
+    throttled mailbox again at every return, without limit. Once a later timer round has
+    met the throttle too, an earlier one that comes back skips, and the later one runs."""
+    world = await world_of(1)
+    throttle = GraphThrottled("429 MailboxConcurrency", retry_after_seconds=30)
+    world.calendar.fail(mailbox(0), throttle, throttle)
+    first = ReconcileResource(resource_id="room-0", scheduled_at=T0, round_at=T0)
+    with pytest.raises(GraphThrottled):
+        await world.services.rounds.run(first)
+    later = T0 + timedelta(minutes=15)
+    world.clock.now = later
+    second = ReconcileResource(resource_id="room-0", scheduled_at=later, round_at=later)
+    with pytest.raises(GraphThrottled):
+        await world.services.rounds.run(second)
+    assert len(world.calendar.delta_reads) == 2
+
+    report = await world.services.rounds.run(first)  # back after its Retry-After
+
+    assert report.skipped == "superseded by a later timer round"
+    assert len(world.calendar.delta_reads) == 2  # the throttled mailbox was not asked
+    report = await world.services.rounds.run(second)
+    assert report.skipped is None
+    assert len(world.calendar.delta_reads) == 3
+    assert (await world.resources.get("room-0")).value.last_round_at == later  # type: ignore[union-attr]
+
+
+async def test_a_throttled_round_that_nothing_later_met_runs_when_it_comes_back() -> None:
+    world = await world_of(1)
+    world.calendar.fail(mailbox(0), GraphThrottled("429", retry_after_seconds=30))
+    first = ReconcileResource(resource_id="room-0", scheduled_at=T0, round_at=T0)
+    with pytest.raises(GraphThrottled):
+        await world.services.rounds.run(first)
+
+    report = await world.services.rounds.run(first)
+
+    assert report.skipped is None
+    assert len(world.calendar.delta_reads) == 2
 
 
 async def test_a_failing_resource_runs_at_most_once_a_round_and_ever_less_often() -> None:
