@@ -10,6 +10,7 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import Field, SecretStr, SerializationInfo, StringConstraints, field_serializer
 
 from shared.domain.base import BookingId, DomainModel, EmailAddress, ResourceId, UtcDatetime
+from shared.domain.errors import GraphThrottled
 
 
 class ShowAs(StrEnum):
@@ -94,6 +95,12 @@ class EventMapping(DomainModel):
     # Graph refused the resource's time zone on our last write, so the event is in UTC
     # (same instants): shown on the booking's sync state until a write keeps the zone.
     zone_warning: str | None = None
+
+    @property
+    def waits_out_throttling(self) -> bool:
+        """Whether the last write failed only because Graph throttled it: its message is
+        sent again after the Retry-After, counting no try, so the write is still to come."""
+        return self.last_error is not None and self.last_error.startswith(f"{GraphThrottled.code}:")
 
     def knows_change_key(self, change_key: str | None) -> bool:
         """Whether an event (or its notification) carrying `change_key` shows a state of

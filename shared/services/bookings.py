@@ -75,7 +75,8 @@ class ResourceSyncState(DomainModel):
     error: str | None = None
     # Written, but not as asked: Graph refused the resource's time zone (event in UTC).
     warning: str | None = None
-    # "pending" | "synced" | "failed" | "removed" (cancelled, its event gone) | "detached"
+    # "pending" (also while Graph throttles its write: `error` says so) | "synced" |
+    # "failed" | "removed" (cancelled, its event gone) | "detached"
     # (the Outlook user deleted the event and the resource's policy leaves it so)
     state: str
 
@@ -444,7 +445,9 @@ class BookingService:
                 # is written to this calendar for the booking any more.
                 state = "detached"
             elif value is not None and value.last_error:
-                state = "failed"
+                # A throttled write is sent again for sure (it counts no try): pending,
+                # with the error saying why it waits.
+                state = "pending" if value.waits_out_throttling else "failed"
             elif value is not None and value.booking_version >= booking.version:
                 state = "synced"
             elif booking.status is BookingStatus.CANCELLED and (

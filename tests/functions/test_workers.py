@@ -85,9 +85,14 @@ async def test_a_push_throttled_past_the_gateway_goes_back_after_retry_after(
     assert world.queue.sent == [(SYNC_OUTBOUND_QUEUE, body)]
     assert world.queue.delays == [31]
     assert world.calendar.events[MAILBOX] == {}
+    [waiting] = (await world.services.bookings.get(booking.booking_id)).sync
+    assert waiting.state == "pending"  # sent again for sure: not a failure
+    assert (waiting.error or "").startswith("graph_throttled:")  # but why it waits shows
     await handler(func.QueueMessage(body=body.encode()))  # Graph is back
     [event] = world.calendar.events[MAILBOX].values()
     assert event.booking_id == booking.booking_id
+    [landed] = (await world.services.bookings.get(booking.booking_id)).sync
+    assert (landed.state, landed.error) == ("synced", None)
 
 
 async def test_a_round_of_a_gone_mailbox_completes_and_nothing_goes_back_to_the_queue(
