@@ -261,6 +261,10 @@ class EventWrite:
     draft: EventDraft | None = None
     event_id: str | None = None
     transaction_id: str | None = None
+    # An update: the changeKey the event had when last seen. When the update's answer may
+    # have been lost, the event is read before the update is sent again; it is sent again
+    # only while the event still shows this changeKey (or when it is None: unknown).
+    change_key: str | None = None
 
 
 @dataclass(frozen=True)

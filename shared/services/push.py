@@ -310,7 +310,13 @@ class PushService:
             if current.booking_version >= booking.version and current.last_error is None:
                 return None  # already in sync
             mapping = await self._record_update_intent(mapping, booking, draft, now)
-            write = EventWrite(mailbox=mailbox, op="update", event_id=current.event_id, draft=draft)
+            write = EventWrite(
+                mailbox=mailbox,
+                op="update",
+                event_id=current.event_id,
+                draft=draft,
+                change_key=current.change_key,
+            )
             return _Planned(resource, mapping, draft, write)
         if booking.is_in_past(now) and not include_past:
             return None

@@ -15,7 +15,7 @@ from local.azurite import Azurite
 from shared.adapters.graph.mapping import EXPAND_BOOKING_ID
 from shared.composition import get_services
 from tests.e2e.test_bookings_e2e import START, booking, our_events, slot, synced
-from tests.e2e.test_outlook_e2e import booked, subscription_of
+from tests.e2e.test_outlook_e2e import booked, subscription_of, when
 from tests.e2e.test_reconcile_e2e import quiet
 from tests.fixtures.stack import Mailboxes, Stack, eventually
 from tests.reliability.workload import poison_messages
@@ -168,6 +168,65 @@ async def test_a_create_whose_answer_was_lost_leaves_the_calendar_as_the_booking
         assert (after["start"][:19], after["status"]) == (later["start"][:19], "rescheduled")
         assert after["version"] == made["version"] + 1  # nothing moved it back and forth
     assert [s["state"] for s in after["sync"]] == ["synced"]
+
+
+async def test_an_outlook_move_made_while_our_updates_answer_was_lost_is_kept(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    """Our update of the event lands but its answer is lost (a gateway timeout after the
+    write), and Graph asks for 2 s before a retry; within them the Outlook user moves the
+    event, and its notification comes later than that (Graph gives no bound). The retry
+    used to write the booking's times over the move, and the notification then read an
+    event of ours as we had left it: the move was lost with no trace. Now the event is
+    read first, the move is seen, and the resource's policy takes it: the booking follows
+    the user's times."""
+    room = await stack.connect(mb.room, onOutlookMove="reschedule_booking")
+    made = await booked(stack, [room])
+    booking_id = made["bookingId"]
+    await quiet(stack)
+    await stack.control("POST", "/notifications/delay", {"ms": 4000})
+    await stack.control(
+        "POST",
+        "/faults",
+        {
+            "mailbox": mb.room,
+            "pathContains": "/events/",
+            "status": 504,
+            "afterApplying": True,
+            "retryAfter": 2,
+            "count": 1,
+        },
+    )
+    later, moved = slot(hours=5), when(hours=8)
+    try:
+        code, _ = await stack.call("POST", f"/bookings/{booking_id}/reschedule", later)
+        assert code == 200
+
+        async def our_update_landed() -> dict[str, Any] | None:
+            [event] = await our_events_in_view(stack, mb.room)  # not through the fault
+            landed = event["start"]["dateTime"].startswith(later["start"][:19])
+            return event if landed else None
+
+        event = await eventually(our_update_landed, within=10, interval=0.05)
+        code, _ = await stack.graph("PATCH", f"/users/{mb.room}/events/{event['id']}", moved)
+        assert code == 200
+    finally:
+        await stack.control("DELETE", "/faults")
+        await stack.control("POST", "/notifications/delay", {"ms": 0})
+    moved_start = moved["start"]["dateTime"]
+
+    async def rescheduled_by_the_move() -> dict[str, Any] | None:
+        after = await view(stack, booking_id)
+        return after if after["start"][:19] == moved_start[:19] else None
+
+    await eventually(rescheduled_by_the_move, within=20)
+    await quiet(stack)
+    [event] = await our_events(stack, mb.room)
+    assert event["start"]["dateTime"][:19] == moved_start[:19]
+    after = await view(stack, booking_id)
+    assert after["start"][:19] == moved_start[:19]
+    assert [s["state"] for s in after["sync"]] == ["synced"]
+    assert after["version"] == made["version"] + 2  # our reschedule, then the user's move
 
 
 async def test_an_event_deleted_with_its_notification_lost_cancels_by_policy(

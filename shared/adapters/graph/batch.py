@@ -10,6 +10,11 @@ them relative to the version root.
 A 429/503/504 inside a 200 batch answer is not retried by any SDK. Here the failed steps are
 sent again in a later batch after the longest Retry-After among them, under the same
 `RetryPolicy` as single requests (one budget per step: one attempt per round).
+
+A step that may have been carried out though it failed (no answer, a 503 or 504) and that
+names a `Recheck` is not sent again blindly: its read goes first, and the step is sent
+again only when the read says so; otherwise the read's answer is the step's. An update
+sent again on top of an Outlook edit made meanwhile would undo the edit.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import json
 import logging
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +66,17 @@ class BatchStep:
     mailbox: str
     request: RequestInformation
     context: str
+    recheck: Recheck | None = None
+
+
+@dataclass(frozen=True)
+class Recheck:
+    """What to do before a step that may have been carried out is sent again: `read` (a
+    step of its own), then `again(its answer)` says whether the step is still to be sent.
+    When not, the read's answer stands as the step's."""
+
+    read: BatchStep
+    again: Callable[[BatchAnswer], bool]
 
 
 @dataclass(frozen=True)
@@ -160,7 +176,14 @@ class BatchSender:
         """Retries of the failed steps of a first round, while the policy allows."""
         policy, clock = policy or self._caller.policy, self._caller.clock
         attempt = 1
+        # Steps with a recheck whose last try may have been carried out: read first.
+        unsure: set[int] = set()
         while failures:
+            unsure.update(
+                index
+                for index, failure in failures.items()
+                if steps[index].recheck is not None and failure.may_have_applied
+            )
             elapsed = clock() - started
             pending: list[int] = []
             wait = 0.0
@@ -182,12 +205,42 @@ class BatchSender:
             )
             await self._caller.sleep(wait)
             attempt += 1
-            failures = await self._round(steps, pending, results)
+            failures = await self._round(_sent(steps, unsure), pending, results)
+            if unsure:
+                failures.update(await self._settle_rechecks(steps, pending, unsure, results))
         return [results[index] for index in range(len(steps))]
+
+    async def _settle_rechecks(
+        self,
+        steps: list[BatchStep],
+        pending: list[int],
+        unsure: set[int],
+        results: dict[int, BatchAnswer | GraphError],
+    ) -> dict[int, GraphFailure]:
+        """After a round that read some steps' rechecks: a step whose read answered and
+        says so is sent again at once (its failures returned); for the others the read's
+        answer stands. A step whose read failed stays unsure."""
+        again: list[int] = []
+        for index in pending:
+            recheck = steps[index].recheck
+            answer = results.get(index)
+            if index not in unsure or recheck is None or not isinstance(answer, BatchAnswer):
+                continue
+            unsure.discard(index)
+            if recheck.again(answer):
+                del results[index]
+                again.append(index)
+            else:
+                logger.warning(
+                    "graph %s: no sure answer, and the read since shows it done or changed"
+                    " by someone else; not sent again",
+                    steps[index].context,
+                )
+        return await self._round(steps, again, results) if again else {}
 
     async def _round(
         self,
-        steps: list[BatchStep],
+        steps: Sequence[BatchStep],
         pending: list[int],
         results: dict[int, BatchAnswer | GraphError],
     ) -> dict[int, GraphFailure]:
@@ -293,6 +346,14 @@ class BatchSender:
         if info.content:
             inner["body"] = json.loads(info.content)
         return inner
+
+
+def _sent(steps: list[BatchStep], unsure: set[int]) -> list[BatchStep]:
+    """What a round sends for each step: its recheck's read while it is unsure."""
+    return [
+        step.recheck.read if index in unsure and step.recheck is not None else step
+        for index, step in enumerate(steps)
+    ]
 
 
 def _relative_url(url: str, base_url: str) -> str:

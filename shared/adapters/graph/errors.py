@@ -100,6 +100,15 @@ class GraphFailure:
             return False
         return self.status is None or self.status in RETRYABLE_STATUSES
 
+    @property
+    def may_have_applied(self) -> bool:
+        """Whether the request may have been carried out all the same: no answer came, or
+        a server error did (a gateway's 504 after the mailbox wrote). A 429 or another
+        4xx says it was not."""
+        if self.auth_failed:
+            return False
+        return self.status is None or self.status >= 500
+
     def describe(self) -> str:
         status = "no response" if self.status is None else str(self.status)
         return f"{status} {self.code or ''}".strip()

@@ -51,7 +51,13 @@ from msgraph.generated.users.item.events.item.instances.instances_request_builde
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.adapters.graph.batch import BatchAnswer, BatchGatherer, BatchSender, BatchStep
+from shared.adapters.graph.batch import (
+    BatchAnswer,
+    BatchGatherer,
+    BatchSender,
+    BatchStep,
+    Recheck,
+)
 from shared.adapters.graph.client import (
     UTC_PREFERENCE,
     build_graph_client,
@@ -916,6 +922,19 @@ class GraphCalendarGateway:
                 event_from_draft(write.draft), _config()
             )
             context = f"update event {write.event_id} in {write.mailbox}"
+            read = BatchStep(
+                mailbox=write.mailbox,
+                request=self._event_read(write.mailbox, write.event_id),
+                context=f"read back event {write.event_id} in {write.mailbox}",
+            )
+            return BatchStep(
+                mailbox=write.mailbox,
+                request=request,
+                context=context,
+                recheck=Recheck(
+                    read, functools.partial(_update_still_to_send, write.draft, write.change_key)
+                ),
+            )
         elif write.op == "delete":
             if not write.event_id:
                 raise _invalid_write(write, "a delete needs an event_id")
@@ -1054,6 +1073,23 @@ def _log_zone_fallback(mailbox: str, draft: EventDraft) -> None:
 
 def _invalid_write(write: EventWrite, reason: str) -> DomainError:
     return InvalidInput(f"{write.op} in {write.mailbox}: {reason}")
+
+
+def _update_still_to_send(draft: EventDraft, change_key: str | None, read: BatchAnswer) -> bool:
+    """Whether an update whose answer may have been lost is still to be sent, from the
+    event as read since: not when it shows the update's times (it landed); yes when it is
+    as last seen (its changeKey unchanged: the update did not land and nobody changed
+    it), or when how it was last seen is not known. Otherwise someone changed it since:
+    the read stands as the update's answer, and the caller, comparing it with what it
+    wrote, sees an Outlook edit to apply its policy to, never undone unseen."""
+    body = read.body if isinstance(read.body, dict) else {}
+    try:
+        event = calendar_event(body, booking_id=draft.booking_id)
+    except GraphError:
+        return False  # the read stands, as the error it turns into
+    if (event.start, event.end) == (draft.start, draft.end):
+        return False
+    return change_key is None or event.change_key == change_key
 
 
 def _write_result(write: EventWrite, answer: BatchAnswer | GraphError) -> EventWriteResult:
