@@ -136,8 +136,9 @@ class BookingRequest(DomainModel):
     external_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     # Field validators, not a model one: the refusal names the field to fix. Only the
-    # request refuses control characters: bookings stored before it still read.
-    @field_validator("title", "location", "notes")
+    # request refuses control characters: bookings stored before it still read. The
+    # external id is in no event, but every booking event carries it to the frontends.
+    @field_validator("title", "location", "notes", "external_id")
     @classmethod
     def _writable_text(cls, value: str | None) -> str | None:
         return refuse_control_characters(value)

@@ -157,6 +157,7 @@ def test_touching_ranges_do_not_overlap() -> None:
         ({"location": "Room\x1f1"}, "location"),
         ({"title": "Intro\ufffe"}, "title"),
         ({"customer": {"name": "Ada\x07", "email": "ada@example.com"}}, "customer"),
+        ({"externalId": "crm\x00-42"}, "externalId"),
     ],
 )
 def test_control_characters_in_text_written_to_events_are_refused(
