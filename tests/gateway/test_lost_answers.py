@@ -130,3 +130,20 @@ async def test_a_throttled_update_is_sent_again_without_a_read(
     assert result.event.start == LATER
     assert await control.request_count("GET", EVENT, ALICE) == 0
     assert await control.request_count("PATCH", EVENT, ALICE) == 2
+
+
+async def test_a_subject_only_update_a_503_refused_is_still_sent(
+    gateway: GraphCalendarGateway, control: EmulatorControl
+) -> None:
+    """A cancel that prefixes the subject leaves the times as they were: times alone
+    would read it as landed."""
+    event_id, key = await _created(gateway, "bk-prefix")
+    await control.add_fault(mailbox=ALICE, pathContains="/events/", status=503, count=1)
+    renamed = draft("bk-prefix", subject="Cancelled: Booking bk-prefix")
+    write = EventWrite(mailbox=ALICE, op="update", event_id=event_id, draft=renamed, change_key=key)
+
+    [result] = await gateway.write_batch([write])
+
+    assert result.event is not None
+    assert (result.event.subject, result.event.start) == ("Cancelled: Booking bk-prefix", START)
+    assert await control.request_count("PATCH", EVENT, ALICE) == 2

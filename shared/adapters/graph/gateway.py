@@ -931,9 +931,7 @@ class GraphCalendarGateway:
                 mailbox=write.mailbox,
                 request=request,
                 context=context,
-                recheck=Recheck(
-                    read, functools.partial(_update_still_to_send, write.draft, write.change_key)
-                ),
+                recheck=Recheck(read, functools.partial(_update_still_to_send, write.change_key)),
             )
         elif write.op == "delete":
             if not write.event_id:
@@ -1075,21 +1073,16 @@ def _invalid_write(write: EventWrite, reason: str) -> DomainError:
     return InvalidInput(f"{write.op} in {write.mailbox}: {reason}")
 
 
-def _update_still_to_send(draft: EventDraft, change_key: str | None, read: BatchAnswer) -> bool:
+def _update_still_to_send(change_key: str | None, read: BatchAnswer) -> bool:
     """Whether an update whose answer may have been lost is still to be sent, from the
-    event as read since: not when it shows the update's times (it landed); yes when it is
-    as last seen (its changeKey unchanged: the update did not land and nobody changed
-    it), or when how it was last seen is not known. Otherwise someone changed it since:
-    the read stands as the update's answer, and the caller, comparing it with what it
-    wrote, sees an Outlook edit to apply its policy to, never undone unseen."""
+    event as read since: yes while it shows the changeKey it had before (the update did
+    not land, and nobody changed it), or when that changeKey is not known. Otherwise it
+    changed since, by the update or by someone else: the read stands as the update's
+    answer, and the caller, comparing it with what it wrote, sees either its own write or
+    an Outlook edit for the resource's policy, never one undone unseen. (The times alone
+    cannot tell: a cancel that prefixes the subject leaves them as they were.)"""
     body = read.body if isinstance(read.body, dict) else {}
-    try:
-        event = calendar_event(body, booking_id=draft.booking_id)
-    except GraphError:
-        return False  # the read stands, as the error it turns into
-    if (event.start, event.end) == (draft.start, draft.end):
-        return False
-    return change_key is None or event.change_key == change_key
+    return change_key is None or body.get("changeKey") == change_key
 
 
 def _write_result(write: EventWrite, answer: BatchAnswer | GraphError) -> EventWriteResult:
