@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.graph_emulator",
     "tests.fixtures.contract",
     "tests.fixtures.stack",
+    "pytester",
 ]

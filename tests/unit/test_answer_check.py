@@ -79,3 +79,48 @@ def test_only_complete_new_lines_are_read(tmp_path: Path) -> None:
     with log.open("a") as more:
         more.write(json.dumps(wrong)[20:] + "\n")
     assert len(check.problems(tmp_path)) == 1
+
+
+LATE_ANSWER_CONFTEST = """
+import json
+
+import pytest
+
+from tests.fixtures.contract import response_log_folder
+
+pytest_plugins = ["tests.fixtures.contract"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def an_answer_after_the_last_test():
+    yield
+    if {planted}:  # as a notification's answer may come after the last test
+        late = dict(method="GET", route="/nope", path="/api/nope", status=200,
+                    contentType=None, retryAfter=None, body="")
+        with (response_log_folder() / "late.jsonl").open("a") as log:
+            log.write(json.dumps(late) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+@pytest.mark.parametrize("planted", [True, False], ids=["late answer", "none"])
+def test_an_answer_after_the_last_test_fails_the_run_under_xdist_too(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: list[str], planted: bool
+) -> None:
+    """Under pytest-xdist the late check runs in each worker, which hands its findings to
+    the controller: lost there, a bad answer after the last test would pass unseen."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    pytester.makeconftest(LATE_ANSWER_CONFTEST.format(planted=planted))
+    pytester.makepyfile("def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+
+    result = pytester.runpytest_subprocess(*workers, "-p", "no:randomly")
+
+    if planted:
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+        result.stdout.fnmatch_lines(
+            ["*answers after the last test*", "*GET /api/nope -> 200: no operation GET /nope*"]
+        )
+    else:
+        assert result.ret == pytest.ExitCode.OK
+        result.stdout.no_fnmatch_line("*answers after the last test*")
+    result.assert_outcomes(passed=2)
