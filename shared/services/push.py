@@ -303,6 +303,8 @@ class PushService:
             current = mapping.value
         if draft is None:
             if mapping is None or current is None or current.event_id is None:
+                if mapping is not None and current is not None:
+                    await self._forget_moot_error(mapping)
                 return None
             write = EventWrite(mailbox=mailbox, op="delete", event_id=current.event_id)
             return _Planned(resource, mapping, None, write)
@@ -361,6 +363,15 @@ class PushService:
             mapping.etag,
         )
         return updated, tx
+
+    async def _forget_moot_error(self, mapping: Stored[EventMapping]) -> None:
+        """No event is wanted and none is there or on its way: the error of a write that
+        failed before (a create throttled or refused, then the booking cancelled) is
+        about nothing any more, and no push would ever clear it."""
+        value = mapping.value
+        if value.last_error is None or value.pending_transaction_id is not None:
+            return
+        await self._mappings.update(value.model_copy(update={"last_error": None}), mapping.etag)
 
     async def _find_unanswered_create(
         self, resource: Resource, mapping: Stored[EventMapping], now: datetime

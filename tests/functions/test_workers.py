@@ -7,7 +7,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import timers, workers
-from shared.domain.errors import GraphAccessDenied, GraphThrottled, GraphTransient
+from shared.domain.errors import DomainError, GraphAccessDenied, GraphThrottled, GraphTransient
 from shared.domain.messages import (
     SYNC_INBOUND_QUEUE,
     SYNC_OUTBOUND_QUEUE,
@@ -93,6 +93,39 @@ async def test_a_push_throttled_past_the_gateway_goes_back_after_retry_after(
     assert event.booking_id == booking.booking_id
     [landed] = (await world.services.bookings.get(booking.booking_id)).sync
     assert (landed.state, landed.error) == ("synced", None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [GraphThrottled("MailboxConcurrency", retry_after_seconds=31), GraphAccessDenied("403")],
+    ids=["throttled", "refused"],
+)
+async def test_a_booking_cancelled_before_its_failed_create_landed_ends_removed(
+    world: FakeWorld, error: DomainError
+) -> None:
+    """The create failed (throttled: it would be sent again; refused), then the booking
+    was cancelled: nothing is left to write, so its failure is moot. It showed `pending`
+    (or `failed`) for ever: the push of the cancel found nothing to do and left the
+    create's error on the mapping."""
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    connected = ConnectionStatus(mirror_refreshed_at=world.clock.now)
+    await world.resources.update(stored.value.model_copy(update={"status": connected}), stored.etag)
+    booking = await world.services.bookings.create(booking_request(), None)
+    [(_, create)] = [sent for sent in world.queue.sent if sent[0] == SYNC_OUTBOUND_QUEUE]
+    world.calendar.fail(MAILBOX, error)
+    handler = workers.sync_outbound.build().get_user_function()
+    await handler(func.QueueMessage(body=create.encode()))
+    world.queue.sent.clear()
+    await world.services.bookings.cancel(booking.booking_id)
+    [(_, cancel)] = [sent for sent in world.queue.sent if sent[0] == SYNC_OUTBOUND_QUEUE]
+
+    await handler(func.QueueMessage(body=cancel.encode()))  # Graph is back
+    await handler(func.QueueMessage(body=create.encode()))  # the create's message again
+
+    [state] = (await world.services.bookings.get(booking.booking_id)).sync
+    assert (state.state, state.error) == ("removed", None)
+    assert world.calendar.events[MAILBOX] == {}
 
 
 async def test_a_round_of_a_gone_mailbox_completes_and_nothing_goes_back_to_the_queue(
