@@ -35,9 +35,14 @@ class Fault:
     after_applying: bool = False
     seed: int | None = None
     draws: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+    # Only requests of this HTTP method (None: any): a fault on an update, say, that the
+    # reads of the same event leave alone.
+    method: str | None = None
 
-    def matches(self, mailbox_keys: set[str], path: str) -> bool:
+    def matches(self, mailbox_keys: set[str], path: str, method: str | None = None) -> bool:
         if self.mailbox is not None and self.mailbox not in mailbox_keys:
+            return False
+        if self.method is not None and (method or "").upper() != self.method:
             return False
         return self.path_contains is None or self.path_contains.lower() in path.lower()
 
@@ -55,6 +60,7 @@ class Fault:
             "probability": self.probability,
             "seed": self.seed,
             "afterApplying": self.after_applying,
+            "method": self.method,
         }
 
     def strikes(self) -> bool:
@@ -117,6 +123,9 @@ class FaultRegistry:
             raise ValueError("'afterApplying' needs a 'status': the answer that replaces it")
         mailbox = body.get("mailbox")
         path_contains = body.get("pathContains")
+        method = body.get("method")
+        if method is not None and (not isinstance(method, str) or not method.isalpha()):
+            raise ValueError("'method' must be an HTTP method, e.g. PATCH")
         fault = Fault(
             id=next(self._ids),
             mailbox=str(mailbox).lower() if mailbox else None,
@@ -131,16 +140,17 @@ class FaultRegistry:
             seed=seed,
             draws=random.Random(seed),  # noqa: S311 - fault injection, not cryptography
             after_applying=after_applying,
+            method=method.upper() if method else None,
         )
         self._faults.append(fault)
         logger.info("fault %s added: status=%s latency=%sms", fault.id, status, latency)
         return fault
 
-    def take(self, mailbox_keys: set[str], path: str) -> Fault | None:
+    def take(self, mailbox_keys: set[str], path: str, method: str | None = None) -> Fault | None:
         """The first matching fault that strikes, its count spent (and removed when used
         up). A fault with a probability that does not strike lets later faults match."""
         for fault in self._faults:
-            if fault.matches(mailbox_keys, path) and fault.strikes():
+            if fault.matches(mailbox_keys, path, method) and fault.strikes():
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:

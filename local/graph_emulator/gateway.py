@@ -63,7 +63,7 @@ async def dispatch(
             state.throttle.admit(mailbox_key)
             admitted = mailbox_key
         keys = {mailbox.key, mailbox.user_id} if mailbox else {mailbox_key or ""}
-        fault = state.faults.take(keys, request.raw_target)
+        fault = state.faults.take(keys, request.raw_target, request.method)
         latency_ms = state.settings.latency_ms + (fault.latency_ms if fault else 0)
         if latency_ms > 0:
             await asyncio.sleep(latency_ms / 1000)

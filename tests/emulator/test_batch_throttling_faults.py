@@ -181,6 +181,39 @@ async def test_a_fault_after_applying_loses_only_the_answer(graph: GraphClient) 
     assert again.body["id"] == made["id"]
 
 
+async def test_a_fault_may_hit_one_method_only(graph: GraphClient) -> None:
+    """An update's fault that the reads of the same event leave alone, top level and
+    inside a $batch alike."""
+    mailbox = f"method-{uuid.uuid4().hex[:8]}@contoso.com"
+    user = f"/users/{mailbox}"
+    await graph.post(_control_url(graph, "/mailboxes"), {"id": mailbox})
+    refused = await graph.post(
+        _control_url(graph, "/faults"), {"status": 503, "method": "PATCH GET"}
+    )
+    assert refused.status == 400
+    made = await graph.post(
+        f"{user}/events", event_body("one method", "2025-03-01T09:00:00", "2025-03-01T10:00:00")
+    )
+    event = f"{user}/events/{made.body['id']}"
+    await graph.post(
+        _control_url(graph, "/faults"),
+        {"mailbox": mailbox, "pathContains": "/events/", "method": "patch", "status": 503},
+    )
+
+    read = await graph.get(event)
+    update = await graph.patch(event, {"subject": "renamed"})
+    steps = [
+        {"id": "1", "method": "GET", "url": event},
+        {"id": "2", "method": "PATCH", "url": event, "headers": JSON, "body": {"subject": "x"}},
+    ]
+    batched = await graph.post("/$batch", {"requests": steps})
+
+    assert (read.status, update.status) == (200, 503)
+    answers = {r["id"]: r["status"] for r in batched.body["responses"]}
+    assert answers == {"1": 200, "2": 503}
+    assert (await graph.delete(_control_url(graph, "/faults"))).status == 204
+
+
 async def test_bearer_token_is_required(graph: GraphClient) -> None:
     missing = await graph.get(f"{ALICE}/events", token="")
     assert missing.status == 401
