@@ -262,7 +262,7 @@ class OutlookChangeApplier:
             except (SlotUnavailable, BookingTimeRefused) as conflict:
                 # The new time is taken, or may not be booked (too long, past, beyond the
                 # horizon): the booking stays, the event goes back.
-                await self._restore(mapping, booking, recreate=False)
+                await self._restore(mapping, booking, seen=event.change_key)
                 await self._emit_conflict(booking, event, conflict.message)
                 await self._log(
                     resource,
@@ -275,7 +275,7 @@ class OutlookChangeApplier:
                 )
                 return
         elif action is Action.RESTORE_EVENT:
-            await self._restore(mapping, booking, recreate=False)
+            await self._restore(mapping, booking, seen=event.change_key)
         else:
             await self._mappings.update(
                 current.model_copy(update=current.keeping_change_key(event.change_key)),
@@ -309,11 +309,20 @@ class OutlookChangeApplier:
         )
 
     async def _restore(
-        self, mapping: Stored[EventMapping], booking: Booking, *, recreate: bool
+        self,
+        mapping: Stored[EventMapping],
+        booking: Booking,
+        *,
+        recreate: bool = False,
+        seen: str | None = None,
     ) -> None:
-        """Put the event back as the booking says, at once (not via the queue)."""
+        """Put the event back as the booking says, at once (not via the queue). `seen`:
+        the changeKey of the Outlook edit being undone, handled from now on; the write
+        is made against it (an answer lost on the way is read back and compared with it)."""
         current = mapping.value
         update: dict[str, object] = {"booking_version": 0, "last_error": None}
+        if seen is not None:
+            update.update(current.keeping_change_key(seen))
         if recreate:
             update.update(
                 event_id=None,

@@ -229,6 +229,47 @@ async def test_an_outlook_move_made_while_our_updates_answer_was_lost_is_kept(
     assert after["version"] == made["version"] + 2  # our reschedule, then the user's move
 
 
+async def test_an_outlook_move_is_restored_though_the_restores_first_write_is_refused(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    """Under `restore_event` the move's handling writes the event back; Graph refuses
+    that write once (a 503). Before it is sent again the event is read, and it still
+    shows the user's move: that changeKey was handled, so the write goes again at once
+    rather than waiting for a round."""
+    room = await stack.connect(mb.room, onOutlookMove="restore_event")
+    made = await booked(stack, [room])
+    [event] = await our_events(stack, mb.room)
+    await quiet(stack)
+    await stack.control("POST", "/notifications/delay", {"ms": 1500})
+    try:
+        code, _ = await stack.graph(
+            "PATCH", f"/users/{mb.room}/events/{event['id']}", when(hours=8)
+        )
+        assert code == 200
+        await stack.control(
+            "POST",
+            "/faults",
+            {
+                "mailbox": mb.room,
+                "pathContains": "/events/",
+                "method": "PATCH",
+                "status": 503,
+                "count": 1,
+            },
+        )
+
+        async def restored() -> bool:
+            [now] = await our_events(stack, mb.room)
+            return bool(now["start"]["dateTime"][:19] == made["start"][:19])
+
+        await eventually(restored, within=10)
+    finally:
+        await stack.control("DELETE", "/faults")
+        await stack.control("POST", "/notifications/delay", {"ms": 0})
+    after = await view(stack, made["bookingId"])
+    assert (after["start"][:19], after["version"]) == (made["start"][:19], made["version"])
+
+
 async def test_an_event_deleted_with_its_notification_lost_cancels_by_policy(
     stack: Stack, mb: Mailboxes
 ) -> None:
