@@ -19,6 +19,7 @@ from shared.domain.messages import (
     ReconcileResource,
 )
 from shared.domain.resources import ConnectionState, ConnectionStatus
+from shared.services.bookings import BookingView
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
@@ -64,17 +65,23 @@ async def test_a_throttled_message_without_retry_after_waits_a_few_seconds(
     assert 1 <= delay <= workers.MAX_THROTTLE_DELAY_SECONDS
 
 
-async def test_a_push_throttled_past_the_gateway_goes_back_after_retry_after(
-    world: FakeWorld,
-) -> None:
-    """The push records each calendar's answer before it raises: a write Graph throttled
-    is a throttle to the worker too, not a failed try toward `-poison`."""
+async def booked_on_a_connected_room(world: FakeWorld) -> tuple[BookingView, str]:
+    """room-1 connected, one booking made on it, and its push message."""
     stored = await world.resources.get("room-1")
     assert stored is not None
     connected = ConnectionStatus(mirror_refreshed_at=world.clock.now)
     await world.resources.update(stored.value.model_copy(update={"status": connected}), stored.etag)
     booking = await world.services.bookings.create(booking_request(), None)
-    [(_, body)] = [sent for sent in world.queue.sent if sent[0] == SYNC_OUTBOUND_QUEUE]
+    [(_, push)] = [sent for sent in world.queue.sent if sent[0] == SYNC_OUTBOUND_QUEUE]
+    return booking, push
+
+
+async def test_a_push_throttled_past_the_gateway_goes_back_after_retry_after(
+    world: FakeWorld,
+) -> None:
+    """The push records each calendar's answer before it raises: a write Graph throttled
+    is a throttle to the worker too, not a failed try toward `-poison`."""
+    booking, body = await booked_on_a_connected_room(world)
     world.queue.sent.clear()
     world.queue.delays.clear()
     world.calendar.fail(MAILBOX, GraphThrottled("MailboxConcurrency", retry_after_seconds=31))
@@ -107,12 +114,7 @@ async def test_a_booking_cancelled_before_its_failed_create_landed_ends_removed(
     was cancelled: nothing is left to write, so its failure is moot. It showed `pending`
     (or `failed`) for ever: the push of the cancel found nothing to do and left the
     create's error on the mapping."""
-    stored = await world.resources.get("room-1")
-    assert stored is not None
-    connected = ConnectionStatus(mirror_refreshed_at=world.clock.now)
-    await world.resources.update(stored.value.model_copy(update={"status": connected}), stored.etag)
-    booking = await world.services.bookings.create(booking_request(), None)
-    [(_, create)] = [sent for sent in world.queue.sent if sent[0] == SYNC_OUTBOUND_QUEUE]
+    booking, create = await booked_on_a_connected_room(world)
     world.calendar.fail(MAILBOX, error)
     handler = workers.sync_outbound.build().get_user_function()
     await handler(func.QueueMessage(body=create.encode()))
