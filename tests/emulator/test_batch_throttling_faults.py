@@ -187,10 +187,11 @@ async def test_a_fault_may_hit_one_method_only(graph: GraphClient) -> None:
     mailbox = f"method-{uuid.uuid4().hex[:8]}@contoso.com"
     user = f"/users/{mailbox}"
     await graph.post(_control_url(graph, "/mailboxes"), {"id": mailbox})
-    refused = await graph.post(
-        _control_url(graph, "/faults"), {"status": 503, "method": "PATCH GET"}
-    )
-    assert refused.status == 400
+    for malformed in ("PATCH GET", "PÄTCH", "ß", "XXXXXXXXXX", "A" * 10_000, "", 5):
+        refused = await graph.post(
+            _control_url(graph, "/faults"), {"status": 503, "method": malformed}
+        )
+        assert refused.status == 400, malformed
     made = await graph.post(
         f"{user}/events", event_body("one method", "2025-03-01T09:00:00", "2025-03-01T10:00:00")
     )
