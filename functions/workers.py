@@ -5,7 +5,9 @@ Except Graph throttling that outlasts the gateway's retries: Graph allows 4 conc
 requests per mailbox, and Azure runs each queue function on as many instances as its
 queue calls for, so MailboxConcurrency 429s are expected under load, not failures. Such a
 message is sent again with the Retry-After as its delay and this delivery succeeds, so
-throttling never walks a message toward poison.
+throttling never walks a message toward poison. The same goes for a push that waits for
+a create of the same calendar still on its way (`PushDeferred`, for at most the two
+minutes an unanswered write is waited for).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from shared.domain.messages import (
     WebhookDelivery,
 )
 from shared.observability import correlate
+from shared.services.push import PushDeferred
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +137,20 @@ async def _later_when_throttled(
     handle: Callable[[func.QueueMessage], Awaitable[None]],
 ) -> None:
     """Run `handle`; when Graph throttled it past the gateway's retries, send the message
-    again after the Retry-After instead of failing this delivery."""
+    again after the Retry-After instead of failing this delivery; likewise, after its
+    delay, a push that waits for a create still on its way (`PushDeferred`, bounded)."""
     try:
         await handle(msg)
-    except GraphThrottled as exc:
-        delay = throttle_delay(exc.retry_after_seconds)
+    except (GraphThrottled, PushDeferred) as exc:
+        if isinstance(exc, GraphThrottled):
+            delay, why = throttle_delay(exc.retry_after_seconds), "Graph throttled"
+        else:
+            delay, why = exc.delay_seconds, "waiting for a write on its way:"
         logger.warning(
-            "Graph throttled message %s of %s (%s); sending it again in %d s",
+            "message %s of %s: %s %s; sending it again in %d s",
             msg.id,
             queue_name,
+            why,
             exc.message,
             delay,
         )

@@ -57,12 +57,29 @@ from shared.services.mapping_updates import update_mapping
 logger = logging.getLogger(__name__)
 
 CANCELLED_PREFIX = "Cancelled: "
+# How long a push that waits for a create still on its way waits before it looks again.
+CREATE_WAIT_SECONDS = 5
 
 
 class PushIncomplete(DomainError):
     """Some calendars could not be written for a transient reason; retry the message."""
 
     code = "push_incomplete"
+
+
+class PushDeferred(PushIncomplete):
+    """A calendar's create sent earlier has not answered yet, and what it makes (or the
+    error it meets) is for this push to act on: the message goes again after
+    `delay_seconds`, counting no try. Bounded: a create unanswered for
+    WRITE_IN_FLIGHT_SECONDS is no longer waited for."""
+
+    def __init__(self, message: str, *, delay_seconds: int = CREATE_WAIT_SECONDS) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class _CreateUnderWay(Exception):
+    """Raised by `_plan`: a create of the calendar's event has not answered yet."""
 
 
 class _BehindBooking(PushIncomplete):
@@ -162,24 +179,38 @@ class PushService:
 
     async def push(self, message: PushBooking) -> None:
         """Idempotent. Raises PushIncomplete when a transient failure should be retried,
-        GraphThrottled when every one was Graph throttling (after its Retry-After)."""
-        await self.push_many([message])
+        GraphThrottled when every one was Graph throttling (after its Retry-After), and
+        PushDeferred when a calendar's create is still on its way (after it)."""
+        await self.push_many([message], wait_for_creates=True)
 
     async def push_many(
-        self, messages: list[PushBooking], *, only: str | None = None, again: bool = True
+        self,
+        messages: list[PushBooking],
+        *,
+        only: str | None = None,
+        again: bool = True,
+        wait_for_creates: bool = False,
     ) -> None:
         """Push several bookings with one batched write (resync, reconcile); `only`
         limits it to one resource's calendar. Raises PushIncomplete after recording
         everything when some writes failed for a transient reason. `again`: a create
-        answered with an older version's event is written again in a second batch."""
+        answered with an older version's event is written again in a second batch.
+        `wait_for_creates`: a calendar whose create is still on its way makes it raise
+        PushDeferred (a booking's own push); otherwise that calendar is left to the
+        resource's check (a round's pushes: the round does not wait on a create)."""
         now = self._clock()
         planned: list[tuple[Booking, _Planned]] = []
+        # Calendars where a create is still on its way.
+        found_waiting: list[str] = []
         try:
-            results = await self._plan_and_send(messages, only, now, planned)
+            results = await self._plan_and_send(messages, only, now, planned, found_waiting)
         except BaseException:
             await self._abandon(planned, now)
             raise
+        waiting = found_waiting if wait_for_creates else []
         if results is None:
+            if waiting:
+                raise PushDeferred(f"a create still under way for {', '.join(waiting[:10])}")
             return
         transient: list[str] = []
         throttled: list[GraphThrottled] = []
@@ -213,12 +244,17 @@ class PushService:
             await self._connection.mark_synced(resource_id)
         if behind and again:
             try:
-                await self.push_many(list(behind.values()), only=only, again=False)
+                await self.push_many(
+                    list(behind.values()),
+                    only=only,
+                    again=False,
+                    wait_for_creates=wait_for_creates,
+                )
             except Exception as exc:  # noqa: BLE001 - raised below, once all are recorded
                 errors.append(exc)
         if errors:
             raise errors[0]
-        if transient and len(throttled) == len(transient):
+        if transient and not waiting and len(throttled) == len(transient):
             # Only throttled: the worker sends the message again after Graph's Retry-After
             # (the longest asked), counting no try.
             waits = [t.retry_after_seconds for t in throttled if t.retry_after_seconds is not None]
@@ -227,7 +263,9 @@ class PushService:
                 retry_after_seconds=max(waits) if waits else None,
             )
         if transient:
-            raise PushIncomplete(f"retry for {', '.join(transient[:10])}")
+            raise PushIncomplete(f"retry for {', '.join([*transient, *waiting][:10])}")
+        if waiting:
+            raise PushDeferred(f"a create still under way for {', '.join(waiting[:10])}")
 
     async def _plan_and_send(
         self,
@@ -235,9 +273,11 @@ class PushService:
         only: str | None,
         now: datetime,
         planned: list[tuple[Booking, _Planned]],
+        waiting: list[str],
     ) -> list[EventWriteResult] | None:
-        """Plan each calendar's write (filling `planned`), mark them unconfirmed and send
-        them as one batch; None when there is nothing to send."""
+        """Plan each calendar's write (filling `planned`, and `waiting` with those where a
+        create is still on its way), mark them unconfirmed and send them as one batch;
+        None when there is nothing to send."""
         resources: dict[str, Resource | None] = {}
         for message in messages:
             stored = await self._bookings.get(message.booking_id)
@@ -254,7 +294,11 @@ class PushService:
                 resource = resources[resource_id]
                 if resource is None:
                     continue
-                plan = await self._plan(booking, resource, now, message.include_past)
+                try:
+                    plan = await self._plan(booking, resource, now, message.include_past)
+                except _CreateUnderWay:
+                    waiting.append(f"{booking.booking_id} on {resource_id}")
+                    continue
                 if plan is not None:
                     planned.append((booking, plan))
         if not planned:
@@ -301,6 +345,16 @@ class PushService:
             # would bring back what an unanswered one made.
             mapping = await self._find_unanswered_create(resource, mapping, now)
             current = mapping.value
+            if current.event_id is None and current.pending_transaction_id is not None:
+                # A create sent earlier has not answered yet: the event it makes (or the
+                # error it meets) is for this push to act on, so it goes again later
+                # rather than finish with nothing done and leave it to a round.
+                logger.info(
+                    "booking %s: a create is still under way in %s; pushed again later",
+                    booking.booking_id,
+                    resource_id,
+                )
+                raise _CreateUnderWay
         if draft is None:
             if mapping is None or current is None or current.event_id is None:
                 if mapping is not None and current is not None:
