@@ -677,13 +677,18 @@ class PushService:
 
         def failed(latest: EventMapping) -> EventMapping | None:
             # A refusal was not applied; a write that met a 5xx or no answer may have
-            # been, so its times stay known as ours (but no longer under way).
+            # been, so its times stay known as ours (an update's no longer under way).
+            # A create given up on that way may still make its event after the answer we
+            # stopped waiting for (Graph still at it): like one cut short (`_abandon`), it
+            # stays in flight until its window ends, so a cancel's push waits for it.
+            transient = isinstance(error, GraphTransient)
+            still_coming = transient and plan.write.op == "create"
             in_flight = [
                 w.model_copy(update={"answered": True})
-                if w.booking_version == booking.version
+                if w.booking_version == booking.version and not still_coming
                 else w
                 for w in latest.writes_in_flight
-                if w.booking_version != booking.version or isinstance(error, GraphTransient)
+                if w.booking_version != booking.version or transient
             ]
             overtaken = latest.booking_version > booking.version  # a newer push recorded
             # Another write of this very version (a retry, a round's push) succeeded since

@@ -839,6 +839,41 @@ async def test_a_create_that_never_reached_graph_is_forgotten_once_it_cannot_lan
     assert mapping.value.pending_transaction_id is None
 
 
+async def test_a_create_given_up_on_that_lands_later_is_removed_by_the_cancels_push(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create met no sure answer for longer than the gateway waits (Graph still at
+    it), so its push recorded a transient failure; the booking is then cancelled, and
+    the create lands after the cancel's push first looked. The cancel's push used to
+    take that create for one that could no longer land and finish: the event stayed
+    until a round. It now waits for the create as long as one may still land."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    send = world.calendar.write_batch
+    sent: list[EventWrite] = []
+
+    async def no_sure_answer(writes: list[EventWrite]) -> list[EventWriteResult]:
+        sent.extend(writes)
+        return [EventWriteResult(error=GraphTransient("504: no answer")) for _ in writes]
+
+    monkeypatch.setattr(world.calendar, "write_batch", no_sure_answer)
+    with pytest.raises(PushIncomplete):
+        await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    await world.services.bookings.cancel(booking_id)
+    [cancel] = world.outbound()
+    drop_outbound(world)
+
+    with pytest.raises(PushDeferred):  # nothing found yet: the create may still land
+        await world.services.push.push(cancel)
+    await send(sent)  # Graph carries out the create it was still at
+    assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
+    await world.services.push.push(cancel)  # the message again, after its delay
+
+    assert events_at(world, ROOM) == []
+    [state] = (await world.services.bookings.get(booking_id)).sync
+    assert (state.state, state.error) == ("synced", None)
+
+
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
     world: FakeWorld,
 ) -> None:
