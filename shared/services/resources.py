@@ -53,6 +53,7 @@ from shared.ports import (
 from shared.services.connection import ConnectionTracker
 from shared.services.previews import TemplatePreview, TemplatePreviewRequest, preview_templates
 from shared.services.pulls import BusyTimePulls
+from shared.services.push import CREATE_WAIT_SECONDS
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
@@ -313,7 +314,10 @@ class ResourceService:
             raise NotFound(f"resource {resource_id} does not exist")
         resource = await self._subscriptions.unsubscribe(stored.value)
         mailbox = resource.settings.mailbox
-        if remove_events and await self._gateway.list_our_events(mailbox, limit=1):
+        if remove_events and (
+            await self._gateway.list_our_events(mailbox, limit=1)
+            or await self._creates_under_way(resource_id)
+        ):
             now = self._clock()
             await update_resource(
                 self._resources,
@@ -344,6 +348,11 @@ class ResourceService:
         ):
             return
         ours = await self._gateway.list_our_events(work.mailbox, limit=REMOVE_CHUNK)
+        if not ours and await self._creates_under_way(work.resource_id):
+            # A create sent before the disconnect may still make its event (Graph slow
+            # to answer it): looked for again until it can no longer land.
+            await self._queue.send(SYNC_OUTBOUND_QUEUE, work, delay_seconds=CREATE_WAIT_SECONDS)
+            return
         if not ours:
             await self._clear_mappings(work.resource_id)
             await self._disconnected(work.resource_id, work.mailbox)
@@ -362,6 +371,17 @@ class ResourceService:
             raise failed[0]
         logger.info("%d events removed from %s", len(ours), work.mailbox)
         await self._queue.send(SYNC_OUTBOUND_QUEUE, work)
+
+    async def _creates_under_way(self, resource_id: str) -> bool:
+        """Whether a create of one of our events in the resource's calendar was sent and
+        may still make its event (`WrittenTimes.still_in_flight`)."""
+        now = self._clock()
+        return any(
+            m.value.event_id is None
+            and m.value.pending_transaction_id is not None
+            and any(w.still_in_flight(now) for w in m.value.writes_in_flight)
+            for m in await self._mappings.list_for_resource(resource_id)
+        )
 
     async def _clear_mappings(self, resource_id: str) -> None:
         for mapping in await self._mappings.list_for_resource(resource_id):

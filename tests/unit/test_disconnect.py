@@ -6,9 +6,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.domain.bookings import BookingRequest
-from shared.domain.calendar import CalendarEvent, DeltaRound, EventMapping
+from shared.domain.calendar import (
+    WRITE_IN_FLIGHT_SECONDS,
+    CalendarEvent,
+    DeltaRound,
+    EventMapping,
+    WrittenTimes,
+)
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
+from shared.services.push import CREATE_WAIT_SECONDS
 from shared.services.resources import REMOVE_CHUNK
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -99,6 +106,73 @@ async def test_a_redelivered_or_stopped_removal_does_nothing() -> None:
 async def test_without_events_of_ours_a_disconnect_is_done_at_once() -> None:
     world = await room_with_our_events(0)
     view = await world.services.resources.disconnect("room-1", remove_events=True)
+    assert view.status.state is ConnectionState.DISCONNECTED
+    assert queued(world) == []
+
+
+async def test_an_event_a_create_under_way_makes_after_the_disconnect_is_removed_too() -> None:
+    """A booking's create was sent (Graph slow to answer) when the resource was
+    disconnected with removeEvents: no event of ours was there yet, so it was marked
+    disconnected at once, and the event the create then made stayed in the mailbox we
+    left. The removal now waits for such a create as long as it may land."""
+    world = await room_with_our_events(0)
+    sent = WrittenTimes(booking_version=1, start=T0, end=T0 + timedelta(hours=1), sent_at=T0)
+    await world.mappings.add(
+        EventMapping(
+            resource_id="room-1",
+            booking_id="bk-late",
+            mailbox=ROOM,
+            pending_transaction_id="tx-late",
+            writes_in_flight=[sent],
+        )
+    )
+
+    view = await world.services.resources.disconnect("room-1", remove_events=True)
+    assert view.status.state is ConnectionState.DISCONNECTING
+    [message] = queued(world)
+    world.queue.sent, world.queue.delays = [], []
+    await world.services.resources.remove_events(message)  # nothing there yet
+    assert await state_of(world) is ConnectionState.DISCONNECTING
+    assert (queued(world), world.queue.delays) == ([message], [CREATE_WAIT_SECONDS])
+    # The create lands, and its push records it.
+    world.calendar.events[ROOM]["ev-late"] = CalendarEvent(
+        event_id="ev-late", start=T0, end=T0 + timedelta(hours=1), booking_id="bk-late"
+    )
+    mapping = await world.mappings.get("room-1", "bk-late")
+    assert mapping is not None
+    made: dict[str, object] = {
+        "event_id": "ev-late",
+        "pending_transaction_id": None,
+        "writes_in_flight": [],
+    }
+    await world.mappings.update(mapping.value.model_copy(update=made), mapping.etag)
+    for _ in range(5):
+        work = queued(world)
+        if not work:
+            break
+        world.queue.sent = []
+        await world.services.resources.remove_events(work[0])
+
+    assert set(world.calendar.events[ROOM]) == {"lunch"}
+    assert await state_of(world) is ConnectionState.DISCONNECTED
+
+
+async def test_a_create_that_can_no_longer_land_does_not_hold_a_disconnect() -> None:
+    world = await room_with_our_events(0)
+    sent = WrittenTimes(booking_version=1, start=T0, end=T0 + timedelta(hours=1), sent_at=T0)
+    await world.mappings.add(
+        EventMapping(
+            resource_id="room-1",
+            booking_id="bk-lost",
+            mailbox=ROOM,
+            pending_transaction_id="tx-lost",
+            writes_in_flight=[sent],
+        )
+    )
+    world.clock.now = T0 + timedelta(seconds=WRITE_IN_FLIGHT_SECONDS + 1)
+
+    view = await world.services.resources.disconnect("room-1", remove_events=True)
+
     assert view.status.state is ConnectionState.DISCONNECTED
     assert queued(world) == []
 
