@@ -119,10 +119,18 @@ class OutlookChangeApplier:
         if current.written_by_us(event.start, event.end):
             # At times we wrote (the answer to a write may still be on its way, so its
             # notification can come first), or another kind of edit (subject, body):
-            # remember its changeKey, change nothing.
-            await self._mappings.update(
-                current.model_copy(update=current.keeping_change_key(event.change_key)),
-                mapping.etag,
+            # remember its changeKey, change nothing. A push may record a write on the
+            # same mapping meanwhile (its ETag then moved on): re-read, and keep the key
+            # on the latest unless it is another event's mapping by then.
+            seen = event.change_key
+
+            def kept(latest: EventMapping) -> EventMapping | None:
+                if latest.event_id != current.event_id or latest.knows_change_key(seen):
+                    return None
+                return latest.model_copy(update=latest.keeping_change_key(seen))
+
+            await update_mapping(
+                self._mappings, current.resource_id, current.booking_id, kept, first=mapping
             )
             return None
         action = on_move(settings.on_outlook_move, is_primary=is_primary, status=booking.status)

@@ -370,6 +370,35 @@ async def test_an_edit_that_moves_nothing_is_remembered_only(outlook: Outlook) -
     assert outlook.log() == []
 
 
+async def test_an_edit_remembered_while_a_push_writes_the_mapping_is_kept_on_the_latest(
+    outlook: Outlook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push recorded a write on the same mapping between the apply's read and its
+    write: the changeKey used to be written under the old ETag, and the conflict failed
+    the whole reconcile round (or notification). It is kept on the re-read mapping."""
+    await outlook.policy("room-1", OnOutlookDelete.CANCEL_BOOKING, OnOutlookMove.RESTORE_EVENT)
+    edited = outlook.event("room-1").model_copy(
+        update={"subject": "Renamed in Outlook", "change_key": "ck-user"}
+    )
+    update = outlook.world.mappings.update
+    raced: list[bool] = []
+
+    async def after_a_push(mapping: EventMapping, etag: str) -> Stored[EventMapping]:
+        if not raced:  # a push records its write first
+            raced.append(True)
+            latest = await outlook.mapping("room-1")
+            pushed = latest.value.model_copy(update={"synced_at": latest.value.synced_at})
+            await update(pushed, latest.etag)
+        return await update(mapping, etag)
+
+    monkeypatch.setattr(outlook.world.mappings, "update", after_a_push)
+
+    assert await outlook.apply("room-1", edited) is None
+
+    assert (await outlook.mapping("room-1")).value.change_key == "ck-user"
+    assert await outlook.status() == BOOKED
+
+
 @pytest.mark.parametrize(
     "mapping_update",
     [
