@@ -59,6 +59,9 @@ MAX_EARLIER_CHANGE_KEYS = 5
 # the gateway's retry budget (60 s of waiting plus the attempts themselves), and records
 # the answer; only a worker that died mid-write leaves one unanswered for good.
 WRITE_IN_FLIGHT_SECONDS = 120
+# How long whatever waits for a create still on its way (a cancel's push, the removal of
+# our events on a disconnect) waits before it looks again.
+CREATE_WAIT_SECONDS = 5
 
 
 class EventMapping(DomainModel):
@@ -101,6 +104,15 @@ class EventMapping(DomainModel):
         """Whether the last write failed only because Graph throttled it: its message is
         sent again after the Retry-After, counting no try, so the write is still to come."""
         return self.last_error is not None and self.last_error.startswith(f"{GraphThrottled.code}:")
+
+    def create_may_land(self, now: datetime) -> bool:
+        """Whether a create of this mapping's event was sent, is not recorded, and may
+        still make its event (one of its writes is still in flight)."""
+        return (
+            self.event_id is None
+            and self.pending_transaction_id is not None
+            and any(w.still_in_flight(now) for w in self.writes_in_flight)
+        )
 
     def knows_change_key(self, change_key: str | None) -> bool:
         """Whether an event (or its notification) carrying `change_key` shows a state of

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from shared.domain.base import without_control_characters
 from shared.domain.bookings import Booking, BookingStatus
 from shared.domain.calendar import (
+    CREATE_WAIT_SECONDS,
     MAX_WRITES_IN_FLIGHT,
     CalendarEvent,
     EventDraft,
@@ -57,8 +58,6 @@ from shared.services.mapping_updates import update_mapping
 logger = logging.getLogger(__name__)
 
 CANCELLED_PREFIX = "Cancelled: "
-# How long a push that waits for a create still on its way waits before it looks again.
-CREATE_WAIT_SECONDS = 5
 
 
 class PushIncomplete(DomainError):
@@ -345,7 +344,7 @@ class PushService:
             # would bring back what an unanswered one made.
             mapping = await self._find_unanswered_create(resource, mapping, now)
             current = mapping.value
-            if current.event_id is None and current.pending_transaction_id is not None:
+            if current.create_may_land(now):
                 # A create sent earlier has not answered yet: the event it makes (or the
                 # error it meets) is for this push to act on, so it goes again later
                 # rather than finish with nothing done and leave it to a round.
@@ -442,7 +441,7 @@ class PushService:
         mailbox = resource.settings.mailbox
         found = await self._gateway.find_events_for_booking(mailbox, value.booking_id)
         if not found:
-            if any(w.still_in_flight(now) for w in value.writes_in_flight):
+            if value.create_may_land(now):
                 return mapping  # it may land yet: the resource's check looks again
             forgotten: dict[str, object] = {"pending_transaction_id": None, "writes_in_flight": []}
             return await self._mappings.update(value.model_copy(update=forgotten), mapping.etag)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.domain.base import DomainModel, UtcDatetime
-from shared.domain.calendar import EventMapping
+from shared.domain.calendar import CREATE_WAIT_SECONDS, EventMapping
 from shared.domain.errors import (
     ConcurrencyConflict,
     GraphAccessDenied,
@@ -53,7 +53,6 @@ from shared.ports import (
 from shared.services.connection import ConnectionTracker
 from shared.services.previews import TemplatePreview, TemplatePreviewRequest, preview_templates
 from shared.services.pulls import BusyTimePulls
-from shared.services.push import CREATE_WAIT_SECONDS
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
@@ -374,14 +373,10 @@ class ResourceService:
 
     async def _creates_under_way(self, resource_id: str) -> bool:
         """Whether a create of one of our events in the resource's calendar was sent and
-        may still make its event (`WrittenTimes.still_in_flight`)."""
+        may still make its event."""
         now = self._clock()
-        return any(
-            m.value.event_id is None
-            and m.value.pending_transaction_id is not None
-            and any(w.still_in_flight(now) for w in m.value.writes_in_flight)
-            for m in await self._mappings.list_for_resource(resource_id)
-        )
+        mappings = await self._mappings.list_for_resource(resource_id)
+        return any(m.value.create_may_land(now) for m in mappings)
 
     async def _clear_mappings(self, resource_id: str) -> None:
         for mapping in await self._mappings.list_for_resource(resource_id):

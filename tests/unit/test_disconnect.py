@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from shared.domain.bookings import BookingRequest
 from shared.domain.calendar import (
+    CREATE_WAIT_SECONDS,
     WRITE_IN_FLIGHT_SECONDS,
     CalendarEvent,
     DeltaRound,
@@ -15,7 +16,6 @@ from shared.domain.calendar import (
 )
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
-from shared.services.push import CREATE_WAIT_SECONDS
 from shared.services.resources import REMOVE_CHUNK
 from tests.builders import T0, resource
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -110,22 +110,27 @@ async def test_without_events_of_ours_a_disconnect_is_done_at_once() -> None:
     assert queued(world) == []
 
 
+async def a_create_sent_at_t0(world: FakeWorld, booking_id: str) -> None:
+    """A create of the booking's event in room-1, sent at T0 and not answered."""
+    sent = WrittenTimes(booking_version=1, start=T0, end=T0 + timedelta(hours=1), sent_at=T0)
+    await world.mappings.add(
+        EventMapping(
+            resource_id="room-1",
+            booking_id=booking_id,
+            mailbox=ROOM,
+            pending_transaction_id=f"tx-{booking_id}",
+            writes_in_flight=[sent],
+        )
+    )
+
+
 async def test_an_event_a_create_under_way_makes_after_the_disconnect_is_removed_too() -> None:
     """A booking's create was sent (Graph slow to answer) when the resource was
     disconnected with removeEvents: no event of ours was there yet, so it was marked
     disconnected at once, and the event the create then made stayed in the mailbox we
     left. The removal now waits for such a create as long as it may land."""
     world = await room_with_our_events(0)
-    sent = WrittenTimes(booking_version=1, start=T0, end=T0 + timedelta(hours=1), sent_at=T0)
-    await world.mappings.add(
-        EventMapping(
-            resource_id="room-1",
-            booking_id="bk-late",
-            mailbox=ROOM,
-            pending_transaction_id="tx-late",
-            writes_in_flight=[sent],
-        )
-    )
+    await a_create_sent_at_t0(world, "bk-late")
 
     view = await world.services.resources.disconnect("room-1", remove_events=True)
     assert view.status.state is ConnectionState.DISCONNECTING
@@ -159,16 +164,7 @@ async def test_an_event_a_create_under_way_makes_after_the_disconnect_is_removed
 
 async def test_a_create_that_can_no_longer_land_does_not_hold_a_disconnect() -> None:
     world = await room_with_our_events(0)
-    sent = WrittenTimes(booking_version=1, start=T0, end=T0 + timedelta(hours=1), sent_at=T0)
-    await world.mappings.add(
-        EventMapping(
-            resource_id="room-1",
-            booking_id="bk-lost",
-            mailbox=ROOM,
-            pending_transaction_id="tx-lost",
-            writes_in_flight=[sent],
-        )
-    )
+    await a_create_sent_at_t0(world, "bk-lost")
     world.clock.now = T0 + timedelta(seconds=WRITE_IN_FLIGHT_SECONDS + 1)
 
     view = await world.services.resources.disconnect("room-1", remove_events=True)
