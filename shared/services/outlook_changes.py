@@ -119,19 +119,8 @@ class OutlookChangeApplier:
         if current.written_by_us(event.start, event.end):
             # At times we wrote (the answer to a write may still be on its way, so its
             # notification can come first), or another kind of edit (subject, body):
-            # remember its changeKey, change nothing. A push may record a write on the
-            # same mapping meanwhile (its ETag then moved on): re-read, and keep the key
-            # on the latest unless it is another event's mapping by then.
-            seen = event.change_key
-
-            def kept(latest: EventMapping) -> EventMapping | None:
-                if latest.event_id != current.event_id or latest.knows_change_key(seen):
-                    return None
-                return latest.model_copy(update=latest.keeping_change_key(seen))
-
-            await update_mapping(
-                self._mappings, current.resource_id, current.booking_id, kept, first=mapping
-            )
+            # remember its changeKey, change nothing.
+            await self._remember_change_key(mapping, event.change_key)
             return None
         action = on_move(settings.on_outlook_move, is_primary=is_primary, status=booking.status)
         await self._on_moved(resource, mapping, booking, event, action, direction)
@@ -285,12 +274,24 @@ class OutlookChangeApplier:
         elif action is Action.RESTORE_EVENT:
             await self._restore(mapping, booking, seen=event.change_key)
         else:
-            await self._mappings.update(
-                current.model_copy(update=current.keeping_change_key(event.change_key)),
-                mapping.etag,
-            )
+            await self._remember_change_key(mapping, event.change_key)
         await self._log(
             resource, booking, current.event_id, f"outlook_move:{action.value}", direction
+        )
+
+    async def _remember_change_key(self, mapping: Stored[EventMapping], seen: str | None) -> None:
+        """Keep `seen` as a handled changeKey of the mapping's event. A push may record a
+        write on the same mapping meanwhile (its ETag then moved on): re-read, and keep
+        the key on the latest unless it is another event's mapping by then."""
+        current = mapping.value
+
+        def kept(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id or latest.knows_change_key(seen):
+                return None
+            return latest.model_copy(update=latest.keeping_change_key(seen))
+
+        await update_mapping(
+            self._mappings, current.resource_id, current.booking_id, kept, first=mapping
         )
 
     async def _defer(

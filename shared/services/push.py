@@ -421,10 +421,20 @@ class PushService:
         """No event is wanted and none is there or on its way: the error of a write that
         failed before (a create throttled or refused, then the booking cancelled) is
         about nothing any more, and no push would ever clear it."""
+
+        def cleared(latest: EventMapping) -> EventMapping | None:
+            if (
+                latest.last_error is None
+                or latest.event_id is not None
+                or latest.pending_transaction_id is not None
+            ):
+                return None  # nothing to clear, or a write since that still stands
+            return latest.model_copy(update={"last_error": None})
+
         value = mapping.value
-        if value.last_error is None or value.pending_transaction_id is not None:
-            return
-        await self._mappings.update(value.model_copy(update={"last_error": None}), mapping.etag)
+        await update_mapping(
+            self._mappings, value.resource_id, value.booking_id, cleared, first=mapping
+        )
 
     async def _find_unanswered_create(
         self, resource: Resource, mapping: Stored[EventMapping], now: datetime

@@ -370,6 +370,23 @@ async def test_an_edit_that_moves_nothing_is_remembered_only(outlook: Outlook) -
     assert outlook.log() == []
 
 
+def a_push_writes_first(outlook: Outlook, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next mapping write meets a push that recorded a write on the same mapping
+    since it was read: its ETag is stale."""
+    update = outlook.world.mappings.update
+    raced: list[bool] = []
+
+    async def after_a_push(mapping: EventMapping, etag: str) -> Stored[EventMapping]:
+        if not raced:
+            raced.append(True)
+            latest = await outlook.mapping(mapping.resource_id)
+            pushed = latest.value.model_copy(update={"synced_at": latest.value.synced_at})
+            await update(pushed, latest.etag)
+        return await update(mapping, etag)
+
+    monkeypatch.setattr(outlook.world.mappings, "update", after_a_push)
+
+
 async def test_an_edit_remembered_while_a_push_writes_the_mapping_is_kept_on_the_latest(
     outlook: Outlook, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -380,20 +397,21 @@ async def test_an_edit_remembered_while_a_push_writes_the_mapping_is_kept_on_the
     edited = outlook.event("room-1").model_copy(
         update={"subject": "Renamed in Outlook", "change_key": "ck-user"}
     )
-    update = outlook.world.mappings.update
-    raced: list[bool] = []
-
-    async def after_a_push(mapping: EventMapping, etag: str) -> Stored[EventMapping]:
-        if not raced:  # a push records its write first
-            raced.append(True)
-            latest = await outlook.mapping("room-1")
-            pushed = latest.value.model_copy(update={"synced_at": latest.value.synced_at})
-            await update(pushed, latest.etag)
-        return await update(mapping, etag)
-
-    monkeypatch.setattr(outlook.world.mappings, "update", after_a_push)
+    a_push_writes_first(outlook, monkeypatch)
 
     assert await outlook.apply("room-1", edited) is None
+
+    assert (await outlook.mapping("room-1")).value.change_key == "ck-user"
+    assert await outlook.status() == BOOKED
+
+
+async def test_a_move_kept_under_ignore_while_a_push_writes_the_mapping_is_remembered(
+    outlook: Outlook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await outlook.policy("room-1", move=OnOutlookMove.IGNORE)
+    a_push_writes_first(outlook, monkeypatch)
+
+    assert await outlook.move("room-1", *LATER) is Action.IGNORE
 
     assert (await outlook.mapping("room-1")).value.change_key == "ck-user"
     assert await outlook.status() == BOOKED
