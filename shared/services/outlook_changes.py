@@ -176,21 +176,28 @@ class OutlookChangeApplier:
         booking's, it is written as the booking says."""
         current = mapping.value
         in_step = (survivor.start, survivor.end) == (booking.start, booking.end)
-        kept = current.model_copy(
-            update={
-                "event_id": survivor.event_id,
-                "change_key": survivor.change_key,
-                "earlier_change_keys": [],
-                "pushed_start": survivor.start,
-                "pushed_end": survivor.end,
-                "booking_version": booking.version if in_step else 0,
-                "pending_transaction_id": None,
-                "last_error": None,
-                "detached": False,
-                "synced_at": self._clock(),
-            }
+
+        def kept(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id:
+                return None  # replaced or removed meanwhile: no longer that event's mapping
+            return latest.model_copy(
+                update={
+                    "event_id": survivor.event_id,
+                    "change_key": survivor.change_key,
+                    "earlier_change_keys": [],
+                    "pushed_start": survivor.start,
+                    "pushed_end": survivor.end,
+                    "booking_version": booking.version if in_step else 0,
+                    "pending_transaction_id": None,
+                    "last_error": None,
+                    "detached": False,
+                    "synced_at": self._clock(),
+                }
+            )
+
+        await update_mapping(
+            self._mappings, current.resource_id, current.booking_id, kept, first=mapping
         )
-        await self._mappings.update(kept, mapping.etag)
         if not in_step:
             await self._push.push(
                 PushBooking(
@@ -329,17 +336,26 @@ class OutlookChangeApplier:
         the changeKey of the Outlook edit being undone, handled from now on; the write
         is made against it (an answer lost on the way is read back and compared with it)."""
         current = mapping.value
-        update: dict[str, object] = {"booking_version": 0, "last_error": None}
-        if seen is not None:
-            update.update(current.keeping_change_key(seen))
-        if recreate:
-            update.update(
-                event_id=None,
-                change_key=None,
-                pending_transaction_id=None,
-                recreations=current.recreations + 1,
-            )
-        await self._mappings.update(current.model_copy(update=update), mapping.etag)
+
+        def restored(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id:
+                return None  # replaced or removed meanwhile: the push writes from latest
+            update: dict[str, object] = {"booking_version": 0, "last_error": None}
+            if seen is not None:
+                update.update(latest.keeping_change_key(seen))
+            if recreate:
+                update.update(
+                    event_id=None,
+                    change_key=None,
+                    pending_transaction_id=None,
+                    recreations=latest.recreations + 1,
+                )
+            return latest.model_copy(update=update)
+
+        # A push may record a write on the same mapping meanwhile: re-read on a conflict.
+        await update_mapping(
+            self._mappings, current.resource_id, current.booking_id, restored, first=mapping
+        )
         await self._push.push(
             PushBooking(
                 booking_id=booking.booking_id, booking_version=booking.version, include_past=True

@@ -417,6 +417,36 @@ async def test_a_move_kept_under_ignore_while_a_push_writes_the_mapping_is_remem
     assert await outlook.status() == BOOKED
 
 
+async def test_a_restore_while_a_push_writes_the_mapping_still_puts_the_event_back(
+    outlook: Outlook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await outlook.policy("alice", move=OnOutlookMove.RESTORE_EVENT)
+    a_push_writes_first(outlook, monkeypatch)
+
+    assert await outlook.move("alice", *LATER) is Action.RESTORE_EVENT
+
+    restored = outlook.event("alice")
+    assert (restored.start, restored.end) == (T0, T0 + timedelta(hours=1))
+    assert await outlook.status() == BOOKED
+
+
+async def test_a_duplicate_kept_while_a_push_writes_the_mapping_is_mapped(
+    outlook: Outlook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await outlook.policy("room-1", delete=OnOutlookDelete.RESTORE_EVENT)
+    mapped = outlook.event("room-1")
+    survivor = mapped.model_copy(update={"event_id": "ev-duplicate", "change_key": "ck-dup"})
+    calendar = outlook.world.calendar.events[ROOM]
+    calendar[survivor.event_id] = survivor
+    del calendar[mapped.event_id]
+    a_push_writes_first(outlook, monkeypatch)
+
+    assert await outlook.apply("room-1", None) is Action.KEEP_DUPLICATE
+
+    assert (await outlook.mapping("room-1")).value.event_id == survivor.event_id
+    assert list(calendar) == [survivor.event_id]
+
+
 @pytest.mark.parametrize(
     "mapping_update",
     [
