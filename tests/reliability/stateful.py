@@ -49,6 +49,7 @@ from local.graph_emulator import RunningEmulator
 from shared.domain.base import utc_now
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ReconcileResource
 from tests.reliability.workload import (
+    QUIET_WITHIN_SECONDS,
     Client,
     Findings,
     Member,
@@ -269,7 +270,11 @@ async def enqueue_rounds(connection_string: str, resource_ids: list[str]) -> Non
 
 
 async def one_round(
-    run: StatefulRun, connection_string: str, emulator: RunningEmulator, *, within: float = 60
+    run: StatefulRun,
+    connection_string: str,
+    emulator: RunningEmulator,
+    *,
+    within: float = QUIET_WITHIN_SECONDS,
 ) -> None:
     """After the run: settle unanswered creates, let the queues drain, one reconcile round
     per resource (a queue message each, as the timer sends), drain again."""

@@ -26,6 +26,7 @@ from tests.fixtures.stack import Stack
 from tests.reliability.hosted import OUTBOX_LEASE_SECONDS, HostProcess
 from tests.reliability.stateful import Control, StatefulRun, check_convergence, one_round
 from tests.reliability.workload import (
+    QUIET_WITHIN_SECONDS,
     Client,
     connect,
     drain_booking_events,
@@ -56,7 +57,7 @@ async def one_run(
     seed: int,
     steps: int,
     *,
-    within: float = 60,
+    within: float = QUIET_WITHIN_SECONDS,
 ) -> tuple[StatefulRun, list[str]]:
     client = Client(api=stack.api, graph_url=stack.emulator.graph_url, http=stack.http)
     members = members_for(mailboxes)

@@ -43,6 +43,7 @@ from azure.storage.queue.aio import QueueClient
 from local.graph_emulator import RunningEmulator
 from shared.adapters.graph.mapping import BOOKING_ID_PROPERTY, EXPAND_BOOKING_ID
 from shared.domain.base import utc_now
+from shared.domain.calendar import CREATE_WAIT_SECONDS, WRITE_IN_FLIGHT_SECONDS
 from shared.domain.messages import (
     BOOKING_EVENTS_QUEUE,
     SYNC_INBOUND_QUEUE,
@@ -468,8 +469,15 @@ async def queue_length(queue: QueueClient) -> int:
     return count
 
 
+# How long the queues may take to empty after a run: a push that wants no event waits for
+# a create still on its way for up to WRITE_IN_FLIGHT_SECONDS since it was sent (the
+# README's recovery table) -- a host killed mid-create leaves one -- plus the last
+# look's delay and time to do the work.
+QUIET_WITHIN_SECONDS = WRITE_IN_FLIGHT_SECONDS + CREATE_WAIT_SECONDS + 25.0
+
+
 async def wait_quiet(
-    connection_string: str, emulator: RunningEmulator, *, within: float = 60.0
+    connection_string: str, emulator: RunningEmulator, *, within: float = QUIET_WITHIN_SECONDS
 ) -> None:
     """Until the work queues are empty (a message being processed stays in its queue,
     invisible, until it succeeded) and the emulator has no notification to deliver, three
