@@ -710,11 +710,17 @@ class PushService:
             # The event written to is no longer the mapping's (deleted in Outlook, left
             # by a policy, replaced by a resync): no round retries a write to it.
             event_let_go = plan.write.op != "create" and latest.event_id != plan.write.event_id
+            kept: dict[str, object] = {"writes_in_flight": in_flight}
+            if still_coming and latest.event_id is None and latest.pending_transaction_id is None:
+                # Another push took what an earlier attempt of this create made (and
+                # removed it, a cancel's) while the gateway sent it again: that attempt may
+                # make another event, which only a look by the booking id would find.
+                kept["pending_transaction_id"] = plan.write.transaction_id
             if overtaken or written_by_another or event_let_go:
-                if in_flight == latest.writes_in_flight:
+                if kept == {"writes_in_flight": latest.writes_in_flight}:
                     return None
-                return latest.model_copy(update={"writes_in_flight": in_flight})
-            return latest.model_copy(update={"last_error": message, "writes_in_flight": in_flight})
+                return latest.model_copy(update=kept)
+            return latest.model_copy(update={**kept, "last_error": message})
 
         await update_mapping(
             self._mappings, planned.resource_id, planned.booking_id, failed, first=plan.mapping

@@ -874,6 +874,41 @@ async def test_a_create_given_up_on_that_lands_later_is_removed_by_the_cancels_p
     assert (state.state, state.error) == ("synced", None)
 
 
+async def test_a_create_sent_again_that_lands_after_the_cancel_removed_the_first_is_removed(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create met a 503 Graph had carried out (event one), so the gateway sent it
+    again. Meanwhile the booking was cancelled, and the cancel's push found event one and
+    removed it. The create sent again met no sure answer either, and Graph made a second
+    event (the deleted first no longer answers to the transactionId). Its push then
+    recorded a failure on a mapping that knew no create any more, so its retry had nothing
+    to look for: the second event stayed until a round."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    [create] = world.outbound()
+    drop_outbound(world)
+    send = world.calendar.write_batch
+
+    async def carried_out_twice_unanswered(writes: list[EventWrite]) -> list[EventWriteResult]:
+        if writes[0].op != "create":
+            return await send(writes)
+        await send(writes)  # carried out; the answer is a 503
+        await world.services.bookings.cancel(booking_id)
+        [cancel] = world.outbound()
+        drop_outbound(world)
+        await world.services.push.push(cancel)  # finds event one and removes it
+        assert events_at(world, ROOM) == []
+        await send(writes)  # the gateway's second attempt: carried out, a 503 again
+        return [EventWriteResult(error=GraphTransient("503: no sure answer")) for _ in writes]
+
+    monkeypatch.setattr(world.calendar, "write_batch", carried_out_twice_unanswered)
+    with pytest.raises(PushIncomplete):
+        await world.services.push.push(create)
+    assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
+    await world.services.push.push(create)  # the queue's retry
+
+    assert events_at(world, ROOM) == []
+
+
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
     world: FakeWorld,
 ) -> None:
