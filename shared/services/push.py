@@ -454,7 +454,7 @@ class PushService:
             if value.create_may_land(now):
                 return mapping  # it may land yet: the resource's check looks again
             forgotten: dict[str, object] = {"pending_transaction_id": None, "writes_in_flight": []}
-            return await self._mappings.update(value.model_copy(update=forgotten), mapping.etag)
+            return await self._take_unanswered_create(mapping, forgotten, now)
         event = event_to_keep(found)
         extras = [e for e in found if e.event_id != event.event_id]
         if extras:
@@ -476,7 +476,33 @@ class PushService:
             "booking_version": 0,
             "pending_transaction_id": None,
         }
-        return await self._mappings.update(value.model_copy(update=made), mapping.etag)
+        return await self._take_unanswered_create(mapping, made, now)
+
+    async def _take_unanswered_create(
+        self, mapping: Stored[EventMapping], update: dict[str, object], now: datetime
+    ) -> Stored[EventMapping]:
+        """The mapping with `update` applied (the event found, or the create forgotten),
+        unless another push took or forgot the same create first, or (when forgetting)
+        sent it again meanwhile: then the mapping as that push left it."""
+        value = mapping.value
+
+        def taken(latest: EventMapping) -> EventMapping | None:
+            if (
+                latest.event_id is not None
+                or latest.pending_transaction_id != value.pending_transaction_id
+                or ("event_id" not in update and latest.create_may_land(now))
+            ):
+                return None
+            return latest.model_copy(update=update)
+
+        stored = await update_mapping(
+            self._mappings, value.resource_id, value.booking_id, taken, first=mapping
+        )
+        if stored is None:
+            stored = await self._mappings.get(value.resource_id, value.booking_id)
+        if stored is None:
+            raise ConcurrencyConflict(f"mapping of {value.booking_id} removed; push again")
+        return stored
 
     async def _record_update_intent(
         self, mapping: Stored[EventMapping], booking: Booking, draft: EventDraft, now: datetime

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingStatus, TimeRange
-from shared.domain.calendar import CalendarEvent, WrittenTimes
+from shared.domain.calendar import WRITE_IN_FLIGHT_SECONDS, CalendarEvent, WrittenTimes
 from shared.domain.errors import (
     CalendarUnavailable,
     GraphAccessDenied,
@@ -907,6 +907,80 @@ async def test_a_create_sent_again_that_lands_after_the_cancel_removed_the_first
     await world.services.push.push(create)  # the queue's retry
 
     assert events_at(world, ROOM) == []
+
+
+async def test_two_pushes_taking_the_same_unanswered_create_both_finish(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pushes of a booking whose create's answer was lost (a reschedule's and a
+    cancel's, say) both find its event by the booking id. The second to write the mapping
+    used to write under the ETag it read before the first took the event: the conflict
+    failed it, and cost its message a try. It now reads again and finds the work done."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await lose_the_answer(world, monkeypatch)
+    await world.services.bookings.cancel(booking_id)
+    [cancel] = world.outbound()
+    drop_outbound(world)
+    listing = world.calendar.find_events_for_booking
+    others = [world.services.push.push(cancel)]
+
+    async def another_push_takes_it_meanwhile(mailbox: str, booking: str) -> list[CalendarEvent]:
+        found = await listing(mailbox, booking)
+        if others:
+            await others.pop()  # finds the same event, takes it and removes it
+        return found
+
+    monkeypatch.setattr(world.calendar, "find_events_for_booking", another_push_takes_it_meanwhile)
+    await world.services.push.push(cancel)
+
+    assert events_at(world, ROOM) == []
+    [state] = (await world.services.bookings.get(booking_id)).sync
+    assert (state.state, state.error) == ("synced", None)
+
+
+async def test_a_create_sent_again_while_a_push_forgets_it_stays_known(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel's push looks for a create that never reached Graph, past the time it
+    could land, and forgets it; another push sent that create again meanwhile (an older
+    message of the booking). The create sent again stays on the mapping, so whatever it
+    makes is looked for."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    [create] = world.outbound()
+    drop_outbound(world)
+    send = world.calendar.write_batch
+
+    async def never_reached(writes: list[EventWrite]) -> list[EventWriteResult]:
+        raise asyncio.CancelledError  # the host died before sending
+
+    monkeypatch.setattr(world.calendar, "write_batch", never_reached)
+    with pytest.raises(asyncio.CancelledError):
+        await world.services.push.push(create)
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    world.clock.now += timedelta(seconds=WRITE_IN_FLIGHT_SECONDS + 1)
+    await world.services.bookings.cancel(booking_id)
+    [cancel] = world.outbound()
+    drop_outbound(world)
+    listing = world.calendar.find_events_for_booking
+    again = WrittenTimes(
+        booking_version=1, start=T0, end=T0 + HOUR, sent_at=world.clock.now, answered=False
+    )
+
+    async def sent_again_meanwhile(mailbox: str, booking: str) -> list[CalendarEvent]:
+        found = await listing(mailbox, booking)
+        stored = await world.mappings.get("room-1", booking_id)
+        assert stored is not None
+        update = {"writes_in_flight": [*stored.value.writes_in_flight, again]}
+        await world.mappings.update(stored.value.model_copy(update=update), stored.etag)
+        return found
+
+    monkeypatch.setattr(world.calendar, "find_events_for_booking", sent_again_meanwhile)
+    with pytest.raises(PushDeferred):
+        await world.services.push.push(cancel)
+
+    stored = await world.mappings.get("room-1", booking_id)
+    assert stored is not None
+    assert stored.value.create_may_land(world.clock.now)
 
 
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
