@@ -292,3 +292,83 @@ async def test_a_message_that_stops_waiting_does_not_stop_the_pass_it_joined(
 
     blocks = await world.ports.unavailability.list_for_resource("room-1")
     assert sorted(b.event_id for b in blocks) == ["ev-0", "ev-1", "ev-2"]
+
+
+def counting_lookups(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The event ids the handler looks up a mapping for, from now on."""
+    looked_up: list[str] = []
+    find_by_event = world.mappings.find_by_event
+
+    async def lookup(resource_id: str, event_id: str) -> Stored[EventMapping] | None:
+        looked_up.append(event_id)
+        return await find_by_event(resource_id, event_id)
+
+    monkeypatch.setattr(world.mappings, "find_by_event", lookup)
+    return looked_up
+
+
+async def test_a_foreign_event_read_once_is_not_looked_up_for_a_mapping_again(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up = counting_lookups(world, monkeypatch)
+    await world.services.inbound.handle_change(message(change("ev-0"), change("ev-1")))
+    moved = world.calendar.events[ROOM]["ev-0"].model_copy(
+        update={"start": T0 + timedelta(hours=9), "end": T0 + timedelta(hours=10)}
+    )
+    world.calendar.events[ROOM]["ev-0"] = moved
+
+    await world.services.inbound.handle_change(
+        message(change("ev-0", "updated"), change("ev-1", "deleted"), change("ev-2"))
+    )
+
+    assert looked_up == ["ev-0", "ev-1", "ev-2"]
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted((b.event_id, b.start) for b in blocks) == [
+        ("ev-0", moved.start),
+        ("ev-2", T0 + timedelta(hours=2)),
+    ]
+
+
+async def test_an_event_of_ours_notified_before_its_mapping_is_never_taken_for_foreign(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Graph can notify our create before its answer is recorded: the event carries our
+    booking id but no mapping names it yet. It is not remembered as foreign, so once
+    the mapping names it an Outlook move of it is an edit of ours, not a mirror block."""
+    world.calendar.events[ROOM].clear()  # the booking's time free
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    [push] = world.outbound()
+    world.queue.sent.clear()
+    send = world.calendar.write_batch
+    answers: list[Any] = []
+
+    async def answer_held(writes: Sequence[Any]) -> Any:
+        answers.append(await send(list(writes)))
+        raise asyncio.CancelledError  # the answer is not recorded yet
+
+    monkeypatch.setattr(world.calendar, "write_batch", answer_held)
+    with pytest.raises(asyncio.CancelledError):
+        await world.services.push.push(push)
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    [event] = world.calendar.events[ROOM].values()
+    await world.services.inbound.handle_change(message(change(event.event_id)))
+    assert world.sync_log.entries[-1].action == "unmapped event of ours; left to reconcile"
+    await world.services.push.push(push)  # the retry takes the event into the mapping
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert mapping.value.event_id == event.event_id
+    looked_up = counting_lookups(world, monkeypatch)
+    world.calendar.events[ROOM][event.event_id] = event.model_copy(
+        update={
+            "start": T0 + timedelta(hours=9),
+            "end": T0 + timedelta(hours=10),
+            "change_key": "ck-moved",
+        }
+    )
+
+    await world.services.inbound.handle_change(
+        message(change(event.event_id, "updated", "ck-moved"))
+    )
+
+    assert looked_up == [event.event_id]
+    assert await world.ports.unavailability.list_for_resource("room-1") == []
