@@ -497,11 +497,6 @@ class _Pass:
         self.failures: list[tuple[EventChange, Exception]] = []
 
 
-# Events read and found foreign (no booking id of ours) that a process remembers, least
-# recently seen first out: some 250 bytes each.
-_MAX_FOREIGN_REMEMBERED = 20_000
-
-
 class EventChangeHandler:
     """Applies the changed events of a mailbox: ours by policy, foreign into the mirror.
 
@@ -511,10 +506,6 @@ class EventChangeHandler:
     handled together share their reads and writes: one read of the resource, one `$batch`
     read (of up to 20 per request) of the events Graph must be asked for, one write of the
     mirror's blocks and one of the log entries.
-
-    An event read without a booking id of ours is foreign for good (ours carry it from
-    their create on, and no mapping ever takes an event without it), so its later changes
-    skip the look for a mapping: remembered per process, bounded.
     """
 
     def __init__(
@@ -539,8 +530,6 @@ class EventChangeHandler:
         self._connection = connection
         self._sync_log = sync_log
         self._clock = clock
-        # (resource id, event id) of events read and found foreign.
-        self._foreign: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def handle(self, change: EventChange) -> None:
         """Apply one change; raises what it failed with."""
@@ -561,7 +550,7 @@ class EventChangeHandler:
         stored, found = await asyncio.gather(
             self._resources.get(resource_id),
             asyncio.gather(
-                *(self._mapping_of(resource_id, c.event_id) for c in changes),
+                *(self._mappings.find_by_event(resource_id, c.event_id) for c in changes),
                 return_exceptions=True,
             ),
         )
@@ -603,19 +592,6 @@ class EventChangeHandler:
                 resource.resource_id, f"{denied.code}: {denied.message}"
             )
         return failures
-
-    async def _mapping_of(self, resource_id: str, event_id: str) -> Stored[EventMapping] | None:
-        key = (resource_id, event_id)
-        if key in self._foreign:
-            self._foreign.move_to_end(key)
-            return None
-        return await self._mappings.find_by_event(resource_id, event_id)
-
-    def _remember_foreign(self, resource_id: str, event_id: str) -> None:
-        self._foreign[(resource_id, event_id)] = None
-        self._foreign.move_to_end((resource_id, event_id))
-        while len(self._foreign) > _MAX_FOREIGN_REMEMBERED:
-            self._foreign.popitem(last=False)
 
     async def _apply(
         self,
@@ -732,7 +708,6 @@ class EventChangeHandler:
                 SyncOutcome.SKIPPED,
             )
             return
-        self._remember_foreign(resource.resource_id, change.event_id)
         if event.type is EventType.SINGLE_INSTANCE:
             block = to_block(resource.resource_id, event, time_zone=resource.settings.time_zone)
             work.mirror[event.event_id] = [block] if block else []
