@@ -204,9 +204,12 @@ async def _handle_inbound_message(msg: func.QueueMessage) -> None:
 
 def _delay_after(failure: Exception) -> int:
     """When an item that failed is tried again: after Graph's Retry-After when throttled,
-    else after host.json's `visibilityTimeout`, as a retried message would be."""
+    after its delay when it waits for a create on its way, else after host.json's
+    `visibilityTimeout`, as a retried message would be."""
     if isinstance(failure, GraphThrottled):
         return throttle_delay(failure.retry_after_seconds)
+    if isinstance(failure, PushDeferred):
+        return failure.delay_seconds
     return INBOUND_RETRY_DELAY_SECONDS
 
 

@@ -292,6 +292,7 @@ def build_services(
         gateway=gateway,
         mirror=mirror,
         applier=applier,
+        push=push,
         connection=connection,
         sync_log=ports.sync_log,
         clock=clock,

@@ -52,6 +52,7 @@ from shared.ports import (
 from shared.services.connection import ConnectionTracker
 from shared.services.mirror import MirrorService, group_blocks, to_block
 from shared.services.outlook_changes import OutlookChangeApplier
+from shared.services.push import PushService
 from shared.services.subscriptions import SubscriptionService
 
 logger = logging.getLogger(__name__)
@@ -517,11 +518,13 @@ class EventChangeHandler:
         gateway: CalendarGateway,
         mirror: MirrorService,
         applier: OutlookChangeApplier,
+        push: PushService,
         connection: ConnectionTracker,
         sync_log: SyncLog,
         clock: Callable[[], datetime],
     ) -> None:
         self._resources = resources
+        self._push = push
         self._mappings = event_mappings
         self._unavailability = unavailability
         self._gateway = gateway
@@ -699,14 +702,9 @@ class EventChangeHandler:
             self._log(work, resource, change, "mirror: removed", SyncOutcome.OK, wait=True)
             return
         if event.booking_id is not None:
-            # Ours but not mapped (a crash between write and mapping): reconcile adopts it.
-            self._log(
-                work,
-                resource,
-                change,
-                "unmapped event of ours; left to reconcile",
-                SyncOutcome.SKIPPED,
-            )
+            # Ours but not mapped: a create's event whose answer is not recorded (yet).
+            done = await self._push.settle_unmapped_event(resource, event)
+            self._log(work, resource, change, done, SyncOutcome.OK)
             return
         if event.type is EventType.SINGLE_INSTANCE:
             block = to_block(resource.resource_id, event, time_zone=resource.settings.time_zone)

@@ -455,6 +455,80 @@ class PushService:
                 return mapping  # it may land yet: the resource's check looks again
             forgotten: dict[str, object] = {"pending_transaction_id": None, "writes_in_flight": []}
             return await self._take_unanswered_create(mapping, forgotten, now)
+        return await self._take_found(resource, mapping, found, now)
+
+    async def settle_unmapped_event(self, resource: Resource, event: CalendarEvent) -> str:
+        """An event of ours (it carries a booking id) that no mapping names, seen in a
+        calendar: most often what one attempt of a create made while another attempt's
+        answer was recorded (Graph slow to answer: the gateway sent it again, and both
+        made an event), landed after the booking's push had finished. The booking's
+        events there are listed: with none mapped, one is taken into the mapping and the
+        booking pushed (which removes it when no event is wanted, or writes it as the
+        booking is), the rest removed; beside the mapped one, the others are duplicates
+        and removed. Returns what was done, for the log.
+
+        Raises PushDeferred while a create of the booking may still land there: its
+        answer may name this very event (Graph notifies before it answers), and the
+        Outlook user may have moved it meanwhile; the change is looked at again later."""
+        booking_id = event.booking_id
+        resource_id = resource.resource_id
+        left = "unmapped event of ours; left to reconcile"
+        if booking_id is None:
+            return left
+        now = self._clock()
+        mapping = await self._mappings.get(resource_id, booking_id)
+        if mapping is not None and mapping.value.create_may_land(now):
+            raise PushDeferred(
+                f"event {event.event_id} of booking {booking_id} in {resource_id}:"
+                " its create is still under way"
+            )
+        stored = await self._bookings.get(booking_id)
+        if (
+            mapping is None
+            or mapping.value.detached
+            or stored is None
+            or resource_id not in stored.value.resource_ids
+        ):
+            return left
+        mailbox = resource.settings.mailbox
+        found = await self._gateway.find_events_for_booking(mailbox, booking_id)
+        if event.event_id not in {e.event_id for e in found}:
+            return "event of ours gone meanwhile"
+        mapped = mapping.value.event_id
+        if mapped is not None:
+            if mapped not in {e.event_id for e in found}:
+                return left  # the mapped one gone: its own change decides
+            extras = [e for e in found if e.event_id != mapped]
+            if not extras:
+                return left  # mapped meanwhile
+            await self._gateway.write_batch(
+                [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in extras]
+            )
+            logger.warning(
+                "booking %s: %d duplicate events removed in %s",
+                booking_id,
+                len(extras),
+                resource_id,
+            )
+            return "duplicate event of ours removed"
+        await self._take_found(resource, mapping, found, now)
+        booking = stored.value
+        await self.push_many(
+            [PushBooking(booking_id=booking_id, booking_version=booking.version)], only=resource_id
+        )
+        return "unmapped event of ours taken into its mapping"
+
+    async def _take_found(
+        self,
+        resource: Resource,
+        mapping: Stored[EventMapping],
+        found: list[CalendarEvent],
+        now: datetime,
+    ) -> Stored[EventMapping]:
+        """Take one of the booking's events `found` in the calendar into the mapping (which
+        names none), and delete the others."""
+        value = mapping.value
+        mailbox = resource.settings.mailbox
         event = event_to_keep(found)
         extras = [e for e in found if e.event_id != event.event_id]
         if extras:
@@ -462,7 +536,7 @@ class PushService:
                 [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in extras]
             )
         logger.info(
-            "booking %s: event %s of an unanswered create found in %s",
+            "booking %s: event %s of a create found in %s",
             value.booking_id,
             event.event_id,
             resource.resource_id,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
 from functions import timers, workers
+from shared.domain.calendar import CREATE_WAIT_SECONDS
 from shared.domain.errors import DomainError, GraphAccessDenied, GraphThrottled, GraphTransient
 from shared.domain.messages import (
     SYNC_INBOUND_QUEUE,
@@ -15,10 +19,12 @@ from shared.domain.messages import (
     EventChange,
     EventChanges,
     InboundBatch,
+    PushBooking,
     ReconcilePage,
     ReconcileResource,
 )
 from shared.domain.resources import ConnectionState, ConnectionStatus
+from shared.ports import EventWrite, EventWriteResult
 from shared.services.bookings import BookingView
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
@@ -245,3 +251,42 @@ async def test_a_shared_message_whose_items_all_apply_sends_nothing_again(
 
     assert two_rooms.queue.sent == []
     assert sorted(e.resource_id for e in two_rooms.sync_log.entries) == ["room-1", "room-2"]
+
+
+async def test_a_change_waiting_for_a_create_under_way_goes_again_after_its_delay(
+    two_rooms: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notification of an event of ours whose create's answer is not recorded yet is
+    looked at again after CREATE_WAIT_SECONDS, counting no try; its message's other
+    items are done."""
+    two_rooms.clock.now = T0 - timedelta(days=1)
+    room = await two_rooms.resources.get("room-1")
+    assert room is not None
+    fresh = ConnectionStatus(mirror_refreshed_at=two_rooms.clock.now)
+    await two_rooms.resources.update(room.value.model_copy(update={"status": fresh}), room.etag)
+    await two_rooms.services.bookings.create(booking_request(), None)
+    [push] = map(PushBooking.model_validate_json, two_rooms.queue.bodies(SYNC_OUTBOUND_QUEUE))
+    two_rooms.queue.sent.clear()
+    two_rooms.queue.delays.clear()
+    send = two_rooms.calendar.write_batch
+
+    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
+        await send(writes)
+        raise asyncio.CancelledError  # the host went away with the answer
+
+    monkeypatch.setattr(two_rooms.calendar, "write_batch", answer_lost)
+    with pytest.raises(asyncio.CancelledError):
+        await two_rooms.services.push.push(push)
+    [made] = two_rooms.calendar.events[MAILBOX]
+    waiting, other = changes_of("room-1", made), changes_of("room-2", "ev-2")
+    handler = workers.sync_inbound.build().get_user_function()
+
+    await handler(
+        func.QueueMessage(body=InboundBatch(items=[waiting, other]).model_dump_json().encode())
+    )
+    await handler(func.QueueMessage(body=waiting.model_dump_json().encode()))
+
+    sent = list(
+        zip(two_rooms.queue.bodies(SYNC_INBOUND_QUEUE), two_rooms.queue.delays, strict=True)
+    )
+    assert sent == [(waiting.model_dump_json(), CREATE_WAIT_SECONDS)] * 2

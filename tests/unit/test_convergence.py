@@ -983,6 +983,67 @@ async def test_a_create_sent_again_while_a_push_forgets_it_stays_known(
     assert stored.value.create_may_land(world.clock.now)
 
 
+async def a_slow_attempt_lands_late(world: FakeWorld, cancel: bool) -> tuple[str, CalendarEvent]:
+    """Graph was slow to answer a create, so the gateway sent it again; the second
+    attempt made the event the push recorded, and the push finished (the booking then
+    cancelled and its event removed, with `cancel`). The first attempt lands after that
+    and makes an event of its own: returned, with the booking's id."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [recorded] = world.calendar.events[ROOM].values()
+    if cancel:
+        await world.services.bookings.cancel(booking_id)
+        await world.push_all()
+        assert events_at(world, ROOM) == []
+    late = recorded.model_copy(update={"event_id": "ev-late", "change_key": "ck-late"})
+    world.calendar.events[ROOM]["ev-late"] = late
+    return booking_id, late
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancelled", "live"])
+async def test_an_event_a_slow_create_attempt_made_after_its_push_finished_is_removed(
+    world: FakeWorld, cancel: bool
+) -> None:
+    """Its notification found no mapping naming it and left it "to reconcile", but an
+    ordinary round's delta hands it to the same handler: a cancelled booking kept an
+    event, a live one two, until a full round or a resync."""
+    booking_id, late = await a_slow_attempt_lands_late(world, cancel)
+
+    await notify(world, "created", late.event_id, change_key=late.change_key)
+    await push_with_retries(world)
+
+    assert [b for b, _, _ in events_at(world, ROOM)] == ([] if cancel else [booking_id])
+    assert "ev-late" not in world.calendar.events[ROOM]
+    [state] = (await world.services.bookings.get(booking_id)).sync
+    assert (state.state, state.error) == ("synced", None)
+
+
+async def test_an_outlook_move_while_a_creates_answer_is_lost_goes_to_the_policy(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create made its event but its answer was lost; the Outlook user moved the
+    event before the retry. The retry's answer (Graph answers the same transactionId
+    with the event as it is now) is recorded without taking the move for ours, and
+    "the next look applies the policy", but the notifications had already come and
+    found no mapping: the booking stayed at its time, shown in sync, until a round.
+    Now a notification of an event of ours whose create may still land is looked at
+    again once the create answered."""
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    [create] = world.outbound()
+    await lose_the_answer(world, monkeypatch)
+    [made] = world.calendar.events[ROOM].values()
+    moved = made.model_copy(update={"start": T2.start, "end": T2.end, "change_key": "ck-outlook"})
+    world.calendar.events[ROOM][made.event_id] = moved
+
+    with pytest.raises(PushDeferred):
+        await notify_updated(world, made.event_id, "ck-outlook")
+    await world.services.push.push(create)  # the queue's retry of the create
+    await notify_updated(world, made.event_id, "ck-outlook")  # the notification again
+
+    await assert_booking_and_event_at(world, booking_id, T2)
+    assert outlook_moves(world) == ["outlook_move:reschedule_booking"]
+
+
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
     world: FakeWorld,
 ) -> None:
