@@ -58,7 +58,7 @@ from shared.services.mapping_updates import update_mapping
 from shared.services.mirror import MirrorService
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.pulls import BusyTimePulls
-from shared.services.push import PushService
+from shared.services.push import PushDeferred, PushService
 from shared.services.resource_updates import update_resource
 from shared.services.slots import SlotKeeper
 
@@ -332,6 +332,12 @@ class ReconcileService:
                 # as a check (the applier marked it), read again by a later round. This
                 # calendar's round goes on; it must not fail for another one's state.
                 logger.info("change of event %s waits: %s", change.event_id, exc.message)
+                deferred += 1
+            except PushDeferred as exc:
+                # An event of ours whose create may still land: a round does not wait on
+                # a create. Its check (marked before the create was sent) re-sends it, and
+                # Graph answers with this event; a notification looks at it again.
+                logger.info("event %s left to its create: %s", change.event_id, exc.message)
                 deferred += 1
         await self._finish_bookings(resource.resource_id)
         return report.model_copy(update={"policies_applied": len(changes) - deferred})

@@ -1044,6 +1044,25 @@ async def test_an_outlook_move_while_a_creates_answer_is_lost_goes_to_the_policy
     assert outlook_moves(world) == ["outlook_move:reschedule_booking"]
 
 
+async def test_a_round_whose_delta_holds_an_event_of_a_create_under_way_goes_on(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delta reports the event a create made whose answer is not recorded yet. A
+    notification of it waits for the answer; a round does not wait on a create: it
+    leaves that event to the create's retry and to its check, and finishes."""
+    assert (await world.services.reconcile.reconcile("room-1")).full  # the baseline round
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await lose_the_answer(world, monkeypatch)
+    world.clock.now += timedelta(seconds=30)
+
+    await incremental_round(world)  # its check re-sends the create: Graph answers with it
+    await push_with_retries(world)
+
+    assert [b for b, _, _ in events_at(world, ROOM)] == [booking_id]
+    [state] = (await world.services.bookings.get(booking_id)).sync
+    assert (state.state, state.error) == ("synced", None)
+
+
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
     world: FakeWorld,
 ) -> None:
