@@ -473,7 +473,7 @@ class PushService:
         booking_id = event.booking_id
         resource_id = resource.resource_id
         left = "unmapped event of ours; left to reconcile"
-        if booking_id is None:
+        if booking_id is None or not resource.settings.direction.pushes:
             return left
         now = self._clock()
         mapping = await self._mappings.get(resource_id, booking_id)
