@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import azure.functions as func
@@ -19,15 +18,14 @@ from shared.domain.messages import (
     EventChange,
     EventChanges,
     InboundBatch,
-    PushBooking,
     ReconcilePage,
     ReconcileResource,
 )
 from shared.domain.resources import ConnectionState, ConnectionStatus
-from shared.ports import EventWrite, EventWriteResult
 from shared.services.bookings import BookingView
 from tests.builders import T0, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
+from tests.unit.test_convergence import lose_the_answer
 
 MAILBOX = "room-1@contoso.com"
 
@@ -265,18 +263,9 @@ async def test_a_change_waiting_for_a_create_under_way_goes_again_after_its_dela
     fresh = ConnectionStatus(mirror_refreshed_at=two_rooms.clock.now)
     await two_rooms.resources.update(room.value.model_copy(update={"status": fresh}), room.etag)
     await two_rooms.services.bookings.create(booking_request(), None)
-    [push] = map(PushBooking.model_validate_json, two_rooms.queue.bodies(SYNC_OUTBOUND_QUEUE))
+    await lose_the_answer(two_rooms, monkeypatch)
     two_rooms.queue.sent.clear()
     two_rooms.queue.delays.clear()
-    send = two_rooms.calendar.write_batch
-
-    async def answer_lost(writes: list[EventWrite]) -> list[EventWriteResult]:
-        await send(writes)
-        raise asyncio.CancelledError  # the host went away with the answer
-
-    monkeypatch.setattr(two_rooms.calendar, "write_batch", answer_lost)
-    with pytest.raises(asyncio.CancelledError):
-        await two_rooms.services.push.push(push)
     [made] = two_rooms.calendar.events[MAILBOX]
     waiting, other = changes_of("room-1", made), changes_of("room-2", "ev-2")
     handler = workers.sync_inbound.build().get_user_function()
