@@ -704,8 +704,12 @@ class EventChangeHandler:
         if event.booking_id is not None:
             # Ours but not mapped: a create's event whose answer is not recorded (yet).
             done = await self._push.settle_unmapped_event(resource, event)
-            self._log(work, resource, change, done, SyncOutcome.OK)
-            return
+            if done is not None:
+                self._log(work, resource, change, done, SyncOutcome.OK)
+                return
+            # The id names no booking of this resource (an app wrote it, or an Outlook
+            # copy of another calendar's event of ours): not ours, busy time like any other.
+            event = event.model_copy(update={"booking_id": None})
         if event.type is EventType.SINGLE_INSTANCE:
             block = to_block(resource.resource_id, event, time_zone=resource.settings.time_zone)
             work.mirror[event.event_id] = [block] if block else []

@@ -457,23 +457,29 @@ class PushService:
             return await self._take_unanswered_create(mapping, forgotten, now)
         return await self._take_found(resource, mapping, found, now)
 
-    async def settle_unmapped_event(self, resource: Resource, event: CalendarEvent) -> str:
-        """An event of ours (it carries a booking id) that no mapping names, seen in a
-        calendar: most often what one attempt of a create made while another attempt's
-        answer was recorded (Graph slow to answer: the gateway sent it again, and both
-        made an event), landed after the booking's push had finished. The booking's
-        events there are listed: with none mapped, one is taken into the mapping and the
-        booking pushed (which removes it when no event is wanted, or writes it as the
-        booking is), the rest removed; beside the mapped one, the others are duplicates
-        and removed. Returns what was done, for the log.
+    async def settle_unmapped_event(self, resource: Resource, event: CalendarEvent) -> str | None:
+        """An event carrying a booking id that no mapping names, seen in a calendar: most
+        often what one attempt of a create made while another attempt's answer was
+        recorded (Graph slow to answer: the gateway sent it again, and both made an
+        event), landed after the booking's push had finished. The booking's events there
+        are listed: with none mapped, one is taken into the mapping and the booking
+        pushed (which removes it when no event is wanted, or writes it as the booking
+        is), the rest removed; beside the mapped one, the others are duplicates and
+        removed. Returns what was done, for the log; None when the id names no booking
+        of this resource (an app wrote it, or garbage): not ours, so busy time.
 
         Raises PushDeferred while a create of the booking may still land there: its
         answer may name this very event (Graph notifies before it answers), and the
         Outlook user may have moved it meanwhile; the change is looked at again later."""
         booking_id = event.booking_id
         resource_id = resource.resource_id
+        if booking_id is None:
+            return None
+        stored = await self._bookings.get(booking_id)
+        if stored is None or resource_id not in stored.value.resource_ids:
+            return None
         left = "unmapped event of ours; left to reconcile"
-        if booking_id is None or not resource.settings.direction.pushes:
+        if not resource.settings.direction.pushes:
             return left
         now = self._clock()
         mapping = await self._mappings.get(resource_id, booking_id)
@@ -482,13 +488,7 @@ class PushService:
                 f"event {event.event_id} of booking {booking_id} in {resource_id}:"
                 " its create is still under way"
             )
-        stored = await self._bookings.get(booking_id)
-        if (
-            mapping is None
-            or mapping.value.detached
-            or stored is None
-            or resource_id not in stored.value.resource_ids
-        ):
+        if mapping is None or mapping.value.detached:
             return left
         mailbox = resource.settings.mailbox
         found = await self._gateway.find_events_for_booking(mailbox, booking_id)

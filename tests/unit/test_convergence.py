@@ -1063,6 +1063,41 @@ async def test_a_round_whose_delta_holds_an_event_of_a_create_under_way_goes_on(
     assert (state.state, state.error) == ("synced", None)
 
 
+@pytest.mark.parametrize("stamped", ["another-resources-booking", "no-booking"])
+@pytest.mark.parametrize("seen_by", ["notification", "full-round"])
+async def test_an_event_carrying_a_booking_id_not_of_this_resource_is_busy_time(
+    world: FakeWorld, stamped: str, seen_by: str
+) -> None:
+    """An event in room-1 whose booking id names no booking of room-1 (an Outlook copy
+    of alice's event of ours, or an app that wrote the property) is not ours there. It
+    was taken for ours and so never mirrored: its time showed free, and a booking over
+    it was accepted."""
+    alice_booking = (
+        await world.services.bookings.create(booking_request(resourceIds=["alice"]), None)
+    ).booking_id
+    await world.push_all()
+    booking_id = alice_booking if stamped == "another-resources-booking" else "bk-" + "0" * 32
+    stamped_event = CalendarEvent(
+        event_id="ev-stamped",
+        change_key="ck-s",
+        start=T2.start,
+        end=T2.end,
+        subject="Budget review",
+        booking_id=booking_id,
+    )
+    world.calendar.events[ROOM]["ev-stamped"] = stamped_event
+
+    if seen_by == "notification":
+        await notify(world, "created", "ev-stamped", change_key="ck-s")
+    else:
+        world.clock.now += timedelta(minutes=15)
+        assert (await world.services.reconcile.reconcile("room-1")).full
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert [(b.event_id, b.start, b.end) for b in blocks] == [("ev-stamped", T2.start, T2.end)]
+    assert "ev-stamped" in world.calendar.events[ROOM]  # not ours to remove
+
+
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
     world: FakeWorld,
 ) -> None:
