@@ -236,6 +236,7 @@ def build_services(
         clock,
         days_back=settings.mirror_days_back,
         days_ahead=settings.mirror_days_ahead,
+        bookings=ports.bookings,
     )
     subscriptions = SubscriptionService(
         gateway=gateway,

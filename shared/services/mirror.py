@@ -1,6 +1,9 @@
 """The unavailability mirror: foreign Outlook events kept as busy blocks in Table Storage.
 
-Rules (PRODUCT.md): events we wrote are not mirrored (they are bookings already);
+Rules (PRODUCT.md): events we wrote are not mirrored (they are bookings already): those
+carrying our booking id where it names a booking of the resource; one whose id names none
+(an Outlook copy of another calendar's event of ours, an app that wrote the property) is
+busy time like any foreign event;
 cancelled and `free` events are not mirrored; `tentative`, `busy`, `oof` block time;
 `workingElsewhere` is stored and blocks only where the resource says so (decided at
 read time, so changing that setting needs no re-pull); private and confidential events
@@ -14,6 +17,7 @@ in the *resource's* time zone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -28,11 +32,29 @@ from shared.domain.calendar import (
     mirror_start,
 )
 from shared.domain.resources import Resource
-from shared.ports import CalendarGateway, UnavailabilityRepository
+from shared.ports import BookingRepository, CalendarGateway, UnavailabilityRepository
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_LENGTH = 200
+# Bookings read at once to tell which booking ids in a calendar name the resource's.
+BOOKING_READS_IN_FLIGHT = 8
+
+
+async def bookings_of(
+    bookings: BookingRepository, resource_id: str, booking_ids: Iterable[str | None]
+) -> set[str]:
+    """Those of `booking_ids` that name a booking of the resource (one read each)."""
+    gate = asyncio.Semaphore(BOOKING_READS_IN_FLIGHT)
+
+    async def here(booking_id: str) -> bool:
+        async with gate:
+            stored = await bookings.get(booking_id)
+        return stored is not None and resource_id in stored.value.resource_ids
+
+    ids = sorted({i for i in booking_ids if i is not None})
+    found = await asyncio.gather(*(here(i) for i in ids))
+    return {i for i, yes in zip(ids, found, strict=True) if yes}
 
 
 def mirror_group(event: CalendarEvent) -> str:
@@ -109,10 +131,13 @@ class MirrorService:
         *,
         days_back: int,
         days_ahead: int,
+        bookings: BookingRepository | None = None,
     ) -> None:
         self._gateway = gateway
         self._unavailability = unavailability
         self._clock = clock
+        # Without it, every event carrying a booking id counts as ours.
+        self._bookings = bookings
         self._days_back = days_back
         self._days_ahead = days_ahead
 
@@ -125,6 +150,7 @@ class MirrorService:
         Raises the Graph* errors of the gateway."""
         start, end = self.window()
         events = await self._gateway.calendar_view(resource.settings.mailbox, start, end)
+        events = await self._seen_by(resource.resource_id, events)
         return await self.replace_all(
             resource.resource_id, events, time_zone=resource.settings.time_zone
         )
@@ -150,6 +176,7 @@ class MirrorService:
         read_start = max(window_start, slice_start - _SLICE_MARGIN)
         read_end = window_end if last else min(window_end, slice_end + _SLICE_MARGIN)
         events = await self._gateway.calendar_view(resource.settings.mailbox, read_start, read_end)
+        events = await self._seen_by(resource.resource_id, events)
         groups = group_blocks(resource.resource_id, events, time_zone=resource.settings.time_zone)
         blocks = [
             block
@@ -165,6 +192,18 @@ class MirrorService:
             "mirror of %s from %s: %d busy blocks", resource.resource_id, slice_start, len(blocks)
         )
         return (None if last else slice_end), len(events)
+
+    async def _seen_by(self, resource_id: str, events: list[CalendarEvent]) -> list[CalendarEvent]:
+        """`events`, those whose booking id names no booking of the resource without it."""
+        if self._bookings is None:
+            return events
+        here = await bookings_of(self._bookings, resource_id, (e.booking_id for e in events))
+        return [
+            e
+            if e.booking_id is None or e.booking_id in here
+            else e.model_copy(update={"booking_id": None})
+            for e in events
+        ]
 
     async def replace_all(
         self, resource_id: str, events: Iterable[CalendarEvent], *, time_zone: str

@@ -55,7 +55,7 @@ from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
 from shared.services.inbound import EventChangeHandler
 from shared.services.mapping_updates import update_mapping
-from shared.services.mirror import MirrorService
+from shared.services.mirror import MirrorService, bookings_of
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushDeferred, PushService
@@ -76,8 +76,6 @@ SUPERSEDED = "superseded by a later timer round"
 # A check whose booking change never landed (the request failed after marking it) is
 # dropped after this; any request that could still land has long ended by then.
 ABANDONED_CHECK = timedelta(minutes=10)
-# Bookings read at once by a full round that asks whose events carry our booking ids.
-BOOKING_READS_IN_FLIGHT = 8
 # How far Graph's clock (an event's lastModifiedDateTime) may be ahead of ours. An event
 # found in step is confirmed only when it was last changed this long before the round's
 # delta was read (see `_confirm`).
@@ -273,7 +271,7 @@ class ReconcileService:
         # Ours only if their booking id names a booking of this resource; the others (an
         # app wrote it, or an Outlook copy of another calendar's event of ours) are busy
         # time like any foreign event.
-        here = await self._bookings_of(resource.resource_id, {e.booking_id for e in ours})
+        here = await bookings_of(self._bookings, resource.resource_id, (e.booking_id for e in ours))
         our_ids = {e.event_id for e in ours if e.booking_id in here}
         if resource.settings.direction.pulls:
             await self._mirror.replace_all(
@@ -554,19 +552,6 @@ class ReconcileService:
         await self._push.push_many(pushes, only=resource.resource_id)
         counts["pushed"] = len(pushes)
         return ReconcileReport.model_validate(counts)
-
-    async def _bookings_of(self, resource_id: str, booking_ids: set[str | None]) -> set[str]:
-        """Those of `booking_ids` that name a booking of the resource."""
-        gate = asyncio.Semaphore(BOOKING_READS_IN_FLIGHT)
-
-        async def here(booking_id: str) -> bool:
-            async with gate:
-                stored = await self._bookings.get(booking_id)
-            return stored is not None and resource_id in stored.value.resource_ids
-
-        ids = sorted(i for i in booking_ids if i is not None)
-        found = await asyncio.gather(*(here(i) for i in ids))
-        return {i for i, yes in zip(ids, found, strict=True) if yes}
 
     async def _adopt_and_dedupe(
         self,

@@ -1064,7 +1064,7 @@ async def test_a_round_whose_delta_holds_an_event_of_a_create_under_way_goes_on(
 
 
 @pytest.mark.parametrize("stamped", ["another-resources-booking", "no-booking"])
-@pytest.mark.parametrize("seen_by", ["notification", "full-round"])
+@pytest.mark.parametrize("seen_by", ["notification", "full-round", "pull"])
 async def test_an_event_carrying_a_booking_id_not_of_this_resource_is_busy_time(
     world: FakeWorld, stamped: str, seen_by: str
 ) -> None:
@@ -1089,6 +1089,10 @@ async def test_an_event_carrying_a_booking_id_not_of_this_resource_is_busy_time(
 
     if seen_by == "notification":
         await notify(world, "created", "ev-stamped", change_key="ck-s")
+    elif seen_by == "pull":  # a connect's or resync's
+        room = await world.resources.get("room-1")
+        assert room is not None
+        await world.services.mirror.pull(room.value)
     else:
         world.clock.now += timedelta(minutes=15)
         assert (await world.services.reconcile.reconcile("room-1")).full

@@ -8,7 +8,7 @@ from shared.domain.calendar import CalendarEvent, EventType, ShowAs
 from shared.domain.messages import EventChange, EventChanges
 from shared.domain.resources import ConnectionStatus, Resource
 from shared.services.mirror import to_block
-from tests.builders import T0, resource
+from tests.builders import T0, booking, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
@@ -29,6 +29,7 @@ async def test_a_pull_replaces_the_whole_mirror_with_the_calendars_busy_time() -
     world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
     room = resource("room-1")
     calendar = world.calendar.events[ROOM]
+    await world.ports.bookings.add(booking("bk-1"))
     for e in (
         event("meeting", 1),
         event("lunch", 3, show_as=ShowAs.FREE),  # free: not busy time
