@@ -262,7 +262,7 @@ def build_services(
         freshness_minutes=settings.mirror_freshness_minutes,
         window=settings.booking_window,
         outbox_lease=timedelta(seconds=settings.outbox_lease_seconds),
-        live_check=LiveSlotCheck(gateway, ports.queue, clock),
+        live_check=LiveSlotCheck(gateway, ports.queue, clock, bookings=ports.bookings),
     )
     push = PushService(
         resources=ports.resources,
@@ -355,6 +355,7 @@ def build_services(
             sync_log=ports.sync_log,
             clock=clock,
             queue=ports.queue,
+            bookings=ports.bookings,
         ),
         bookings=bookings,
         availability=AvailabilityService(

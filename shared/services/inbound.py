@@ -701,6 +701,7 @@ class EventChangeHandler:
             work.mirror[change.event_id] = None
             self._log(work, resource, change, "mirror: removed", SyncOutcome.OK, wait=True)
             return
+        stamped = False
         if event.booking_id is not None:
             # Ours but not mapped: a create's event whose answer is not recorded (yet).
             done = await self._push.settle_unmapped_event(resource, event)
@@ -710,6 +711,7 @@ class EventChangeHandler:
             # The id names no booking of this resource (an app wrote it, or an Outlook
             # copy of another calendar's event of ours): not ours, busy time like any other.
             event = event.model_copy(update={"booking_id": None})
+            stamped = True
         if event.type is EventType.SINGLE_INSTANCE:
             block = to_block(resource.resource_id, event, time_zone=resource.settings.time_zone)
             work.mirror[event.event_id] = [block] if block else []
@@ -723,6 +725,8 @@ class EventChangeHandler:
             start, end = self._mirror.window()
             mailbox = resource.settings.mailbox
             occurrences = await self._gateway.series_instances(mailbox, master_id, start, end)
+            if stamped:  # its occurrences carry the series' id, and are not ours either
+                occurrences = [o.model_copy(update={"booking_id": None}) for o in occurrences]
             blocks = group_blocks(
                 resource.resource_id, occurrences, time_zone=resource.settings.time_zone
             ).get(master_id, [])

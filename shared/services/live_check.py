@@ -41,9 +41,9 @@ from shared.domain.messages import (
     EventChanges,
 )
 from shared.domain.resources import Resource
-from shared.ports import CalendarGateway, MessageQueue
+from shared.ports import BookingRepository, CalendarGateway, MessageQueue
 from shared.services.availability import blocks_time
-from shared.services.mirror import to_block
+from shared.services.mirror import as_seen_by, to_block
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,18 @@ class LiveSlotCheck:
     """Refuses a slot the live calendars show busy though the mirror does not."""
 
     def __init__(
-        self, gateway: CalendarGateway, queue: MessageQueue, clock: Callable[[], datetime]
+        self,
+        gateway: CalendarGateway,
+        queue: MessageQueue,
+        clock: Callable[[], datetime],
+        *,
+        bookings: BookingRepository | None = None,
     ) -> None:
         self._gateway = gateway
         self._queue = queue
         self._clock = clock
+        # Without it, every event carrying a booking id counts as ours.
+        self._bookings = bookings
 
     @staticmethod
     def applies_to(resource: Resource) -> bool:
@@ -105,7 +112,10 @@ class LiveSlotCheck:
             raise CalendarUnavailable(message) from exc
         busy_on: list[str] = []
         for resource in checked:
-            unseen = _busy_events(resource, views.get(resource.settings.mailbox, []), time_range)
+            events = list(views.get(resource.settings.mailbox, []))
+            if self._bookings is not None:
+                events = await as_seen_by(self._bookings, resource.resource_id, events)
+            unseen = _busy_events(resource, events, time_range)
             if unseen:
                 busy_on.append(resource.resource_id)
                 await self._feed_mirror(resource, unseen, mirrored.get(resource.resource_id, ()))

@@ -57,6 +57,29 @@ async def bookings_of(
     return {i for i, yes in zip(ids, found, strict=True) if yes}
 
 
+async def as_seen_by(
+    bookings: BookingRepository, resource_id: str, events: list[CalendarEvent]
+) -> list[CalendarEvent]:
+    """`events` as the resource's calendar holds them: those whose booking id names no
+    booking of the resource without it (busy time like any foreign event)."""
+    here = await bookings_of(bookings, resource_id, (e.booking_id for e in events))
+    return [
+        e
+        if e.booking_id is None or e.booking_id in here
+        else e.model_copy(update={"booking_id": None})
+        for e in events
+    ]
+
+
+async def ours_in(
+    bookings: BookingRepository, resource_id: str, events: list[CalendarEvent]
+) -> list[CalendarEvent]:
+    """Those of `events` (carrying a booking id) that are ours in the resource's calendar:
+    their id names a booking of the resource. What a resync or a disconnect removes."""
+    here = await bookings_of(bookings, resource_id, (e.booking_id for e in events))
+    return [e for e in events if e.booking_id in here]
+
+
 def mirror_group(event: CalendarEvent) -> str:
     """The id under which an event's blocks are stored (the series master's, if any)."""
     return event.series_master_id or event.event_id
@@ -194,16 +217,9 @@ class MirrorService:
         return (None if last else slice_end), len(events)
 
     async def _seen_by(self, resource_id: str, events: list[CalendarEvent]) -> list[CalendarEvent]:
-        """`events`, those whose booking id names no booking of the resource without it."""
         if self._bookings is None:
             return events
-        here = await bookings_of(self._bookings, resource_id, (e.booking_id for e in events))
-        return [
-            e
-            if e.booking_id is None or e.booking_id in here
-            else e.model_copy(update={"booking_id": None})
-            for e in events
-        ]
+        return await as_seen_by(self._bookings, resource_id, events)
 
     async def replace_all(
         self, resource_id: str, events: Iterable[CalendarEvent], *, time_zone: str

@@ -55,7 +55,7 @@ from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
 from shared.services.inbound import EventChangeHandler
 from shared.services.mapping_updates import update_mapping
-from shared.services.mirror import MirrorService, bookings_of
+from shared.services.mirror import MirrorService, bookings_of, ours_in
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushDeferred, PushService
@@ -671,7 +671,8 @@ class ReconcileService:
                     ),
                     mapping.etag,
                 )
-            ours = await self._gateway.list_our_events(mailbox)
+            stamped = await self._gateway.list_our_events(mailbox)
+            ours = await ours_in(self._bookings, resource_id, stamped)
             if ours:
                 await self._gateway.write_batch(
                     [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in ours]

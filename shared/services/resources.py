@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.domain.base import DomainModel, UtcDatetime
-from shared.domain.calendar import CREATE_WAIT_SECONDS, EventMapping
+from shared.domain.calendar import CREATE_WAIT_SECONDS, CalendarEvent, EventMapping
 from shared.domain.errors import (
     ConcurrencyConflict,
     GraphAccessDenied,
@@ -41,6 +41,7 @@ from shared.domain.resources import (
 )
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncLogPage, SyncOutcome
 from shared.ports import (
+    BookingRepository,
     CalendarGateway,
     EventMappingRepository,
     EventWrite,
@@ -51,6 +52,7 @@ from shared.ports import (
     SyncLog,
 )
 from shared.services.connection import ConnectionTracker
+from shared.services.mirror import ours_in
 from shared.services.previews import TemplatePreview, TemplatePreviewRequest, preview_templates
 from shared.services.pulls import BusyTimePulls
 from shared.services.resource_updates import update_resource
@@ -99,7 +101,9 @@ class ResourceService:
         sync_log: SyncLog,
         clock: Callable[[], datetime],
         queue: MessageQueue,
+        bookings: BookingRepository,
     ) -> None:
+        self._bookings = bookings
         self._queue = queue
         self._resources = resources
         self._mappings = event_mappings
@@ -314,7 +318,7 @@ class ResourceService:
         resource = await self._subscriptions.unsubscribe(stored.value)
         mailbox = resource.settings.mailbox
         if remove_events and (
-            await self._gateway.list_our_events(mailbox, limit=1)
+            await self._ours(resource_id, mailbox, limit=1)
             or await self._creates_under_way(resource_id)
         ):
             now = self._clock()
@@ -346,7 +350,7 @@ class ResourceService:
             or stored.value.settings.mailbox != work.mailbox
         ):
             return
-        ours = await self._gateway.list_our_events(work.mailbox, limit=REMOVE_CHUNK)
+        ours = await self._ours(work.resource_id, work.mailbox, limit=REMOVE_CHUNK)
         if not ours and await self._creates_under_way(work.resource_id):
             # A create sent before the disconnect may still make its event (Graph slow
             # to answer it): looked for again until it can no longer land.
@@ -370,6 +374,13 @@ class ResourceService:
             raise failed[0]
         logger.info("%d events removed from %s", len(ours), work.mailbox)
         await self._queue.send(SYNC_OUTBOUND_QUEUE, work)
+
+    async def _ours(self, resource_id: str, mailbox: str, *, limit: int) -> list[CalendarEvent]:
+        """Up to `limit` of our events in the calendar: carrying a booking id that names a
+        booking of the resource (another id, an app's or a copy's, is not ours to remove).
+        Every event carrying one is listed, so that those not ours never fill a chunk."""
+        stamped = await self._gateway.list_our_events(mailbox)
+        return (await ours_in(self._bookings, resource_id, stamped))[:limit]
 
     async def _creates_under_way(self, resource_id: str) -> bool:
         """Whether a create of one of our events in the resource's calendar was sent and

@@ -1102,6 +1102,49 @@ async def test_an_event_carrying_a_booking_id_not_of_this_resource_is_busy_time(
     assert "ev-stamped" in world.calendar.events[ROOM]  # not ours to remove
 
 
+async def test_a_resync_leaves_events_stamped_with_an_id_of_no_booking_here(
+    world: FakeWorld,
+) -> None:
+    """A resync deletes our events and writes them again; an Outlook copy of alice's
+    event of ours in room-1 is not one of them (it used to go too)."""
+    alice = await world.services.bookings.create(booking_request(resourceIds=["alice"]), None)
+    ours = (await world.services.bookings.create(booking_request(T2.start), None)).booking_id
+    await world.push_all()
+    [alice_event] = world.calendar.events[ALICE].values()
+    copy = alice_event.model_copy(update={"event_id": "ev-copy"})
+    world.calendar.events[ROOM]["ev-copy"] = copy
+
+    await world.services.reconcile.resync("room-1")  # recreates ours with one batch
+
+    assert sorted(str(b) for b, _, _ in events_at(world, ROOM)) == sorted([alice.booking_id, ours])
+    assert "ev-copy" in world.calendar.events[ROOM]
+
+
+async def test_a_series_stamped_with_an_id_of_no_booking_here_is_busy_time(
+    world: FakeWorld,
+) -> None:
+    """Its occurrences carry the series' booking id too: each was taken for ours."""
+    days = [T0 + timedelta(days=n) for n in range(3)]
+    stamped = {"booking_id": "bk-" + "0" * 32, "subject": "Standup"}
+    world.calendar.events[ROOM]["series"] = CalendarEvent(
+        event_id="series", start=days[0], end=days[0] + HOUR, type="seriesMaster", **stamped
+    )
+    for n, day in enumerate(days):
+        world.calendar.events[ROOM][f"series-{n}"] = CalendarEvent(
+            event_id=f"series-{n}",
+            start=day,
+            end=day + HOUR,
+            type="occurrence",
+            series_master_id="series",
+            **stamped,
+        )
+
+    await notify(world, "updated", "series", change_key="ck")
+
+    blocks = await world.ports.unavailability.list_for_resource("room-1")
+    assert sorted(b.start for b in blocks) == days
+
+
 async def test_an_event_made_after_the_rounds_delta_read_stays_unconfirmed_until_the_next(
     world: FakeWorld,
 ) -> None:

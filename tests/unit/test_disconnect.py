@@ -17,7 +17,7 @@ from shared.domain.calendar import (
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
 from shared.services.resources import REMOVE_CHUNK
-from tests.builders import T0, resource
+from tests.builders import T0, booking, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
@@ -35,6 +35,9 @@ async def room_with_our_events(count: int) -> FakeWorld:
         start = T0 + timedelta(hours=n)
         calendar[f"ev-{n}"] = CalendarEvent(
             event_id=f"ev-{n}", start=start, end=start + timedelta(hours=1), booking_id=f"bk-{n}"
+        )
+        await world.ports.bookings.add(
+            booking(f"bk-{n}", start=start, end=start + timedelta(hours=1))
         )
         await world.mappings.add(
             EventMapping(
@@ -103,6 +106,28 @@ async def test_a_redelivered_or_stopped_removal_does_nothing() -> None:
     assert await state_of(world) is ConnectionState.DISCONNECTED
 
 
+async def test_events_stamped_with_an_id_of_no_booking_here_are_not_removed() -> None:
+    """Carrying our booking-id property is not enough to be ours: an Outlook copy of
+    another calendar's event of ours, or an event an app stamped, stays."""
+    world = await room_with_our_events(1)
+    calendar = world.calendar.events[ROOM]
+    await world.ports.bookings.add(booking("bk-alice", resource_ids=["alice"]))
+    for event_id, booking_id in (("copy", "bk-alice"), ("stamped", "bk-none")):
+        calendar[event_id] = CalendarEvent(
+            event_id=event_id, start=T0, end=T0 + timedelta(hours=1), booking_id=booking_id
+        )
+
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    for _ in range(3):  # the worker, as long as it sends the message on
+        messages = queued(world)
+        world.queue.sent = [(q, b) for q, b in world.queue.sent if '"disconnect_resource"' not in b]
+        for message in messages:
+            await world.services.resources.remove_events(message)
+
+    assert await state_of(world) is ConnectionState.DISCONNECTED
+    assert set(calendar) == {"lunch", "copy", "stamped"}
+
+
 async def test_without_events_of_ours_a_disconnect_is_done_at_once() -> None:
     world = await room_with_our_events(0)
     view = await world.services.resources.disconnect("room-1", remove_events=True)
@@ -113,6 +138,7 @@ async def test_without_events_of_ours_a_disconnect_is_done_at_once() -> None:
 async def a_create_sent_at_t0(world: FakeWorld, booking_id: str) -> None:
     """A create of the booking's event in room-1, sent at T0 and not answered."""
     sent = WrittenTimes(booking_version=1, start=T0, end=T0 + timedelta(hours=1), sent_at=T0)
+    await world.ports.bookings.add(booking(booking_id))
     await world.mappings.add(
         EventMapping(
             resource_id="room-1",

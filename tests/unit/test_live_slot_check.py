@@ -109,7 +109,7 @@ def build(queue: FakeQueue | None = None) -> World:
         freshness_minutes=60,
         routing=EventRouting(webhooks=False),
         window=BookingWindow(grace=timedelta(minutes=5), horizon_days=180),
-        live_check=LiveSlotCheck(calendar, queue, clock),
+        live_check=LiveSlotCheck(calendar, queue, clock, bookings=bookings),
     )
     return World(service, resources, bookings, ledger, unavailability, queue, idem, calendar, clock)
 
@@ -132,6 +132,16 @@ async def test_busy_time_not_yet_notified_refuses_and_writes_nothing(world: Worl
     assert await world.idempotency.get("key-1") is None  # the client may retry
     assert world.calendar.view_batches == [["room-1@contoso.com"]]
     assert world.fed_to_mirror() == [("room-1", "created", "ev-meeting")]
+
+
+async def test_busy_time_stamped_with_an_id_of_no_booking_here_refuses(world: World) -> None:
+    """An Outlook copy of another calendar's event of ours (it carries that booking's
+    id) is busy time in room-1, not one of room-1's bookings."""
+    other = await world.service.create(booking_request(T0, resourceIds=["alice"]), None)
+    world.outlook_event("room-1@contoso.com", "ev-copy", T0, T0 + HOUR, booking_id=other.booking_id)
+
+    with pytest.raises(SlotUnavailable, match="room-1 is busy in Outlook"):
+        await world.service.create(booking_request(T0), "key-1")
 
 
 async def test_a_free_live_slot_is_booked_after_one_view(world: World) -> None:
@@ -161,7 +171,7 @@ async def test_busy_time_outside_the_slot_in_the_wider_view_does_not_refuse(
     [
         {"show_as": ShowAs.FREE},
         {"is_cancelled": True},  # a cancelled meeting copy is free time
-        {"booking_id": "bk-other"},  # ours: the slot ledger decides
+        {"booking_id": "room-1's"},  # ours (another room-1 booking's): the ledger decides
         {"show_as": ShowAs.WORKING_ELSEWHERE},  # the room does not block it
         {"type": EventType.SERIES_MASTER},  # its occurrences are what block
     ],
@@ -170,11 +180,16 @@ async def test_busy_time_outside_the_slot_in_the_wider_view_does_not_refuse(
 async def test_what_the_mirror_would_not_block_does_not_refuse(
     world: World, fields: dict[str, Any]
 ) -> None:
+    before = 0
+    if fields.get("booking_id") == "room-1's":
+        later = await world.service.create(booking_request(T0 + 3 * HOUR), None)
+        fields = {"booking_id": later.booking_id}
+        before = 1
     world.outlook_event("room-1@contoso.com", "ev-1", T0, T0 + HOUR, **fields)
 
     await world.service.create(booking_request(T0), None)
 
-    assert len(world.bookings.rows) == 1
+    assert len(world.bookings.rows) == before + 1
     assert world.fed_to_mirror() == []
 
 
