@@ -492,11 +492,12 @@ class PushService:
             return left
         mailbox = resource.settings.mailbox
         found = await self._gateway.find_events_for_booking(mailbox, booking_id)
-        if event.event_id not in {e.event_id for e in found}:
+        found_ids = {e.event_id for e in found}
+        if event.event_id not in found_ids:
             return "event of ours gone meanwhile"
         mapped = mapping.value.event_id
         if mapped is not None:
-            if mapped not in {e.event_id for e in found}:
+            if mapped not in found_ids:
                 return left  # the mapped one gone: its own change decides
             extras = [e for e in found if e.event_id != mapped]
             if not extras:

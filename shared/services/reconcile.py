@@ -55,7 +55,7 @@ from shared.services.bookings import BookingService
 from shared.services.connection import ConnectionTracker
 from shared.services.inbound import EventChangeHandler
 from shared.services.mapping_updates import update_mapping
-from shared.services.mirror import MirrorService, bookings_of, ours_in
+from shared.services.mirror import MirrorService, ours_in
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.pulls import BusyTimePulls
 from shared.services.push import PushDeferred, PushService
@@ -267,12 +267,12 @@ class ReconcileService:
         self, resource: Resource, events: list[CalendarEvent], report: ReconcileReport
     ) -> ReconcileReport:
         # Delta items carry no extended properties: ask which events are ours by them.
-        ours = await self._gateway.list_our_events(resource.settings.mailbox)
+        stamped = await self._gateway.list_our_events(resource.settings.mailbox)
         # Ours only if their booking id names a booking of this resource; the others (an
         # app wrote it, or an Outlook copy of another calendar's event of ours) are busy
         # time like any foreign event.
-        here = await bookings_of(self._bookings, resource.resource_id, (e.booking_id for e in ours))
-        our_ids = {e.event_id for e in ours if e.booking_id in here}
+        ours = await ours_in(self._bookings, resource.resource_id, stamped)
+        our_ids = {e.event_id for e in ours}
         if resource.settings.direction.pulls:
             await self._mirror.replace_all(
                 resource.resource_id,
