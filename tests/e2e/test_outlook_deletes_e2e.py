@@ -31,8 +31,7 @@ async def _delete_unnotified(
     stack: Stack, mailbox: str, event_id: str, *, permanent: bool = False
 ) -> None:
     """An Outlook user's delete whose `deleted` notification is lost."""
-    await stack.control("POST", "/notifications/pause")
-    try:
+    async with stack.notifications_lost():
         if permanent:
             path = _path(mailbox, event_id) + "/permanentDelete"
             assert (await stack.graph("POST", path))[0] == 204
@@ -41,8 +40,6 @@ async def _delete_unnotified(
         assert (await stack.graph("DELETE", _path(mailbox, event_id)))[0] == 204
         status, still = await stack.graph("GET", _path(mailbox, event_id))
         assert (status, still["id"]) == (200, event_id)  # in Deleted Items, readable
-    finally:
-        await stack.control("POST", "/notifications/resume")
 
 
 async def _actions(stack: Stack, resource_id: str) -> list[str]:
@@ -128,30 +125,33 @@ async def test_a_failing_calendar_listing_never_cancels_a_booking(
     assert (await status_of(stack, created["bookingId"]))["status"] == "rescheduled"
 
 
+async def _stamped(stack: Stack, mailbox: str, booking_id: str, hours: int = 0) -> str:
+    """An event an Outlook user made in `mailbox` carrying `booking_id` as our booking id
+    (an Outlook copy of an event of ours, or an app that wrote the property)."""
+    status, event = await stack.graph(
+        "POST",
+        f"/users/{mailbox}/events",
+        {
+            "subject": "Interview",
+            "showAs": "busy",
+            **when(hours),
+            "singleValueExtendedProperties": [{"id": BOOKING_ID_PROPERTY, "value": booking_id}],
+        },
+    )
+    assert status == 201, event
+    event_id: str = event["id"]
+    return event_id
+
+
 async def _duplicate(stack: Stack, mailbox: str, booking_id: str, *, notified: bool) -> str:
     """A second event of ours for the booking, unmapped: as an attempt of a create Graph
     was slow to answer leaves one (its notification then removes it), or a crash
     between write and mapping with the notification lost (`notified=False`: only a
     round finds it)."""
-    if not notified:
-        await stack.control("POST", "/notifications/pause")
-    try:
-        status, event = await stack.graph(
-            "POST",
-            f"/users/{mailbox}/events",
-            {
-                "subject": "Interview",
-                "showAs": "busy",
-                **when(0),
-                "singleValueExtendedProperties": [{"id": BOOKING_ID_PROPERTY, "value": booking_id}],
-            },
-        )
-    finally:
-        if not notified:
-            await stack.control("POST", "/notifications/resume")
-    assert status == 201, event
-    event_id: str = event["id"]
-    return event_id
+    if notified:
+        return await _stamped(stack, mailbox, booking_id)
+    async with stack.notifications_lost():
+        return await _stamped(stack, mailbox, booking_id)
 
 
 async def test_a_duplicate_of_ours_is_removed_when_its_notification_comes(
@@ -297,3 +297,22 @@ async def test_an_unnotified_permanent_delete_cancels_under_cancel_booking(
 
     assert (await status_of(stack, created["bookingId"]))["status"] == "cancelled"
     assert (await _actions(stack, room)).count("outlook_delete:cancel_booking") == 1
+
+
+async def test_an_event_stamped_with_another_resources_booking_id_is_busy_and_stays(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    """An Outlook copy of alice's event of ours in the room carries alice's booking id:
+    it is no booking of the room, so it is the room's busy time, refuses a booking over
+    it, and a resync of the room (which removes our events) leaves it."""
+    room = await stack.connect(mb.room)
+    alice = await stack.connect(mb.alice)
+    created = await booked(stack, [alice])
+    copy = await _stamped(stack, mb.room, created["bookingId"], hours=5)
+
+    await eventually(lambda: _calendar_busy(stack, room))
+    code, _ = await stack.call("POST", "/bookings", booking([room], **slot(hours=5)))
+    assert code == 409
+    assert (await stack.call("POST", f"/resources/{room}/resync"))[0] == 202
+    await quiet(stack)
+    assert [e["id"] for e in await our_events(stack, mb.room)] == [copy]  # still there
