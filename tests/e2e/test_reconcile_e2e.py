@@ -275,7 +275,9 @@ async def test_resync_recreates_ours_and_leaves_foreign_events_alone(
         _, log = await stack.call("GET", f"/resources/{room}/sync-log", params={"limit": "5"})
         return any(e["action"] == "resync_finished" for e in log["value"])
 
-    await eventually(finished, within=60)
+    # 200 deletes and 200 creates, and their notifications, on the test's shared machine:
+    # the time is the benchmarks' to judge, the outcome this test's.
+    await eventually(finished, within=120)
     after = {e["id"]: e["changeKey"] for e in await all_events(stack, mb.room)}
     ours_after = {e["id"] for e in await our_events_all(stack, mb.room)}
     assert len(ours_after) == 200

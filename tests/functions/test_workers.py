@@ -254,9 +254,9 @@ async def test_a_shared_message_whose_items_all_apply_sends_nothing_again(
 async def test_a_change_waiting_for_a_create_under_way_goes_again_after_its_delay(
     two_rooms: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A notification of an event of ours whose create's answer is not recorded yet is
-    looked at again after CREATE_WAIT_SECONDS, counting no try; its message's other
-    items are done."""
+    """A notification of an event of ours moved in Outlook before its create's answer
+    was recorded is looked at again after CREATE_WAIT_SECONDS, counting no try; its
+    message's other items are done."""
     two_rooms.clock.now = T0 - timedelta(days=1)
     room = await two_rooms.resources.get("room-1")
     assert room is not None
@@ -267,6 +267,9 @@ async def test_a_change_waiting_for_a_create_under_way_goes_again_after_its_dela
     two_rooms.queue.sent.clear()
     two_rooms.queue.delays.clear()
     [made] = two_rooms.calendar.events[MAILBOX]
+    event = two_rooms.calendar.events[MAILBOX][made]
+    later = {"start": event.start + timedelta(hours=2), "end": event.end + timedelta(hours=2)}
+    two_rooms.calendar.events[MAILBOX][made] = event.model_copy(update=later)
     waiting, other = changes_of("room-1", made), changes_of("room-2", "ev-2")
     handler = workers.sync_inbound.build().get_user_function()
 
