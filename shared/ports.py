@@ -277,6 +277,10 @@ class EventWriteResult:
     # Graph refused the zone this name was sent as, so the event was written in UTC (the
     # same instants): the caller must make that visible, never take it silently.
     refused_time_zone: str | None = None
+    # An attempt before the one answered met no sure answer (none in time, a 5xx). For a
+    # create, Graph may still be making that attempt's event: its transactionId only
+    # dedupes an event already made, so a second event may appear after this answer.
+    earlier_attempt_unanswered: bool = False
 
 
 class CalendarGateway(Protocol):

@@ -95,6 +95,11 @@ class EventMapping(DomainModel):
     # The event may show any of them before the answer comes back: an event at one of
     # these times is our own write, never an Outlook move.
     writes_in_flight: list[WrittenTimes] = Field(default_factory=list)
+    # The create that made the event had an earlier attempt Graph never answered (slow
+    # past the client's timeout): until this instant, that attempt may still make a
+    # second event. Its notification has it removed as a duplicate; a disconnect that
+    # removes our events, which no notification reaches, waits for it.
+    stray_create_until: UtcDatetime | None = None
     # Graph refused the resource's time zone on our last write, so the event is in UTC
     # (same instants): shown on the booking's sync state until a write keeps the zone.
     zone_warning: str | None = None
@@ -113,6 +118,13 @@ class EventMapping(DomainModel):
             and self.pending_transaction_id is not None
             and any(w.still_in_flight(now) for w in self.writes_in_flight)
         )
+
+    def event_may_still_land(self, now: datetime) -> bool:
+        """Whether an attempt of a create may still make an event here: the create is
+        not recorded yet (`create_may_land`), or it is, but an earlier attempt of it was
+        never answered (`stray_create_until`)."""
+        stray = self.stray_create_until is not None and self.stray_create_until > now
+        return stray or self.create_may_land(now)
 
     def knows_change_key(self, change_key: str | None) -> bool:
         """Whether an event (or its notification) carrying `change_key` shows a state of

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.domain.base import without_control_characters
@@ -24,6 +24,7 @@ from shared.domain.bookings import Booking, BookingStatus
 from shared.domain.calendar import (
     CREATE_WAIT_SECONDS,
     MAX_WRITES_IN_FLIGHT,
+    WRITE_IN_FLIGHT_SECONDS,
     CalendarEvent,
     EventDraft,
     EventMapping,
@@ -317,7 +318,12 @@ class PushService:
         """Record one write's answer; True when it failed and is worth retrying."""
         if result.error is None:
             await self._record_success(
-                booking, plan, result.event, now, refused_zone=result.refused_time_zone
+                booking,
+                plan,
+                result.event,
+                now,
+                refused_zone=result.refused_time_zone,
+                unanswered_attempt=result.earlier_attempt_unanswered,
             )
             return False
         return await self._record_failure(booking, plan, result.error, now)
@@ -651,9 +657,11 @@ class PushService:
         now: datetime,
         *,
         refused_zone: str | None = None,
+        unanswered_attempt: bool = False,
     ) -> None:
         """`refused_zone`: Graph refused it and the event was written in UTC; kept on the
-        mapping (the booking's sync state shows it) and in the sync log."""
+        mapping (the booking's sync state shows it) and in the sync log.
+        `unanswered_attempt`: an earlier attempt of the write met no sure answer."""
         write, draft = plan.write, plan.draft
         zone_warning = (
             f"Graph refused time zone '{refused_zone}'"
@@ -666,6 +674,13 @@ class PushService:
             raise GraphTransient("Graph acknowledged a write without returning the event")
 
         overtaken = False
+        # An earlier attempt of this create was never answered: it may make a second
+        # event for as long as any unanswered write may still land.
+        stray_until = (
+            now + timedelta(seconds=WRITE_IN_FLIGHT_SECONDS)
+            if write.op == "create" and unanswered_attempt
+            else None
+        )
         # A create sent again with the transactionId of an older version's create.
         resent = write.op == "create" and write.transaction_id != transaction_id(
             booking, plan.resource.resource_id, plan.mapping.value.recreations
@@ -748,6 +763,7 @@ class PushService:
                     "last_error": None,
                     "pending_transaction_id": None,
                     "zone_warning": zone_warning,
+                    "stray_create_until": stray_until or latest.stray_create_until,
                 }
             )
 

@@ -352,8 +352,9 @@ class ResourceService:
             return
         ours = await self._ours(work.resource_id, work.mailbox, limit=REMOVE_CHUNK)
         if not ours and await self._creates_under_way(work.resource_id):
-            # A create sent before the disconnect may still make its event (Graph slow
-            # to answer it): looked for again until it can no longer land.
+            # A create sent before the disconnect may still make an event (Graph slow to
+            # answer it, or to answer an attempt of it the gateway then sent again):
+            # looked for again until it can no longer land.
             await self._queue.send(SYNC_OUTBOUND_QUEUE, work, delay_seconds=CREATE_WAIT_SECONDS)
             return
         if not ours:
@@ -384,10 +385,11 @@ class ResourceService:
 
     async def _creates_under_way(self, resource_id: str) -> bool:
         """Whether a create of one of our events in the resource's calendar was sent and
-        may still make its event."""
+        may still make an event: its own, or a second one from an attempt of it that was
+        never answered."""
         now = self._clock()
         mappings = await self._mappings.list_for_resource(resource_id)
-        return any(m.value.create_may_land(now) for m in mappings)
+        return any(m.value.event_may_still_land(now) for m in mappings)
 
     async def _clear_mappings(self, resource_id: str) -> None:
         for mapping in await self._mappings.list_for_resource(resource_id):

@@ -9,6 +9,8 @@ import asyncio
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
+import pytest
+
 from shared.adapters.graph import GraphCalendarGateway
 from shared.ports import EventWrite
 from tests.gateway.conftest import ALICE, EmulatorControl
@@ -147,3 +149,31 @@ async def test_a_subject_only_update_a_503_refused_is_still_sent(
     assert result.event is not None
     assert (result.event.subject, result.event.start) == ("Cancelled: Booking bk-prefix", START)
     assert await control.request_count("PATCH", EVENT, ALICE) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "unanswered"), [(504, True), (503, True), (429, False), (None, False)]
+)
+async def test_a_create_answered_after_an_attempt_without_a_sure_answer_says_so(
+    gateway: GraphCalendarGateway, control: EmulatorControl, status: int | None, unanswered: bool
+) -> None:
+    """Graph dedupes a create by its transactionId only once it has made the event: an
+    attempt it was still at when the gateway sent it again may make a second event after
+    the answer. The result says such an attempt was sent (a 5xx or no answer, unlike a
+    429, which says it was not carried out), for the caller to look for that event."""
+    booking_id = f"bk-create-after-{status}"
+    if status is not None:
+        await control.add_fault(
+            mailbox=ALICE, method="POST", pathContains="/events", status=status, count=1
+        )
+    create = EventWrite(
+        mailbox=ALICE, op="create", draft=draft(booking_id), transaction_id=f"tx-{booking_id}"
+    )
+
+    [result] = await gateway.write_batch([create])
+
+    assert result.error is None
+    assert result.event is not None
+    assert result.earlier_attempt_unanswered is unanswered
+    expected_posts = 1 if status is None else 2
+    assert await control.request_count("POST", "/users/{id}/events", ALICE) == expected_posts

@@ -3,7 +3,10 @@ only then is the resource disconnected; nothing else syncs it meanwhile."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
+
+import pytest
 
 from shared.domain.bookings import BookingRequest
 from shared.domain.calendar import (
@@ -16,8 +19,9 @@ from shared.domain.calendar import (
 )
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
 from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
+from shared.ports import EventWrite, EventWriteResult
 from shared.services.resources import REMOVE_CHUNK
-from tests.builders import T0, booking, resource
+from tests.builders import T0, booking, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
@@ -186,6 +190,47 @@ async def test_an_event_a_create_under_way_makes_after_the_disconnect_is_removed
 
     assert set(world.calendar.events[ROOM]) == {"lunch"}
     assert await state_of(world) is ConnectionState.DISCONNECTED
+
+
+async def test_a_late_attempt_of_a_create_already_answered_is_removed_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Graph was slow to answer a create, past the client's timeout, so the gateway sent
+    it again; the second attempt was answered and recorded. The disconnect removed that
+    event and, no create being under way any more, marked the resource disconnected; then
+    the first attempt made its event in the mailbox we had left. The removal now waits
+    for such an attempt too, as long as it may land."""
+    world = await room_with_our_events(0)
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    fresh = stored.value.status.model_copy(update={"mirror_refreshed_at": world.clock.now})
+    await world.resources.update(stored.value.model_copy(update={"status": fresh}), stored.etag)
+    made = await world.services.bookings.create(booking_request(T0 + timedelta(days=1)), None)
+    send = world.calendar.write_batch
+
+    async def after_an_unanswered_attempt(writes: list[EventWrite]) -> list[EventWriteResult]:
+        return [replace(r, earlier_attempt_unanswered=True) for r in await send(writes)]
+
+    monkeypatch.setattr(world.calendar, "write_batch", after_an_unanswered_attempt)
+    await world.push_all()
+    monkeypatch.setattr(world.calendar, "write_batch", send)
+    [answered] = [e for e in world.calendar.events[ROOM].values() if e.booking_id]
+
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    removals = 0
+    while (work := queued(world)) and removals < 40:  # 5 s apart: past the 2-minute window
+        world.queue.sent = []
+        await world.services.resources.remove_events(work[0])
+        removals += 1
+        if removals == 2:  # the answered event is gone: the first attempt lands now
+            assert set(world.calendar.events[ROOM]) == {"lunch"}
+            late = answered.model_copy(update={"event_id": "ev-first-attempt"})
+            world.calendar.events[ROOM][late.event_id] = late
+        world.clock.now += timedelta(seconds=CREATE_WAIT_SECONDS)
+
+    assert set(world.calendar.events[ROOM]) == {"lunch"}
+    assert await state_of(world) is ConnectionState.DISCONNECTED
+    assert made.booking_id == answered.booking_id
 
 
 async def test_a_create_that_can_no_longer_land_does_not_hold_a_disconnect() -> None:

@@ -24,7 +24,7 @@ import json
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,10 +81,13 @@ class Recheck:
 
 @dataclass(frozen=True)
 class BatchAnswer:
-    """A successful (2xx) inner answer."""
+    """A successful (2xx) inner answer. `after_unsure_attempt`: an earlier attempt of the
+    same step met no sure answer (none in time, a 5xx), so it may have been carried out
+    too; for a create, Graph may still be making that attempt's event."""
 
     status: int
     body: Any
+    after_unsure_attempt: bool = False
 
 
 class BatchSender:
@@ -178,12 +181,12 @@ class BatchSender:
         attempt = 1
         # Steps with a recheck whose last try may have been carried out: read first.
         unsure: set[int] = set()
+        # Steps one of whose tries may have been carried out, whatever came after.
+        unanswered: set[int] = set()
         while failures:
-            unsure.update(
-                index
-                for index, failure in failures.items()
-                if steps[index].recheck is not None and failure.may_have_applied
-            )
+            applied = {i for i, failure in failures.items() if failure.may_have_applied}
+            unanswered |= applied
+            unsure.update(i for i in applied if steps[i].recheck is not None)
             elapsed = clock() - started
             pending: list[int] = []
             wait = 0.0
@@ -208,6 +211,10 @@ class BatchSender:
             failures = await self._round(_sent(steps, unsure), pending, results)
             if unsure:
                 failures.update(await self._settle_rechecks(steps, pending, unsure, results))
+        for index in unanswered:
+            answer = results[index]
+            if isinstance(answer, BatchAnswer):
+                results[index] = replace(answer, after_unsure_attempt=True)
         return [results[index] for index in range(len(steps))]
 
     async def _settle_rechecks(

@@ -1096,7 +1096,10 @@ def _write_result(write: EventWrite, answer: BatchAnswer | GraphError) -> EventW
     if not isinstance(answer.body, dict):
         return EventWriteResult(error=GraphError(f"{write.op}: Graph answered without an event"))
     try:
-        return EventWriteResult(event=calendar_event(answer.body, booking_id=booking_id))
+        return EventWriteResult(
+            event=calendar_event(answer.body, booking_id=booking_id),
+            earlier_attempt_unanswered=answer.after_unsure_attempt,
+        )
     except GraphError as error:
         return EventWriteResult(error=error)
 
