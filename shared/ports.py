@@ -301,7 +301,8 @@ class CalendarGateway(Protocol):
         self, mailbox: str, event_id: str, draft: EventDraft
     ) -> CalendarEvent: ...
     async def delete_event(self, mailbox: str, event_id: str) -> None:
-        """Idempotent: an event already gone is not an error."""
+        """Idempotent: an event already gone is not an error; a mailbox that is not
+        found is (GraphNotFound)."""
         ...
 
     async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None: ...
@@ -353,7 +354,8 @@ class CalendarGateway(Protocol):
     ) -> DeltaRound: ...
     async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
         """Many writes, possibly across mailboxes, sent as $batch (20 per request);
-        results in the order of `writes`."""
+        results in the order of `writes`. A delete of an event already gone succeeds;
+        a GraphNotFound result names a missing mailbox (or an update's missing event)."""
         ...
 
     async def create_subscription(

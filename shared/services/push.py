@@ -787,19 +787,13 @@ class PushService:
     ) -> bool:
         """Keep the error on the mapping and in the log; True when worth retrying."""
         resource_id = plan.resource.resource_id
+        # The gateway answers a delete of an event already gone as done, so a not-found
+        # here names the mailbox (or, for an update, the event): never "already deleted".
         permanent = isinstance(error, GraphAccessDenied) or (
             isinstance(error, GraphNotFound)
             and plan.write is not None
-            and plan.write.op == "create"
+            and plan.write.op in ("create", "delete")
         )
-        if (
-            isinstance(error, GraphNotFound)
-            and plan.write is not None
-            and plan.write.op == "delete"
-        ):
-            # Already gone: that is what we wanted.
-            await self._record_success(booking, plan, None, now)
-            return False
         message = f"{error.code}: {error.message}"[:500]
         if permanent:
             # First, so that new bookings are refused before anyone sees this failure.

@@ -15,6 +15,7 @@ from shared.domain.calendar import WRITE_IN_FLIGHT_SECONDS, CalendarEvent, Writt
 from shared.domain.errors import (
     CalendarUnavailable,
     GraphAccessDenied,
+    GraphNotFound,
     GraphTransient,
     MailboxInUse,
 )
@@ -155,8 +156,12 @@ async def assert_booking_and_event_at(world: FakeWorld, booking_id: str, when: T
 
 @pytest.mark.parametrize(
     "error",
-    [GraphTransient("503 for longer than the retries"), GraphAccessDenied("403 for a while")],
-    ids=["503", "403"],
+    [
+        GraphTransient("503 for longer than the retries"),
+        GraphAccessDenied("403 for a while"),
+        GraphNotFound("404 ErrorInvalidUser: the mailbox is not found for a while"),
+    ],
+    ids=["503", "403", "404-mailbox"],
 )
 async def test_pushes_lost_to_a_long_outage_are_healed_by_an_incremental_round(
     world: FakeWorld, error: Exception
