@@ -31,6 +31,7 @@ from shared.domain.errors import (
     DomainError,
     GraphConflict,
     GraphError,
+    GraphMailboxNotFound,
     GraphNotFound,
     GraphTransient,
     InvalidInput,
@@ -402,7 +403,7 @@ class FakeCalendar:
         if queued:
             raise queued.pop(0)
         if mailbox not in self.events:
-            raise GraphNotFound(f"mailbox {mailbox} not found")
+            raise GraphMailboxNotFound(f"mailbox {mailbox} not found")
 
     def _store(self, mailbox: str, event_id: str, draft: EventDraft) -> CalendarEvent:
         event = CalendarEvent(

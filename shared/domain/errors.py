@@ -105,6 +105,12 @@ class GraphNotFound(GraphError):
     code = "graph_not_found"
 
 
+class GraphMailboxNotFound(GraphNotFound):
+    """The mailbox itself is not found (ErrorInvalidUser and kin: a leaving user, a
+    licence taken away, a typo): every call to it meets the same answer until someone
+    acts, so the resource is failing. A plain GraphNotFound may name an item."""
+
+
 class GraphAccessDenied(GraphError):
     """Token, permission or mailbox-scope failure: the resource's connection is failing."""
 

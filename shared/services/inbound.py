@@ -16,7 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,7 +27,12 @@ from shared.domain.calendar import (
     SubscriptionRecord,
     Unavailability,
 )
-from shared.domain.errors import GraphAccessDenied, GraphNotFound
+from shared.domain.errors import (
+    GraphAccessDenied,
+    GraphError,
+    GraphMailboxNotFound,
+    GraphNotFound,
+)
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -586,15 +591,23 @@ class EventChangeHandler:
                     SyncOutcome.SKIPPED,
                 )
             await self._apply(resource, wanted, work)
+            refused = [(c, f) for c, f in work.failures if calendar_refused(f)]
+            for change, failure in refused:
+                self._log(
+                    work,
+                    resource,
+                    change,
+                    f"left to the next round: {failure.code}",
+                    SyncOutcome.FAILED,
+                )
         finally:
             await self._write(work)
-        failures = work.failures
-        if any(isinstance(failure, GraphAccessDenied) for _, failure in failures):
-            denied = next(f for _, f in failures if isinstance(f, GraphAccessDenied))
+        if refused:
+            first = refused[0][1]
             await self._connection.mark_failing(
-                resource.resource_id, f"{denied.code}: {denied.message}"
+                resource.resource_id, f"{first.code}: {first.message}"
             )
-        return failures
+        return work.failures
 
     async def _apply(
         self,
@@ -775,6 +788,12 @@ class EventChangeHandler:
             work.done.append(entry)
 
 
+def calendar_refused(failure: Exception) -> TypeGuard[GraphError]:
+    """A failure of the calendar as a whole (access taken away, mailbox gone), not of
+    one change: every try meets it until someone acts on the tenant."""
+    return isinstance(failure, GraphAccessDenied | GraphMailboxNotFound)
+
+
 def _identity(change: EventChange) -> tuple[str, str, str, str | None]:
     """What tells one notification from another; the time it came in does not."""
     return (change.subscription_id, change.event_id, change.change_type, change.change_key)
@@ -908,6 +927,12 @@ class InboundService:
         for mine in by_resource.values():
             for change, exc in await self._passes.run(mine):
                 logger.warning("change of event %s failed: %s", change.event_id, type(exc).__name__)
+                if calendar_refused(exc):
+                    # Every delivery would meet the same answer: the resource is marked
+                    # failing and its rounds, which keep trying it, catch the change up
+                    # (the next delta holds it) once the calendar answers again. The
+                    # message completes rather than walking to -poison.
+                    continue
                 failures.append(exc)
         if failures:
             raise failures[0]

@@ -206,8 +206,9 @@ async def test_one_mailboxs_refusal_does_not_take_another_mailboxs_throttled_cha
     two_rooms: FakeWorld,
 ) -> None:
     """One POST's subscriptions share a message, but each must fare as if it had come
-    alone: a refused mailbox's change is retried (and may end in `-poison`) on its own, a
-    throttled one goes back after its Retry-After without counting a try."""
+    alone: a refused mailbox's change is left to that resource's rounds (it is marked
+    failing; no try would fare better), a throttled one goes back after its Retry-After
+    without counting a try."""
     refused, throttled = changes_of("room-1", "ev-1"), changes_of("room-2", "ev-2")
     two_rooms.calendar.fail(MAILBOX, GraphAccessDenied("ErrorAccessDenied"))
     two_rooms.calendar.fail(ROOM_2, GraphThrottled("MailboxConcurrency", retry_after_seconds=7))
@@ -219,10 +220,10 @@ async def test_one_mailboxs_refusal_does_not_take_another_mailboxs_throttled_cha
     sent = dict(
         zip(two_rooms.queue.bodies(SYNC_INBOUND_QUEUE), two_rooms.queue.delays, strict=True)
     )
-    assert sent == {
-        refused.model_dump_json(): workers.INBOUND_RETRY_DELAY_SECONDS,
-        throttled.model_dump_json(): 7,
-    }
+    assert sent == {throttled.model_dump_json(): 7}
+    room_1 = await two_rooms.resources.get("room-1")
+    assert room_1 is not None
+    assert room_1.value.status.state is ConnectionState.FAILING
 
 
 async def test_only_the_failed_items_of_a_shared_message_go_again(two_rooms: FakeWorld) -> None:

@@ -15,7 +15,7 @@ from shared.domain.calendar import WRITE_IN_FLIGHT_SECONDS, CalendarEvent, Writt
 from shared.domain.errors import (
     CalendarUnavailable,
     GraphAccessDenied,
-    GraphNotFound,
+    GraphMailboxNotFound,
     GraphTransient,
     MailboxInUse,
 )
@@ -159,7 +159,7 @@ async def assert_booking_and_event_at(world: FakeWorld, booking_id: str, when: T
     [
         GraphTransient("503 for longer than the retries"),
         GraphAccessDenied("403 for a while"),
-        GraphNotFound("404 ErrorInvalidUser: the mailbox is not found for a while"),
+        GraphMailboxNotFound("404 ErrorInvalidUser: the mailbox is not found for a while"),
     ],
     ids=["503", "403", "404-mailbox"],
 )

@@ -138,12 +138,22 @@ async def test_a_failed_read_fails_its_change_alone_and_the_message(world: FakeW
 
 
 async def test_access_denied_on_a_batch_read_marks_the_resource_failing_once(
-    world: FakeWorld,
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.calendar.fail(ROOM, *(GraphAccessDenied("403 ErrorAccessDenied") for _ in range(3)))
+    marked: list[str] = []
+    mark_failing = world.services.connection.mark_failing
 
-    with pytest.raises(GraphAccessDenied):
-        await world.services.inbound.handle_change(message(*(change(f"ev-{n}") for n in range(3))))
+    async def counted(resource_id: str, error: str) -> None:
+        marked.append(resource_id)
+        await mark_failing(resource_id, error)
+
+    monkeypatch.setattr(world.services.connection, "mark_failing", counted)
+
+    # Left to the rounds, which the failing state keeps trying: the message completes.
+    await world.services.inbound.handle_change(message(*(change(f"ev-{n}") for n in range(3))))
+
+    assert marked == ["room-1"]
 
     stored = await world.resources.get("room-1")
     assert stored is not None

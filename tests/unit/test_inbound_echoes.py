@@ -11,8 +11,8 @@ import pytest
 
 from shared.domain.bookings import BookingStatus
 from shared.domain.calendar import CalendarEvent, EventMapping
-from shared.domain.errors import GraphAccessDenied, GraphTransient
-from shared.domain.messages import EventChange, EventChanges
+from shared.domain.errors import GraphAccessDenied, GraphError, GraphMailboxNotFound, GraphTransient
+from shared.domain.messages import EventChange, EventChanges, ReconcileResource
 from shared.domain.resources import (
     ChangeKind,
     ConnectionState,
@@ -238,17 +238,41 @@ async def test_a_foreign_event_is_mirrored_only_where_the_resource_pulls(
     assert [b.event_id for b in blocks] == (["ev-foreign"] if mirrored else [])
 
 
-async def test_access_denied_marks_the_resource_failing_and_fails_the_message(
-    inbox: Inbox,
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        GraphAccessDenied("403 ErrorAccessDenied"),
+        GraphMailboxNotFound("404 ErrorInvalidUser: the mailbox is not found"),
+    ],
+    ids=["403", "404-mailbox"],
+)
+async def test_a_calendar_refusing_the_read_is_marked_failing_and_the_round_after_catches_up(
+    inbox: Inbox, refusal: GraphError
 ) -> None:
-    inbox.world.calendar.fail(ROOM, GraphAccessDenied("403 ErrorAccessDenied"))
+    """Every delivery would meet the same answer: the message completes (rather than
+    walking to -poison), the resource is failing, and the change is the round's once the
+    calendar answers again, as a round's own refusal is."""
+    assert (await inbox.world.services.reconcile.reconcile("room-1")).full  # the baseline
+    inbox.world.calendar.events[ROOM]["ev-foreign"] = foreign("ev-foreign")
+    inbox.world.calendar.fail(ROOM, refusal)
 
-    with pytest.raises(GraphAccessDenied):
-        await inbox.notify("created", "ev-foreign")
+    await inbox.notify("created", "ev-foreign")
 
     stored = await inbox.world.resources.get("room-1")
     assert stored is not None
     assert stored.value.status.state is ConnectionState.FAILING
+    assert inbox.log() == [(f"left to the next round: {refusal.code}", SyncOutcome.FAILED)]
+    assert await inbox.world.ports.unavailability.list_for_resource("room-1") == []
+
+    await inbox.world.services.rounds.run(
+        ReconcileResource(resource_id="room-1", scheduled_at=inbox.world.clock.now)
+    )
+
+    blocks = await inbox.world.ports.unavailability.list_for_resource("room-1")
+    assert [b.event_id for b in blocks] == ["ev-foreign"]
+    stored = await inbox.world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.state is ConnectionState.CONNECTED
 
 
 async def test_every_change_is_tried_and_the_first_failure_is_raised(inbox: Inbox) -> None:

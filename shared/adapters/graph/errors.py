@@ -26,6 +26,7 @@ from shared.domain.errors import (
     GraphAccessDenied,
     GraphConflict,
     GraphError,
+    GraphMailboxNotFound,
     GraphNotFound,
     GraphSyncStateLost,
     GraphThrottled,
@@ -208,7 +209,7 @@ def to_domain_error(failure: GraphFailure, context: str) -> GraphError:
         return GraphSyncStateLost(text)
     if status == 404:
         if code in _MAILBOX_MISSING_CODES:
-            return GraphNotFound(text)
+            return GraphMailboxNotFound(text)
         return GraphItemNotFound(text)
     if status == 409:
         return GraphConflict(text)
