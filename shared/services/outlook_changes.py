@@ -21,7 +21,7 @@ from shared.domain.messages import (
     EventSource,
     PushBooking,
 )
-from shared.domain.resources import Resource
+from shared.domain.resources import CancelledEventMode, Resource
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import (
     BookingRepository,
@@ -112,7 +112,10 @@ class OutlookChangeApplier:
                     await self._keep_duplicate(resource, mapping, booking, survivor, direction)
                     return Action.KEEP_DUPLICATE
             action = on_delete(
-                settings.on_outlook_delete, is_primary=is_primary, status=booking.status
+                settings.on_outlook_delete,
+                is_primary=is_primary,
+                status=booking.status,
+                keeps_cancelled_event=settings.cancelled_event_mode is CancelledEventMode.PREFIX,
             )
             await self._on_deleted(resource, mapping, booking, action, direction, read_back)
             return action
@@ -147,6 +150,12 @@ class OutlookChangeApplier:
             # came for an event still there, so no event of ours outlives its booking.
         elif action is Action.RESTORE_EVENT:
             await self._restore(mapping, booking, recreate=True)
+        elif action is Action.GONE_WITH_BOOKING:
+            await self._record_removed(current, booking)
+            await self._log(
+                resource, booking, current.event_id, "event_gone:booking_cancelled", direction
+            )
+            return
         else:
             await self._detach(current)
         await self._log(
@@ -228,6 +237,27 @@ class OutlookChangeApplier:
             )
 
         await update_mapping(self._mappings, current.resource_id, current.booking_id, detached)
+
+    async def _record_removed(self, current: EventMapping, booking: Booking) -> None:
+        """The cancelled booking's event is gone: recorded as its cancel's delete would
+        record it (the booking's calendar is in step), so the cancel's push, still to
+        come or retried after a lost answer, has nothing left to do."""
+        now = self._clock()
+
+        def removed(latest: EventMapping) -> EventMapping | None:
+            if latest.event_id != current.event_id:
+                return None  # the push already recorded the event's removal
+            return latest.model_copy(
+                update={
+                    "event_id": None,
+                    "change_key": None,
+                    "last_error": None,
+                    "booking_version": max(latest.booking_version, booking.version),
+                    "synced_at": now,
+                }
+            )
+
+        await update_mapping(self._mappings, current.resource_id, current.booking_id, removed)
 
     async def _forget_event(self, current: EventMapping) -> None:
         """The event is gone: the mapping stops pointing at it. The cancel's own push

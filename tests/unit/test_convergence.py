@@ -760,7 +760,8 @@ async def test_a_refusal_answered_after_its_event_was_deleted_in_outlook_is_not_
 
     view = await world.services.bookings.get(booking_id)
     assert view.status is BookingStatus.CANCELLED
-    assert [(s.state, s.error) for s in view.sync] == [("removed", None)]
+    # Gone, as the cancelled booking wants: in step, whoever deleted it first.
+    assert [(s.state, s.error) for s in view.sync] == [("synced", None)]
     assert events_at(world, ROOM) == []
 
 
@@ -1457,5 +1458,33 @@ async def test_a_cancelled_bookings_event_gone_while_its_delete_failed_is_not_fa
     await incremental_round(world)
 
     view = await world.services.bookings.get(booking_id)
-    assert [(s.state, s.error) for s in view.sync] == [("removed", None)]
+    # Gone, as the cancelled booking wants: in step, whoever deleted it first.
+    assert [(s.state, s.error) for s in view.sync] == [("synced", None)]
     assert events_at(world, ROOM) == []
+
+
+async def test_our_cancels_delete_seen_before_its_answer_is_the_cancels_not_an_outlook_delete(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete reached Graph, its answer was lost, and its `deleted` notification came
+    before the queue sent the push again: the event is gone as the cancel wanted, which
+    is neither the Outlook user's delete nor a calendar left behind by the booking."""
+    booking_id, event = await pushed_after_the_baseline_round(world)
+    await world.services.bookings.cancel(booking_id)
+    pending = world.outbound()
+    await lose_the_answer(world, monkeypatch)
+    assert world.calendar.events[ROOM] == {}
+
+    await notify(world, "deleted", event.event_id)
+    for message in pending:  # the queue's next try
+        await world.services.push.push(message)
+
+    view = await world.services.bookings.get(booking_id)
+    assert [(s.state, s.event_id) for s in view.sync] == [("synced", None)]
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    assert not mapping.value.detached
+    actions = [e.action for e in world.sync_log.entries if e.direction == "inbound"]
+    assert not any(a.startswith("outlook_delete") for a in actions), actions
+    await incremental_round(world)
+    assert world.calendar.events[ROOM] == {}

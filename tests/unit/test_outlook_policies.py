@@ -220,9 +220,12 @@ async def test_a_delete_of_a_cancelled_bookings_event_changes_nothing_more(
     await outlook.policy("room-1", delete=OnOutlookDelete.RESTORE_EVENT)
     await outlook.world.services.bookings.cancel(outlook.booking_id)
 
-    assert await outlook.delete("room-1") is Action.IGNORE
+    assert await outlook.delete("room-1") is Action.GONE_WITH_BOOKING
 
     assert outlook.world.calendar.events[ROOM] == {}  # not restored
+    view = await outlook.world.services.bookings.get(outlook.booking_id)
+    # As the cancel's push would leave it: in step, not detached by a policy.
+    assert [s.state for s in view.sync if s.resource_id == "room-1"] == ["synced"]
 
 
 async def test_primary_move_under_reschedule_booking_moves_the_booking(outlook: Outlook) -> None:

@@ -313,23 +313,33 @@ LIVE = (BookingStatus.CONFIRMED, BookingStatus.RESCHEDULED)
     move_policy=st.sampled_from(OnOutlookMove),
     is_primary=st.booleans(),
     status=st.sampled_from(BookingStatus),
+    keeps_cancelled_event=st.booleans(),
 )
 def test_policies(
     delete_policy: OnOutlookDelete,
     move_policy: OnOutlookMove,
     is_primary: bool,
     status: BookingStatus,
+    keeps_cancelled_event: bool,
 ) -> None:
-    deleted = on_delete(delete_policy, is_primary=is_primary, status=status)
+    deleted = on_delete(
+        delete_policy,
+        is_primary=is_primary,
+        status=status,
+        keeps_cancelled_event=keeps_cancelled_event,
+    )
     moved = on_move(move_policy, is_primary=is_primary, status=status)
 
     # An additional member's change never touches the booking.
     if not is_primary:
-        assert deleted in (Action.IGNORE, Action.RESTORE_EVENT)
+        assert deleted in (Action.IGNORE, Action.RESTORE_EVENT, Action.GONE_WITH_BOOKING)
         assert moved in (Action.IGNORE, Action.RESTORE_EVENT)
     # A cancelled booking's event was meant to go (or to stay as it is).
     if status is BookingStatus.CANCELLED:
-        assert deleted is moved is Action.IGNORE
+        gone = Action.IGNORE if keeps_cancelled_event else Action.GONE_WITH_BOOKING
+        assert (deleted, moved) == (gone, Action.IGNORE)
+    else:
+        assert deleted is not Action.GONE_WITH_BOOKING
     if status in LIVE:
         if delete_policy is OnOutlookDelete.RESTORE_EVENT:
             assert deleted is Action.RESTORE_EVENT
