@@ -30,7 +30,12 @@ from shared.domain.errors import (
     MailboxInUse,
     NotFound,
 )
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, ConnectResource, DisconnectResource
+from shared.domain.messages import (
+    SYNC_OUTBOUND_QUEUE,
+    ConnectResource,
+    DisconnectResource,
+    PushBooking,
+)
 from shared.domain.resources import (
     MIRROR_LAYOUT,
     ConnectionState,
@@ -266,12 +271,45 @@ class ResourceService:
             )
             await self._log(stored.value.resource_id, "connect", SyncOutcome.FAILED)
             return
+        await self._events_back(resource)
         if resource.settings.direction.pulls:
             # In slices, one queue message each; the last marks the resource connected.
             await self._pulls.start(resource.resource_id, PullPurpose.CONNECT)
             return
         await self._mark_connected(resource.resource_id)
         await self._log(resource.resource_id, "connected", SyncOutcome.OK)
+
+    async def _events_back(self, resource: Resource) -> None:
+        """A reconnect after our events were removed (`removeEvents`): the bookings still
+        live get theirs written again now, not at the resource's next full round (an
+        incremental one looks only at what changed). A new resource has no mappings."""
+        if not resource.settings.direction.pushes:
+            return
+        now = self._clock()
+        gate = asyncio.Semaphore(LIST_QUERIES_IN_FLIGHT)
+
+        async def wanted(mapping: EventMapping) -> PushBooking | None:
+            async with gate:
+                stored = await self._bookings.get(mapping.booking_id)
+            if stored is None:
+                return None
+            booking = stored.value
+            if (
+                resource.resource_id not in booking.resource_ids
+                or not booking.status.holds_time
+                or booking.is_in_past(now)
+            ):
+                return None
+            return PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
+
+        without_event = [
+            m.value
+            for m in await self._mappings.list_for_resource(resource.resource_id)
+            if m.value.event_id is None and not m.value.detached
+        ]
+        for push in await asyncio.gather(*(wanted(m) for m in without_event)):
+            if push is not None:
+                await self._queue.send(SYNC_OUTBOUND_QUEUE, push)
 
     async def _mark_connected(self, resource_id: str) -> None:
         now = self._clock()
@@ -469,7 +507,9 @@ def _mirror_outdated(before: ResourceSettings, after: ResourceSettings) -> bool:
 
 
 def _unmapped(mapping: EventMapping) -> EventMapping:
-    return mapping.model_copy(update={"event_id": None, "change_key": None})
+    """The mapping of an event we removed on a disconnect: the booking's calendar no
+    longer holds it (pending, not synced), and a reconnect writes it again."""
+    return mapping.model_copy(update={"event_id": None, "change_key": None, "booking_version": 0})
 
 
 def _connected_to(resource: Resource, mailbox: str) -> bool:

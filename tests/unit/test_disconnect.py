@@ -331,3 +331,44 @@ async def test_a_round_that_started_before_a_disconnect_puts_no_event_back() -> 
 
     assert await state_of(world) is ConnectionState.DISCONNECTED
     assert set(world.calendar.events[ROOM]) == {"lunch"}
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["on-the-queue", "at-once"])
+async def test_a_reconnect_after_our_events_were_removed_writes_the_live_bookings_again(
+    chunked: bool,
+) -> None:
+    """Disconnected with removeEvents, then connected again: the bookings still live
+    show no event while disconnected (not `synced`), and get their events back once the
+    connect is done, not a full round later."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    live = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    if chunked:
+        view = await world.services.resources.disconnect("room-1", remove_events=True)
+        assert view.status.state is ConnectionState.DISCONNECTING
+        for work in queued(world):
+            await world.services.resources.remove_events(work)
+        world.queue.sent.clear()
+        for work in [DisconnectResource(resource_id="room-1", mailbox=ROOM)]:
+            await world.services.resources.remove_events(work)  # nothing left: done
+    else:
+        # Removed by hand first: the disconnect finds none of ours and is done at once.
+        world.calendar.events[ROOM].clear()
+        await world.services.resources.disconnect("room-1", remove_events=True)
+    assert await state_of(world) is ConnectionState.DISCONNECTED
+    assert world.calendar.events[ROOM] == {}
+    [shown] = (await world.services.bookings.get(live)).sync
+    assert (shown.state, shown.event_id) == ("pending", None)
+
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    await world.push_all()
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    [event] = world.calendar.events[ROOM].values()
+    assert event.booking_id == live
+    [shown] = (await world.services.bookings.get(live)).sync
+    assert (shown.state, shown.event_id) == ("synced", event.event_id)
