@@ -262,7 +262,13 @@ def build_services(
         freshness_minutes=settings.mirror_freshness_minutes,
         window=settings.booking_window,
         outbox_lease=timedelta(seconds=settings.outbox_lease_seconds),
-        live_check=LiveSlotCheck(gateway, ports.queue, clock, bookings=ports.bookings),
+        live_check=LiveSlotCheck(
+            gateway,
+            ports.queue,
+            clock,
+            bookings=ports.bookings,
+            event_mappings=ports.event_mappings,
+        ),
     )
     push = PushService(
         resources=ports.resources,

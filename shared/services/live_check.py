@@ -41,9 +41,14 @@ from shared.domain.messages import (
     EventChanges,
 )
 from shared.domain.resources import Resource
-from shared.ports import BookingRepository, CalendarGateway, MessageQueue
+from shared.ports import (
+    BookingRepository,
+    CalendarGateway,
+    EventMappingRepository,
+    MessageQueue,
+)
 from shared.services.availability import blocks_time
-from shared.services.mirror import as_seen_by, to_block
+from shared.services.mirror import to_block
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +69,14 @@ class LiveSlotCheck:
         clock: Callable[[], datetime],
         *,
         bookings: BookingRepository | None = None,
+        event_mappings: EventMappingRepository | None = None,
     ) -> None:
         self._gateway = gateway
         self._queue = queue
         self._clock = clock
-        # Without it, every event carrying a booking id counts as ours.
+        # Without them, every event carrying a booking id counts as ours, where it is.
         self._bookings = bookings
+        self._mappings = event_mappings
 
     @staticmethod
     def applies_to(resource: Resource) -> bool:
@@ -113,16 +120,58 @@ class LiveSlotCheck:
         busy_on: list[str] = []
         for resource in checked:
             events = list(views.get(resource.settings.mailbox, []))
-            if self._bookings is not None:
-                events = await as_seen_by(self._bookings, resource.resource_id, events)
             unseen = _busy_events(resource, events, time_range)
-            if unseen:
+            stamped, ours_elsewhere = await self._stamped_busy(resource, events, time_range)
+            unseen += stamped
+            if unseen or ours_elsewhere:
                 busy_on.append(resource.resource_id)
+            if unseen:
                 await self._feed_mirror(resource, unseen, mirrored.get(resource.resource_id, ()))
         if busy_on:
             raise SlotUnavailable(
                 f"{', '.join(busy_on)} is busy in Outlook at the requested time (not yet notified)"
             )
+
+    async def _stamped_busy(
+        self, resource: Resource, events: Sequence[CalendarEvent], time_range: TimeRange
+    ) -> tuple[list[CalendarEvent], list[CalendarEvent]]:
+        """The events carrying a booking id that block `time_range` as busy time: those
+        whose id names no booking of the resource (an app's, an Outlook copy's: foreign,
+        for the mirror to learn), and ours at times their booking does not hold: moved
+        in Outlook, or repeated as a series, and left there by the policy. The calendar
+        shows the resource busy there to everyone (a room that accepts invitations by
+        itself declines another meeting), so a booking there would be a second event on
+        top of it; the mirror keeps no event of ours, so they refuse and are not fed.
+        Times a write of ours sent (a reschedule whose push is still to come) are the
+        booking's to leave: the ledger decides about those. Almost always none: only an
+        event in the slot costs a read (of its booking, then of its mapping)."""
+        stamped = [
+            e
+            for e in events
+            if e.booking_id is not None
+            and _busy_events(resource, [e.model_copy(update={"booking_id": None})], time_range)
+        ]
+        if not stamped or self._bookings is None:
+            return [], []
+        foreign: list[CalendarEvent] = []
+        found: list[CalendarEvent] = []
+        for event in stamped:
+            stored = await self._bookings.get(event.booking_id or "")
+            if stored is None or resource.resource_id not in stored.value.resource_ids:
+                foreign.append(event.model_copy(update={"booking_id": None}))
+                continue
+            booking = stored.value
+            if not booking.status.holds_time or (event.start, event.end) == (
+                booking.start,
+                booking.end,
+            ):
+                continue  # a cancelled booking's, or at its booking's own time
+            if self._mappings is not None:
+                mapping = await self._mappings.get(resource.resource_id, booking.booking_id)
+                if mapping is not None and mapping.value.written_by_us(event.start, event.end):
+                    continue  # our write's times, about to be written over by the next
+            found.append(event)
+        return foreign, found
 
     async def _feed_mirror(
         self,

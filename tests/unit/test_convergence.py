@@ -18,6 +18,7 @@ from shared.domain.errors import (
     GraphMailboxNotFound,
     GraphTransient,
     MailboxInUse,
+    SlotUnavailable,
 )
 from shared.domain.messages import (
     BOOKING_EVENTS_QUEUE,
@@ -1488,3 +1489,47 @@ async def test_our_cancels_delete_seen_before_its_answer_is_the_cancels_not_an_o
     assert not any(a.startswith("outlook_delete") for a in actions), actions
     await incremental_round(world)
     assert world.calendar.events[ROOM] == {}
+
+
+@pytest.mark.parametrize("series", [False, True], ids=["moved", "made-a-series"])
+async def test_our_event_left_elsewhere_by_the_policy_is_busy_for_the_live_look(
+    world: FakeWorld, series: bool
+) -> None:
+    """Moved in Outlook (or repeated as a series) and left there by `ignore`: the
+    calendar holds our event at times its booking does not, and the room shows busy there
+    to everyone in Outlook. The live look refuses a booking there rather than put a
+    second event on top of it. Times of our own write still on its way do not count."""
+    await set_room(world, on_outlook_move=OnOutlookMove.IGNORE)
+    booking_id, event = await pushed_after_the_baseline_round(world)
+    elsewhere = (T0 + 3 * HOUR, T0 + 4 * HOUR)
+    if series:  # the next day's occurrence of a daily series made of our event
+        elsewhere = (T0 + timedelta(days=1), T0 + timedelta(days=1) + HOUR)
+        world.calendar.events[ROOM]["occ-2"] = event.model_copy(
+            update={
+                "event_id": "occ-2",
+                "start": elsewhere[0],
+                "end": elsewhere[1],
+                "series_master_id": event.event_id,
+            }
+        )
+    else:
+        world.calendar.events[ROOM][event.event_id] = event.model_copy(
+            update={"start": elsewhere[0], "end": elsewhere[1], "change_key": "ck-user"}
+        )
+        await notify(world, "updated", event.event_id, change_key="ck-user")
+        assert outlook_moves(world) == ["outlook_move:ignore"]
+
+    with pytest.raises(SlotUnavailable):
+        await world.services.bookings.create(booking_request(elsewhere[0]), None)
+
+    # The booking's own time stays its own; a reschedule's old times, whose push is
+    # still to come, are free for another booking at once.
+    later = TimeRange(start=T0 + 6 * HOUR, end=T0 + 7 * HOUR)
+    other = (await world.services.bookings.create(booking_request(later.start), None)).booking_id
+    await world.push_all()
+    await world.services.bookings.reschedule(
+        other, TimeRange(start=T0 + 8 * HOUR, end=T0 + 9 * HOUR)
+    )
+    taken = await world.services.bookings.create(booking_request(later.start), None)
+    assert taken.start == later.start
+    assert booking_id != taken.booking_id

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingWindow, TimeRange
-from shared.domain.calendar import CalendarEvent, EventType, ShowAs
+from shared.domain.calendar import CalendarEvent, EventMapping, EventType, ShowAs
 from shared.domain.errors import (
     CalendarUnavailable,
     GraphThrottled,
@@ -60,6 +60,7 @@ class World:
     idempotency: FakeIdempotency
     calendar: FakeCalendar
     clock: Clock
+    mappings: FakeEventMappings
 
     async def add_resource(self, resource_id: str, **settings: Any) -> None:
         value = resource(resource_id, **settings).model_copy(
@@ -95,11 +96,12 @@ def build(queue: FakeQueue | None = None) -> World:
     resources, bookings, ledger = FakeResources(), FakeBookings(), FakeLedger()
     unavailability, idem = FakeUnavailability(), FakeIdempotency()
     queue = queue or FakeQueue()
+    mappings = FakeEventMappings()
     calendar = FakeCalendar(("room-1@contoso.com", "alice@contoso.com", "bob@contoso.com"))
     service = BookingService(
         resources=resources,
         bookings=bookings,
-        event_mappings=FakeEventMappings(),
+        event_mappings=mappings,
         checks=FakeCalendarChecks(),
         unavailability=unavailability,
         idempotency=idem,
@@ -109,9 +111,13 @@ def build(queue: FakeQueue | None = None) -> World:
         freshness_minutes=60,
         routing=EventRouting(webhooks=False),
         window=BookingWindow(grace=timedelta(minutes=5), horizon_days=180),
-        live_check=LiveSlotCheck(calendar, queue, clock, bookings=bookings),
+        live_check=LiveSlotCheck(
+            calendar, queue, clock, bookings=bookings, event_mappings=mappings
+        ),
     )
-    return World(service, resources, bookings, ledger, unavailability, queue, idem, calendar, clock)
+    return World(
+        service, resources, bookings, ledger, unavailability, queue, idem, calendar, clock, mappings
+    )
 
 
 @pytest.fixture
@@ -132,6 +138,22 @@ async def test_busy_time_not_yet_notified_refuses_and_writes_nothing(world: Worl
     assert await world.idempotency.get("key-1") is None  # the client may retry
     assert world.calendar.view_batches == [["room-1@contoso.com"]]
     assert world.fed_to_mirror() == [("room-1", "created", "ev-meeting")]
+
+
+async def test_an_event_of_ours_left_at_times_its_booking_does_not_hold_refuses(
+    world: World,
+) -> None:
+    """Room-1's own booking's event, moved in Outlook to the slot and left there (the
+    `ignore` policy): busy in the calendar. Not handed to the mirror, which keeps none
+    of our events."""
+    later = await world.service.create(booking_request(T0 + 3 * HOUR), None)
+    world.outlook_event("room-1@contoso.com", "ev-1", T0, T0 + HOUR, booking_id=later.booking_id)
+
+    with pytest.raises(SlotUnavailable, match="room-1 is busy in Outlook"):
+        await world.service.create(booking_request(T0), None)
+
+    assert len(world.bookings.rows) == 1
+    assert world.fed_to_mirror() == []
 
 
 async def test_busy_time_stamped_with_an_id_of_no_booking_here_refuses(world: World) -> None:
@@ -171,7 +193,9 @@ async def test_busy_time_outside_the_slot_in_the_wider_view_does_not_refuse(
     [
         {"show_as": ShowAs.FREE},
         {"is_cancelled": True},  # a cancelled meeting copy is free time
-        {"booking_id": "room-1's"},  # ours (another room-1 booking's): the ledger decides
+        # Ours, at the times of a write of ours (another room-1 booking's, rescheduled
+        # away, its push still to come): the ledger decides.
+        {"booking_id": "room-1's"},
         {"show_as": ShowAs.WORKING_ELSEWHERE},  # the room does not block it
         {"type": EventType.SERIES_MASTER},  # its occurrences are what block
     ],
@@ -185,6 +209,16 @@ async def test_what_the_mirror_would_not_block_does_not_refuse(
         later = await world.service.create(booking_request(T0 + 3 * HOUR), None)
         fields = {"booking_id": later.booking_id}
         before = 1
+        await world.mappings.add(
+            EventMapping(
+                resource_id="room-1",
+                booking_id=later.booking_id,
+                mailbox="room-1@contoso.com",
+                event_id="ev-1",
+                pushed_start=T0,
+                pushed_end=T0 + HOUR,
+            )
+        )
     world.outlook_event("room-1@contoso.com", "ev-1", T0, T0 + HOUR, **fields)
 
     await world.service.create(booking_request(T0), None)
