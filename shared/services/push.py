@@ -87,6 +87,24 @@ class _BehindBooking(PushIncomplete):
     be written again as the booking is now (at once: nothing else is writing it)."""
 
 
+def needs_push(booking: Booking, mapping: EventMapping | None, now: datetime) -> bool:
+    """Whether the booking's calendar (its mapping there, if any) is behind the booking:
+    an event missing that a live booking still ahead wants, a change not written, a
+    write that failed, a create not answered."""
+    if mapping is None:
+        return booking.status.holds_time and not booking.is_in_past(now)
+    if mapping.detached:
+        return False
+    if mapping.event_id is None and mapping.pending_transaction_id is None:
+        # No event there: only a booking that holds time, still ahead, wants one.
+        return booking.status.holds_time and not booking.is_in_past(now)
+    return (
+        mapping.booking_version < booking.version
+        or mapping.last_error is not None
+        or mapping.pending_transaction_id is not None
+    )
+
+
 def render_draft(booking: Booking, resource: Resource) -> EventDraft | None:
     """The event the resource's calendar should hold for the booking (None: no event)."""
     settings = resource.settings

@@ -58,7 +58,7 @@ from shared.services.mapping_updates import update_mapping
 from shared.services.mirror import MirrorService, ours_in
 from shared.services.outlook_changes import OutlookChangeApplier
 from shared.services.pulls import BusyTimePulls
-from shared.services.push import PushDeferred, PushService
+from shared.services.push import PushDeferred, PushService, needs_push
 from shared.services.resource_updates import update_resource
 from shared.services.slots import SlotKeeper
 
@@ -627,19 +627,7 @@ class ReconcileService:
         return await self._mappings.update(mapping.value.model_copy(update=fields), mapping.etag)
 
     async def _needs_push(self, booking: Booking, mapping: Stored[EventMapping] | None) -> bool:
-        if mapping is None:
-            return booking.status.holds_time and not booking.is_in_past(self._clock())
-        value = mapping.value
-        if value.detached:
-            return False
-        if value.event_id is None and value.pending_transaction_id is None:
-            # No event there: only a booking that holds time, still ahead, wants one.
-            return booking.status.holds_time and not booking.is_in_past(self._clock())
-        return (
-            value.booking_version < booking.version
-            or value.last_error is not None
-            or value.pending_transaction_id is not None
-        )
+        return needs_push(booking, mapping.value if mapping else None, self._clock())
 
     async def resync(self, resource_id: str) -> int:
         """Delete the events we own in the calendar, recreate future bookings' events,

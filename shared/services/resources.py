@@ -60,6 +60,7 @@ from shared.services.connection import ConnectionTracker
 from shared.services.mirror import ours_in
 from shared.services.previews import TemplatePreview, TemplatePreviewRequest, preview_templates
 from shared.services.pulls import BusyTimePulls
+from shared.services.push import needs_push
 from shared.services.resource_updates import update_resource
 
 logger = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ class ResourceService:
             )
             await self._log(stored.value.resource_id, "connect", SyncOutcome.FAILED)
             return
-        await self._events_back(resource)
+        await self._catch_up(resource)
         if resource.settings.direction.pulls:
             # In slices, one queue message each; the last marks the resource connected.
             await self._pulls.start(resource.resource_id, PullPurpose.CONNECT)
@@ -279,35 +280,28 @@ class ResourceService:
         await self._mark_connected(resource.resource_id)
         await self._log(resource.resource_id, "connected", SyncOutcome.OK)
 
-    async def _events_back(self, resource: Resource) -> None:
-        """A reconnect after our events were removed (`removeEvents`): the bookings still
-        live get theirs written again now, not at the resource's next full round (an
-        incremental one looks only at what changed). A new resource has no mappings."""
+    async def _catch_up(self, resource: Resource) -> None:
+        """A reconnect: what no push could write while the resource was disconnected (or
+        disconnecting) is written now, not at its next full round (an incremental one
+        looks only at what changed): the events a `removeEvents` took from live bookings
+        still ahead, and cancels made meanwhile. A new resource has no mappings."""
         if not resource.settings.direction.pushes:
             return
         now = self._clock()
         gate = asyncio.Semaphore(LIST_QUERIES_IN_FLIGHT)
 
-        async def wanted(mapping: EventMapping) -> PushBooking | None:
+        async def behind(mapping: EventMapping) -> PushBooking | None:
             async with gate:
                 stored = await self._bookings.get(mapping.booking_id)
-            if stored is None:
+            if stored is None or resource.resource_id not in stored.value.resource_ids:
                 return None
             booking = stored.value
-            if (
-                resource.resource_id not in booking.resource_ids
-                or not booking.status.holds_time
-                or booking.is_in_past(now)
-            ):
+            if not needs_push(booking, mapping, now):
                 return None
             return PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
 
-        without_event = [
-            m.value
-            for m in await self._mappings.list_for_resource(resource.resource_id)
-            if m.value.event_id is None and not m.value.detached
-        ]
-        for push in await asyncio.gather(*(wanted(m) for m in without_event)):
+        mappings = await self._mappings.list_for_resource(resource.resource_id)
+        for push in await asyncio.gather(*(behind(m.value) for m in mappings)):
             if push is not None:
                 await self._queue.send(SYNC_OUTBOUND_QUEUE, push)
 

@@ -25,6 +25,7 @@ from tests.builders import T0, booking, booking_request, resource
 from tests.fakes import Clock, FakeWorld, fake_world
 
 ROOM = "room-1@contoso.com"
+HOUR = timedelta(hours=1)
 
 
 async def room_with_our_events(count: int) -> FakeWorld:
@@ -372,3 +373,30 @@ async def test_a_reconnect_after_our_events_were_removed_writes_the_live_booking
     assert event.booking_id == live
     [shown] = (await world.services.bookings.get(live)).sync
     assert (shown.state, shown.event_id) == ("synced", event.event_id)
+
+
+async def test_a_cancel_made_while_disconnected_is_written_on_reconnect() -> None:
+    """A booking cancelled while its resource was disconnected (our events kept): its
+    push wrote nothing then, into a mailbox we had left. The reconnect removes its
+    event, not a full round later; the other booking's event stays as it is."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    cancelled = (await world.services.bookings.create(booking_request(), None)).booking_id
+    kept = (await world.services.bookings.create(booking_request(T0 + HOUR), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=False)
+    await world.services.bookings.cancel(cancelled)
+    await world.push_all()  # nothing is written to a disconnected resource
+    assert len(world.calendar.events[ROOM]) == 2
+
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    await world.push_all()
+
+    [event] = world.calendar.events[ROOM].values()
+    assert (event.booking_id, event.start) == (kept, T0 + HOUR)
+    for booking_id in (cancelled, kept):
+        [shown] = (await world.services.bookings.get(booking_id)).sync
+        assert shown.state == "synced", booking_id
