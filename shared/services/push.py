@@ -35,6 +35,7 @@ from shared.domain.errors import (
     ConcurrencyConflict,
     DomainError,
     GraphAccessDenied,
+    GraphMailboxNotFound,
     GraphNotFound,
     GraphThrottled,
     GraphTransient,
@@ -807,7 +808,7 @@ class PushService:
         resource_id = plan.resource.resource_id
         # The gateway answers a delete of an event already gone as done, so a not-found
         # here names the mailbox (or, for an update, the event): never "already deleted".
-        permanent = isinstance(error, GraphAccessDenied) or (
+        permanent = isinstance(error, GraphAccessDenied | GraphMailboxNotFound) or (
             isinstance(error, GraphNotFound)
             and plan.write is not None
             and plan.write.op in ("create", "delete")

@@ -7,7 +7,12 @@ from datetime import timedelta
 import pytest
 
 from shared.adapters.graph import GraphCalendarGateway
-from shared.domain.errors import GraphAccessDenied, GraphNotFound, GraphTransient
+from shared.domain.errors import (
+    GraphAccessDenied,
+    GraphMailboxNotFound,
+    GraphNotFound,
+    GraphTransient,
+)
 from shared.ports import EventWrite
 from tests.gateway.conftest import ALICE, BOB, EmulatorControl
 from tests.gateway.test_events import START, draft
@@ -52,7 +57,24 @@ async def test_unknown_mailbox_is_not_found_and_never_passes_for_a_gone_event(
     (result,) = await gateway.write_batch(
         [EventWrite(mailbox=NOBODY, op="delete", event_id="AAMkAGnope")]
     )
-    assert isinstance(result.error, GraphNotFound)
+    assert isinstance(result.error, GraphMailboxNotFound)
+
+
+@pytest.mark.parametrize(
+    "code", ["ErrorInvalidUser", "ErrorNonExistentMailbox", "MailboxNotEnabledForRESTAPI"]
+)
+async def test_a_mailbox_without_mailbox_is_never_an_event_already_deleted(
+    gateway: GraphCalendarGateway, control: EmulatorControl, code: str
+) -> None:
+    """Each of Graph's 404 codes for a mailbox that is not there fails a delete: taken
+    for a gone event, the event would stay with nothing pointing at it."""
+    await control.add_fault(mailbox=ALICE, status=404, code=code)
+
+    (result,) = await gateway.write_batch(
+        [EventWrite(mailbox=ALICE, op="delete", event_id="AAMkAGsome")]
+    )
+
+    assert isinstance(result.error, GraphMailboxNotFound)
 
 
 async def test_a_gone_event_reads_as_none_and_deletes_quietly(

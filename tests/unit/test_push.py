@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingRequest, TimeRange
-from shared.domain.errors import GraphAccessDenied, GraphTransient
+from shared.domain.errors import GraphAccessDenied, GraphMailboxNotFound, GraphTransient
 from shared.domain.resources import (
     CancelledEventMode,
     ConnectionState,
@@ -262,3 +262,24 @@ async def test_a_time_zone_graph_refuses_keeps_the_time_blocked_and_says_so(
     await world.push_all()
     [state] = (await world.services.bookings.get(view.booking_id)).sync
     assert (state.state, state.warning) == ("synced", None)
+
+
+async def test_a_mailbox_gone_under_an_update_marks_the_resource_failing(
+    world: FakeWorld,
+) -> None:
+    """Not found on a PATCH may name the event; a mailbox that is not there names the
+    calendar as a whole, as for a create or a delete: bookings are refused until it
+    answers again."""
+    view = await world.services.bookings.create(request(resourceIds=["room-1"]), None)
+    await world.push_all()
+    new = TimeRange(start=T0 + timedelta(hours=3), end=T0 + timedelta(hours=4))
+    await world.services.bookings.reschedule(view.booking_id, new)
+    world.calendar.fail("room-1@contoso.com", GraphMailboxNotFound("404 ErrorInvalidUser"))
+
+    await world.push_all()
+
+    [shown] = (await world.services.bookings.get(view.booking_id)).sync
+    assert shown.state == "failed"
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.state is ConnectionState.FAILING

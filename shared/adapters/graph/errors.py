@@ -54,7 +54,13 @@ _ACCESS_CODES = frozenset(
 # 404 codes that mean the mailbox itself is unknown (or has no Exchange Online mailbox),
 # as opposed to ErrorItemNotFound for an event that is gone.
 _MAILBOX_MISSING_CODES = frozenset(
-    {"errorinvaliduser", "resourcenotfound", "mailboxnotenabledforrestapi", "usernotfound"}
+    {
+        "errorinvaliduser",
+        "errornonexistentmailbox",  # "The SMTP address has no mailbox associated with it."
+        "resourcenotfound",
+        "mailboxnotenabledforrestapi",
+        "usernotfound",
+    }
 )
 
 # How the SDK's adapter reads any failed answer.
