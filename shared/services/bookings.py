@@ -240,7 +240,7 @@ class BookingService:
         resources = await self._load_resources(request.resource_ids)
         for resource in resources:
             ensure_calendar_trusted(resource, now, self._freshness)
-        await self._refuse_outlook_busy(resources, time_range, live=True)
+        await self._refuse_outlook_busy(resources, time_range, live=True, booking_id=booking_id)
         await self._claim_all(request.resource_ids, booking_id, time_range)
         booking = Booking(
             booking_id=booking_id,
@@ -341,7 +341,9 @@ class BookingService:
                 ensure_calendar_trusted(resource, now, self._freshness)
         # An Outlook move already happened in Outlook and reaches us late anyway: the
         # live look guards what the API is about to promise.
-        await self._refuse_outlook_busy(resources, new_range, live=source is EventSource.API)
+        await self._refuse_outlook_busy(
+            resources, new_range, live=source is EventSource.API, booking_id=booking_id
+        )
         await self._claim_all(booking.resource_ids, booking_id, new_range)
         try:
             for _ in range(MAX_UPDATE_ATTEMPTS):
@@ -635,7 +637,7 @@ class BookingService:
         return resources
 
     async def _refuse_outlook_busy(
-        self, resources: list[Resource], time_range: TimeRange, *, live: bool
+        self, resources: list[Resource], time_range: TimeRange, *, live: bool, booking_id: str
     ) -> None:
         """Raise SlotUnavailable when Outlook busy time overlaps the slot: the mirror's
         first, then (`live`, with a live check) what the live calendars show that the
@@ -659,6 +661,7 @@ class BookingService:
                 pulling,
                 time_range,
                 {r.resource_id: blocks for r, blocks in zip(pulling, mirrored, strict=True)},
+                booking_id=booking_id,
             )
 
     async def _claim_all(

@@ -88,11 +88,14 @@ class LiveSlotCheck:
         resources: Sequence[Resource],
         time_range: TimeRange,
         mirrored: Mapping[str, Sequence[Unavailability]],
+        *,
+        booking_id: str | None = None,
     ) -> None:
         """Read the slot from each checked resource's live calendar (one `$batch`).
 
         `mirrored`: the mirror's blocks in the slot per resource id (already found
-        free of blocking time). Raises SlotUnavailable when a live calendar shows busy
+        free of blocking time). `booking_id`: the booking asking (a reschedule's own
+        events never stand in its way). Raises SlotUnavailable when a live calendar shows busy
         time there (the events are queued for the inbound worker first), and
         CalendarUnavailable when Graph could not be read. Writes nothing else.
         """
@@ -117,20 +120,32 @@ class LiveSlotCheck:
                 wait = exc.retry_after_seconds if isinstance(exc, GraphThrottled) else None
                 raise LiveCalendarUnreadable(message, retry_after_seconds=wait) from exc
             raise CalendarUnavailable(message) from exc
-        busy_on: list[str] = []
+        unseen_on: list[str] = []
+        moved_on: list[str] = []
         for resource in checked:
-            events = list(views.get(resource.settings.mailbox, []))
+            events = [
+                e
+                for e in views.get(resource.settings.mailbox, [])
+                if booking_id is None or e.booking_id != booking_id
+            ]
             unseen = _busy_events(resource, events, time_range)
             stamped, ours_elsewhere = await self._stamped_busy(resource, events, time_range)
             unseen += stamped
-            if unseen or ours_elsewhere:
-                busy_on.append(resource.resource_id)
             if unseen:
+                unseen_on.append(resource.resource_id)
                 await self._feed_mirror(resource, unseen, mirrored.get(resource.resource_id, ()))
-        if busy_on:
-            raise SlotUnavailable(
-                f"{', '.join(busy_on)} is busy in Outlook at the requested time (not yet notified)"
+            elif ours_elsewhere:
+                moved_on.append(resource.resource_id)
+        reasons = [
+            f"{', '.join(ids)} is busy in Outlook at the requested time ({why})"
+            for ids, why in (
+                (unseen_on, "not yet notified"),
+                (moved_on, "another booking's event, moved there in Outlook"),
             )
+            if ids
+        ]
+        if reasons:
+            raise SlotUnavailable("; ".join(reasons))
 
     async def _stamped_busy(
         self, resource: Resource, events: Sequence[CalendarEvent], time_range: TimeRange
