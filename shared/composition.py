@@ -362,6 +362,7 @@ def build_services(
             clock=clock,
             queue=ports.queue,
             bookings=ports.bookings,
+            checks=ports.calendar_checks,
         ),
         bookings=bookings,
         availability=AvailabilityService(

@@ -47,6 +47,7 @@ from shared.domain.resources import (
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncLogPage, SyncOutcome
 from shared.ports import (
     BookingRepository,
+    CalendarChecks,
     CalendarGateway,
     EventMappingRepository,
     EventWrite,
@@ -108,8 +109,10 @@ class ResourceService:
         clock: Callable[[], datetime],
         queue: MessageQueue,
         bookings: BookingRepository,
+        checks: CalendarChecks,
     ) -> None:
         self._bookings = bookings
+        self._checks = checks
         self._queue = queue
         self._resources = resources
         self._mappings = event_mappings
@@ -284,24 +287,31 @@ class ResourceService:
         """A reconnect: what no push could write while the resource was disconnected (or
         disconnecting) is written now, not at its next full round (an incremental one
         looks only at what changed): the events a `removeEvents` took from live bookings
-        still ahead, and cancels made meanwhile. A new resource has no mappings."""
+        still ahead, cancels made meanwhile, and bookings made just before the
+        disconnect whose first push found it under way (no mapping: their calendar
+        checks, marked when they were made, name them). A new resource has neither."""
         if not resource.settings.direction.pushes:
             return
+        resource_id = resource.resource_id
         now = self._clock()
         gate = asyncio.Semaphore(LIST_QUERIES_IN_FLIGHT)
+        mappings, checks = await asyncio.gather(
+            self._mappings.list_for_resource(resource_id), self._checks.pending(resource_id)
+        )
+        mapped = {m.value.booking_id: m.value for m in mappings}
+        unmapped = {c.value.booking_id for c in checks} - set(mapped)
 
-        async def behind(mapping: EventMapping) -> PushBooking | None:
+        async def behind(booking_id: str) -> PushBooking | None:
             async with gate:
-                stored = await self._bookings.get(mapping.booking_id)
-            if stored is None or resource.resource_id not in stored.value.resource_ids:
+                stored = await self._bookings.get(booking_id)
+            if stored is None or resource_id not in stored.value.resource_ids:
                 return None
             booking = stored.value
-            if not needs_push(booking, mapping, now):
+            if not needs_push(booking, mapped.get(booking_id), now):
                 return None
             return PushBooking(booking_id=booking.booking_id, booking_version=booking.version)
 
-        mappings = await self._mappings.list_for_resource(resource.resource_id)
-        for push in await asyncio.gather(*(behind(m.value) for m in mappings)):
+        for push in await asyncio.gather(*(behind(b) for b in sorted({*mapped, *unmapped}))):
             if push is not None:
                 await self._queue.send(SYNC_OUTBOUND_QUEUE, push)
 
