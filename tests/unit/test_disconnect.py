@@ -400,3 +400,26 @@ async def test_a_cancel_made_while_disconnected_is_written_on_reconnect() -> Non
     for booking_id in (cancelled, kept):
         [shown] = (await world.services.bookings.get(booking_id)).sync
         assert shown.state == "synced", booking_id
+
+
+async def test_a_booking_made_just_before_a_disconnect_gets_its_event_on_reconnect() -> None:
+    """Its push came after the disconnect and wrote nothing (no mapping either): the
+    booking's calendar check, marked when it was made, is what the reconnect finds."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    await world.push_all()
+    assert world.calendar.events[ROOM] == {}
+    assert await world.mappings.get("room-1", booking_id) is None
+
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    await world.push_all()
+
+    [event] = world.calendar.events[ROOM].values()
+    assert event.booking_id == booking_id
+    [shown] = (await world.services.bookings.get(booking_id)).sync
+    assert (shown.state, shown.event_id) == ("synced", event.event_id)
