@@ -60,6 +60,7 @@ from shared.services.availability import (
 )
 from shared.services.events import EventRouting
 from shared.services.live_check import LiveSlotCheck
+from shared.services.push import needs_push
 from shared.services.slots import SlotKeeper
 
 logger = logging.getLogger(__name__)
@@ -452,11 +453,20 @@ class BookingService:
                 state = "pending" if value.waits_out_throttling else "failed"
             elif value is not None and value.booking_version >= booking.version:
                 state = "synced"
-            elif booking.status is BookingStatus.CANCELLED and (
-                value is None or (value.event_id is None and value.pending_transaction_id is None)
+            elif (
+                booking.status is BookingStatus.CANCELLED
+                and (
+                    value is None
+                    or (value.event_id is None and value.pending_transaction_id is None)
+                )
+            ) or (
+                value is not None
+                and value.event_id is None
+                and not needs_push(booking, value, self._clock())
             ):
-                # Cancelled, no event and none being created: nothing is left to push
-                # (the Outlook user whose delete cancelled it removed the event).
+                # No event and none being created, and nothing is left to push: cancelled
+                # (the Outlook user whose delete cancelled it removed the event), or over
+                # (its event was removed by a disconnect, and no past event is written).
                 state = "removed"
             else:
                 state = "pending"

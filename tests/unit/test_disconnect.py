@@ -423,3 +423,24 @@ async def test_a_booking_made_just_before_a_disconnect_gets_its_event_on_reconne
     assert event.booking_id == booking_id
     [shown] = (await world.services.bookings.get(booking_id)).sync
     assert (shown.state, shown.event_id) == ("synced", event.event_id)
+
+
+async def test_a_booking_over_whose_event_a_disconnect_removed_is_not_pending_for_ever() -> None:
+    """No event is written for a booking that is over: once it is, the calendar has
+    all it will ever get for it."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    await world.services.resources.put("room-1", resource("room-1").settings)
+    await world.finish_connects()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    for work in queued(world):
+        await world.services.resources.remove_events(work)
+    await world.services.resources.remove_events(
+        DisconnectResource(resource_id="room-1", mailbox=ROOM)
+    )
+    assert [s.state for s in (await world.services.bookings.get(booking_id)).sync] == ["pending"]
+
+    world.clock.now = T0 + 2 * HOUR
+
+    assert [s.state for s in (await world.services.bookings.get(booking_id)).sync] == ["removed"]
