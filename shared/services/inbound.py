@@ -597,8 +597,9 @@ class EventChangeHandler:
                     work,
                     resource,
                     change,
-                    f"left to the next round: {failure.code}",
+                    "left to the next round",
                     SyncOutcome.FAILED,
+                    detail=f"{failure.code}: {failure.message}",
                 )
         finally:
             await self._write(work)
@@ -773,6 +774,7 @@ class EventChangeHandler:
         outcome: SyncOutcome,
         *,
         wait: bool = False,
+        detail: str | None = None,
     ) -> None:
         entry = SyncLogEntry(
             resource_id=resource.resource_id,
@@ -781,6 +783,7 @@ class EventChangeHandler:
             action=action[:100],
             outcome=outcome,
             event_id=change.event_id,
+            detail=detail[:500] if detail else None,
         )
         if wait:
             work.waiting.append((change, entry))

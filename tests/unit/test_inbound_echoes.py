@@ -261,7 +261,9 @@ async def test_a_calendar_refusing_the_read_is_marked_failing_and_the_round_afte
     stored = await inbox.world.resources.get("room-1")
     assert stored is not None
     assert stored.value.status.state is ConnectionState.FAILING
-    assert inbox.log() == [(f"left to the next round: {refusal.code}", SyncOutcome.FAILED)]
+    assert inbox.log() == [("left to the next round", SyncOutcome.FAILED)]
+    [entry] = inbox.world.sync_log.entries[-1:]
+    assert entry.detail == f"{refusal.code}: {refusal.message}"
     assert await inbox.world.ports.unavailability.list_for_resource("room-1") == []
 
     await inbox.world.services.rounds.run(
