@@ -403,6 +403,8 @@ class ResourceService:
             await self._clear_mappings(work.resource_id)
             await self._disconnected(work.resource_id, work.mailbox)
             return
+        if not await self._still_disconnecting(work):
+            return  # reconnected while the calendar was listed: its events stay
         # Mappings first, as a resync does: a late notification of these deletes then
         # finds no mapping, and is not taken for an Outlook user's delete.
         for event in ours:
@@ -412,11 +414,25 @@ class ResourceService:
         results = await self._gateway.write_batch(
             [EventWrite(mailbox=work.mailbox, op="delete", event_id=e.event_id) for e in ours]
         )
+        after = await self._resources.get(work.resource_id)
+        if after is not None and after.value.status.state is not ConnectionState.DISCONNECTING:
+            # Reconnected while this chunk was on its way: the connect's catch-up may
+            # have looked before these mappings let go of their events, so the live
+            # bookings among them are written again here (pushes are idempotent).
+            await self._catch_up(after.value)
         failed = [result.error for result in results if result.error is not None]
         if failed:
             raise failed[0]
         logger.info("%d events removed from %s", len(ours), work.mailbox)
         await self._queue.send(SYNC_OUTBOUND_QUEUE, work)
+
+    async def _still_disconnecting(self, work: DisconnectResource) -> bool:
+        stored = await self._resources.get(work.resource_id)
+        return (
+            stored is not None
+            and stored.value.status.state is ConnectionState.DISCONNECTING
+            and stored.value.settings.mailbox == work.mailbox
+        )
 
     async def _ours(self, resource_id: str, mailbox: str, *, limit: int) -> list[CalendarEvent]:
         """Up to `limit` of our events in the calendar: carrying a booking id that names a

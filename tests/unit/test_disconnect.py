@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -444,3 +445,65 @@ async def test_a_booking_over_whose_event_a_disconnect_removed_is_not_pending_fo
     world.clock.now = T0 + 2 * HOUR
 
     assert [s.state for s in (await world.services.bookings.get(booking_id)).sync] == ["removed"]
+
+
+@pytest.mark.parametrize("reconnect_during", ["listing", "unmapping", "removal"])
+async def test_a_reconnect_while_a_removal_chunk_is_on_its_way_keeps_the_live_events(
+    monkeypatch: pytest.MonkeyPatch, reconnect_during: str
+) -> None:
+    """A PUT reconnects while the removal worker is listing our events (Graph slow) or
+    deleting them: the connect's catch-up may look before the chunk unmaps them. The
+    events the chunk removes are written again all the same, once, without a round."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+
+    async def reconnect() -> None:
+        await world.services.resources.put("room-1", settings)
+        await world.finish_connects()
+
+    if reconnect_during == "listing":
+        listing = world.calendar.list_our_events
+
+        async def slow_listing(mailbox: str, *, limit: int | None = None) -> list[CalendarEvent]:
+            found = await listing(mailbox, limit=limit)
+            await reconnect()
+            return found
+
+        monkeypatch.setattr(world.calendar, "list_our_events", slow_listing)
+    elif reconnect_during == "unmapping":
+        update = world.mappings.update
+
+        async def reconnect_first(mapping: EventMapping, etag: str) -> Any:
+            monkeypatch.setattr(world.mappings, "update", update)
+            await reconnect()
+            return await update(mapping, etag)
+
+        monkeypatch.setattr(world.mappings, "update", reconnect_first)
+    else:
+        send = world.calendar.write_batch
+
+        async def slow_deletes(writes: list[EventWrite]) -> list[EventWriteResult]:
+            await reconnect()
+            return await send(writes)
+
+        monkeypatch.setattr(world.calendar, "write_batch", slow_deletes)
+
+    await world.services.resources.remove_events(work)
+    monkeypatch.undo()
+    for work in queued(world):  # the next chunk's message finds the resource reconnected
+        await world.services.resources.remove_events(work)
+    world.queue.sent = [(q, b) for q, b in world.queue.sent if '"disconnect_resource"' not in b]
+    await world.push_all()
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    [event] = world.calendar.events[ROOM].values()
+    assert event.booking_id == booking_id
+    [shown] = (await world.services.bookings.get(booking_id)).sync
+    assert (shown.state, shown.event_id) == ("synced", event.event_id)
