@@ -460,8 +460,7 @@ class BookingService:
                     or (value.event_id is None and value.pending_transaction_id is None)
                 )
             ) or (
-                value is not None
-                and value.event_id is None
+                (value is None or value.event_id is None)
                 and not needs_push(booking, value, self._clock())
             ):
                 # No event and none being created, and nothing is left to push: cancelled

@@ -400,8 +400,19 @@ class ResourceService:
             await self._queue.send(SYNC_OUTBOUND_QUEUE, work, delay_seconds=CREATE_WAIT_SECONDS)
             return
         if not ours:
+            if not await self._still_disconnecting(work):
+                return  # reconnected while the calendar was listed
             await self._clear_mappings(work.resource_id)
-            await self._disconnected(work.resource_id, work.mailbox)
+            done = _removal_done(work, self._clock())
+            if await update_resource(self._resources, work.resource_id, done):
+                await self._mailboxes.release(work.mailbox, work.resource_id)
+                await self._log(work.resource_id, "disconnected", SyncOutcome.OK)
+            else:
+                # Reconnected meanwhile: never marked disconnected over it, and what the
+                # mappings just let go of is written again.
+                after = await self._resources.get(work.resource_id)
+                if after is not None:
+                    await self._catch_up(after.value)
             return
         if not await self._still_disconnecting(work):
             return  # reconnected while the calendar was listed: its events stay
@@ -528,8 +539,34 @@ def _mirror_outdated(before: ResourceSettings, after: ResourceSettings) -> bool:
 
 def _unmapped(mapping: EventMapping) -> EventMapping:
     """The mapping of an event we removed on a disconnect: the booking's calendar no
-    longer holds it (pending, not synced), and a reconnect writes it again."""
-    return mapping.model_copy(update={"event_id": None, "change_key": None, "booking_version": 0})
+    longer holds it (pending, not synced), and a reconnect writes it again, under a new
+    transactionId: Graph never hands back the removed event, whose delete may still be
+    on its way (its notification then names an event no mapping holds)."""
+    return mapping.model_copy(
+        update={
+            "event_id": None,
+            "change_key": None,
+            "booking_version": 0,
+            "pending_transaction_id": None,
+            "recreations": mapping.recreations + 1,
+        }
+    )
+
+
+def _removal_done(work: DisconnectResource, now: datetime) -> Callable[[Resource], Resource | None]:
+    """Disconnected, unless a PUT reconnected the resource (or moved it to another
+    mailbox) while its events were being removed."""
+    to_disconnected = _to_state(ConnectionState.DISCONNECTED, now)
+
+    def change(current: Resource) -> Resource | None:
+        if (
+            current.status.state is not ConnectionState.DISCONNECTING
+            or current.settings.mailbox != work.mailbox
+        ):
+            return None
+        return to_disconnected(current)
+
+    return change
 
 
 def _connected_to(resource: Resource, mailbox: str) -> bool:

@@ -18,8 +18,13 @@ from shared.domain.calendar import (
     EventMapping,
     WrittenTimes,
 )
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource
-from shared.domain.resources import ConnectionState, ConnectionStatus, ResourceSettings
+from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource, EventChange
+from shared.domain.resources import (
+    ConnectionState,
+    ConnectionStatus,
+    OnOutlookDelete,
+    ResourceSettings,
+)
 from shared.ports import EventWrite, EventWriteResult
 from shared.services.resources import REMOVE_CHUNK
 from tests.builders import T0, booking, booking_request, resource
@@ -507,3 +512,109 @@ async def test_a_reconnect_while_a_removal_chunk_is_on_its_way_keeps_the_live_ev
     assert event.booking_id == booking_id
     [shown] = (await world.services.bookings.get(booking_id)).sync
     assert (shown.state, shown.event_id) == ("synced", event.event_id)
+
+
+async def test_a_reconnect_before_the_last_chunk_finds_nothing_stays_connected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The removal's last message finds no event left, while a PUT has reconnected the
+    resource meanwhile: it must not mark it disconnected over the reconnect."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    await world.services.bookings.create(booking_request(), None)
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    world.calendar.events[ROOM].clear()  # gone by the time the message lists them
+    listing = world.calendar.list_our_events
+
+    async def reconnected_meanwhile(
+        mailbox: str, *, limit: int | None = None
+    ) -> list[CalendarEvent]:
+        found = await listing(mailbox, limit=limit)
+        await world.services.resources.put("room-1", settings)
+        await world.finish_connects()
+        return found
+
+    monkeypatch.setattr(world.calendar, "list_our_events", reconnected_meanwhile)
+
+    await world.services.resources.remove_events(work)
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    claim = await world.ports.mailbox_claims.holder(ROOM)
+    assert claim is not None
+    assert claim.value.resource_id == "room-1"
+
+
+async def test_a_removal_delete_landing_after_the_reconnect_rewrote_it_is_not_an_outlook_delete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunk let go of the mapping and sent the delete; Graph was slow with it, and
+    meanwhile a PUT reconnected and the catch-up wrote the booking's event again. The
+    old event's delete then lands and is notified: that is our removal, not the Outlook
+    user cancelling the booking (cancel_booking)."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1", on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING).settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [old] = world.calendar.events[ROOM].values()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    send = world.calendar.write_batch
+
+    async def slow_deletes(writes: list[EventWrite]) -> list[EventWriteResult]:
+        if all(w.op == "delete" for w in writes):
+            await world.services.resources.put("room-1", settings)
+            await world.finish_connects()
+            world.queue.sent = [
+                (q, b) for q, b in world.queue.sent if '"disconnect_resource"' not in b
+            ]
+            await world.push_all()
+        return await send(writes)
+
+    monkeypatch.setattr(world.calendar, "write_batch", slow_deletes)
+    await world.services.resources.remove_events(work)
+    monkeypatch.undo()
+    await world.services.inbound.handle_change(
+        EventChange(
+            subscription_id="s",
+            resource_id="room-1",
+            change_type="deleted",
+            event_id=old.event_id,
+            received_at=world.clock.now,
+        )
+    )
+    world.queue.sent = [(q, b) for q, b in world.queue.sent if '"disconnect_resource"' not in b]
+    await world.push_all()
+
+    view = await world.services.bookings.get(booking_id)
+    assert view.status == "confirmed"
+    [event] = world.calendar.events[ROOM].values()
+    assert event.booking_id == booking_id
+    assert [(s.state, s.event_id) for s in view.sync] == [("synced", event.event_id)]
+
+
+async def test_a_booking_over_that_never_got_its_event_is_not_pending_for_ever() -> None:
+    """Made just before a disconnect (its push wrote nothing, not even a mapping) and
+    over before the reconnect: no event will ever be written for it."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    await world.push_all()
+    world.clock.now = T0 + 2 * HOUR
+
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    await world.push_all()
+
+    assert world.calendar.events[ROOM] == {}
+    assert [s.state for s in (await world.services.bookings.get(booking_id)).sync] == ["removed"]
