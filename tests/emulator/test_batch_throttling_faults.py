@@ -54,7 +54,10 @@ async def test_batch_limits_and_depends_on(graph: GraphClient) -> None:
 
     stats = await _stats(graph)
     rows = {(r["method"], r["route"], r["mailbox"]): r["count"] for r in stats["requests"]}
-    assert rows[("POST", "/$batch", None)] == 2
+    # At least this test's two: the emulator is the session's, and a host of an earlier
+    # test may still send a `$batch` of its own (named by no mailbox). The steps are
+    # counted under their own routes and mailboxes.
+    assert rows[("POST", "/$batch", None)] >= 2
     assert rows[("POST", "/users/{id}/events", "alice@contoso.com")] == 1
     assert rows[("GET", "/users/{id}/events", "alice@contoso.com")] == 1
     assert rows[("GET", "/users/{id}/events", "ghost@contoso.com")] == 1
