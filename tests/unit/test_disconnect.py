@@ -73,6 +73,30 @@ async def state_of(world: FakeWorld) -> ConnectionState:
     return stored.value.status.state
 
 
+async def connected_room(**settings: Any) -> tuple[FakeWorld, ResourceSettings]:
+    """Room-1 connected through the API, as a PUT and its worker leave it."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
+    wanted = resource("room-1", **settings).settings
+    await world.services.resources.put("room-1", wanted)
+    await world.finish_connects()
+    return world, wanted
+
+
+async def reconnect(world: FakeWorld, settings: ResourceSettings) -> None:
+    """A PUT that connects room-1 again, its worker, and the pushes it sends."""
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+    await world.push_all()
+
+
+async def assert_one_event_synced(world: FakeWorld, booking_id: str) -> None:
+    """Room-1's calendar holds exactly one event, the booking's, and says so."""
+    [event] = world.calendar.events[ROOM].values()
+    assert event.booking_id == booking_id
+    [shown] = (await world.services.bookings.get(booking_id)).sync
+    assert (shown.state, shown.event_id) == ("synced", event.event_id)
+
+
 async def test_removing_events_goes_on_the_queue_a_chunk_a_message() -> None:
     world = await room_with_our_events(250)
 
@@ -347,10 +371,7 @@ async def test_a_reconnect_after_our_events_were_removed_writes_the_live_booking
     """Disconnected with removeEvents, then connected again: the bookings still live
     show no event while disconnected (not `synced`), and get their events back once the
     connect is done, not a full round later."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1").settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room()
     live = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
     if chunked:
@@ -370,25 +391,17 @@ async def test_a_reconnect_after_our_events_were_removed_writes_the_live_booking
     [shown] = (await world.services.bookings.get(live)).sync
     assert (shown.state, shown.event_id) == ("pending", None)
 
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
-    await world.push_all()
+    await reconnect(world, settings)
 
     assert await state_of(world) is ConnectionState.CONNECTED
-    [event] = world.calendar.events[ROOM].values()
-    assert event.booking_id == live
-    [shown] = (await world.services.bookings.get(live)).sync
-    assert (shown.state, shown.event_id) == ("synced", event.event_id)
+    await assert_one_event_synced(world, live)
 
 
 async def test_a_cancel_made_while_disconnected_is_written_on_reconnect() -> None:
     """A booking cancelled while its resource was disconnected (our events kept): its
     push wrote nothing then, into a mailbox we had left. The reconnect removes its
     event, not a full round later; the other booking's event stays as it is."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1").settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room()
     cancelled = (await world.services.bookings.create(booking_request(), None)).booking_id
     kept = (await world.services.bookings.create(booking_request(T0 + HOUR), None)).booking_id
     await world.push_all()
@@ -397,9 +410,7 @@ async def test_a_cancel_made_while_disconnected_is_written_on_reconnect() -> Non
     await world.push_all()  # nothing is written to a disconnected resource
     assert len(world.calendar.events[ROOM]) == 2
 
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
-    await world.push_all()
+    await reconnect(world, settings)
 
     [event] = world.calendar.events[ROOM].values()
     assert (event.booking_id, event.start) == (kept, T0 + HOUR)
@@ -411,24 +422,16 @@ async def test_a_cancel_made_while_disconnected_is_written_on_reconnect() -> Non
 async def test_a_booking_made_just_before_a_disconnect_gets_its_event_on_reconnect() -> None:
     """Its push came after the disconnect and wrote nothing (no mapping either): the
     booking's calendar check, marked when it was made, is what the reconnect finds."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1").settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room()
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.services.resources.disconnect("room-1", remove_events=True)
     await world.push_all()
     assert world.calendar.events[ROOM] == {}
     assert await world.mappings.get("room-1", booking_id) is None
 
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
-    await world.push_all()
+    await reconnect(world, settings)
 
-    [event] = world.calendar.events[ROOM].values()
-    assert event.booking_id == booking_id
-    [shown] = (await world.services.bookings.get(booking_id)).sync
-    assert (shown.state, shown.event_id) == ("synced", event.event_id)
+    await assert_one_event_synced(world, booking_id)
 
 
 async def test_a_booking_over_whose_event_a_disconnect_removed_is_not_pending_for_ever() -> None:
@@ -459,10 +462,7 @@ async def test_a_reconnect_while_a_removal_chunk_is_on_its_way_keeps_the_live_ev
     """A PUT reconnects while the removal worker is listing our events (Graph slow) or
     deleting them: the connect's catch-up may look before the chunk unmaps them. The
     events the chunk removes are written again all the same, once, without a round."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1").settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room()
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
     await world.services.resources.disconnect("room-1", remove_events=True)
@@ -508,10 +508,7 @@ async def test_a_reconnect_while_a_removal_chunk_is_on_its_way_keeps_the_live_ev
     await world.push_all()
 
     assert await state_of(world) is ConnectionState.CONNECTED
-    [event] = world.calendar.events[ROOM].values()
-    assert event.booking_id == booking_id
-    [shown] = (await world.services.bookings.get(booking_id)).sync
-    assert (shown.state, shown.event_id) == ("synced", event.event_id)
+    await assert_one_event_synced(world, booking_id)
 
 
 async def test_a_reconnect_before_the_last_chunk_finds_nothing_stays_connected(
@@ -519,10 +516,7 @@ async def test_a_reconnect_before_the_last_chunk_finds_nothing_stays_connected(
 ) -> None:
     """The removal's last message finds no event left, while a PUT has reconnected the
     resource meanwhile: it must not mark it disconnected over the reconnect."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1").settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room()
     await world.services.bookings.create(booking_request(), None)
     await world.push_all()
     await world.services.resources.disconnect("room-1", remove_events=True)
@@ -556,10 +550,7 @@ async def test_a_removal_delete_landing_after_the_reconnect_rewrote_it_is_not_an
     meanwhile a PUT reconnected and the catch-up wrote the booking's event again. The
     old event's delete then lands and is notified: that is our removal, not the Outlook
     user cancelling the booking (cancel_booking)."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1", on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING).settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room(on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING)
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
     [old] = world.calendar.events[ROOM].values()
@@ -603,18 +594,13 @@ async def test_a_removal_delete_landing_after_the_reconnect_rewrote_it_is_not_an
 async def test_a_booking_over_that_never_got_its_event_is_not_pending_for_ever() -> None:
     """Made just before a disconnect (its push wrote nothing, not even a mapping) and
     over before the reconnect: no event will ever be written for it."""
-    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    settings = resource("room-1").settings
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
+    world, settings = await connected_room()
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.services.resources.disconnect("room-1", remove_events=True)
     await world.push_all()
     world.clock.now = T0 + 2 * HOUR
 
-    await world.services.resources.put("room-1", settings)
-    await world.finish_connects()
-    await world.push_all()
+    await reconnect(world, settings)
 
     assert world.calendar.events[ROOM] == {}
     assert [s.state for s in (await world.services.bookings.get(booking_id)).sync] == ["removed"]
