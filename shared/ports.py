@@ -302,7 +302,7 @@ class CalendarGateway(Protocol):
     ) -> CalendarEvent: ...
     async def delete_event(self, mailbox: str, event_id: str) -> None:
         """Idempotent: an event already gone is not an error; a mailbox that is not
-        found is (GraphNotFound)."""
+        found is (GraphMailboxNotFound)."""
         ...
 
     async def get_event(self, mailbox: str, event_id: str) -> CalendarEvent | None: ...
@@ -355,7 +355,8 @@ class CalendarGateway(Protocol):
     async def write_batch(self, writes: list[EventWrite]) -> list[EventWriteResult]:
         """Many writes, possibly across mailboxes, sent as $batch (20 per request);
         results in the order of `writes`. A delete of an event already gone succeeds;
-        a GraphNotFound result names a missing mailbox (or an update's missing event)."""
+        a GraphMailboxNotFound result names a missing mailbox, another GraphNotFound an
+        update's missing event."""
         ...
 
     async def create_subscription(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 
 class DomainError(Exception):
     """Base of every error the services and adapters raise on purpose."""
@@ -115,6 +117,12 @@ class GraphAccessDenied(GraphError):
     """Token, permission or mailbox-scope failure: the resource's connection is failing."""
 
     code = "graph_access_denied"
+
+
+def calendar_refused(failure: BaseException) -> TypeGuard[GraphError]:
+    """A failure of the calendar as a whole (access taken away, mailbox gone), not of
+    one event: every try meets it until someone acts on the tenant."""
+    return isinstance(failure, GraphAccessDenied | GraphMailboxNotFound)
 
 
 class GraphThrottled(GraphError):

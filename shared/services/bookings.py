@@ -453,15 +453,8 @@ class BookingService:
                 state = "pending" if value.waits_out_throttling else "failed"
             elif value is not None and value.booking_version >= booking.version:
                 state = "synced"
-            elif (
-                booking.status is BookingStatus.CANCELLED
-                and (
-                    value is None
-                    or (value.event_id is None and value.pending_transaction_id is None)
-                )
-            ) or (
-                (value is None or value.event_id is None)
-                and not needs_push(booking, value, self._clock())
+            elif (value is None or value.event_id is None) and not needs_push(
+                booking, value, self._clock()
             ):
                 # No event and none being created, and nothing is left to push: cancelled
                 # (the Outlook user whose delete cancelled it removed the event), or over

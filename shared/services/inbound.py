@@ -16,7 +16,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any, TypeGuard
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,12 +27,7 @@ from shared.domain.calendar import (
     SubscriptionRecord,
     Unavailability,
 )
-from shared.domain.errors import (
-    GraphAccessDenied,
-    GraphError,
-    GraphMailboxNotFound,
-    GraphNotFound,
-)
+from shared.domain.errors import GraphAccessDenied, GraphNotFound, calendar_refused
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -789,12 +784,6 @@ class EventChangeHandler:
             work.waiting.append((change, entry))
         else:
             work.done.append(entry)
-
-
-def calendar_refused(failure: Exception) -> TypeGuard[GraphError]:
-    """A failure of the calendar as a whole (access taken away, mailbox gone), not of
-    one change: every try meets it until someone acts on the tenant."""
-    return isinstance(failure, GraphAccessDenied | GraphMailboxNotFound)
 
 
 def _identity(change: EventChange) -> tuple[str, str, str, str | None]:

@@ -34,11 +34,10 @@ from shared.domain.calendar import (
 from shared.domain.errors import (
     ConcurrencyConflict,
     DomainError,
-    GraphAccessDenied,
-    GraphMailboxNotFound,
     GraphNotFound,
     GraphThrottled,
     GraphTransient,
+    calendar_refused,
 )
 from shared.domain.messages import PushBooking
 from shared.domain.resources import CancelledEventMode, Resource
@@ -808,7 +807,7 @@ class PushService:
         resource_id = plan.resource.resource_id
         # The gateway answers a delete of an event already gone as done, so a not-found
         # here names the mailbox (or, for an update, the event): never "already deleted".
-        permanent = isinstance(error, GraphAccessDenied | GraphMailboxNotFound) or (
+        permanent = calendar_refused(error) or (
             isinstance(error, GraphNotFound)
             and plan.write is not None
             and plan.write.op in ("create", "delete")

@@ -385,12 +385,7 @@ class ResourceService:
         disconnected. Nothing happens once the resource is gone, reconnected or
         disconnected otherwise. Idempotent. Graph errors are raised (the queue tries
         again; a throttled message after its Retry-After)."""
-        stored = await self._resources.get(work.resource_id)
-        if (
-            stored is None
-            or stored.value.status.state is not ConnectionState.DISCONNECTING
-            or stored.value.settings.mailbox != work.mailbox
-        ):
+        if not await self._still_disconnecting(work):
             return
         ours = await self._ours(work.resource_id, work.mailbox, limit=REMOVE_CHUNK)
         if not ours and await self._creates_under_way(work.resource_id):
