@@ -12,18 +12,19 @@ events, 28 a day; every 10th private; Graph-like event ids) it times:
 - a full replace of the unchanged calendar (a full reconcile round with nothing to do)
   and one where a tenth of the events moved, a tenth were deleted and a tenth are new;
 - availability over a 7-day and a 30-day window ten days ahead (`AvailabilityService`,
-  in process), and the reads of the mirror: `busy_between` (what availability reads:
-  the day rows' times only, one RowKey range), `list_between` (the same rows whole, as a
-  booking's check reads them) and, for comparison, `scan_between` (the block rows filtered on
-  `Start`/`End`, how every request read the mirror before the day rows, and how a
-  resource of the legacy layout is still read until its next full round).
+  in process), and the reads of the mirror: `day_view` (what availability reads: the
+  day rows' times only and the ledger's rows, one RowKey range), `list_between` (the
+  same rows whole, as a booking's check reads them) and, for comparison,
+  `scan_between` (the block rows filtered on `Start`/`End`, how every request read the
+  mirror before the day rows, and how a resource of an earlier layout is still read
+  until its next full round).
 
 Azurite runs every table query, a RowKey range included, as a scan of the whole table
-(point reads use its index): the day rows gain there by being few and in a table of
-their own; on Azure a RowKey range within one partition is an index seek, and the
-block rows' filter a scan of the partition. The write figures carry over (one query and
-one transaction per event before, one query and a transaction per 100 changed rows
-after, plus the day rows).
+(point reads use its index): the day rows gain there by being few, in a table with the
+ledger's rows and not the block rows; on Azure a RowKey range within one partition is
+an index seek, and the block rows' filter a scan of the partition. The write figures
+carry over (one query and one transaction per event before, one query and a
+transaction per 100 changed rows after, plus the day rows).
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ from bench.load import Distribution, timed
 from bench.report import Row, load_average, ms, render_table
 from bench.world import SHOW_AS_CYCLE, day_zero
 from local.azurite import start_azurite
+from shared.adapters.storage.busy_days import BusyDayTable
 from shared.adapters.storage.repositories import (
-    BookingTable,
     ResourceTable,
-    SlotLedgerTable,
     UnavailabilityTable,
 )
 from shared.adapters.storage.tables import TableStore
@@ -59,7 +59,6 @@ from shared.domain.resources import MIRROR_LAYOUT, ConnectionStatus, Resource, R
 from shared.ports import CalendarGateway
 from shared.services.availability import AvailabilityQuery, AvailabilityService
 from shared.services.mirror import MirrorService, group_blocks
-from shared.services.slots import SlotKeeper
 from shared.settings import Settings
 
 logger = logging.getLogger("bench.mirror_bulk")
@@ -166,9 +165,8 @@ class Tables:
         service = TableServiceClient.from_connection_string(connection_string)
         self.store = TableStore(service, prefix="mb" + secrets.token_hex(5))
         self.unavailability = UnavailabilityTable(self.store)
+        self.days = BusyDayTable(self.store)
         self.resources = ResourceTable(self.store)
-        self.slot_ledger = SlotLedgerTable(self.store)
-        self.bookings = BookingTable(self.store)
 
     def mirror(self, calendar: SeededCalendar) -> MirrorService:
         defaults = Settings.model_fields
@@ -244,7 +242,7 @@ async def run(connection_string: str, events_count: int, count: int, before: boo
         service = AvailabilityService(
             tables.resources,
             tables.unavailability,
-            SlotKeeper(tables.slot_ledger, tables.bookings, lambda: datetime.now(UTC)),
+            tables.days,
             lambda: datetime.now(UTC),
             freshness_minutes=60,
             window=BookingWindow(grace=timedelta(minutes=5), horizon_days=180),
@@ -273,14 +271,15 @@ async def run(connection_string: str, events_count: int, count: int, before: boo
                 f"{p50_p95(dist)}  ({len(days_rows)} blocks)",
             )
         )
-        times = await tables.unavailability.busy_between(RESOURCE_ID, window_start, window_end)
+        times = (await tables.days.day_view(RESOURCE_ID, window_start, window_end)).busy
         dist = await samples(
-            lambda: tables.unavailability.busy_between(RESOURCE_ID, window_start, window_end),
+            lambda: tables.days.day_view(RESOURCE_ID, window_start, window_end),
             count,
         )
         rows.append(
             Row(
-                f"  busy_between (the same rows' Busy only, what availability reads), "
+                f"  day_view (the same rows' Busy only and the ledger's, what availability "
+                f"reads), "
                 f"{WINDOW_DAYS} days",
                 f"{p50_p95(dist)}  ({len(times)} blocks)",
             )

@@ -19,6 +19,7 @@ from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared.adapters.graph.gateway import build_calendar_gateway
+from shared.adapters.storage.busy_days import BusyDayTable
 from shared.adapters.storage.queues import QueueSender
 from shared.adapters.storage.repositories import (
     BookingTable,
@@ -41,6 +42,7 @@ from shared.ports import (
     BookingRepository,
     CalendarChecks,
     CalendarGateway,
+    DayViews,
     EventMappingRepository,
     IdempotencyStore,
     Leases,
@@ -83,6 +85,7 @@ class Adapters:
     bookings: BookingTable
     event_mappings: EventMappingTable
     unavailability: UnavailabilityTable
+    day_views: BusyDayTable
     subscriptions: SubscriptionTable
     sync_log: SyncLogTable
     slot_ledger: SlotLedgerTable
@@ -103,6 +106,7 @@ class Adapters:
             bookings=self.bookings,
             event_mappings=self.event_mappings,
             unavailability=self.unavailability,
+            day_views=self.day_views,
             subscriptions=self.subscriptions,
             sync_log=self.sync_log,
             slot_ledger=self.slot_ledger,
@@ -123,6 +127,7 @@ class Ports:
     bookings: BookingRepository
     event_mappings: EventMappingRepository
     unavailability: UnavailabilityRepository
+    day_views: DayViews
     subscriptions: SubscriptionRepository
     sync_log: SyncLog
     slot_ledger: SlotLedger
@@ -168,6 +173,7 @@ def build_adapters(settings: Settings, credential: AsyncTokenCredential | None =
         bookings=BookingTable(store),
         event_mappings=EventMappingTable(store),
         unavailability=UnavailabilityTable(store),
+        day_views=BusyDayTable(store),
         subscriptions=SubscriptionTable(store),
         sync_log=SyncLogTable(store),
         slot_ledger=SlotLedgerTable(store),
@@ -368,7 +374,7 @@ def build_services(
         availability=AvailabilityService(
             ports.resources,
             ports.unavailability,
-            slots,
+            ports.day_views,
             clock,
             freshness_minutes=settings.mirror_freshness_minutes,
             window=settings.booking_window,

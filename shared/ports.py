@@ -144,14 +144,6 @@ class UnavailabilityRepository(Protocol):
         Complete only for a resource whose mirror layout is current."""
         ...
 
-    async def busy_between(
-        self, resource_id: str, start: datetime, end: datetime
-    ) -> list[BusyTime]:
-        """The same blocks' times and show-as only, by start: what availability needs,
-        from the same rows, without reading the events' details. Complete only for a
-        resource whose mirror layout is current."""
-        ...
-
     async def scan_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:
@@ -160,6 +152,24 @@ class UnavailabilityRepository(Protocol):
         ...
 
     async def list_for_resource(self, resource_id: str) -> list[Unavailability]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DayView:
+    """What a window of a resource's days holds: the mirror's busy time (times and
+    show-as only, no event details, by start) and the slot ledger's day rows."""
+
+    busy: list[BusyTime]
+    ledger: list[DayLedger]
+
+
+class DayViews(Protocol):
+    async def day_view(self, resource_id: str, start: datetime, end: datetime) -> DayView:
+        """The mirror's blocks overlapping [start, end), each once, and the ledger rows of
+        the days it touches, in one read: both are kept by UTC day in one partition (what
+        availability asks, at a cost that follows the window's days). The busy time is
+        complete only for a resource whose mirror layout is current."""
+        ...
 
 
 class SubscriptionRepository(Protocol):

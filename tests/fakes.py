@@ -45,7 +45,7 @@ from shared.domain.messages import (
 )
 from shared.domain.resources import MailboxClaim, Resource
 from shared.domain.sync_log import SyncLogEntry, SyncLogPage, SyncOutcome
-from shared.ports import EventWrite, EventWriteResult, IdempotencyRecord, Stored
+from shared.ports import DayView, EventWrite, EventWriteResult, IdempotencyRecord, Stored
 from shared.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -270,14 +270,6 @@ class FakeUnavailability:
         ]
         return sorted(found, key=lambda b: b.start)
 
-    async def busy_between(
-        self, resource_id: str, start: datetime, end: datetime
-    ) -> list[BusyTime]:
-        self.reads.append("days")
-        return sorted(
-            BusyTime(b.start, b.end, b.show_as) for b in self._between(resource_id, start, end)
-        )
-
     async def scan_between(
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:
@@ -312,6 +304,24 @@ class FakeLedger(FakeTable[DayLedger]):
             key = (row.resource_id, row.day.isoformat())
             self.rows[key] = Stored(value=row, etag=f"e{next(_etags)}")
         self.writes += 1
+
+
+class FakeDayViews:
+    """The one read of a window's days over the fake mirror and ledger (the tables keep
+    them in one partition; here each keeps its own)."""
+
+    def __init__(self, unavailability: FakeUnavailability, ledger: FakeLedger) -> None:
+        self.unavailability = unavailability
+        self.ledger = ledger
+
+    async def day_view(self, resource_id: str, start: datetime, end: datetime) -> DayView:
+        self.unavailability.reads.append("days")
+        blocks = self.unavailability._between(resource_id, start, end)
+        rows = await self.ledger.read_days(resource_id, start, end)
+        return DayView(
+            busy=sorted(BusyTime(b.start, b.end, b.show_as) for b in blocks),
+            ledger=[row.value for row in rows],
+        )
 
 
 class FakeIdempotency(FakeTable[IdempotencyRecord]):
@@ -750,16 +760,18 @@ class FakeWorld:
 
 
 def fake_world(clock: Clock, mailboxes: tuple[str, ...]) -> FakeWorld:
+    unavailability, ledger = FakeUnavailability(), FakeLedger()
     ports = Ports(
         storage=FakeProbe(),
         queue=FakeQueue(),
         resources=FakeResources(),
         bookings=FakeBookings(),
         event_mappings=FakeEventMappings(),
-        unavailability=FakeUnavailability(),
+        unavailability=unavailability,
+        day_views=FakeDayViews(unavailability, ledger),
         subscriptions=FakeSubscriptions(),
         sync_log=FakeSyncLog(),
-        slot_ledger=FakeLedger(),
+        slot_ledger=ledger,
         idempotency=FakeIdempotency(),
         leases=FakeLeases(),
         calendar_checks=FakeCalendarChecks(),

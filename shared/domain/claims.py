@@ -8,6 +8,7 @@ re-read, see the overlap, and are refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
 from pydantic import Field
@@ -43,3 +44,15 @@ def days_touched(start: datetime, end: datetime) -> list[date]:
     first = start.date()
     last = (end - timedelta(microseconds=1)).date()
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def claims_overlapping(rows: Iterable[DayLedger], start: datetime, end: datetime) -> list[Claim]:
+    """The claims of `rows` overlapping [start, end), each once (a claim spanning days is
+    in each day's row), by start; live or not."""
+    window = TimeRange(start=start, end=end)
+    seen: dict[tuple[str, datetime], Claim] = {}
+    for row in rows:
+        for claim in row.claims:
+            if claim.time_range.overlaps(window):
+                seen[(claim.booking_id, claim.start)] = claim
+    return sorted(seen.values(), key=lambda c: c.start)

@@ -161,10 +161,13 @@ class PullProgress(DomainModel):
 
 
 # How the mirror keeps busy time in storage. 1: one row per busy block only (read by a
-# scan of the resource's partition); 2: also one set of rows per UTC day, which
-# availability reads by RowKey range. A resource comes up to date with a full round.
+# scan of the resource's partition); 2: also one set of rows per UTC day, in a table of
+# their own, which availability reads by RowKey range; 3: those day rows next to the
+# slot ledger's, so that availability reads a window's busy time and claims in one range.
+# A resource of an earlier layout is read from its block rows until a full round has
+# rebuilt its day rows in the current one.
 LEGACY_MIRROR_LAYOUT = 1
-MIRROR_LAYOUT = 2
+MIRROR_LAYOUT = 3
 
 
 class ConnectionStatus(DomainModel):

@@ -19,10 +19,10 @@ from pydantic import Field, with_config
 from shared.domain.base import DomainModel, UtcDatetime
 from shared.domain.bookings import BookingWindow, TimeRange
 from shared.domain.calendar import BusyTime, ShowAs, Unavailability
+from shared.domain.claims import claims_overlapping
 from shared.domain.errors import CalendarUnavailable, InvalidInput, NotFound
 from shared.domain.resources import ConnectionState, Resource
-from shared.ports import ResourceRepository, UnavailabilityRepository
-from shared.services.slots import SlotKeeper
+from shared.ports import DayViews, ResourceRepository, UnavailabilityRepository
 
 MAX_WINDOW = timedelta(days=62)
 MAX_SLOTS = 2000
@@ -161,7 +161,7 @@ class AvailabilityService:
         self,
         resources: ResourceRepository,
         unavailability: UnavailabilityRepository,
-        slots: SlotKeeper,
+        days: DayViews,
         clock: Callable[[], datetime],
         *,
         freshness_minutes: int,
@@ -172,7 +172,7 @@ class AvailabilityService:
         self._window = window
         self._resources = resources
         self._unavailability = unavailability
-        self._slots = slots
+        self._days = days
         self._clock = clock
         self._freshness = freshness_minutes
 
@@ -184,17 +184,18 @@ class AvailabilityService:
         """
         window = _window(query)
         self._window.check_known(window, self._clock())
-        # The three reads at once: the resource decides afterwards what the others count.
-        stored, blocks, claims = await asyncio.gather(
+        # The two reads at once (the resource; its days, busy time and claims in one
+        # range): the resource decides afterwards what the days count.
+        stored, days = await asyncio.gather(
             self._resources.get(resource_id),
-            self._unavailability.busy_between(resource_id, window.start, window.end),
-            self._slots.claims_between(resource_id, window.start, window.end),
+            self._days.day_view(resource_id, window.start, window.end),
         )
         if stored is None:
             raise NotFound(f"resource {resource_id} does not exist")
         resource = stored.value
         ensure_calendar_trusted(resource, self._clock(), self._freshness)
         busy: list[BusyInterval] = []
+        blocks = days.busy
         if resource.settings.direction.pulls:
             if not resource.mirror_layout_current:
                 scanned = await self._unavailability.scan_between(
@@ -214,7 +215,7 @@ class AvailabilityService:
             ]
         busy.extend(
             BusyInterval(claim.start, claim.end, BusySource.BOOKING, booking_id=claim.booking_id)
-            for claim in claims
+            for claim in claims_overlapping(days.ledger, window.start, window.end)
             if claim.holds_time
         )
         busy.sort(key=attrgetter("start", "end"))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from shared.domain.bookings import Booking, BookingStatus, TimeRange
-from shared.domain.claims import Claim, DayLedger, days_touched
+from shared.domain.claims import Claim, DayLedger, claims_overlapping, days_touched
 from shared.domain.errors import (
     AlreadyExists,
     ConcurrencyConflict,
@@ -135,13 +135,8 @@ class SlotKeeper:
 
     async def claims_between(self, resource_id: str, start: datetime, end: datetime) -> list[Claim]:
         """Claims overlapping [start, end), each once, live or not."""
-        window = TimeRange(start=start, end=end)
-        seen: dict[tuple[str, datetime], Claim] = {}
-        for row in await self._ledger.read_days(resource_id, start, end):
-            for claim in row.value.claims:
-                if claim.time_range.overlaps(window):
-                    seen[(claim.booking_id, claim.start)] = claim
-        return sorted(seen.values(), key=lambda c: c.start)
+        rows = await self._ledger.read_days(resource_id, start, end)
+        return claims_overlapping((row.value for row in rows), start, end)
 
     async def _write(
         self,

@@ -1,5 +1,6 @@
-"""The mirror's day rows (`busydays`) against Azurite: what a window reads, how the rows
-follow every write, Table Storage's size limits and two writers of one day."""
+"""The mirror's day rows against Azurite: what a window reads, how the rows follow every
+write, Table Storage's size limits, two writers of one day, and the slot ledger's rows
+they sit among."""
 
 from __future__ import annotations
 
@@ -12,12 +13,22 @@ from typing import Any
 import pytest
 
 from shared.adapters.storage import busy_days
-from shared.adapters.storage.busy_days import BUSY_DAYS, PAGE_CHARS, BusyDayTable, DayBlocks
+from shared.adapters.storage.busy_days import (
+    BLOCKS_PROPERTY,
+    PAGE_CHARS,
+    SLOT_LEDGER,
+    BusyDayTable,
+    DayBlocks,
+    is_ledger_row,
+)
 from shared.adapters.storage.repositories import UnavailabilityTable
 from shared.adapters.storage.tables import encode_key
 from shared.composition import Adapters
+from shared.domain.bookings import TimeRange
 from shared.domain.calendar import ShowAs, Unavailability
+from shared.domain.claims import claims_overlapping
 from shared.services.mirror import local_days
+from shared.services.slots import SlotKeeper
 from tests.builders import T0, busy_block
 
 pytestmark = pytest.mark.integration
@@ -26,13 +37,19 @@ DAY = T0.replace(hour=0)  # 2030-01-07, UTC
 
 
 async def day_rows(adapters: Adapters, resource_id: str = "room-1") -> list[dict[str, Any]]:
-    client = await adapters.tables.table(BUSY_DAYS)
+    """The resource's busy pages (the ledger's rows left out)."""
+    client = await adapters.tables.table(SLOT_LEDGER)
     return [
         entity
         async for entity in client.query_entities(
             "PartitionKey eq @pk", parameters={"pk": encode_key(resource_id)}
         )
+        if not is_ledger_row(entity["RowKey"])
     ]
+
+
+def page(day: str, number: int = 0) -> str:
+    return f"day|{day}|busy|{number:02d}"
 
 
 def ids(blocks: list[Unavailability]) -> list[str]:
@@ -77,7 +94,7 @@ async def test_days_are_utc_days_and_all_day_blocks_cover_the_zones_local_day(
     assert ids(evening_7th) == ["akl"]
     assert ids(morning_7th) == []
     keys = sorted(entity["RowKey"] for entity in await day_rows(adapters))
-    assert keys == ["2030-01-07|00", "2030-01-08|00", "2030-01-09|00"]
+    assert keys == [page("2030-01-07"), page("2030-01-08"), page("2030-01-09")]
 
 
 async def test_a_block_spanning_days_is_in_each_and_leaves_those_it_no_longer_covers(
@@ -95,7 +112,7 @@ async def test_a_block_spanning_days_is_in_each_and_leaves_those_it_no_longer_co
 
     assert await table.list_between("room-1", middle, middle + timedelta(hours=1)) == []
     assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=7))) == ["trip"]
-    assert [e["RowKey"] for e in await day_rows(adapters)] == ["2030-01-07|00"]
+    assert [e["RowKey"] for e in await day_rows(adapters)] == [page("2030-01-07")]
 
 
 async def test_a_window_reads_the_same_blocks_from_the_days_as_from_the_block_rows(
@@ -118,7 +135,7 @@ async def test_a_window_reads_the_same_blocks_from_the_days_as_from_the_block_ro
         end = start + timedelta(hours=hours)
         by_days = await table.list_between("room-1", start, end)
         by_scan = await table.scan_between("room-1", start, end)
-        times = await table.busy_between("room-1", start, end)
+        times = (await adapters.day_views.day_view("room-1", start, end)).busy
         assert sorted(ids(by_days)) == sorted(ids(by_scan))
         assert by_days == sorted(by_days, key=lambda b: b.start)
         assert times == sorted((b.start, b.end, b.show_as) for b in by_scan)
@@ -148,7 +165,7 @@ async def test_a_day_of_hundreds_of_events_is_split_into_rows_within_the_propert
     rows = await day_rows(adapters)
     assert len(rows) > 5
     for entity in rows:
-        data = entity["Data"]
+        data = entity[BLOCKS_PROPERTY]
         assert data.isascii()
         assert len(data) <= PAGE_CHARS  # 64 KiB as UTF-16
     found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
@@ -157,7 +174,7 @@ async def test_a_day_of_hundreds_of_events_is_split_into_rows_within_the_propert
 
     await table.replace_all("room-1", crowded[:10])
 
-    assert [e["RowKey"] for e in await day_rows(adapters)] == ["2030-01-07|00"]
+    assert [e["RowKey"] for e in await day_rows(adapters)] == [page("2030-01-07")]
     assert len(await table.list_between("room-1", DAY, DAY + timedelta(days=1))) == 10
 
 
@@ -199,7 +216,7 @@ async def test_removing_a_series_empties_every_day_it_was_in(adapters: Adapters)
     await table.remove_event("room-1", "standup")  # the series, by its master's id
 
     assert ids(await table.list_between("room-1", DAY, DAY + timedelta(days=31))) == ["single"]
-    assert [e["RowKey"] for e in await day_rows(adapters)] == ["2030-01-10|00"]
+    assert [e["RowKey"] for e in await day_rows(adapters)] == [page("2030-01-10")]
 
 
 async def test_concurrent_writers_of_one_day_all_land(adapters: Adapters) -> None:
@@ -343,3 +360,68 @@ async def test_a_writer_whose_day_lost_a_row_meanwhile_reads_it_again(
 
     found = await table.list_between("room-1", DAY, DAY + timedelta(days=1))
     assert ids(found) == [*(f"ev-{i:03d}" for i in range(5)), "mine"]
+
+
+def keeper(adapters: Adapters) -> SlotKeeper:
+    return SlotKeeper(adapters.slot_ledger, adapters.bookings, lambda: T0 - timedelta(days=1))
+
+
+async def test_a_window_is_one_read_of_its_busy_pages_and_the_ledgers_days(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slots = keeper(adapters)
+    tentative = busy_block("c", T0 + timedelta(days=2), show_as=ShowAs.TENTATIVE)
+    blocks = [busy_block("a", T0), busy_block("b", T0 + timedelta(days=1)), tentative]
+    await adapters.unavailability.replace_all("room-1", blocks)
+    await slots.claim("room-1", "bk-1", TimeRange(start=DAY, end=DAY + timedelta(hours=1)))
+    late = DAY + timedelta(days=2, hours=23)
+    await slots.claim("room-1", "bk-2", TimeRange(start=late, end=late + timedelta(hours=2)))
+    await slots.claim("room-2", "bk-3", TimeRange(start=DAY, end=DAY + timedelta(hours=1)))
+    client = await adapters.tables.table(SLOT_LEDGER)
+    queries: list[object] = []
+    query_entities = client.query_entities
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        queries.append(kwargs.get("select"))
+        return query_entities(*args, **kwargs)
+
+    monkeypatch.setattr(client, "query_entities", counted)
+    view = await adapters.day_views.day_view("room-1", DAY, DAY + timedelta(days=3))
+
+    assert len(queries) == 1
+    assert view.busy == [(b.start, b.end, b.show_as) for b in blocks]
+    claims = claims_overlapping(view.ledger, DAY, DAY + timedelta(days=3))
+    assert [c.booking_id for c in claims] == ["bk-1", "bk-2"]  # not room-2's
+    # A window of the first day alone: its busy page and ledger row, not the next days'.
+    first = await adapters.day_views.day_view("room-1", DAY, DAY + timedelta(days=1))
+    assert [b.start for b in first.busy] == [T0]
+    assert [row.day for row in first.ledger] == [DAY.date()]
+
+
+async def test_the_ledgers_rows_and_the_busy_pages_among_them_leave_each_other_alone(
+    adapters: Adapters,
+) -> None:
+    slots = keeper(adapters)
+    mirror = adapters.unavailability
+    await slots.claim("room-1", "bk-1", TimeRange(start=T0, end=T0 + timedelta(hours=1)))
+    await mirror.replace_all(
+        "room-1", [busy_block("a", T0), busy_block("b", T0 + timedelta(days=1))]
+    )
+    # A claim across midnight reads and writes the ledger's rows of two days, with the
+    # first day's busy page sorted between them.
+    night = DAY + timedelta(hours=23)
+    await slots.claim("room-1", "bk-2", TimeRange(start=night, end=night + timedelta(hours=2)))
+    await slots.release("room-1", "bk-1", TimeRange(start=T0, end=T0 + timedelta(hours=1)))
+
+    claims = await slots.claims_between("room-1", DAY, DAY + timedelta(days=2))
+    assert [(c.booking_id, c.status.holds_time) for c in claims] == [("bk-2", True)]
+    assert [e["RowKey"] for e in await day_rows(adapters)] == [
+        page("2030-01-07"),
+        page("2030-01-08"),
+    ]
+
+    await mirror.replace_all("room-1", [])  # the whole mirror rebuilt empty
+
+    assert await day_rows(adapters) == []
+    claims = await slots.claims_between("room-1", DAY, DAY + timedelta(days=2))
+    assert [c.booking_id for c in claims] == ["bk-2"]

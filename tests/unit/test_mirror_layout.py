@@ -1,10 +1,13 @@
-"""Moving an existing deployment's mirrors to the day rows: a resource whose mirror was
-kept before them is read from its block rows until a full reconcile round has rebuilt
-its days; new resources keep the day rows from the start."""
+"""Moving an existing deployment's mirrors to the current day rows: a resource whose
+mirror was kept before them (no day rows, or day rows in the table of their own that
+layout 2 kept) is read from its block rows until a full reconcile round has rebuilt its
+days; new resources keep the current day rows from the start."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+
+import pytest
 
 from shared.domain.calendar import CalendarEvent
 from shared.domain.resources import (
@@ -50,9 +53,12 @@ async def test_a_resource_stored_before_the_layout_parses_as_legacy() -> None:
     assert Resource.model_validate(data).mirror_layout == LEGACY_MIRROR_LAYOUT
 
 
-async def test_a_legacy_resource_is_read_from_its_block_rows_until_a_full_round() -> None:
+@pytest.mark.parametrize("layout", [LEGACY_MIRROR_LAYOUT, 2])
+async def test_an_earlier_layouts_resource_is_read_from_its_block_rows_until_a_full_round(
+    layout: int,
+) -> None:
     world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM,))
-    await world.resources.add(legacy_room(world))
+    await world.resources.add(legacy_room(world).model_copy(update={"mirror_layout": layout}))
     meeting = CalendarEvent(event_id="meeting", start=T0, end=T0 + timedelta(hours=1))
     world.calendar.events[ROOM]["meeting"] = meeting
     mirror = fake_unavailability(world)

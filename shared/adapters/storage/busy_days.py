@@ -1,13 +1,20 @@
 """Busy time by UTC day: the mirror's blocks kept where a window costs one range query.
 
-Table `busydays`, one partition per resource, RowKey "<YYYY-MM-DD>|<page, 2 digits>".
+The rows live in table `slotledger`, next to the slot ledger's own day rows, in the
+resource's partition: RowKey "day|<YYYY-MM-DD>|busy|<page, 2 digits>" right after that
+day's ledger row "day|<YYYY-MM-DD>". A window's days, busy time and claims alike, are
+one RowKey range, which is what availability reads (`day_view`): one storage request
+where a table each took two.
+
 The rows of a day hold every mirror block that overlaps that UTC day (a block spanning
-days is kept in each; a zero-length one in the day it is at), as a JSON list in `Data`,
-keyed inside the day like the block rows ("<event or series id>|<start, ISO UTC>") so
-that one event's blocks can be replaced or removed without touching the others'. Each
-row also holds its blocks' times and show-as alone in `Busy` ([start, end, show-as],
-epoch seconds), which availability reads with `$select`: a week is a few KB to read and
-no models to validate.
+days is kept in each; a zero-length one in the day it is at), as a JSON list in
+`Blocks`, keyed inside the day like the block rows ("<event or series id>|<start, ISO
+UTC>") so that one event's blocks can be replaced or removed without touching the
+others'. Each row also holds its blocks' times and show-as alone in `Busy` ([start,
+end, show-as], epoch seconds), which availability reads with `$select`: a week is a few
+KB to read and no models to validate. Readers of one kind of row select only its
+property (`Blocks`, `Busy` or the ledger's `Data`): a row of the other kind comes back
+as its keys alone, and is skipped.
 
 Why whole blocks per day and not merged intervals: every write of the mirror is per
 event (an event changed, a series replaced, an occurrence removed), and the readers
@@ -24,7 +31,13 @@ Limits (Azure enforces them, Azurite does not): a string property holds at most 
 A day's blocks are split into pages of at most PAGE_CHARS ASCII characters, and all
 pages of a day are written in one transaction, conditional on the ETags they were read
 with, so readers never see half a day and two writers of one day never lose each
-other's change: the loser re-reads the day and applies its change again.
+other's change: the loser re-reads the day and applies its change again. The ledger's
+rows are never in those transactions: a claim and the mirror do not contend.
+
+Before mirror layout 3 the rows were in a table of their own, `busydays`
+("<YYYY-MM-DD>|<page>"); a resource of an earlier layout is read from its block rows
+until its next full reconcile round has rebuilt its days here
+(shared/domain/resources.py), and nothing reads `busydays` any more.
 """
 
 from __future__ import annotations
@@ -50,17 +63,25 @@ from shared.adapters.storage.tables import (
     encode_key,
 )
 from shared.domain.calendar import BusyTime, ShowAs, Unavailability
-from shared.domain.claims import days_touched
+from shared.domain.claims import DayLedger, days_touched
 from shared.domain.errors import (
     AlreadyExists,
     ConcurrencyConflict,
     NotFound,
     TransactionTooLarge,
 )
+from shared.ports import DayView
 
 logger = logging.getLogger(__name__)
 
-BUSY_DAYS = "busydays"
+SLOT_LEDGER = "slotledger"
+# A resource's day rows: "day|<YYYY-MM-DD>" the ledger's, then that day's busy pages.
+DAY_ROW_PREFIX = "day|"
+_BUSY = "busy"
+_LEDGER_KEY_LENGTH = len(DAY_ROW_PREFIX) + len("YYYY-MM-DD")
+# Each row's blocks, whole (JSON of Unavailability): what the mirror's writers and the
+# live slot check read.
+BLOCKS_PROPERTY = "Blocks"
 # Each row's blocks as [start, end (epoch seconds), show-as] only: what availability reads.
 BUSY_PROPERTY = "Busy"
 # ASCII JSON (non-ASCII escaped): stored as UTF-16, 60,000 bytes < 64 KiB a property.
@@ -118,7 +139,28 @@ class _Day:
 
 
 def _row_key(day: date, page: int) -> str:
-    return f"{day.isoformat()}|{page:02d}"
+    return f"{DAY_ROW_PREFIX}{day.isoformat()}|{_BUSY}|{page:02d}"
+
+
+def _busy_range(first: date | None, last: date | None) -> dict[str, str]:
+    """The RowKey bounds of the busy pages from `first` to `last` (None: all days; "}"
+    sorts right after "|", closing a range); the ledger's rows of the days in between
+    fall inside too."""
+    if first is None or last is None:
+        return {"lo": DAY_ROW_PREFIX, "hi": "day}"}
+    return {
+        "lo": f"{DAY_ROW_PREFIX}{first.isoformat()}|{_BUSY}|",
+        "hi": f"{DAY_ROW_PREFIX}{last.isoformat()}|{_BUSY}}}",
+    }
+
+
+def _day_of(row_key: str) -> date:
+    return date.fromisoformat(row_key[len(DAY_ROW_PREFIX) : _LEDGER_KEY_LENGTH])
+
+
+def is_ledger_row(row_key: str) -> bool:
+    """Whether a row of the day rows is the slot ledger's (else a busy page)."""
+    return len(row_key) == _LEDGER_KEY_LENGTH
 
 
 def _pages(blocks: DayBlocks) -> list[tuple[str, str]]:
@@ -164,10 +206,11 @@ def _pack(blocks: list[Unavailability]) -> list[tuple[str, str]]:
 
 
 class BusyDayTable(EntityTable[_Page]):
-    """The day rows of the mirror. Not a repository of its own: UnavailabilityTable
-    maintains it with every write of the block rows."""
+    """The day rows of the mirror, and the one read of them with the ledger's
+    (`day_view`). Not a repository of its own: UnavailabilityTable maintains them with
+    every write of the block rows."""
 
-    kind = BUSY_DAYS
+    kind = SLOT_LEDGER
     model = _Page
 
     def __init__(self, store: TableStore, *, backoff_seconds: float = 0.02) -> None:
@@ -186,11 +229,10 @@ class BusyDayTable(EntityTable[_Page]):
                     found[key] = block
         return sorted(found.values(), key=lambda block: block.start)
 
-    async def busy_between(
-        self, resource_id: str, start: datetime, end: datetime
-    ) -> list[BusyTime]:
-        """The times of the blocks overlapping [start, end), each once, by start: one
-        RowKey range reading only the rows' `Busy` (no event details, no model)."""
+    async def day_view(self, resource_id: str, start: datetime, end: datetime) -> DayView:
+        """The times of the blocks overlapping [start, end), each once, by start, and the
+        ledger's rows of the same days: one RowKey range over both kinds of rows, reading
+        only their `Busy` and the ledger's `Data` (no event details, no block models)."""
         days = days_touched(start, end)
         first, low, high = days[0], int(start.timestamp()), int(end.timestamp())
         # Filtered and sorted as read ([start, end, show-as] in epoch seconds and text:
@@ -198,16 +240,21 @@ class BusyDayTable(EntityTable[_Page]):
         # datetimes: a month's rows hold a thousand blocks, and their conversion was a
         # good part of the read.
         found: list[list[Any]] = []
+        ledger: list[DayLedger] = []
         async for entity in self._iterate(
             resource_id,
             "RowKey ge @lo and RowKey lt @hi",
-            {"lo": f"{first}|", "hi": f"{days[-1]}}}"},
+            {"lo": f"{DAY_ROW_PREFIX}{first}", "hi": _busy_range(first, days[-1])["hi"]},
             None,
-            select=["RowKey", BUSY_PROPERTY],
+            select=["RowKey", BUSY_PROPERTY, DATA_PROPERTY],
         ):
-            day = date.fromisoformat(str(entity["RowKey"])[:10])
+            row_key = str(entity["RowKey"])
+            if is_ledger_row(row_key):
+                ledger.append(DayLedger.model_validate_json(entity[DATA_PROPERTY]))
+                continue
             # A block spanning days is in each: counted in the day it starts, or in the
             # window's first day when it started before.
+            day = _day_of(row_key)
             counted_from = _midnight(day) if day > first else -math.inf
             found.extend(
                 busy
@@ -215,7 +262,7 @@ class BusyDayTable(EntityTable[_Page]):
                 if busy[0] < high and busy[1] > low and busy[0] >= counted_from
             )
         found.sort()
-        return [
+        busy_times = [
             BusyTime(
                 datetime.fromtimestamp(block_start, UTC),
                 datetime.fromtimestamp(block_end, UTC),
@@ -223,6 +270,7 @@ class BusyDayTable(EntityTable[_Page]):
             )
             for block_start, block_end, show_as in found
         ]
+        return DayView(busy=busy_times, ledger=ledger)
 
     async def update(self, resource_id: str, days: Iterable[date], change: DayChange) -> None:
         """Make each of `days` hold `change(day, its blocks now)`, a day at a time
@@ -264,18 +312,20 @@ class BusyDayTable(EntityTable[_Page]):
     ) -> dict[date, _Day]:
         """The day rows from `first` to `last` (None: the whole partition)."""
         days: dict[date, _Day] = {}
-        ranged = first is not None and last is not None
         async for entity in self._iterate(
             resource_id,
-            "RowKey ge @lo and RowKey lt @hi" if ranged else None,
-            {"lo": f"{first}|", "hi": f"{last}}}"} if ranged else None,
+            "RowKey ge @lo and RowKey lt @hi",
+            _busy_range(first, last),
             None,
+            select=["RowKey", BLOCKS_PROPERTY],
         ):
             row_key = str(entity["RowKey"])
-            day = days.setdefault(date.fromisoformat(row_key.split("|", 1)[0]), _Day([], {}))
+            if is_ledger_row(row_key):
+                continue
+            day = days.setdefault(_day_of(row_key), _Day([], {}))
             metadata: Mapping[str, Any] = getattr(entity, "metadata", {})
             day.pages.append(_Page(row_key=row_key, etag=str(metadata.get("etag", ""))))
-            for block in _BLOCKS.validate_json(entity[DATA_PROPERTY]):
+            for block in _BLOCKS.validate_json(entity[BLOCKS_PROPERTY]):
                 day.blocks[block_key(block)] = block
         return days
 
@@ -309,7 +359,7 @@ class BusyDayTable(EntityTable[_Page]):
                 entity = {
                     "PartitionKey": partition,
                     "RowKey": _row_key(day, index),
-                    DATA_PROPERTY: data,
+                    BLOCKS_PROPERTY: data,
                     BUSY_PROPERTY: busy,
                 }
                 if index < len(now.pages):

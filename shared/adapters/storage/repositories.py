@@ -11,10 +11,10 @@ the subscription / booking they belong to); no partition is keyed by time.
 |                 | resource id      | "event|<event id>" (index → booking id)  |
 |                 | resource id      | "check|<booking id>" (not yet confirmed) |
 | unavailability  | resource id      | "<event or series id>|<start, ISO UTC>"  |
-| busydays        | resource id      | "<YYYY-MM-DD>|<page>" (UTC day's blocks) |
 | subscriptions   | subscription id  | "subscription"                           |
 | synclog         | resource id      | "<inverted epoch ms>-<random>" (newest first) |
-| slotledger      | resource id      | "day|<YYYY-MM-DD>" (UTC day)             |
+| slotledger      | resource id      | "day|<YYYY-MM-DD>" (the UTC day's claims) |
+|                 | resource id      | "day|<YYYY-MM-DD>|busy|<page>" (the day's mirror blocks) |
 | idempotency     | sha256(key)      | "request"                                |
 | leases          | lease name       | "lease"                                  |
 | mailboxes       | mailbox, lower case | "claim" (the resource using it)       |
@@ -33,14 +33,18 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from shared.adapters.storage.busy_days import (
+    DAY_ROW_PREFIX,
+    SLOT_LEDGER,
     BusyDayTable,
     DayBlocks,
     DayChange,
     block_days,
     block_key,
     by_day,
+    is_ledger_row,
 )
 from shared.adapters.storage.tables import (
+    DATA_PROPERTY,
     MAX_TRANSACTION_ENTITIES,
     EntityTable,
     TableStore,
@@ -49,7 +53,6 @@ from shared.adapters.storage.tables import (
 )
 from shared.domain.bookings import Booking
 from shared.domain.calendar import (
-    BusyTime,
     CalendarCheck,
     EventMapping,
     SubscriptionRecord,
@@ -67,7 +70,6 @@ EVENT_MAPPINGS = "eventmappings"
 UNAVAILABILITY = "unavailability"
 SUBSCRIPTIONS = "subscriptions"
 SYNC_LOG = "synclog"
-SLOT_LEDGER = "slotledger"
 IDEMPOTENCY = "idempotency"
 LEASES = "leases"
 MAILBOXES = "mailboxes"
@@ -79,7 +81,6 @@ REQUEST_ROW = "request"
 LEASE_ROW = "lease"
 CLAIM_ROW = "claim"
 CHECK_ROW_PREFIX = "check|"
-DAY_ROW_PREFIX = "day|"
 MAPPING_ROW_PREFIX = "booking|"
 EVENT_INDEX_ROW_PREFIX = "event|"
 # Row keys of one group share "<group>|"; "}" sorts right after "|", closing the range.
@@ -276,8 +277,8 @@ class MailboxClaimTable(EntityTable[MailboxClaim]):
 
 class UnavailabilityTable(EntityTable[Unavailability]):
     """The mirror: a row per busy block (what each event holds, found by event), and the
-    same blocks by UTC day in `busydays` (what a window holds, found by one RowKey
-    range; shared/adapters/storage/busy_days.py). A write of some events changes their
+    same blocks by UTC day next to the slot ledger's days (what a window holds, found by
+    one RowKey range; shared/adapters/storage/busy_days.py). A write of some events changes their
     day rows, then their block rows, then checks their day rows again, by the same
     difference: a failure after the first step is repaired by the next write of those
     events (their block rows still differ), and a full replace running meanwhile cannot
@@ -411,11 +412,6 @@ class UnavailabilityTable(EntityTable[Unavailability]):
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Unavailability]:
         return await self.days.between(resource_id, start, end)
-
-    async def busy_between(
-        self, resource_id: str, start: datetime, end: datetime
-    ) -> list[BusyTime]:
-        return await self.days.busy_between(resource_id, start, end)
 
     async def scan_between(
         self, resource_id: str, start: datetime, end: datetime
@@ -551,14 +547,22 @@ class SlotLedgerTable(EntityTable[DayLedger]):
         self, resource_id: str, start: datetime, end: datetime
     ) -> list[Stored[DayLedger]]:
         days = days_touched(start, end)
-        return await self.query(
-            resource_id,
-            "RowKey ge @lo and RowKey le @hi",
-            {
-                "lo": DAY_ROW_PREFIX + days[0].isoformat(),
-                "hi": DAY_ROW_PREFIX + days[-1].isoformat(),
-            },
-        )
+        # The mirror's busy pages of these days sort among their rows: read with the
+        # ledger's property alone, they come back as bare keys and are skipped.
+        return [
+            self.from_entity(entity)
+            async for entity in self._iterate(
+                resource_id,
+                "RowKey ge @lo and RowKey le @hi",
+                {
+                    "lo": DAY_ROW_PREFIX + days[0].isoformat(),
+                    "hi": DAY_ROW_PREFIX + days[-1].isoformat(),
+                },
+                None,
+                select=["RowKey", DATA_PROPERTY],
+            )
+            if is_ledger_row(str(entity["RowKey"]))
+        ]
 
     async def write_days(self, rows: list[tuple[DayLedger, str | None]]) -> None:
         # All rows belong to one resource, hence one partition: one atomic transaction.
