@@ -14,7 +14,11 @@ others'. Each row also holds its blocks' times and show-as alone in `Busy` ([sta
 end, show-as], epoch seconds), which availability reads with `$select`: a week is a few
 KB to read and no models to validate. Readers of one kind of row select only its
 property (`Blocks`, `Busy` or the ledger's `Data`): a row of the other kind comes back
-as its keys alone, and is skipped.
+as its keys alone (a projected property it lacks is null), and is skipped. A projection
+keeps each row's ETag for the writers: the service returns `Timestamp` whatever is
+selected, and the SDK makes the ETag from it when the answer leaves `odata.etag` out
+(Query Entities, "Minimal Metadata" sample and Remarks, learn.microsoft.com/rest/api/
+storageservices/query-entities; azure-data-tables `_deserialize._convert_to_entity`).
 
 Why whole blocks per day and not merged intervals: every write of the mirror is per
 event (an event changed, a series replaced, an occurrence removed), and the readers
