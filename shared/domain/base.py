@@ -60,6 +60,18 @@ def _to_utc(value: datetime) -> datetime:
 # A datetime that must carry an offset; stored and compared in UTC, to the second.
 UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only), AfterValidator(_to_utc)]
 
+
+def _to_utc_milliseconds(value: datetime) -> datetime:
+    # An offset is whole minutes, so the fraction of a second is the same in UTC.
+    return _to_utc(value).replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+# When something happened, as our own records keep it: UTC, to the millisecond (what
+# orders a resource's sync log; several entries often fall in one second).
+RecordedAt = Annotated[
+    AwareDatetime, BeforeValidator(_iso_8601_only), AfterValidator(_to_utc_milliseconds)
+]
+
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 # Ids we accept from callers: safe as Table Storage keys (no / \ # ? or control chars).
 ResourceId = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]

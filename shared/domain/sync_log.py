@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from shared.domain.base import DomainModel, ResourceId, UtcDatetime
+from shared.domain.base import DomainModel, RecordedAt, ResourceId
 
 
 class SyncDirection(StrEnum):
@@ -25,7 +25,7 @@ class SyncOutcome(StrEnum):
 
 class SyncLogEntry(DomainModel):
     resource_id: ResourceId
-    at: UtcDatetime
+    at: RecordedAt
     direction: SyncDirection
     action: Annotated[str, StringConstraints(max_length=100)]
     outcome: SyncOutcome

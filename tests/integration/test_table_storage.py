@@ -210,6 +210,25 @@ async def test_sync_log_lists_newest_first(adapters: Adapters) -> None:
     assert [entry.action for entry in newest] == ["push-2", "push-1"]
 
 
+async def test_sync_log_keeps_the_order_of_entries_within_one_second(adapters: Adapters) -> None:
+    # A disconnect's "disconnecting" and "disconnected", say, a few hundred ms apart.
+    for action, milliseconds in (("disconnecting", 100), ("removed", 400), ("disconnected", 900)):
+        await adapters.sync_log.append(
+            SyncLogEntry(
+                resource_id="room-1",
+                at=T0 + timedelta(milliseconds=milliseconds),
+                direction=SyncDirection.OUTBOUND,
+                action=action,
+                outcome=SyncOutcome.OK,
+            )
+        )
+
+    newest = (await adapters.sync_log.page("room-1", limit=10)).value
+
+    assert [entry.action for entry in newest] == ["disconnected", "removed", "disconnecting"]
+    assert newest[0].at == T0 + timedelta(milliseconds=900)
+
+
 async def test_sync_log_entries_appended_together_land_in_their_resources_logs(
     adapters: Adapters,
 ) -> None:
