@@ -17,6 +17,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from shared.domain.bookings import Booking, BookingStatus, TimeRange
 from shared.domain.claims import Claim, DayLedger, claims_overlapping, days_touched
@@ -35,6 +36,11 @@ CLAIM_GRACE = timedelta(seconds=60)
 # hurry, and a request stalled for minutes (storage retrying) keeps its claim.
 RELEASE_AFTER = timedelta(minutes=10)
 MAX_ATTEMPTS = 25
+# A day's claims are one stored row, and Table Storage keeps at most 64 KiB a property:
+# about 150 claims of the longest booking ids. A day keeps this many: cancelled claims
+# (kept so that the day's bookings can be listed) make room, oldest first; a day this
+# full of live bookings refuses one more (a booking every ten minutes, day and night).
+MAX_CLAIMS_PER_DAY = 140
 
 
 class SlotKeeper:
@@ -163,6 +169,9 @@ class SlotKeeper:
                     )
             before = dict(rows)
             change(rows, now)
+            for key, row in rows.items():
+                if row != before.get(key):
+                    rows[key] = _within_capacity(resource_id, row, adding=refuse_overlap)
             writes = [
                 (row, etags.get(key))
                 for key, row in rows.items()
@@ -209,6 +218,26 @@ class SlotKeeper:
                     raise SlotUnavailable("the requested time is already booked")
                 stale.add((claim.booking_id, claim.start))
         return stale
+
+
+def _within_capacity(
+    resource_id: str, row: DayLedger, *, adding: tuple[str, TimeRange] | None
+) -> DayLedger:
+    """The row with at most MAX_CLAIMS_PER_DAY claims: the oldest cancelled ones dropped.
+    Raises SlotUnavailable when live claims alone are more and `adding` (a claim) is one
+    of them; a release is never refused."""
+    excess = len(row.claims) - MAX_CLAIMS_PER_DAY
+    if excess <= 0:
+        return row
+    cancelled = sorted((c for c in row.claims if not c.holds_time), key=attrgetter("claimed_at"))
+    dropped = {(c.booking_id, c.start) for c in cancelled[:excess]}
+    if len(dropped) < excess and adding is not None:
+        raise SlotUnavailable(
+            f"{resource_id} already holds {MAX_CLAIMS_PER_DAY} bookings on "
+            f"{row.day.isoformat()} (UTC), the most one day keeps"
+        )
+    kept = [c for c in row.claims if (c.booking_id, c.start) not in dropped]
+    return row.model_copy(update={"claims": kept})
 
 
 def _same(claim: Claim, booking_id: str, time_range: TimeRange) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -12,11 +12,21 @@ from shared.adapters.storage.repositories import BOOKINGS, RESOURCES
 from shared.adapters.storage.tables import Transaction, encode_key
 from shared.composition import Adapters
 from shared.domain.base import utc_now
+from shared.domain.bookings import BookingStatus, TimeRange
 from shared.domain.calendar import EventMapping, SubscriptionRecord
-from shared.domain.errors import AlreadyExists, ConcurrencyConflict, TransactionTooLarge
+from shared.domain.claims import Claim, DayLedger
+from shared.domain.errors import (
+    AlreadyExists,
+    ConcurrencyConflict,
+    SlotUnavailable,
+    TransactionTooLarge,
+)
 from shared.domain.sync_log import SyncDirection, SyncLogEntry, SyncOutcome
 from shared.ports import IdempotencyRecord
+from shared.services.slots import MAX_CLAIMS_PER_DAY, SlotKeeper
 from tests.builders import T0, booking, busy_block, resource
+
+HOUR = timedelta(hours=1)
 
 pytestmark = pytest.mark.integration
 
@@ -340,3 +350,67 @@ async def test_a_table_client_is_built_once_per_table_not_per_call(adapters: Ada
 
     assert await adapters.tables.table(RESOURCES) is first
     assert await adapters.tables.table(BOOKINGS) is not first
+
+
+def cancelled_claims(count: int, day_start: datetime) -> list[Claim]:
+    """One-minute bookings that were cancelled, with 64-character ids (the longest)."""
+    return [
+        Claim(
+            booking_id=f"{n:064d}",
+            start=day_start + timedelta(minutes=n),
+            end=day_start + timedelta(minutes=n + 1),
+            status=BookingStatus.CANCELLED,
+            claimed_at=day_start - timedelta(days=1, minutes=count - n),
+        )
+        for n in range(count)
+    ]
+
+
+async def test_a_day_of_many_cancelled_bookings_still_takes_a_booking_within_the_row_limit(
+    adapters: Adapters,
+) -> None:
+    # A frontend that books and cancels over and over: the day's ledger row would pass
+    # Table Storage's 64 KiB a property, and Azure refuses the write that does.
+    day = T0.replace(hour=0)
+    ledger = DayLedger(resource_id="room-1", day=day.date(), claims=cancelled_claims(400, day))
+    with pytest.raises(TransactionTooLarge):
+        await adapters.slot_ledger.write_days([(ledger, None)])
+    # 160 of them fit (63 KB); ten more would not.
+    fits = ledger.model_copy(update={"claims": ledger.claims[:160]})
+    await adapters.slot_ledger.write_days([(fits, None)])
+    slots = SlotKeeper(adapters.slot_ledger, adapters.bookings, lambda: T0 - timedelta(days=1))
+
+    for n in range(10):
+        start = T0 + timedelta(hours=n)
+        await slots.claim("room-1", f"live-{n}", TimeRange(start=start, end=start + HOUR))
+
+    claims = await slots.claims_between("room-1", day, day + timedelta(days=1))
+    assert len(claims) == MAX_CLAIMS_PER_DAY
+    assert [c.booking_id for c in claims if c.holds_time] == [f"live-{n}" for n in range(10)]
+    # The oldest cancelled claims made room: 160 + 10 - 140 of them.
+    cancelled = {c.booking_id for c in claims if not c.holds_time}
+    assert f"{29:064d}" not in cancelled
+    assert f"{30:064d}" in cancelled
+
+
+async def test_a_day_full_of_live_bookings_refuses_one_more_and_says_why(
+    adapters: Adapters,
+) -> None:
+    day = T0.replace(hour=0)
+    live = [
+        claim.model_copy(update={"status": BookingStatus.CONFIRMED})
+        for claim in cancelled_claims(MAX_CLAIMS_PER_DAY, day)
+    ]
+    await adapters.slot_ledger.write_days(
+        [(DayLedger(resource_id="room-1", day=day.date(), claims=live), None)]
+    )
+    slots = SlotKeeper(adapters.slot_ledger, adapters.bookings, lambda: T0 - timedelta(days=1))
+    late = day + timedelta(hours=20)
+
+    with pytest.raises(SlotUnavailable, match="2030-01-07"):
+        await slots.claim("room-1", "one-more", TimeRange(start=late, end=late + HOUR))
+
+    # Releasing is never refused, and frees a place.
+    first = live[0]
+    await slots.release("room-1", first.booking_id, first.time_range)
+    await slots.claim("room-1", "one-more", TimeRange(start=late, end=late + HOUR))

@@ -5,6 +5,7 @@ typed "index" properties that queries filter on. Keys are encoded so that any id
 event ids contain `/` and `+`) is a legal PartitionKey/RowKey.
 
 Rules kept here, because Azurite does not enforce them and Azure does:
+- a string property holds at most 64 KiB (as UTF-16), an entity at most 1 MiB;
 - a transaction touches one partition and at most 100 entities;
 - an update is conditional on the ETag it was read with (412 → ConcurrencyConflict);
 - an insert is an insert-if-absent claim (409 → AlreadyExists).
@@ -61,6 +62,31 @@ def decode_key(value: str) -> str:
 
 
 _CREATE_ATTEMPTS = 3
+# Table Storage's limits (learn.microsoft.com/azure/storage/tables/scalability-targets):
+# a String property is UTF-16 of at most 64 KiB, an entity at most 1 MiB.
+MAX_STRING_PROPERTY_BYTES = 64 * 1024
+MAX_ENTITY_BYTES = 1024 * 1024
+
+
+def check_entity_size(entity: Mapping[str, Any]) -> None:
+    """Raise TransactionTooLarge for an entity Azure would refuse for its size (Azurite
+    takes it), naming the property; strings are counted as the UTF-16 Azure keeps."""
+    total = 0
+    for name, value in entity.items():
+        if not isinstance(value, str):
+            continue
+        size = len(value.encode("utf-16-le"))
+        if size > MAX_STRING_PROPERTY_BYTES:
+            raise TransactionTooLarge(
+                f"property {name} of {entity.get('PartitionKey')}/{entity.get('RowKey')} "
+                f"would hold {size} bytes; Table Storage takes at most 64 KiB"
+            )
+        total += size
+    if total > MAX_ENTITY_BYTES:
+        raise TransactionTooLarge(
+            f"entity {entity.get('PartitionKey')}/{entity.get('RowKey')} would hold "
+            f"{total} bytes; Table Storage takes at most 1 MiB"
+        )
 
 
 class TableStore:
@@ -157,6 +183,8 @@ class Transaction:
         keys = [(entity["PartitionKey"], entity["RowKey"]) for _, entity, _ in self.operations]
         if len(set(keys)) != len(keys):
             raise TransactionTooLarge("a transaction may touch each entity only once")
+        for _, entity, _ in self.operations:
+            check_entity_size(entity)
 
 
 _IF_NOT_MODIFIED = MatchConditions.IfNotModified
@@ -207,12 +235,14 @@ class EntityTable(Generic[M]):
 
     def to_entity(self, value: M) -> dict[str, Any]:
         partition_key, row_key = self.keys(value)
-        return {
+        entity = {
             "PartitionKey": encode_key(partition_key),
             "RowKey": encode_key(row_key),
             DATA_PROPERTY: value.model_dump_json(context=self.dump_context),
             **self.index_properties(value),
         }
+        check_entity_size(entity)
+        return entity
 
     def from_entity(self, entity: Mapping[str, Any]) -> Stored[M]:
         value = self.model.model_validate_json(entity[DATA_PROPERTY])
