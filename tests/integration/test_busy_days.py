@@ -21,15 +21,17 @@ from shared.adapters.storage.busy_days import (
     DayBlocks,
     is_ledger_row,
 )
+from shared.adapters.storage.layout import Downgraded, downgrade
 from shared.adapters.storage.repositories import UnavailabilityTable
 from shared.adapters.storage.tables import encode_key
 from shared.composition import Adapters
 from shared.domain.bookings import TimeRange
 from shared.domain.calendar import ShowAs, Unavailability
-from shared.domain.claims import claims_overlapping
+from shared.domain.claims import DayLedger, claims_overlapping
+from shared.domain.resources import LEGACY_MIRROR_LAYOUT
 from shared.services.mirror import local_days
 from shared.services.slots import SlotKeeper
-from tests.builders import T0, busy_block
+from tests.builders import T0, busy_block, resource
 
 pytestmark = pytest.mark.integration
 
@@ -425,3 +427,40 @@ async def test_the_ledgers_rows_and_the_busy_pages_among_them_leave_each_other_a
     assert await day_rows(adapters) == []
     claims = await slots.claims_between("room-1", DAY, DAY + timedelta(days=2))
     assert [c.booking_id for c in claims] == ["bk-2"]
+
+
+async def test_going_back_to_layout_2_leaves_the_ledger_and_marks_every_mirror_legacy(
+    adapters: Adapters,
+) -> None:
+    slots = keeper(adapters)
+    await adapters.resources.add(resource("room-1").model_copy(update={"mirror_layout": 3}))
+    await adapters.resources.add(resource("room-2").model_copy(update={"mirror_layout": 1}))
+    blocks = [busy_block(f"ev-{n}", T0 + timedelta(days=n)) for n in range(3)]
+    await adapters.unavailability.replace_all("room-1", blocks)
+    await slots.claim("room-1", "bk-1", TimeRange(start=T0, end=T0 + timedelta(hours=1)))
+    night = DAY + timedelta(hours=23)
+    await slots.claim("room-1", "bk-2", TimeRange(start=night, end=night + timedelta(hours=2)))
+    assert len(await day_rows(adapters)) == 3
+
+    done = await downgrade(adapters.tables)
+
+    assert (done.resources_marked, done.pages_deleted) == (1, 3)
+    assert await day_rows(adapters) == []
+    # What a layout 2 release reads: every row of the ledger's day range as a ledger row.
+    client = await adapters.tables.table(SLOT_LEDGER)
+    rows = [
+        DayLedger.model_validate_json(entity["Data"])
+        async for entity in client.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey le @hi",
+            parameters={"pk": "room-1", "lo": "day|2030-01-07", "hi": "day|2030-01-09"},
+        )
+    ]
+    assert [[c.booking_id for c in row.claims] for row in rows] == [["bk-1", "bk-2"], ["bk-2"]]
+    for resource_id in ("room-1", "room-2"):
+        stored = await adapters.resources.get(resource_id)
+        assert stored is not None
+        assert stored.value.mirror_layout == LEGACY_MIRROR_LAYOUT
+    # The block rows the earlier release reads until its full round are complete.
+    week = await adapters.unavailability.scan_between("room-1", DAY, DAY + timedelta(days=7))
+    assert ids(week) == ["ev-0", "ev-1", "ev-2"]
+    assert await downgrade(adapters.tables) == Downgraded(resources_marked=0, pages_deleted=0)
