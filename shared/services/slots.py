@@ -224,14 +224,19 @@ def _within_capacity(
     resource_id: str, row: DayLedger, *, adding: tuple[str, TimeRange] | None
 ) -> DayLedger:
     """The row with at most MAX_CLAIMS_PER_DAY claims: the oldest cancelled ones dropped.
-    Raises SlotUnavailable when live claims alone are more and `adding` (a claim) is one
-    of them; a release is never refused."""
+    Raises SlotUnavailable when `adding` (a claim) would make other bookings' live claims
+    and its own more than that; a release is never refused. A booking's claim at its old
+    time does not count against its new one (a reschedule releases it next), so the row
+    may briefly keep one more."""
     excess = len(row.claims) - MAX_CLAIMS_PER_DAY
     if excess <= 0:
         return row
     cancelled = sorted((c for c in row.claims if not c.holds_time), key=attrgetter("claimed_at"))
     dropped = {(c.booking_id, c.start) for c in cancelled[:excess]}
-    if len(dropped) < excess and adding is not None:
+    others = sum(
+        1 for c in row.claims if c.holds_time and (adding is None or c.booking_id != adding[0])
+    )
+    if adding is not None and others >= MAX_CLAIMS_PER_DAY:
         raise SlotUnavailable(
             f"{resource_id} already holds {MAX_CLAIMS_PER_DAY} bookings on "
             f"{row.day.isoformat()} (UTC), the most one day keeps"

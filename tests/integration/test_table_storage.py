@@ -410,7 +410,17 @@ async def test_a_day_full_of_live_bookings_refuses_one_more_and_says_why(
     with pytest.raises(SlotUnavailable, match="2030-01-07"):
         await slots.claim("room-1", "one-more", TimeRange(start=late, end=late + HOUR))
 
+    # A booking of the full day moves within it: its new time is claimed while its old
+    # one still holds, so the day briefly keeps one more.
+    moved, evening = live[-1], TimeRange(start=late, end=late + HOUR)
+    await slots.claim("room-1", moved.booking_id, evening)
+    await slots.release("room-1", moved.booking_id, moved.time_range)
+    claims = await slots.claims_between("room-1", day, day + timedelta(days=1))
+    assert len(claims) == MAX_CLAIMS_PER_DAY
+    assert [c.start for c in claims if c.booking_id == moved.booking_id] == [late]
+
     # Releasing is never refused, and frees a place.
     first = live[0]
     await slots.release("room-1", first.booking_id, first.time_range)
-    await slots.claim("room-1", "one-more", TimeRange(start=late, end=late + HOUR))
+    later = late + 2 * HOUR
+    await slots.claim("room-1", "one-more", TimeRange(start=later, end=later + HOUR))
