@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from shared.domain.calendar import (
     event_to_keep,
 )
 from shared.domain.errors import (
+    AlreadyExists,
     ConcurrencyConflict,
     DomainError,
     GraphNotFound,
@@ -57,6 +59,10 @@ from shared.services.connection import ConnectionTracker
 from shared.services.mapping_updates import update_mapping
 
 logger = logging.getLogger(__name__)
+
+# A push that meets another push's write of the same mapping reads again this often.
+RACE_ATTEMPTS = 3
+RACE_BACKOFF_SECONDS = 0.05
 
 CANCELLED_PREFIX = "Cancelled: "
 
@@ -198,8 +204,25 @@ class PushService:
     async def push(self, message: PushBooking) -> None:
         """Idempotent. Raises PushIncomplete when a transient failure should be retried,
         GraphThrottled when every one was Graph throttling (after its Retry-After), and
-        PushDeferred when a calendar's create is still on its way (after it)."""
-        await self.push_many([message], wait_for_creates=True)
+        PushDeferred when a calendar's create is still on its way (after it).
+
+        Two pushes of one booking (made, then at once rescheduled) may run side by side:
+        the one that meets the other's mapping write (AlreadyExists, ConcurrencyConflict)
+        reads again and goes on, as a retry of its message would, a few times here
+        rather than as a failed invocation seconds later."""
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            try:
+                await self.push_many([message], wait_for_creates=True)
+                return
+            except (AlreadyExists, ConcurrencyConflict) as exc:
+                if attempt == RACE_ATTEMPTS:
+                    raise
+                logger.info(
+                    "push of %s met another write of its mapping (%s); reading again",
+                    message.booking_id,
+                    exc,
+                )
+                await asyncio.sleep(random.uniform(0, RACE_BACKOFF_SECONDS * attempt))  # noqa: S311 - jitter
 
     async def push_many(
         self,

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 
 from shared.domain.bookings import BookingRequest, TimeRange
-from shared.domain.errors import GraphAccessDenied, GraphMailboxNotFound, GraphTransient
+from shared.domain.errors import (
+    AlreadyExists,
+    GraphAccessDenied,
+    GraphMailboxNotFound,
+    GraphTransient,
+)
 from shared.domain.resources import (
     CancelledEventMode,
     ConnectionState,
@@ -283,3 +288,31 @@ async def test_a_mailbox_gone_under_an_update_marks_the_resource_failing(
     stored = await world.resources.get("room-1")
     assert stored is not None
     assert stored.value.status.state is ConnectionState.FAILING
+
+
+async def test_a_push_that_meets_the_mapping_another_push_just_added_goes_on(
+    world: FakeWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two pushes of one booking (made, then at once rescheduled) both find no mapping;
+    # the other adds it first, so this one's add meets AlreadyExists.
+    view = await world.services.bookings.create(request(resourceIds=["room-1"]), None)
+    mappings = world.ports.event_mappings
+    add = mappings.add
+    calls = 0
+
+    async def the_other_push_adds_first(value: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await add(value)
+            raise AlreadyExists(f"mapping of {value.booking_id} already exists")
+        return await add(value)
+
+    monkeypatch.setattr(mappings, "add", the_other_push_adds_first)
+
+    await world.push_all()
+
+    [event] = events_of(world, "room-1@contoso.com")
+    assert event.booking_id == view.booking_id
+    synced = await world.services.bookings.get(view.booking_id)
+    assert [s.state for s in synced.sync] == ["synced"]
