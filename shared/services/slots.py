@@ -37,7 +37,7 @@ CLAIM_GRACE = timedelta(seconds=60)
 RELEASE_AFTER = timedelta(minutes=10)
 MAX_ATTEMPTS = 25
 # A day's claims are one stored row, and Table Storage keeps at most 64 KiB a property:
-# about 150 claims of the longest booking ids. A day keeps this many: cancelled claims
+# about 165 claims of the longest booking ids. A day keeps this many: cancelled claims
 # (kept so that the day's bookings can be listed) make room, oldest first; a day this
 # full of live bookings refuses one more (a booking every ten minutes, day and night).
 MAX_CLAIMS_PER_DAY = 140
