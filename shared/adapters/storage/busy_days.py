@@ -151,7 +151,7 @@ def _busy_range(first: date | None, last: date | None) -> dict[str, str]:
     sorts right after "|", closing a range); the ledger's rows of the days in between
     fall inside too."""
     if first is None or last is None:
-        return {"lo": DAY_ROW_PREFIX, "hi": "day}"}
+        return {"lo": DAY_ROW_PREFIX, "hi": f"{DAY_ROW_PREFIX[:-1]}}}"}
     return {
         "lo": f"{DAY_ROW_PREFIX}{first.isoformat()}|{_BUSY}|",
         "hi": f"{DAY_ROW_PREFIX}{last.isoformat()}|{_BUSY}}}",

@@ -34,9 +34,8 @@ from azure.data.tables.aio import TableServiceClient
 from shared.adapters.storage.busy_days import SLOT_LEDGER, BusyDayTable, is_ledger_row
 from shared.adapters.storage.repositories import ResourceTable
 from shared.adapters.storage.tables import MAX_TRANSACTION_ENTITIES, TableStore, Transaction
-from shared.domain.errors import ConcurrencyConflict
 from shared.domain.resources import LEGACY_MIRROR_LAYOUT, Resource
-from shared.ports import Stored
+from shared.services.resource_updates import update_resource
 
 
 @dataclass(frozen=True)
@@ -48,17 +47,16 @@ class Downgraded:
 async def downgrade(store: TableStore) -> Downgraded:
     """Ready the storage for a release of mirror layout 2 (see the module's docstring)."""
     resources = ResourceTable(store)
+
+    def legacy(resource: Resource) -> Resource | None:
+        if resource.mirror_layout == LEGACY_MIRROR_LAYOUT:
+            return None
+        return resource.model_copy(update={"mirror_layout": LEGACY_MIRROR_LAYOUT})
+
     marked = 0
     for listed in await resources.list_all():
-        stored: Stored[Resource] | None = listed
-        while stored is not None and stored.value.mirror_layout != LEGACY_MIRROR_LAYOUT:
-            legacy = stored.value.model_copy(update={"mirror_layout": LEGACY_MIRROR_LAYOUT})
-            try:
-                await resources.update(legacy, stored.etag)
-                marked += 1
-                break
-            except ConcurrencyConflict:
-                stored = await resources.get(listed.value.resource_id)
+        if await update_resource(resources, listed.value.resource_id, legacy) is not None:
+            marked += 1
     days = BusyDayTable(store)
     client = await store.table(SLOT_LEDGER)
     pages: dict[str, list[str]] = {}

@@ -235,12 +235,17 @@ class EntityTable(Generic[M]):
 
     def to_entity(self, value: M) -> dict[str, Any]:
         partition_key, row_key = self.keys(value)
-        entity = {
+        return {
             "PartitionKey": encode_key(partition_key),
             "RowKey": encode_key(row_key),
             DATA_PROPERTY: value.model_dump_json(context=self.dump_context),
             **self.index_properties(value),
         }
+
+    def _sized_entity(self, value: M) -> dict[str, Any]:
+        """The entity of a single-entity write, refused as Azure would for its size (a
+        transaction checks its entities when it is committed)."""
+        entity = self.to_entity(value)
         check_entity_size(entity)
         return entity
 
@@ -282,7 +287,7 @@ class EntityTable(Generic[M]):
         """Insert if absent; raises AlreadyExists when the keys are taken."""
         client = await self._client()
         try:
-            metadata = await client.create_entity(self.to_entity(value))
+            metadata = await client.create_entity(self._sized_entity(value))
         except AzureError as exc:
             raise translate_error(exc, self._describe(value)) from exc
         return Stored(value=value, etag=str(metadata["etag"]))
@@ -292,7 +297,7 @@ class EntityTable(Generic[M]):
         client = await self._client()
         try:
             metadata = await client.update_entity(
-                self.to_entity(value),
+                self._sized_entity(value),
                 mode=UpdateMode.REPLACE,
                 etag=etag,
                 match_condition=_IF_NOT_MODIFIED,
@@ -305,7 +310,9 @@ class EntityTable(Generic[M]):
         """Write unconditionally: only for entities with a single writer."""
         client = await self._client()
         try:
-            metadata = await client.upsert_entity(self.to_entity(value), mode=UpdateMode.REPLACE)
+            metadata = await client.upsert_entity(
+                self._sized_entity(value), mode=UpdateMode.REPLACE
+            )
         except AzureError as exc:
             raise translate_error(exc, self._describe(value)) from exc
         return Stored(value=value, etag=str(metadata["etag"]))
