@@ -343,6 +343,44 @@ async def test_idempotency_purge_goes_by_the_last_write(adapters: Adapters) -> N
     assert await adapters.idempotency.get("key-1") is None
 
 
+async def test_a_single_entity_azure_would_refuse_for_its_size_is_never_sent(
+    adapters: Adapters,
+) -> None:
+    # Azurite keeps a string property over 64 KiB (UTF-16) that Azure refuses: inserts,
+    # replaces and upserts are checked as transactions are, and nothing is written.
+    small = IdempotencyRecord(key="key-1", request_hash="h", booking_id="bk-1", created_at=T0)
+    # A character outside the Basic Multilingual Plane is 4 bytes of UTF-16: 16,385 of them
+    # take the record's JSON past 64 KiB, 16,000 do not.
+    huge = small.model_copy(update={"response_body": "\U0001f600" * 16_385})
+    with pytest.raises(TransactionTooLarge, match="64 KiB"):
+        await adapters.idempotency.add(huge)
+    assert await adapters.idempotency.get("key-1") is None
+
+    stored = await adapters.idempotency.add(small)
+    with pytest.raises(TransactionTooLarge, match="64 KiB"):
+        await adapters.idempotency.update(huge, stored.etag)
+    kept = await adapters.idempotency.get("key-1")
+    assert kept is not None
+    assert kept.value.response_body is None
+    near_the_limit = small.model_copy(update={"response_body": "\U0001f600" * 16_000})
+    await adapters.idempotency.update(near_the_limit, kept.etag)
+    kept = await adapters.idempotency.get("key-1")
+    assert kept is not None
+    assert kept.value.response_body == near_the_limit.response_body
+
+    record = SubscriptionRecord(
+        subscription_id="sub-1",
+        resource_id="room-1",
+        mailbox="room-1@contoso.com",
+        client_state=SecretStr("s" * 40),
+        expires_at=T0,
+        created_at=T0,
+    )
+    with pytest.raises(TransactionTooLarge, match="64 KiB"):
+        await adapters.subscriptions.save(record.model_copy(update={"mailbox": "m" * 32_769}))
+    assert await adapters.subscriptions.get("sub-1") is None
+
+
 async def test_a_table_client_is_built_once_per_table_not_per_call(adapters: Adapters) -> None:
     # Building one costs a pipeline of policies (about 0.13 ms of CPU) on every call.
     first = await adapters.tables.table(RESOURCES)
