@@ -321,6 +321,47 @@ async def test_posts_that_come_during_a_write_are_written_together_after_it(
     assert carried(queue) == [["a"], ["b0", "b3", "b1", "b4", "b2", "b5"]]
 
 
+class TimedQueue(FakeQueue):
+    """A queue that notes the event loop's time each write begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began: list[float] = []
+
+    async def send(
+        self, queue_name: str, message: BaseModel | str, *, delay_seconds: int = 0
+    ) -> None:
+        self.began.append(asyncio.get_running_loop().time())
+        await super().send(queue_name, message, delay_seconds=delay_seconds)
+
+
+async def test_an_idle_webhook_writes_at_once() -> None:
+    queue = TimedQueue()
+    writer = inbound.InboundWriter(queue, spacing=60.0)
+
+    await asyncio.wait_for(writer.write([queued_change("room-1", "a")]), timeout=5)
+
+    assert carried(queue) == [["a"]]
+
+
+async def test_posts_soon_after_a_write_began_wait_for_the_spacing_and_go_in_one_write() -> None:
+    # At one notification per POST and a queue that answers at once, every POST would be
+    # a message of its own: a queue round trip for the webhook, and a dequeue, an
+    # invocation and a delete for the worker.
+    queue, spacing = TimedQueue(), 0.2
+    writer = inbound.InboundWriter(queue, spacing=spacing)
+    await writer.write([queued_change("room-1", "a")])
+
+    async def post(event_id: str, after: float) -> None:
+        await asyncio.sleep(after)
+        await writer.write([queued_change("room-2", event_id)])
+
+    await asyncio.gather(post("b", 0), post("c", 0.02), post("d", 0.04))
+
+    assert carried(queue) == [["a"], ["b", "c", "d"]]
+    assert queue.began[1] - queue.began[0] >= spacing
+
+
 async def test_a_failed_write_fails_each_post_of_its_group_and_the_next_group_is_written(
     gated: tuple[NotificationIntake, GatedQueue],
 ) -> None:
