@@ -16,9 +16,10 @@ skipped as a repeat of the one before (RECONCILE_REPEAT_WITHIN_MINUTES 0). Then:
 - the subscription upkeep renewing every subscription (all due): wall time, Graph
   requests;
 - `--rate` (200) change notifications a second, one per POST, spread round-robin over
-  every mailbox's events, for `--duration` (60) s: webhook acknowledgement, how long
-  until the sync-inbound queue is empty (every change applied), and the changes a second
-  that makes for the one inbound worker process;
+  every mailbox's events, for `--duration` (60) s: webhook acknowledgement, the
+  sync-inbound messages still queued when the load ends, how long until the queue is
+  empty (every change applied), and the changes a second that makes for the one inbound
+  worker process;
 - the memory (VmRSS now, VmHWM peak) of each host process at the end.
 
 Table Storage requests are counted by a pass-through proxy in front of Azurite's Table
@@ -55,7 +56,7 @@ from bench.stack import Stack, peak_rss_bytes, rss_bytes, running_stack
 from bench.webhook import cpu_share, drain_inbound
 from bench.world import add_mailbox, connect, day_zero, mailbox_address, seed_events, spread_events
 from local.azurite import REPO_ROOT
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE
+from shared.domain.messages import SYNC_INBOUND_QUEUE, SYNC_OUTBOUND_QUEUE
 
 logger = logging.getLogger("bench.scale")
 
@@ -325,6 +326,12 @@ class Scale:
                     return answer.status
 
             result = await open_loop(send, rate=rate / per_post, duration_s=duration)
+        async with QueueClient.from_connection_string(
+            stack.connection_string, SYNC_INBOUND_QUEUE
+        ) as inbound:
+            # What the worker had not caught up with when the load ended (messages, each
+            # of one or more changes), and the changes they came in.
+            behind = await queue_depth(inbound)
         drained_s, left = await drain_inbound(self.client, self.args.drain_within)
         applied_s = time.perf_counter() - started
         cpu = cpu_share(cpu_before, stack.cpu_seconds(), applied_s)
@@ -343,6 +350,7 @@ class Scale:
             "errors": dict(result.errors),
             "latency": dist.as_ms(),
             "applied_after_s": applied_s if drained_s is not None else None,
+            "messages_behind_at_load_end": behind,
             "left": left,
             "graph_requests": graph,
             "table_requests": tables,
@@ -350,7 +358,8 @@ class Scale:
             "workers_cpu_ms_per_change": workers_cpu_ms,
         }
         applied = (
-            f"{applied_s:.1f} s from the first POST ({drained_s:.1f} s after the load)"
+            f"{applied_s:.1f} s from the first POST ({drained_s:.1f} s after the load, "
+            f"{behind:,} messages behind when it ended)"
             if drained_s is not None
             else f"not within {self.args.drain_within:.0f} s after the load ({left} left)"
         )
