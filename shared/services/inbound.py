@@ -727,8 +727,16 @@ class EventChangeHandler:
             return
         stamped = False
         if event.booking_id is not None:
+            mapping = await self._mappings.get(resource.resource_id, event.booking_id)
+            if mapping is not None and mapping.value.event_id == event.event_id:
+                # Ours after all: the create's answer was recorded after this change's
+                # mapping was looked for by the event's id. Applied as a change of ours
+                # (an echo of our own write changes nothing).
+                if resource.settings.direction.pushes:
+                    await self._applier.apply(resource, mapping, event, SyncDirection.INBOUND)
+                return
             # Ours but not mapped: a create's event whose answer is not recorded (yet).
-            done = await self._push.settle_unmapped_event(resource, event)
+            done = await self._push.settle_unmapped_event(resource, event, mapping)
             if done is not None:
                 self._log(work, resource, change, done, SyncOutcome.OK)
                 return

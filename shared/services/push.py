@@ -504,7 +504,9 @@ class PushService:
             return await self._take_unanswered_create(mapping, forgotten, now)
         return await self._take_found(resource, mapping, found, now)
 
-    async def settle_unmapped_event(self, resource: Resource, event: CalendarEvent) -> str | None:
+    async def settle_unmapped_event(
+        self, resource: Resource, event: CalendarEvent, mapping: Stored[EventMapping] | None
+    ) -> str | None:
         """An event carrying a booking id that no mapping names, seen in a calendar: most
         often what one attempt of a create made while another attempt's answer was
         recorded (Graph slow to answer: the gateway sent it again, and both made an
@@ -514,6 +516,8 @@ class PushService:
         is), the rest removed; beside the mapped one, the others are duplicates and
         removed. Returns what was done, for the log; None when the id names no booking
         of this resource (an app wrote it, or garbage): not ours, so busy time.
+
+        `mapping` is the booking's mapping in this resource, read after the event.
 
         Raises PushDeferred while a create of the booking may still land there and the
         event is not at the times it was sent with: the Outlook user moved it before the
@@ -525,7 +529,6 @@ class PushService:
         now = self._clock()
         # The mapping first: a create of this booking under way here (the common case, a
         # create's own notification before its answer) settles it without more reads.
-        mapping = await self._mappings.get(resource_id, booking_id)
         if mapping is not None and mapping.value.create_may_land(now):
             if mapping.value.written_by_us(event.start, event.end):
                 # The create's own event as sent (its notification came before its

@@ -149,6 +149,41 @@ async def test_a_change_without_a_change_key_is_read_and_our_own_write_found_unc
     assert await inbox.status() == (BookingStatus.CONFIRMED, T0)
 
 
+def looked_up_before_the_answer(inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change's mapping is looked for by event id before the create's answer is
+    recorded (its notification came first), and the event read after it was."""
+
+    async def not_yet(resource_id: str, event_id: str) -> Stored[EventMapping] | None:
+        return None
+
+    monkeypatch.setattr(inbox.world.mappings, "find_by_event", not_yet)
+
+
+async def test_a_change_of_ours_recorded_after_its_lookup_is_applied_as_ours(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up_before_the_answer(inbox, monkeypatch)
+    moved = inbox.move_in_outlook()
+
+    await inbox.notify(change_key=moved.change_key)
+
+    assert await inbox.status() == (BookingStatus.RESCHEDULED, LATER[0])
+    assert all("left to reconcile" not in action for action, _ in inbox.log())
+
+
+async def test_an_echo_recorded_after_its_lookup_changes_and_logs_nothing(
+    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked_up_before_the_answer(inbox, monkeypatch)
+    before = await inbox.mapping()
+
+    await inbox.notify(change_key=None)
+
+    assert inbox.log() == []
+    assert await inbox.mapping() == before
+    assert await inbox.status() == (BookingStatus.CONFIRMED, T0)
+
+
 async def test_a_delete_is_never_an_echo_even_with_our_change_key(inbox: Inbox) -> None:
     ours = (await inbox.mapping()).value.change_key
     event_id = inbox.event.event_id
