@@ -28,7 +28,12 @@ from shared.domain.calendar import (
     SubscriptionRecord,
     Unavailability,
 )
-from shared.domain.errors import GraphAccessDenied, GraphNotFound, calendar_refused
+from shared.domain.errors import (
+    GraphAccessDenied,
+    GraphNotFound,
+    StorageUnavailable,
+    calendar_refused,
+)
 from shared.domain.messages import (
     MAX_CHANGES_PER_MESSAGE,
     MAX_MESSAGE_BYTES,
@@ -82,6 +87,11 @@ MAX_NOTIFICATIONS_PER_POST = 1000
 # The webhook's queue writes begin at least this far apart; what comes meanwhile goes in the
 # next one (an idle webhook writes at once).
 WRITE_SPACING_SECONDS = 0.01
+# Graph delivers a notification again when its POST is answered within 10 s, even with an
+# error, and may drop it when not (learn.microsoft.com/graph/change-notifications-delivery-
+# webhooks, "HTTP codes and retry logic"); a storage client retrying a dropped connection
+# waits far longer. So every POST is answered within this, 503 when its write is not done.
+WRITE_DEADLINE_SECONDS = 5.0
 # Graph's subscription ids are GUIDs; anything else is refused before it reaches storage
 # or a log line.
 SUBSCRIPTION_ID_PATTERN = (
@@ -89,11 +99,18 @@ SUBSCRIPTION_ID_PATTERN = (
 )
 
 
+# Far above what Graph sends (an event id is about 150 characters, a changeKey 40), and
+# far below what would not fit a queue message: an item too big for any message would
+# fail the write of every POST packed with it.
+MAX_ID_CHARS = 1024
+MAX_NAME_CHARS = 64
+
+
 class ResourceData(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    id: str | None = None
-    etag: str | None = Field(default=None, alias="@odata.etag")
+    id: Annotated[str | None, Field(max_length=MAX_ID_CHARS)] = None
+    etag: Annotated[str | None, Field(alias="@odata.etag", max_length=MAX_ID_CHARS)] = None
 
 
 class GraphNotification(BaseModel):
@@ -106,8 +123,10 @@ class GraphNotification(BaseModel):
     tenant_id: Annotated[str | None, Field(alias="tenantId", max_length=100)] = None
     # Real lifecycle notifications carry organizationId instead (docs-contrib #84).
     organization_id: Annotated[str | None, Field(alias="organizationId", max_length=100)] = None
-    change_type: Annotated[str | None, Field(alias="changeType")] = None
-    lifecycle_event: Annotated[str | None, Field(alias="lifecycleEvent")] = None
+    change_type: Annotated[str | None, Field(alias="changeType", max_length=MAX_NAME_CHARS)] = None
+    lifecycle_event: Annotated[
+        str | None, Field(alias="lifecycleEvent", max_length=MAX_NAME_CHARS)
+    ] = None
     resource_data: Annotated[ResourceData | None, Field(alias="resourceData")] = None
 
 
@@ -219,9 +238,16 @@ class InboundWriter:
     event loop.
     """
 
-    def __init__(self, queue: MessageQueue, *, spacing: float = WRITE_SPACING_SECONDS) -> None:
+    def __init__(
+        self,
+        queue: MessageQueue,
+        *,
+        spacing: float = WRITE_SPACING_SECONDS,
+        deadline: float = WRITE_DEADLINE_SECONDS,
+    ) -> None:
         self._queue = queue
         self._spacing = spacing
+        self._deadline = deadline
         # The group still taking work, and its write (which waits for the one before).
         self._forming: tuple[list[EventChange | LifecycleEvent], asyncio.Future[None]] | None
         self._forming = None
@@ -241,7 +267,8 @@ class InboundWriter:
             self._last_started = -math.inf
         if self._forming is None:
             group: list[EventChange | LifecycleEvent] = []
-            self._last = asyncio.ensure_future(self._flush(group, self._last))
+            deadline = asyncio.get_running_loop().time() + self._deadline
+            self._last = asyncio.ensure_future(self._flush(group, self._last, deadline))
             # Its waiters get its outcome; this marks a failure seen even when all of them
             # stopped waiting, so asyncio does not report it as never retrieved.
             self._last.add_done_callback(_seen)
@@ -252,20 +279,36 @@ class InboundWriter:
         await asyncio.shield(written)
 
     async def _flush(
-        self, group: list[EventChange | LifecycleEvent], previous: asyncio.Future[None] | None
+        self,
+        group: list[EventChange | LifecycleEvent],
+        previous: asyncio.Future[None] | None,
+        deadline: float,
     ) -> None:
-        if previous is not None and not previous.done():
-            # Its outcome is its own group's: every waiter of that group receives it.
-            await asyncio.wait([previous])
-        loop = asyncio.get_running_loop()
-        wait = self._last_started + self._spacing - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._last_started = loop.time()
+        try:
+            # Every POST of the group is answered by `deadline` (the group's first POST
+            # plus the deadline), stored or 503: the groups before it end by theirs.
+            async with asyncio.timeout_at(deadline):
+                if previous is not None and not previous.done():
+                    # Its outcome is its own group's: every waiter of that group gets it.
+                    await asyncio.wait([previous])
+                loop = asyncio.get_running_loop()
+                wait = self._last_started + self._spacing - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._last_started = loop.time()
+                self._close(group)
+                outgoing = pack_inbound_work(group)
+                await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"{SYNC_INBOUND_QUEUE} did not take the webhook's work within {self._deadline:g} s"
+            ) from None
+        finally:
+            self._close(group)
+
+    def _close(self, group: list[EventChange | LifecycleEvent]) -> None:
         if self._forming is not None and self._forming[0] is group:
             self._forming = None  # later work forms the next group
-        outgoing = pack_inbound_work(group)
-        await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
 
 
 def _seen(write: asyncio.Future[Any]) -> None:

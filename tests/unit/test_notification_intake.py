@@ -362,6 +362,27 @@ async def test_posts_soon_after_a_write_began_wait_for_the_spacing_and_go_in_one
     assert queue.began[1] - queue.began[0] >= spacing
 
 
+async def test_a_write_the_queue_never_answers_is_503_in_time_and_the_next_goes_through() -> None:
+    # Graph retries a POST answered within 10 s, even with an error, and may drop what it
+    # gets no answer to (change-notifications-delivery-webhooks, "HTTP codes and retry
+    # logic"); a storage client retrying a dropped connection waits far longer.
+    queue, deadline = GatedQueue(), 0.2
+    writer = inbound.InboundWriter(queue, spacing=0, deadline=deadline)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    hung = asyncio.ensure_future(writer.write([queued_change("room-1", "a")]))
+    await until(lambda: queue.writes_started == 1)
+    behind = asyncio.ensure_future(writer.write([queued_change("room-2", "b")]))
+
+    outcomes = await asyncio.wait_for(asyncio.gather(hung, behind, return_exceptions=True), 5)
+
+    assert [type(o) for o in outcomes] == [StorageUnavailable, StorageUnavailable]
+    assert loop.time() - began < 4 * deadline
+    queue.gate.set()  # the queue is back: the next POST is written at once
+    await asyncio.wait_for(writer.write([queued_change("room-3", "c")]), timeout=deadline)
+    assert carried(queue) == [["c"]]
+
+
 async def test_a_failed_write_fails_each_post_of_its_group_and_the_next_group_is_written(
     gated: tuple[NotificationIntake, GatedQueue],
 ) -> None:
@@ -786,6 +807,39 @@ async def test_malformed_notification_bodies_are_4xx_and_enqueue_nothing(
     assert error["code"]
     assert error["message"]
     assert sent(world) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "item"),
+    [
+        ("value.0.resourceData.id", {"resourceData": {"id": "A" * 60_000}}),
+        ("value.0.resourceData.@odata.etag", {"resourceData": {"@odata.etag": "W" * 60_000}}),
+        ("value.0.changeType", {"changeType": "updated" * 10_000}),
+        ("value.0.lifecycleEvent", {"lifecycleEvent": "missed" * 10_000}),
+    ],
+)
+async def test_an_item_no_graph_notification_could_be_is_400_and_costs_no_one_else(
+    world: FakeWorld, field: str, item: dict[str, Any]
+) -> None:
+    # With the subscription's clientState, one such item fitted no queue message and failed
+    # the whole write it was packed into: every POST sharing it was answered 503.
+    oversized = change("room-1", "e1")
+    oversized.update(item)
+    if "resourceData" in item:
+        oversized["resourceData"] = {
+            **change("room-1", "e1")["resourceData"],
+            **item["resourceData"],
+        }
+
+    answers = await asyncio.gather(
+        post_raw(json.dumps({"value": [oversized]}).encode()),
+        post([change("room-2", "e2")]),
+    )
+
+    assert answers[0].status_code == 400
+    assert field in json.loads(answers[0].get_body())["error"]["message"]
+    assert answers[1].status_code == 202
+    assert carried(world.queue) == [["e2"]]
 
 
 async def test_a_notification_body_declared_as_text_is_415(world: FakeWorld) -> None:
