@@ -232,7 +232,17 @@ class HttpTriggerServer:
         self, entry: HttpFunction, request: web.Request, route_values: dict[str, str]
     ) -> web.StreamResponse:
         """The function's answer, or 502 once the response limit passed (it runs on)."""
-        http_request = await to_function_request(request, route_values, self._local_caller)
+        try:
+            http_request = await to_function_request(request, route_values, self._local_caller)
+        except ConnectionResetError:
+            # The client left before its body ended: nobody to answer and nothing to run.
+            # Kestrel reports such a request as ConnectionBadRequest, in the category
+            # Microsoft.AspNetCore.Server.Kestrel.BadRequests at Debug (KestrelTrace.
+            # BadRequests.cs), not as an error of the host.
+            logger.debug(
+                "%s %s: the client left before its body ended", request.method, request.path
+            )
+            return web.Response(status=400)
         reason = f"HTTP {request.method} {request.path}"
         invocation = asyncio.ensure_future(self._invoke_in_slot(entry, http_request, reason))
         try:

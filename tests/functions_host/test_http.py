@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,31 @@ async def test_post_body_reaches_the_function(
         assert response.status == 200
         answer = await response.json()
     assert (answer["id"], answer["method"], answer["body"]) == ("abc", "POST", '{"n": 1}')
+
+
+async def test_a_client_gone_before_its_body_ended_is_no_error_and_runs_nothing(
+    host: RunningHost, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The client's connection ends halfway through its declared body: the function is not
+    # called, and it is not logged as an error of the host (Kestrel: Debug).
+    caplog.set_level(logging.INFO)
+    port = int(host.url.rsplit(":", 1)[1])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /api/items/abc HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Length: 100\r\nContent-Type: application/json\r\n\r\n" + b'{"n": '
+    )
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    # The host goes on serving, and the next request is the only one the function saw.
+    async with client.post(f"{host.url}/api/items/abc", data='{"n": 1}') as response:
+        assert response.status == 200
+    await asyncio.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    executed = [r for r in caplog.records if "Executing 'Functions.item'" in r.getMessage()]
+    assert len(executed) == 1
 
 
 async def test_a_method_the_route_does_not_allow_is_404(
