@@ -232,10 +232,13 @@ class InboundWriter:
     `spacing` apart, so a queue that answers faster than POSTs come still gets them
     together. An idle webhook writes at once; a busy one writes a few messages where it
     would write one per POST: fewer queue round trips for the webhook, and fewer
-    dequeues, invocations and deletes for the inbound worker. A failed write fails every
-    POST of its group (Graph delivers them again; handling is idempotent), and the next
-    group is written regardless. One instance per process, on the Functions worker's
-    event loop.
+    dequeues, invocations and deletes for the inbound worker.
+
+    Every POST is answered by `deadline` after its group's first POST. A failed write
+    fails every POST of its group (Graph delivers them again; handling is idempotent);
+    until a write lands again, one write at a time tries the queue and the POSTs that come
+    meanwhile are refused at once rather than each holding an invocation for the
+    deadline. One instance per process, on the Functions worker's event loop.
     """
 
     def __init__(
@@ -253,6 +256,9 @@ class InboundWriter:
         self._forming = None
         self._last: asyncio.Future[None] | None = None
         self._last_started = -math.inf  # the event loop's time the last write began
+        # The last write failed: until one lands, one write at a time tries the queue and
+        # the POSTs that come meanwhile are 503 at once instead of holding an invocation.
+        self._failing = False
 
     async def write(self, messages: Sequence[EventChange | LifecycleEvent]) -> None:
         """Returns once `messages` are stored in the queue. Raises what the write raised
@@ -266,6 +272,10 @@ class InboundWriter:
             self._forming = self._last = None  # left by an event loop that has ended
             self._last_started = -math.inf
         if self._forming is None:
+            if self._failing and self._last is not None and not self._last.done():
+                raise StorageUnavailable(
+                    f"{SYNC_INBOUND_QUEUE} failed the last write and is being tried again"
+                )
             group: list[EventChange | LifecycleEvent] = []
             deadline = asyncio.get_running_loop().time() + self._deadline
             self._last = asyncio.ensure_future(self._flush(group, self._last, deadline))
@@ -300,9 +310,15 @@ class InboundWriter:
                 outgoing = pack_inbound_work(group)
                 await asyncio.gather(*(self._queue.send(SYNC_INBOUND_QUEUE, m) for m in outgoing))
         except TimeoutError:
+            self._failing = True
             raise StorageUnavailable(
                 f"{SYNC_INBOUND_QUEUE} did not take the webhook's work within {self._deadline:g} s"
             ) from None
+        except BaseException:
+            self._failing = True
+            raise
+        else:
+            self._failing = False
         finally:
             self._close(group)
 

@@ -383,6 +383,28 @@ async def test_a_write_the_queue_never_answers_is_503_in_time_and_the_next_goes_
     assert carried(queue) == [["c"]]
 
 
+async def test_while_the_queue_is_down_posts_beside_the_one_trying_it_are_503_at_once() -> None:
+    # A host runs 16 webhook invocations at once: held 5 s each while the queue is down,
+    # the POSTs queued in front of the host would wait past Graph's 10 s.
+    queue, deadline = GatedQueue(), 0.2
+    writer = inbound.InboundWriter(queue, spacing=0, deadline=deadline)
+    with pytest.raises(StorageUnavailable):
+        await writer.write([queued_change("room-1", "a")])
+    trying = asyncio.ensure_future(writer.write([queued_change("room-1", "b")]))
+    await until(lambda: queue.writes_started == 2)
+    loop = asyncio.get_running_loop()
+
+    began = loop.time()
+    with pytest.raises(StorageUnavailable):
+        await writer.write([queued_change("room-2", "c")])
+    assert loop.time() - began < deadline / 4
+
+    queue.gate.set()  # back: the write trying it lands, and the POSTs after it are written
+    await trying
+    await writer.write([queued_change("room-3", "d")])
+    assert carried(queue) == [["b"], ["d"]]
+
+
 async def test_a_failed_write_fails_each_post_of_its_group_and_the_next_group_is_written(
     gated: tuple[NotificationIntake, GatedQueue],
 ) -> None:
