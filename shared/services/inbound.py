@@ -271,6 +271,7 @@ class InboundWriter:
         ):
             self._forming = self._last = None  # left by an event loop that has ended
             self._last_started = -math.inf
+            self._failing = False
         if self._forming is None:
             if self._failing and self._last is not None and not self._last.done():
                 raise StorageUnavailable(
