@@ -91,7 +91,9 @@ WRITE_SPACING_SECONDS = 0.01
 # error, and may drop it when not (learn.microsoft.com/graph/change-notifications-delivery-
 # webhooks, "HTTP codes and retry logic"); a storage client retrying a dropped connection
 # waits far longer. So every POST is answered within this, 503 when its write is not done.
-WRITE_DEADLINE_SECONDS = 5.0
+# A POST may first wait for one of the host's invocations (16 at once) that are each held
+# for it when the queue stops answering: 3 s keeps the two together within Graph's 10 s.
+WRITE_DEADLINE_SECONDS = 3.0
 # Graph's subscription ids are GUIDs; anything else is refused before it reaches storage
 # or a log line.
 SUBSCRIPTION_ID_PATTERN = (
