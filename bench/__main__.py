@@ -26,7 +26,7 @@ from bench import cold_start
 from bench.client import StackClient
 from bench.context import Context, Outcome
 from bench.profiles import FULL, PROFILES, QUICK, Profile
-from bench.report import Row, Verdict, load_average, render_table, write_json
+from bench.report import Row, Verdict, load_average, load_text, render_table, write_json
 from bench.scenarios import SCENARIOS, Scenario, measure_import, whole_run
 from bench.stack import Stack, running_stack
 from local.azurite import REPO_ROOT
@@ -113,10 +113,6 @@ async def run_on_stack(
     return outcomes
 
 
-def _load_text(load: tuple[float, float, float] | None) -> str:
-    return "n/a" if load is None else f"{load[0]:.1f}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -152,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = {"start": load_at_start, "end": load_average()}
     print(
         f"Booking Sync benchmarks, profile {profile.name}, {elapsed:.0f} s, "
-        f"{os.cpu_count()} CPUs, load average {_load_text(load['start'])} at start, "
-        f"{_load_text(load['end'])} at end; "
+        f"{os.cpu_count()} CPUs, load average {load_text(load['start'])} at start, "
+        f"{load_text(load['end'])} at end; "
         + ("one host process" if args.single_host else "HTTP and queue/timer hosts apart")
         + ("; one Azurite process" if args.single_azurite else "; an Azurite process per service")
     )

@@ -65,6 +65,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def load_text(load: tuple[float, float, float] | None) -> str:
+    """The 1-minute load average as the reports print it."""
+    return "n/a" if load is None else f"{load[0]:.1f}"
+
+
 def load_average() -> tuple[float, float, float] | None:
     """The 1/5/15-minute load averages (other work on the machine skews every figure)."""
     try:

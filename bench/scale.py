@@ -51,7 +51,7 @@ from azure.storage.queue.aio import QueueClient
 from bench.client import StackClient
 from bench.context import quiet
 from bench.load import Distribution, open_loop
-from bench.report import Row, judged, load_average, mib, ms, render_table
+from bench.report import Row, judged, load_average, load_text, mib, ms, render_table
 from bench.stack import Stack, peak_rss_bytes, rss_bytes, running_stack
 from bench.webhook import cpu_share, drain_inbound
 from bench.world import add_mailbox, connect, day_zero, mailbox_address, seed_events, spread_events
@@ -459,8 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = asyncio.run(_main(args, counting))  # noqa: TID251 - a command line tool owns its loop
     header = (
         f"Booking Sync at scale: {args.resources:,} resources, "
-        f"{time.perf_counter() - started:.0f} s, load average {load_at_start} at start, "
-        f"{load_average()} at end, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        f"{time.perf_counter() - started:.0f} s, load average {load_text(load_at_start)} at start, "
+        f"{load_text(load_average())} at end, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
     sys.stdout.write(header + "\n" + scale.figures["table"] + "\n")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
