@@ -300,6 +300,7 @@ class ResourceService:
         )
         mapped = {m.value.booking_id: m.value for m in mappings}
         unmapped = {c.value.booking_id for c in checks} - set(mapped)
+        await self._remove_left_behind(resource, mapped, now)
 
         async def behind(booking_id: str) -> PushBooking | None:
             async with gate:
@@ -314,6 +315,37 @@ class ResourceService:
         for push in await asyncio.gather(*(behind(b) for b in sorted({*mapped, *unmapped}))):
             if push is not None:
                 await self._queue.send(SYNC_OUTBOUND_QUEUE, push)
+
+    async def _remove_left_behind(
+        self, resource: Resource, mapped: dict[str, EventMapping], now: datetime
+    ) -> None:
+        """Events of ours a removal let go of but could not delete: its DELETE failed,
+        and the reconnect then stopped its retries. The catch-up's pushes write each
+        live booking a new event (never the removed one back: a DELETE answered with an
+        error may still have landed), so what is left is removed first, not a full
+        round later. One listing of our events, made only when some mapping holds no
+        event, none of a create on its way, and is not detached (a detached event is
+        the Outlook user's now)."""
+        bare = {
+            booking_id
+            for booking_id, mapping in mapped.items()
+            if mapping.event_id is None
+            and not mapping.detached
+            and not mapping.event_may_still_land(now)
+        }
+        if not bare:
+            return
+        mailbox = resource.settings.mailbox
+        left = [e for e in await self._gateway.list_our_events(mailbox) if e.booking_id in bare]
+        if not left:
+            return
+        results = await self._gateway.write_batch(
+            [EventWrite(mailbox=mailbox, op="delete", event_id=e.event_id) for e in left]
+        )
+        failed = [result.error for result in results if result.error is not None]
+        if failed:
+            raise failed[0]  # the connect is tried again (it replaces its subscription)
+        logger.warning("%d events a removal left in %s removed on reconnect", len(left), mailbox)
 
     async def _mark_connected(self, resource_id: str) -> None:
         now = self._clock()

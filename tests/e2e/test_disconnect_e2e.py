@@ -56,3 +56,55 @@ async def test_disconnect_removing_events_answers_202_and_the_worker_removes_the
     status, again = await stack.call("DELETE", f"/resources/{room}?removeEvents=true")
     assert status == 200, again
     assert again["status"]["state"] == "disconnected"
+
+
+async def test_a_reconnect_after_the_removals_delete_failed_leaves_one_event(
+    stack: Stack, mb: Mailboxes
+) -> None:
+    """The removal let go of the booking's event and its DELETE failed (a 503 past the
+    gateway's retries); a PUT then reconnects the resource before the queue tries the
+    removal again, which therefore stops. The reconnect removes the event left behind
+    and writes the booking's new one: one event, not two until a full round."""
+    room = await stack.connect(mb.room)
+    status, made = await stack.call("POST", "/bookings", booking([room], **slot(hours=3)))
+    assert status == 201, made
+    await eventually(partial(synced, stack, made["bookingId"]), within=15)
+    [old] = await our_events(stack, mb.room)
+    fault = await stack.control(
+        "POST",
+        "/faults",
+        {
+            "mailbox": mb.room,
+            "pathContains": "/events",
+            "method": "DELETE",
+            "status": 503,
+            "retryAfter": 31,
+            "count": 1,
+        },
+    )
+
+    status, view = await stack.call("DELETE", f"/resources/{room}?removeEvents=true")
+    assert status == 202, view
+
+    async def delete_refused() -> bool:
+        faults = await stack.control("GET", "/faults")
+        return all(f["id"] != fault["id"] for f in faults["value"])
+
+    await eventually(delete_refused, within=15)  # the queue's next try is 5 s away
+    status, body = await stack.call(
+        "PUT", f"/resources/{room}", {"mailbox": mb.room, "displayName": room}
+    )
+    assert status == 202, body
+
+    async def one_event_synced() -> dict[str, Any] | None:
+        events = await our_events(stack, mb.room)
+        current = await synced(stack, made["bookingId"])
+        return current if current and len(events) == 1 else None
+
+    current = await eventually(one_event_synced, within=20)
+    await asyncio.sleep(6)  # past the removal's next try, which finds the resource connected
+    [event] = await our_events(stack, mb.room)
+    assert event["id"] != old["id"]  # never the removed one back
+    assert current["sync"][0]["eventId"] == event["id"]
+    _, resource = await stack.call("GET", f"/resources/{room}")
+    assert resource["status"]["state"] == "connected", resource

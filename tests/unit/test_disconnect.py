@@ -18,6 +18,7 @@ from shared.domain.calendar import (
     EventMapping,
     WrittenTimes,
 )
+from shared.domain.errors import GraphTransient
 from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource, EventChange
 from shared.domain.resources import (
     ConnectionState,
@@ -495,6 +496,7 @@ async def test_a_reconnect_while_a_removal_chunk_is_on_its_way_keeps_the_live_ev
         send = world.calendar.write_batch
 
         async def slow_deletes(writes: list[EventWrite]) -> list[EventWriteResult]:
+            monkeypatch.setattr(world.calendar, "write_batch", send)  # the chunk's alone
             await reconnect()
             return await send(writes)
 
@@ -561,6 +563,7 @@ async def test_a_removal_delete_landing_after_the_reconnect_rewrote_it_is_not_an
 
     async def slow_deletes(writes: list[EventWrite]) -> list[EventWriteResult]:
         if all(w.op == "delete" for w in writes):
+            monkeypatch.setattr(world.calendar, "write_batch", send)  # the chunk's alone
             await world.services.resources.put("room-1", settings)
             await world.finish_connects()
             world.queue.sent = [
@@ -604,3 +607,56 @@ async def test_a_booking_over_that_never_got_its_event_is_not_pending_for_ever()
 
     assert world.calendar.events[ROOM] == {}
     assert [s.state for s in (await world.services.bookings.get(booking_id)).sync] == ["removed"]
+
+
+async def test_a_reconnect_after_a_removal_delete_failed_leaves_one_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunk let go of the mapping, and its DELETE failed (Graph down past the
+    gateway's retries): the event is still in the calendar when a PUT reconnects, and
+    the removal's retry then finds the resource connected and stops. The catch-up
+    removes it before writing the booking's new event, not a full round later."""
+    world, settings = await connected_room()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [old] = world.calendar.events[ROOM].values()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+
+    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        return [EventWriteResult(error=GraphTransient("503 serviceUnavailable")) for _ in writes]
+
+    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    with pytest.raises(GraphTransient):
+        await world.services.resources.remove_events(work)
+    monkeypatch.undo()
+    await reconnect(world, settings)
+    await world.services.resources.remove_events(work)  # the queue's retry: reconnected
+    await world.push_all()
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    await assert_one_event_synced(world, booking_id)
+    assert old.event_id not in world.calendar.events[ROOM]  # never the removed one back
+
+
+async def test_a_reconnect_leaves_a_detached_event_where_it_is() -> None:
+    """An event the Outlook user took from the booking (detached) is theirs: a reconnect
+    looking for what a removal left behind must not take it for one of ours."""
+    world, settings = await connected_room()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    [kept] = world.calendar.events[ROOM].values()
+    mapping = await world.mappings.get("room-1", booking_id)
+    assert mapping is not None
+    await world.mappings.update(
+        mapping.value.model_copy(update={"event_id": None, "change_key": None, "detached": True}),
+        mapping.etag,
+    )
+    await world.services.resources.disconnect("room-1", remove_events=False)
+    world.queue.sent.clear()
+
+    await reconnect(world, settings)
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    assert list(world.calendar.events[ROOM]) == [kept.event_id]
