@@ -660,3 +660,40 @@ async def test_a_reconnect_leaves_a_detached_event_where_it_is() -> None:
 
     assert await state_of(world) is ConnectionState.CONNECTED
     assert list(world.calendar.events[ROOM]) == [kept.event_id]
+
+
+async def test_a_reconnect_whose_removal_of_what_was_left_fails_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Graph still refuses the DELETE when the reconnect removes the event left behind:
+    the connect fails (the queue tries it again) before any new event is written, and
+    its next try leaves one event."""
+    world, settings = await connected_room()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    send = world.calendar.write_batch
+
+    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        if all(w.op == "delete" for w in writes):
+            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
+        return await send(writes)
+
+    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    with pytest.raises(GraphTransient):
+        await world.services.resources.remove_events(work)
+    await world.services.resources.put("room-1", settings)
+    [connect] = [(q, b) for q, b in world.queue.sent if '"connect_resource"' in b]
+    with pytest.raises(GraphTransient):
+        await world.finish_connects()
+    assert len(world.calendar.events[ROOM]) == 1  # nothing written beside it
+    monkeypatch.undo()
+    world.queue.sent.append(connect)  # the queue's next try
+
+    await world.finish_connects()
+    await world.push_all()
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    await assert_one_event_synced(world, booking_id)
