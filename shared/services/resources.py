@@ -283,13 +283,20 @@ class ResourceService:
         await self._mark_connected(resource.resource_id)
         await self._log(resource.resource_id, "connected", SyncOutcome.OK)
 
-    async def _catch_up(self, resource: Resource) -> None:
+    async def _catch_up(self, resource: Resource, *, by_removal: bool = False) -> None:
         """A reconnect: what no push could write while the resource was disconnected (or
         disconnecting) is written now, not at its next full round (an incremental one
         looks only at what changed): the events a `removeEvents` took from live bookings
         still ahead, cancels made meanwhile, and bookings made just before the
         disconnect whose first push found it under way (no mapping: their calendar
-        checks, marked when they were made, name them). A new resource has neither."""
+        checks, marked when they were made, name them). A new resource has neither.
+
+        Events a removal left behind are removed first. When that fails, the connect's
+        catch-up raises before any push (its message is tried again and finds the same);
+        a removal's (`by_removal`, the resource reconnected while a chunk was on its way)
+        logs it and sends the pushes all the same, since its message is not tried again
+        once the resource is reconnected: the live bookings get their events, and what
+        is left waits for a full round."""
         if not resource.settings.direction.pushes:
             return
         resource_id = resource.resource_id
@@ -300,7 +307,16 @@ class ResourceService:
         )
         mapped = {m.value.booking_id: m.value for m in mappings}
         unmapped = {c.value.booking_id for c in checks} - set(mapped)
-        await self._remove_left_behind(resource, mapped, now)
+        try:
+            await self._remove_left_behind(resource, mapped, now)
+        except GraphError as exc:
+            if not by_removal:
+                raise
+            logger.warning(
+                "events a removal left in %s not removed (%s); the pushes go out",
+                resource.settings.mailbox,
+                exc.code,
+            )
 
         async def behind(booking_id: str) -> PushBooking | None:
             async with gate:
@@ -439,7 +455,7 @@ class ResourceService:
                 # mappings just let go of is written again.
                 after = await self._resources.get(work.resource_id)
                 if after is not None:
-                    await self._catch_up(after.value)
+                    await self._catch_up(after.value, by_removal=True)
             return
         if not await self._still_disconnecting(work):
             return  # reconnected while the calendar was listed: its events stay
@@ -457,7 +473,7 @@ class ResourceService:
             # Reconnected while this chunk was on its way: the connect's catch-up may
             # have looked before these mappings let go of their events, so the live
             # bookings among them are written again here (pushes are idempotent).
-            await self._catch_up(after.value)
+            await self._catch_up(after.value, by_removal=True)
         failed = [result.error for result in results if result.error is not None]
         if failed:
             raise failed[0]

@@ -697,3 +697,45 @@ async def test_a_reconnect_whose_removal_of_what_was_left_fails_is_tried_again(
 
     assert await state_of(world) is ConnectionState.CONNECTED
     await assert_one_event_synced(world, booking_id)
+
+
+async def test_a_reconnect_during_a_chunk_whose_deletes_fail_still_writes_the_live_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PUT reconnects as the chunk unmaps our events (the connect's catch-up looks
+    before they are unmapped), then Graph refuses the chunk's DELETEs and the removal's
+    catch-up's own DELETE of what is left. The removal's message is not tried again
+    once the resource is connected, so the live booking's event must be written all
+    the same (what is left waits for a full round), not left unwritten."""
+    world, settings = await connected_room()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    update, send = world.mappings.update, world.calendar.write_batch
+
+    async def reconnect_first(mapping: EventMapping, etag: str) -> Any:
+        monkeypatch.setattr(world.mappings, "update", update)
+        await world.services.resources.put("room-1", settings)
+        await world.finish_connects()
+        return await update(mapping, etag)
+
+    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        if all(w.op == "delete" for w in writes):
+            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
+        return await send(writes)
+
+    monkeypatch.setattr(world.mappings, "update", reconnect_first)
+    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    with pytest.raises(GraphTransient):
+        await world.services.resources.remove_events(work)
+    await world.services.resources.remove_events(work)  # the queue's retry: reconnected
+    monkeypatch.undo()
+    world.queue.sent = [(q, b) for q, b in world.queue.sent if '"disconnect_resource"' not in b]
+    await world.push_all()
+
+    assert await state_of(world) is ConnectionState.CONNECTED
+    [shown] = (await world.services.bookings.get(booking_id)).sync
+    assert shown.state == "synced"
+    assert world.calendar.events[ROOM][shown.event_id or ""].booking_id == booking_id
