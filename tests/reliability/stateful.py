@@ -14,6 +14,9 @@ choices (not the same interleaving of the workers underneath):
   notified), or delivered in duplicate;
 - **host kill** (when the run has a host process of its own): SIGKILL of the Functions
   host in the middle of whatever is under way, and a restart;
+- **disconnect**: a resource disconnected with `removeEvents` (the worker removes our
+  events from its calendar) and connected again a few steps later with the same
+  settings, whatever the removal has done by then (API calls and Outlook edits go on);
 - **timer**: the reconcile timer fires (a round per resource is queued, not awaited);
 - **wait**: let the workers get on with it (1-3 s).
 
@@ -69,6 +72,7 @@ RULES = (
     ("pause notifications", 6),
     ("duplicate notifications", 4),
     ("timer", 4),
+    ("disconnect", 3),
     ("wait", 10),
 )
 FAULT_STATUSES = (503, 429, 403)
@@ -111,6 +115,9 @@ class StatefulRun:
     applied: list[str] = field(default_factory=list)
     # Foreign events the Outlook user made: id → (mailbox, changeKey they last saw).
     foreign: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Resources disconnected: id → steps until they are connected again.
+    disconnected: dict[str, int] = field(default_factory=dict)
+    disconnects: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -148,6 +155,8 @@ class StatefulRun:
             self.paused_for = self.rng.randint(3, 8)
         elif rule == "host kill" and self.kill is not None:
             await self.kill()
+        elif rule == "disconnect":
+            await self._disconnect()
         elif rule == "timer":
             await enqueue_rounds(self.connection_string, [m.resource_id for m in self.members])
         elif rule == "duplicate notifications":
@@ -220,6 +229,29 @@ class StatefulRun:
         assert status == 200, master
         self.foreign[master["id"]] = (member.mailbox, master["changeKey"])
 
+    async def _disconnect(self) -> None:
+        member = self.rng.choice(self.members)
+        if member.resource_id in self.disconnected:
+            return
+        path = f"/resources/{member.resource_id}?removeEvents=true"
+        status, view = await self.client.call("DELETE", path)
+        if status == 503 and member.mailbox in self.faults:
+            return  # Graph refused to drop the subscription: still connected
+        assert status in (200, 202), f"DELETE {path}: {status} {view}"
+        self.disconnected[member.resource_id] = self.rng.randint(1, 6)
+        self.disconnects += 1
+
+    async def _reconnect(self, resource_id: str) -> bool:
+        """PUT the resource again as it was; False while Graph refuses it (a fault)."""
+        member = next(m for m in self.members if m.resource_id == resource_id)
+        body = {"mailbox": member.mailbox, "displayName": resource_id, **member.settings}
+        status, view = await self.client.call("PUT", f"/resources/{resource_id}", body)
+        if status == 503 and member.mailbox in self.faults:
+            return False
+        assert status in (200, 202), f"PUT /resources/{resource_id}: {status} {view}"
+        del self.disconnected[resource_id]
+        return True
+
     async def _open_fault(self) -> None:
         member = self.rng.choice(self.members)
         if member.mailbox in self.faults:
@@ -248,6 +280,11 @@ class StatefulRun:
             self.duplicates_for -= 1
             if not self.duplicates_for:
                 await self.control.call("POST", "/notifications/duplicates", {"enabled": False})
+        for resource_id, left in list(self.disconnected.items()):
+            if left <= 1:
+                await self._reconnect(resource_id)
+            else:
+                self.disconnected[resource_id] = left - 1
 
     async def stop_faults(self) -> None:
         for fault_id, _ in self.faults.values():
@@ -256,6 +293,8 @@ class StatefulRun:
         await self.control.call("POST", "/notifications/resume")
         await self.control.call("POST", "/notifications/duplicates", {"enabled": False})
         self.paused_for = self.duplicates_for = 0
+        for resource_id in list(self.disconnected):
+            assert await self._reconnect(resource_id), f"{resource_id} not connected again"
 
 
 async def enqueue_rounds(connection_string: str, resource_ids: list[str]) -> None:

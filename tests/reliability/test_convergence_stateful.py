@@ -206,7 +206,8 @@ async def test_soak(stack: Stack, azurite: Azurite) -> None:
         else:
             summary = (
                 f"{len(run.applied)} steps, {run.workload.outcomes['create 201']} bookings, "
-                f"{sum(1 for r in run.applied if r == 'fault window')} fault windows"
+                f"{sum(1 for r in run.applied if r == 'fault window')} fault windows, "
+                f"{run.disconnects} disconnects"
             )
         tried += 1
         outcome = "ok" if not problems else f"FAILED: {problems[:3]}"
