@@ -235,18 +235,19 @@ class StatefulRun:
             return
         path = f"/resources/{member.resource_id}?removeEvents=true"
         status, view = await self.client.call("DELETE", path)
-        if status == 503 and member.mailbox in self.faults:
+        if status >= 400 and member.mailbox in self.faults:
             return  # Graph refused to drop the subscription: still connected
         assert status in (200, 202), f"DELETE {path}: {status} {view}"
         self.disconnected[member.resource_id] = self.rng.randint(1, 6)
         self.disconnects += 1
 
     async def _reconnect(self, resource_id: str) -> bool:
-        """PUT the resource again as it was; False while Graph refuses it (a fault)."""
+        """PUT the resource again as it was; False while Graph refuses it (a fault: 503,
+        or 422 when it answers 403 to the look at the mailbox)."""
         member = next(m for m in self.members if m.resource_id == resource_id)
         body = {"mailbox": member.mailbox, "displayName": resource_id, **member.settings}
         status, view = await self.client.call("PUT", f"/resources/{resource_id}", body)
-        if status == 503 and member.mailbox in self.faults:
+        if status in (422, 503) and member.mailbox in self.faults:
             return False
         assert status in (200, 202), f"PUT /resources/{resource_id}: {status} {view}"
         del self.disconnected[resource_id]
