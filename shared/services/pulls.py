@@ -12,7 +12,8 @@ how far it has come. A new pull, or a PUT that reconnects (it resets the status)
 supersedes it: the old pull's messages are then dropped. A message for a slice already
 done is dropped too, so a redelivered message repeats at most its own slice, and a
 duplicate chain ends at its next slice. The last slice marks the mirror refreshed (a
-connect's resource connected) and clears `status.pull`.
+connect's resource connected) and clears `status.pull`. A chain whose message ended in
+poison is taken up by the resource's next reconcile round (`resume`).
 """
 
 from __future__ import annotations
@@ -91,6 +92,37 @@ class BusyTimePulls:
             ),
         )
         logger.info("%s pull of %s started (%s)", purpose, resource_id, progress.pull_id)
+        return True
+
+    async def resume(self, resource_id: str) -> bool:
+        """Send the next slice of the pull under way again. A slice's message that ended
+        in poison (a Graph or storage outage longer than the queue's retries) ends its
+        chain, and nothing else would finish the pull: a connect would stay `connecting`
+        and its availability refused. The rounds call this; when the chain is alive all
+        the same, the two meet at its next slice and one goes on (a message for a slice
+        already pulled is dropped). Returns whether a message was sent."""
+        stored = await self._resources.get(resource_id)
+        if stored is None:
+            return False
+        pull = stored.value.status.pull
+        if pull is None or stored.value.status.state.is_ending:
+            return False
+        await self._queue.send(
+            SYNC_OUTBOUND_QUEUE,
+            PullBusyTime(
+                resource_id=resource_id,
+                pull_id=pull.pull_id,
+                slice_start=pull.pulled_through,
+                slice_days=FIRST_SLICE_DAYS,
+            ),
+        )
+        logger.info(
+            "%s pull of %s resumed from %s (%s)",
+            pull.purpose,
+            resource_id,
+            pull.pulled_through.isoformat(),
+            pull.pull_id,
+        )
         return True
 
     async def go_on(self, work: PullBusyTime) -> None:

@@ -251,6 +251,9 @@ class ReconcileService:
         recovered = await self._connection.mark_synced(
             resource_id, mirror_refreshed=settings.direction.pulls
         )
+        if resource.status.pull is not None:
+            # Its chain of messages may have ended in poison: only a round goes on with it.
+            await self._pulls.resume(resource_id)
         unsubscribed = (
             resource.subscription_id is None and resource.status.state is ConnectionState.CONNECTED
         )

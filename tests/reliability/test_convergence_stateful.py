@@ -116,7 +116,7 @@ async def test_random_runs_converge_after_one_round(
 #   its unnotified delete before the next round was in neither delta.
 # - 3255413183: a push recorded between the read of a mapping and the read of its event
 #   was taken for an Outlook move (an invented `source: outlook` change).
-REGRESSIONS = (15501149, 2612232608, 3255413183)
+REGRESSIONS = (15501149, 2612232608, 3255413183, 1479498505)
 
 
 @pytest.mark.parametrize("seed", REGRESSIONS)

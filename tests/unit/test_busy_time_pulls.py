@@ -302,3 +302,41 @@ async def test_a_settings_change_the_mirror_depends_on_pulls_the_busy_time_again
     assert [(b.event_id, b.start, b.end) for b in blocks] == [
         ("holiday", local_day.astimezone(UTC), (local_day + timedelta(days=1)).astimezone(UTC))
     ]
+
+
+@pytest.mark.parametrize("purpose", [PullPurpose.CONNECT, PullPurpose.RESYNC])
+async def test_a_pull_whose_message_was_lost_is_finished_by_the_next_round(
+    purpose: PullPurpose,
+) -> None:
+    """A slice's message ended in poison (a Graph outage past the queue's retries): its
+    chain of messages is over, and nothing else sends the next slice. The next round
+    does, so the pull finishes: a connect is `connected`, its mirror whole."""
+    world = fake_world(Clock(T0), (ROOM,))
+    window_start, _ = world.services.mirror.window()
+    world.calendar.events[ROOM] = {e.event_id: e for e in busy_calendar(window_start)}
+    state = ConnectionState.CONNECTING if purpose is PullPurpose.CONNECT else None
+    room = await connected_room(world, "UTC")
+    if state is not None:
+        stored = await world.resources.get("room-1")
+        assert stored is not None
+        status = ConnectionStatus(state=state, since=T0)
+        await world.resources.update(room.model_copy(update={"status": status}), stored.etag)
+    await world.services.pulls.start("room-1", purpose)
+    [first] = _pending_pulls(world)
+    world.queue.sent = []
+    await world.services.pulls.go_on(first)
+    world.queue.sent = []  # the second slice's message: poisoned
+
+    await world.services.reconcile.reconcile("room-1")
+    await world.finish_pulls()
+
+    stored = await world.resources.get("room-1")
+    assert stored is not None
+    assert stored.value.status.pull is None
+    assert stored.value.status.state is ConnectionState.CONNECTED
+    expected = fake_world(Clock(T0), (ROOM,))
+    expected.calendar.events[ROOM] = dict(world.calendar.events[ROOM])
+    await expected.services.mirror.pull(await connected_room(expected, "UTC"))
+    assert sorted_blocks(
+        await world.ports.unavailability.list_for_resource("room-1")
+    ) == sorted_blocks(await expected.ports.unavailability.list_for_resource("room-1"))
