@@ -283,20 +283,14 @@ class ResourceService:
         await self._mark_connected(resource.resource_id)
         await self._log(resource.resource_id, "connected", SyncOutcome.OK)
 
-    async def _catch_up(self, resource: Resource, *, by_removal: bool = False) -> None:
+    async def _catch_up(self, resource: Resource) -> None:
         """A reconnect: what no push could write while the resource was disconnected (or
         disconnecting) is written now, not at its next full round (an incremental one
         looks only at what changed): the events a `removeEvents` took from live bookings
         still ahead, cancels made meanwhile, and bookings made just before the
         disconnect whose first push found it under way (no mapping: their calendar
         checks, marked when they were made, name them). A new resource has neither.
-
-        Events a removal left behind are removed first. When that fails, the connect's
-        catch-up raises before any push (its message is tried again and finds the same);
-        a removal's (`by_removal`, the resource reconnected while a chunk was on its way)
-        logs it and sends the pushes all the same, since its message is not tried again
-        once the resource is reconnected: the live bookings get their events, and what
-        is left waits for a full round."""
+        Events a removal left behind are removed first (`_remove_left_behind`)."""
         if not resource.settings.direction.pushes:
             return
         resource_id = resource.resource_id
@@ -308,10 +302,11 @@ class ResourceService:
         mapped = {m.value.booking_id: m.value for m in mappings}
         unmapped = {c.value.booking_id for c in checks} - set(mapped)
         try:
-            await self._remove_left_behind(resource, mapped, now)
+            await self._remove_left_behind(resource, mapped)
         except GraphError as exc:
-            if not by_removal:
-                raise
+            # Never holds the connect or the pushes up (a connect message in poison would
+            # leave the resource `connecting`): what is left is then a duplicate of the
+            # new event, which a round removes.
             logger.warning(
                 "events a removal left in %s not removed (%s); the pushes go out",
                 resource.settings.mailbox,
@@ -333,7 +328,7 @@ class ResourceService:
                 await self._queue.send(SYNC_OUTBOUND_QUEUE, push)
 
     async def _remove_left_behind(
-        self, resource: Resource, mapped: dict[str, EventMapping], now: datetime
+        self, resource: Resource, mapped: dict[str, EventMapping]
     ) -> None:
         """Events of ours a removal let go of but could not delete: its DELETE failed,
         and the reconnect then stopped its retries. The catch-up's pushes write each
@@ -341,18 +336,28 @@ class ResourceService:
         error may still have landed), so what is left is removed first, not a full
         round later. One listing of our events, made only when some mapping holds no
         event, none of a create on its way, and is not detached (a detached event is
-        the Outlook user's now)."""
-        bare = {
-            booking_id
-            for booking_id, mapping in mapped.items()
-            if mapping.event_id is None
-            and not mapping.detached
-            and not mapping.event_may_still_land(now)
-        }
+        the Outlook user's now). The mappings are read again after the listing, and an
+        event goes only if its booking's mapping still does not hold it and no create
+        is on its way: a push may have written the booking's new event meanwhile, which
+        the listing then holds too (a create is recorded before it is sent)."""
+        bare = {b for b, m in mapped.items() if _may_have_left(m, self._clock())}
         if not bare:
             return
         mailbox = resource.settings.mailbox
-        left = [e for e in await self._gateway.list_our_events(mailbox) if e.booking_id in bare]
+        listed = [e for e in await self._gateway.list_our_events(mailbox) if e.booking_id in bare]
+        if not listed:
+            return
+        now = self._clock()
+        fresh = {
+            m.value.booking_id: m.value
+            for m in await self._mappings.list_for_resource(resource.resource_id)
+        }
+        left = [
+            e
+            for e in listed
+            if (mapping := fresh.get(e.booking_id or "")) is not None
+            and _may_have_left(mapping, now)
+        ]
         if not left:
             return
         results = await self._gateway.write_batch(
@@ -360,7 +365,7 @@ class ResourceService:
         )
         failed = [result.error for result in results if result.error is not None]
         if failed:
-            raise failed[0]  # the connect is tried again (it replaces its subscription)
+            raise failed[0]
         logger.warning("%d events a removal left in %s removed on reconnect", len(left), mailbox)
 
     async def _mark_connected(self, resource_id: str) -> None:
@@ -455,7 +460,7 @@ class ResourceService:
                 # mappings just let go of is written again.
                 after = await self._resources.get(work.resource_id)
                 if after is not None:
-                    await self._catch_up(after.value, by_removal=True)
+                    await self._catch_up(after.value)
             return
         if not await self._still_disconnecting(work):
             return  # reconnected while the calendar was listed: its events stay
@@ -473,7 +478,7 @@ class ResourceService:
             # Reconnected while this chunk was on its way: the connect's catch-up may
             # have looked before these mappings let go of their events, so the live
             # bookings among them are written again here (pushes are idempotent).
-            await self._catch_up(after.value, by_removal=True)
+            await self._catch_up(after.value)
         failed = [result.error for result in results if result.error is not None]
         if failed:
             raise failed[0]
@@ -578,6 +583,14 @@ def _mirror_outdated(before: ResourceSettings, after: ResourceSettings) -> bool:
     if not after.direction.pulls:
         return False
     return not before.direction.pulls or before.time_zone != after.time_zone
+
+
+def _may_have_left(mapping: EventMapping, now: datetime) -> bool:
+    """Whether the booking's events in the calendar may be ones a removal left: its
+    mapping holds none, was not detached, and no create of it is on its way."""
+    return (
+        mapping.event_id is None and not mapping.detached and not mapping.event_may_still_land(now)
+    )
 
 
 def _unmapped(mapping: EventMapping) -> EventMapping:

@@ -19,7 +19,12 @@ from shared.domain.calendar import (
     WrittenTimes,
 )
 from shared.domain.errors import GraphTransient
-from shared.domain.messages import SYNC_OUTBOUND_QUEUE, DisconnectResource, EventChange
+from shared.domain.messages import (
+    SYNC_OUTBOUND_QUEUE,
+    DisconnectResource,
+    EventChange,
+    PushBooking,
+)
 from shared.domain.resources import (
     ConnectionState,
     ConnectionStatus,
@@ -662,12 +667,13 @@ async def test_a_reconnect_leaves_a_detached_event_where_it_is() -> None:
     assert list(world.calendar.events[ROOM]) == [kept.event_id]
 
 
-async def test_a_reconnect_whose_removal_of_what_was_left_fails_is_tried_again(
+async def test_a_reconnect_whose_removal_of_what_was_left_fails_still_connects(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Graph still refuses the DELETE when the reconnect removes the event left behind:
-    the connect fails (the queue tries it again) before any new event is written, and
-    its next try leaves one event."""
+    the connect goes on all the same (a connect message in poison would leave the
+    resource `connecting`), the booking gets its new event, and an ordinary round
+    removes the one left beside it."""
     world, settings = await connected_room()
     booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
     await world.push_all()
@@ -684,19 +690,65 @@ async def test_a_reconnect_whose_removal_of_what_was_left_fails_is_tried_again(
     monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
-    await world.services.resources.put("room-1", settings)
-    [connect] = [(q, b) for q, b in world.queue.sent if '"connect_resource"' in b]
-    with pytest.raises(GraphTransient):
-        await world.finish_connects()
-    assert len(world.calendar.events[ROOM]) == 1  # nothing written beside it
+    await reconnect(world, settings)
     monkeypatch.undo()
-    world.queue.sent.append(connect)  # the queue's next try
-
-    await world.finish_connects()
-    await world.push_all()
 
     assert await state_of(world) is ConnectionState.CONNECTED
+    [shown] = (await world.services.bookings.get(booking_id)).sync
+    assert shown.state == "synced"
+    assert len(world.calendar.events[ROOM]) == 2  # the new one, and the one left
+
+    await world.services.reconcile.reconcile("room-1")
+    await world.push_all()
+
     await assert_one_event_synced(world, booking_id)
+
+
+async def test_a_reconnect_never_removes_an_event_a_push_wrote_while_it_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reconnect reads the mappings, then lists our events: a push that writes the
+    booking's new event in between (the listing slow) has it in the listing too. It is
+    the booking's event now, not one a removal left: removing it would read as the
+    Outlook user deleting it (here cancel_booking)."""
+    world, settings = await connected_room(on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING)
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    send, listing = world.calendar.write_batch, world.calendar.list_our_events
+
+    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        if all(w.op == "delete" for w in writes):
+            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
+        return await send(writes)
+
+    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    with pytest.raises(GraphTransient):
+        await world.services.resources.remove_events(work)
+    monkeypatch.undo()
+    await world.services.resources.put("room-1", settings)
+
+    async def pushed_meanwhile(mailbox: str, *, limit: int | None = None) -> list[CalendarEvent]:
+        monkeypatch.setattr(world.calendar, "list_our_events", listing)
+        stored = await world.ports.bookings.get(booking_id)
+        assert stored is not None
+        await world.services.push.push(
+            PushBooking(booking_id=booking_id, booking_version=stored.value.version)
+        )
+        return await listing(mailbox, limit=limit)
+
+    monkeypatch.setattr(world.calendar, "list_our_events", pushed_meanwhile)
+    await world.finish_connects()
+    monkeypatch.undo()
+    await world.push_all()
+
+    view = await world.services.bookings.get(booking_id)
+    assert view.status == "confirmed"
+    [shown] = view.sync
+    assert shown.state == "synced"
+    assert world.calendar.events[ROOM][shown.event_id or ""].booking_id == booking_id
 
 
 async def test_a_reconnect_during_a_chunk_whose_deletes_fail_still_writes_the_live_events(
