@@ -144,6 +144,8 @@ class ResourceService:
                 or stored.value.status.state.is_ending
                 or stored.value.status.state is ConnectionState.CONNECTING
             )
+            if stored is not None and previous != settings.mailbox:
+                await self._check_mailbox_change(stored.value, settings.mailbox)
             if reconnect:
                 await self._claim_mailbox(resource_id, settings.mailbox)
                 try:
@@ -186,6 +188,38 @@ class ResourceService:
                 await self._pulls.start(resource_id, PullPurpose.RESYNC)
             return await self.get(resource_id), stored is None
         raise ConcurrencyConflict(f"resource {resource_id} kept changing; retry")
+
+    async def _check_mailbox_change(self, current: Resource, mailbox: str) -> None:
+        """A resource's mappings name its events in its mailbox. Changed under them, the
+        mailbox would have the rounds find those events gone from the new one (read as
+        deletes in Outlook: bookings cancelled or detached) and leave them in the old
+        one. So while events of ours are there (or a create may still make one), the
+        resource must be disconnected first: InvalidInput, naming `mailbox`. Once it is
+        disconnected without removeEvents its events were left to the calendar; the
+        mappings then let go of them, and the reconnect writes the live bookings' events
+        in the new mailbox."""
+        if current.settings.mailbox.lower() == mailbox.lower():
+            return
+        now = self._clock()
+        mappings = await self._mappings.list_for_resource(current.resource_id)
+        if not any(
+            m.value.event_id is not None or m.value.event_may_still_land(now) for m in mappings
+        ):
+            return
+        if current.status.state is ConnectionState.DISCONNECTED:
+            await self._clear_mappings(current.resource_id)
+            return
+        raise InvalidInput(
+            f"resource {current.resource_id} has events in {current.settings.mailbox}: "
+            f"disconnect it first (DELETE /api/resources/{current.resource_id}"
+            "?removeEvents=true removes them), then change its mailbox",
+            details=[
+                {
+                    "field": "mailbox",
+                    "message": "cannot change while the resource has events in its mailbox",
+                }
+            ],
+        )
 
     async def _claim_mailbox(self, resource_id: str, mailbox: str) -> None:
         """Hold the mailbox for this resource, or raise MailboxInUse. A claim whose

@@ -18,7 +18,7 @@ from shared.domain.calendar import (
     EventMapping,
     WrittenTimes,
 )
-from shared.domain.errors import GraphTransient
+from shared.domain.errors import GraphTransient, InvalidInput
 from shared.domain.messages import (
     SYNC_OUTBOUND_QUEUE,
     DisconnectResource,
@@ -791,3 +791,71 @@ async def test_a_reconnect_during_a_chunk_whose_deletes_fail_still_writes_the_li
     [shown] = (await world.services.bookings.get(booking_id)).sync
     assert shown.state == "synced"
     assert world.calendar.events[ROOM][shown.event_id or ""].booking_id == booking_id
+
+
+OTHER = "room-2@contoso.com"
+
+
+async def two_rooms(**settings: Any) -> tuple[FakeWorld, ResourceSettings, str]:
+    """Room-1 connected to ROOM with one booking synced there; OTHER a mailbox too."""
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM, OTHER))
+    wanted = resource("room-1", **settings).settings
+    await world.services.resources.put("room-1", wanted)
+    await world.finish_connects()
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    return world, wanted, booking_id
+
+
+async def test_a_mailbox_change_under_events_of_ours_is_refused_naming_the_field() -> None:
+    """Its mappings name events in the old mailbox: changed under them, the rounds would
+    find them gone from the new one (deletes in Outlook: here cancel_booking) and leave
+    them in the old one. Disconnect first."""
+    world, settings, booking_id = await two_rooms(on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING)
+
+    with pytest.raises(InvalidInput, match="disconnect it first") as refused:
+        await world.services.resources.put("room-1", replace_mailbox(settings, OTHER))
+
+    assert refused.value.details[0]["field"] == "mailbox"
+    view = await world.services.resources.get("room-1")
+    assert (view.settings.mailbox, view.status.state) == (ROOM, ConnectionState.CONNECTED)
+    await world.services.reconcile.reconcile("room-1")
+    assert (await world.services.bookings.get(booking_id)).status == "confirmed"
+    assert len(world.calendar.events[ROOM]) == 1
+
+
+async def test_a_mailbox_change_after_a_disconnect_writes_the_events_in_the_new_one() -> None:
+    """Disconnected without removeEvents, its events were left to the calendar: a new
+    mailbox lets go of them, and the reconnect writes the live bookings' events there;
+    nothing reads the old ones as deleted in Outlook."""
+    world, settings, booking_id = await two_rooms(on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING)
+    await world.services.resources.disconnect("room-1", remove_events=False)
+
+    await world.services.resources.put("room-1", replace_mailbox(settings, OTHER))
+    await world.finish_connects()
+    await world.push_all()
+    await world.services.reconcile.reconcile("room-1")
+    await world.push_all()
+
+    view = await world.services.bookings.get(booking_id)
+    assert view.status == "confirmed"
+    [event] = world.calendar.events[OTHER].values()
+    assert event.booking_id == booking_id
+    assert [(s.state, s.event_id) for s in view.sync] == [("synced", event.event_id)]
+    assert len(world.calendar.events[ROOM]) == 1  # left to the old calendar, as asked
+
+
+async def test_a_mailbox_change_with_no_events_of_ours_connects_the_new_one() -> None:
+    world = fake_world(Clock(T0 - timedelta(days=1)), (ROOM, OTHER))
+    settings = resource("room-1").settings
+    await world.services.resources.put("room-1", settings)
+    await world.finish_connects()
+
+    view, _ = await world.services.resources.put("room-1", replace_mailbox(settings, OTHER))
+
+    assert view.settings.mailbox == OTHER
+    assert view.status.state is ConnectionState.CONNECTING
+
+
+def replace_mailbox(settings: ResourceSettings, mailbox: str) -> ResourceSettings:
+    return settings.model_copy(update={"mailbox": mailbox})
