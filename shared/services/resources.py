@@ -18,7 +18,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from shared.domain.base import DomainModel, UtcDatetime
-from shared.domain.calendar import CREATE_WAIT_SECONDS, CalendarEvent, EventMapping
+from shared.domain.calendar import (
+    CREATE_WAIT_SECONDS,
+    WRITE_IN_FLIGHT_SECONDS,
+    CalendarEvent,
+    EventMapping,
+)
 from shared.domain.errors import (
     ConcurrencyConflict,
     GraphAccessDenied,
@@ -193,32 +198,34 @@ class ResourceService:
         """A resource's mappings name its events in its mailbox. Changed under them, the
         mailbox would have the rounds find those events gone from the new one (read as
         deletes in Outlook: bookings cancelled or detached) and leave them in the old
-        one. So while events of ours are there (or a create may still make one), the
-        resource must be disconnected first: InvalidInput, naming `mailbox`. Once it is
-        disconnected without removeEvents its events were left to the calendar; the
-        mappings then let go of them, and the reconnect writes the live bookings' events
-        in the new mailbox."""
+        one. So InvalidInput, naming `mailbox`, while events of ours are there, while a
+        removal of them is under way (`disconnecting`), or while a create may still make
+        one there. Once the resource is disconnected without removeEvents its events were
+        left to the calendar; the mappings then let go of them, and the reconnect writes
+        the live bookings' events in the new mailbox."""
         if current.settings.mailbox.lower() == mailbox.lower():
             return
+        old, resource_id = current.settings.mailbox, current.resource_id
+        state = current.status.state
+        if state is ConnectionState.DISCONNECTING:
+            raise _mailbox_kept(resource_id, f"our events are being removed from {old}")
         now = self._clock()
-        mappings = await self._mappings.list_for_resource(current.resource_id)
-        if not any(
-            m.value.event_id is not None or m.value.event_may_still_land(now) for m in mappings
-        ):
+        mappings = await self._mappings.list_for_resource(resource_id)
+        if any(m.value.event_may_still_land(now) for m in mappings):
+            raise _mailbox_kept(
+                resource_id,
+                f"a create may still make an event in {old} (for up to "
+                f"{WRITE_IN_FLIGHT_SECONDS} s from when it was sent): try again then",
+            )
+        if not any(m.value.event_id is not None for m in mappings):
             return
-        if current.status.state is ConnectionState.DISCONNECTED:
-            await self._clear_mappings(current.resource_id)
+        if state is ConnectionState.DISCONNECTED:
+            await self._clear_mappings(resource_id)
             return
-        raise InvalidInput(
-            f"resource {current.resource_id} has events in {current.settings.mailbox}: "
-            f"disconnect it first (DELETE /api/resources/{current.resource_id}"
-            "?removeEvents=true removes them), then change its mailbox",
-            details=[
-                {
-                    "field": "mailbox",
-                    "message": "cannot change while the resource has events in its mailbox",
-                }
-            ],
+        raise _mailbox_kept(
+            resource_id,
+            f"it has events in {old}: disconnect it first (DELETE /api/resources/"
+            f"{resource_id}?removeEvents=true removes them)",
         )
 
     async def _claim_mailbox(self, resource_id: str, mailbox: str) -> None:
@@ -617,6 +624,13 @@ def _mirror_outdated(before: ResourceSettings, after: ResourceSettings) -> bool:
     if not after.direction.pulls:
         return False
     return not before.direction.pulls or before.time_zone != after.time_zone
+
+
+def _mailbox_kept(resource_id: str, why: str) -> InvalidInput:
+    return InvalidInput(
+        f"resource {resource_id} keeps its mailbox: {why}",
+        details=[{"field": "mailbox", "message": f"cannot change now: {why}"}],
+    )
 
 
 def _may_have_left(mapping: EventMapping, now: datetime) -> bool:

@@ -857,5 +857,52 @@ async def test_a_mailbox_change_with_no_events_of_ours_connects_the_new_one() ->
     assert view.status.state is ConnectionState.CONNECTING
 
 
+async def test_a_mailbox_change_while_our_events_are_being_removed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The removal let go of the mappings and its DELETE failed: the events are still
+    in the old mailbox, and a new one would stop the removal for good (it works on the
+    mailbox it was sent for)."""
+    world, settings, _ = await two_rooms()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+
+    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
+
+    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    with pytest.raises(GraphTransient):
+        await world.services.resources.remove_events(work)
+    assert (await world.services.resources.get("room-1")).mapped_events == 0
+
+    with pytest.raises(InvalidInput, match="being removed") as refused:
+        await world.services.resources.put("room-1", replace_mailbox(settings, OTHER))
+
+    assert refused.value.details[0]["field"] == "mailbox"
+    assert await state_of(world) is ConnectionState.DISCONNECTING
+
+
+async def test_a_mailbox_change_while_a_create_may_still_land_in_the_old_one_is_refused() -> None:
+    """Disconnected (events left to the calendar) while a create was on its way: its
+    answer would record an event of the old mailbox in the mapping of a resource now on
+    another. Refused until the create can no longer land."""
+    world = fake_world(Clock(T0), (ROOM, OTHER))
+    await world.resources.add(
+        resource("room-1").model_copy(
+            update={"status": ConnectionStatus(state=ConnectionState.DISCONNECTED, since=T0)}
+        )
+    )
+    await a_create_sent_at_t0(world, "bk-late")
+    settings = resource("room-1").settings
+
+    with pytest.raises(InvalidInput, match="create may still") as refused:
+        await world.services.resources.put("room-1", replace_mailbox(settings, OTHER))
+
+    assert refused.value.details[0]["field"] == "mailbox"
+    world.clock.now = T0 + timedelta(seconds=WRITE_IN_FLIGHT_SECONDS + 1)
+    view, _ = await world.services.resources.put("room-1", replace_mailbox(settings, OTHER))
+    assert view.settings.mailbox == OTHER
+
+
 def replace_mailbox(settings: ResourceSettings, mailbox: str) -> ResourceSettings:
     return settings.model_copy(update={"mailbox": mailbox})
