@@ -103,6 +103,19 @@ async def assert_one_event_synced(world: FakeWorld, booking_id: str) -> None:
     assert (shown.state, shown.event_id) == ("synced", event.event_id)
 
 
+def refuse_deletes(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph answers every DELETE of room-1's events with a 503 (past the gateway's
+    retries); other writes go through."""
+    send = world.calendar.write_batch
+
+    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
+        if all(w.op == "delete" for w in writes):
+            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
+        return await send(writes)
+
+    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+
+
 async def test_removing_events_goes_on_the_queue_a_chunk_a_message() -> None:
     world = await room_with_our_events(250)
 
@@ -629,10 +642,7 @@ async def test_a_reconnect_after_a_removal_delete_failed_leaves_one_event(
     [work] = queued(world)
     world.queue.sent.clear()
 
-    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
-        return [EventWriteResult(error=GraphTransient("503 serviceUnavailable")) for _ in writes]
-
-    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    refuse_deletes(world, monkeypatch)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
     monkeypatch.undo()
@@ -680,14 +690,7 @@ async def test_a_reconnect_whose_removal_of_what_was_left_fails_still_connects(
     await world.services.resources.disconnect("room-1", remove_events=True)
     [work] = queued(world)
     world.queue.sent.clear()
-    send = world.calendar.write_batch
-
-    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
-        if all(w.op == "delete" for w in writes):
-            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
-        return await send(writes)
-
-    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    refuse_deletes(world, monkeypatch)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
     await reconnect(world, settings)
@@ -717,14 +720,8 @@ async def test_a_reconnect_never_removes_an_event_a_push_wrote_while_it_listed(
     await world.services.resources.disconnect("room-1", remove_events=True)
     [work] = queued(world)
     world.queue.sent.clear()
-    send, listing = world.calendar.write_batch, world.calendar.list_our_events
-
-    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
-        if all(w.op == "delete" for w in writes):
-            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
-        return await send(writes)
-
-    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    listing = world.calendar.list_our_events
+    refuse_deletes(world, monkeypatch)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
     monkeypatch.undo()
@@ -765,7 +762,7 @@ async def test_a_reconnect_during_a_chunk_whose_deletes_fail_still_writes_the_li
     await world.services.resources.disconnect("room-1", remove_events=True)
     [work] = queued(world)
     world.queue.sent.clear()
-    update, send = world.mappings.update, world.calendar.write_batch
+    update = world.mappings.update
 
     async def reconnect_first(mapping: EventMapping, etag: str) -> Any:
         monkeypatch.setattr(world.mappings, "update", update)
@@ -773,13 +770,8 @@ async def test_a_reconnect_during_a_chunk_whose_deletes_fail_still_writes_the_li
         await world.finish_connects()
         return await update(mapping, etag)
 
-    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
-        if all(w.op == "delete" for w in writes):
-            return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
-        return await send(writes)
-
     monkeypatch.setattr(world.mappings, "update", reconnect_first)
-    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    refuse_deletes(world, monkeypatch)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
     await world.services.resources.remove_events(work)  # the queue's retry: reconnected
@@ -867,10 +859,7 @@ async def test_a_mailbox_change_while_our_events_are_being_removed_is_refused(
     await world.services.resources.disconnect("room-1", remove_events=True)
     [work] = queued(world)
 
-    async def deletes_refused(writes: list[EventWrite]) -> list[EventWriteResult]:
-        return [EventWriteResult(error=GraphTransient("503")) for _ in writes]
-
-    monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
+    refuse_deletes(world, monkeypatch)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
     assert (await world.services.resources.get("room-1")).mapped_events == 0
