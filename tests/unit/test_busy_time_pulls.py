@@ -72,6 +72,16 @@ def sorted_blocks(blocks: list[Unavailability]) -> list[tuple[str, datetime, dat
     return sorted((b.event_id, b.start, b.end) for b in blocks)
 
 
+async def assert_mirror_as_one_whole_pull_leaves_it(world: FakeWorld) -> None:
+    """Room-1's mirror holds what one whole pull of its calendar (UTC) leaves."""
+    expected = fake_world(Clock(T0), (ROOM,))
+    expected.calendar.events[ROOM] = dict(world.calendar.events[ROOM])
+    await expected.services.mirror.pull(await connected_room(expected, "UTC"))
+    assert sorted_blocks(
+        await world.ports.unavailability.list_for_resource("room-1")
+    ) == sorted_blocks(await expected.ports.unavailability.list_for_resource("room-1"))
+
+
 @pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago", "Europe/London"])
 async def test_the_slices_leave_the_mirror_as_one_whole_pull_does_in_any_zone(zone: str) -> None:
     sliced = fake_world(Clock(T0), (ROOM,))
@@ -188,12 +198,7 @@ async def test_a_redelivered_message_repeats_its_slice_and_no_chain_is_doubled()
     assert len(_pending_pulls(world)) == 1
     await world.finish_pulls()
 
-    expected = fake_world(Clock(T0), (ROOM,))
-    expected.calendar.events[ROOM] = dict(world.calendar.events[ROOM])
-    await expected.services.mirror.pull(await connected_room(expected, "UTC"))
-    assert sorted_blocks(
-        await world.ports.unavailability.list_for_resource("room-1")
-    ) == sorted_blocks(await expected.ports.unavailability.list_for_resource("room-1"))
+    await assert_mirror_as_one_whole_pull_leaves_it(world)
 
 
 async def test_a_newer_pull_or_a_reconnect_ends_the_older_pulls_messages() -> None:
@@ -334,9 +339,4 @@ async def test_a_pull_whose_message_was_lost_is_finished_by_the_next_round(
     assert stored is not None
     assert stored.value.status.pull is None
     assert stored.value.status.state is ConnectionState.CONNECTED
-    expected = fake_world(Clock(T0), (ROOM,))
-    expected.calendar.events[ROOM] = dict(world.calendar.events[ROOM])
-    await expected.services.mirror.pull(await connected_room(expected, "UTC"))
-    assert sorted_blocks(
-        await world.ports.unavailability.list_for_resource("room-1")
-    ) == sorted_blocks(await expected.ports.unavailability.list_for_resource("room-1"))
+    await assert_mirror_as_one_whole_pull_leaves_it(world)

@@ -116,6 +116,25 @@ def refuse_deletes(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
 
 
+async def removal_refused(
+    monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> tuple[FakeWorld, ResourceSettings, str, DisconnectResource]:
+    """Room-1 with one booking synced, disconnected with removeEvents, and the
+    removal's first try failed: Graph refuses its DELETEs (and goes on refusing them
+    until `monkeypatch.undo()`). Returns the world, the settings, the booking and the
+    removal's message."""
+    world, wanted = await connected_room(**settings)
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    refuse_deletes(world, monkeypatch)
+    with pytest.raises(GraphTransient):
+        await world.services.resources.remove_events(work)
+    return world, wanted, booking_id, work
+
+
 async def test_removing_events_goes_on_the_queue_a_chunk_a_message() -> None:
     world = await room_with_our_events(250)
 
@@ -634,17 +653,8 @@ async def test_a_reconnect_after_a_removal_delete_failed_leaves_one_event(
     gateway's retries): the event is still in the calendar when a PUT reconnects, and
     the removal's retry then finds the resource connected and stops. The catch-up
     removes it before writing the booking's new event, not a full round later."""
-    world, settings = await connected_room()
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
+    world, settings, booking_id, work = await removal_refused(monkeypatch)
     [old] = world.calendar.events[ROOM].values()
-    await world.services.resources.disconnect("room-1", remove_events=True)
-    [work] = queued(world)
-    world.queue.sent.clear()
-
-    refuse_deletes(world, monkeypatch)
-    with pytest.raises(GraphTransient):
-        await world.services.resources.remove_events(work)
     monkeypatch.undo()
     await reconnect(world, settings)
     await world.services.resources.remove_events(work)  # the queue's retry: reconnected
@@ -684,15 +694,7 @@ async def test_a_reconnect_whose_removal_of_what_was_left_fails_still_connects(
     the connect goes on all the same (a connect message in poison would leave the
     resource `connecting`), the booking gets its new event, and an ordinary round
     removes the one left beside it."""
-    world, settings = await connected_room()
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
-    await world.services.resources.disconnect("room-1", remove_events=True)
-    [work] = queued(world)
-    world.queue.sent.clear()
-    refuse_deletes(world, monkeypatch)
-    with pytest.raises(GraphTransient):
-        await world.services.resources.remove_events(work)
+    world, settings, booking_id, _ = await removal_refused(monkeypatch)
     await reconnect(world, settings)
     monkeypatch.undo()
 
@@ -714,17 +716,11 @@ async def test_a_reconnect_never_removes_an_event_a_push_wrote_while_it_listed(
     booking's new event in between (the listing slow) has it in the listing too. It is
     the booking's event now, not one a removal left: removing it would read as the
     Outlook user deleting it (here cancel_booking)."""
-    world, settings = await connected_room(on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING)
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
-    await world.services.resources.disconnect("room-1", remove_events=True)
-    [work] = queued(world)
-    world.queue.sent.clear()
-    listing = world.calendar.list_our_events
-    refuse_deletes(world, monkeypatch)
-    with pytest.raises(GraphTransient):
-        await world.services.resources.remove_events(work)
+    world, settings, booking_id, _ = await removal_refused(
+        monkeypatch, on_outlook_delete=OnOutlookDelete.CANCEL_BOOKING
+    )
     monkeypatch.undo()
+    listing = world.calendar.list_our_events
     await world.services.resources.put("room-1", settings)
 
     async def pushed_meanwhile(mailbox: str, *, limit: int | None = None) -> list[CalendarEvent]:
