@@ -116,6 +116,20 @@ def refuse_deletes(world: FakeWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(world.calendar, "write_batch", deletes_refused)
 
 
+async def removal_queued(
+    **settings: Any,
+) -> tuple[FakeWorld, ResourceSettings, str, DisconnectResource]:
+    """Room-1 with one booking synced, disconnected with removeEvents: the world, the
+    settings, the booking and the removal's message (taken off the queue)."""
+    world, wanted = await connected_room(**settings)
+    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
+    await world.push_all()
+    await world.services.resources.disconnect("room-1", remove_events=True)
+    [work] = queued(world)
+    world.queue.sent.clear()
+    return world, wanted, booking_id, work
+
+
 async def removal_refused(
     monkeypatch: pytest.MonkeyPatch, **settings: Any
 ) -> tuple[FakeWorld, ResourceSettings, str, DisconnectResource]:
@@ -123,12 +137,7 @@ async def removal_refused(
     removal's first try failed: Graph refuses its DELETEs (and goes on refusing them
     until `monkeypatch.undo()`). Returns the world, the settings, the booking and the
     removal's message."""
-    world, wanted = await connected_room(**settings)
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
-    await world.services.resources.disconnect("room-1", remove_events=True)
-    [work] = queued(world)
-    world.queue.sent.clear()
+    world, wanted, booking_id, work = await removal_queued(**settings)
     refuse_deletes(world, monkeypatch)
     with pytest.raises(GraphTransient):
         await world.services.resources.remove_events(work)
@@ -500,12 +509,7 @@ async def test_a_reconnect_while_a_removal_chunk_is_on_its_way_keeps_the_live_ev
     """A PUT reconnects while the removal worker is listing our events (Graph slow) or
     deleting them: the connect's catch-up may look before the chunk unmaps them. The
     events the chunk removes are written again all the same, once, without a round."""
-    world, settings = await connected_room()
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
-    await world.services.resources.disconnect("room-1", remove_events=True)
-    [work] = queued(world)
-    world.queue.sent.clear()
+    world, settings, booking_id, work = await removal_queued()
 
     async def reconnect() -> None:
         await world.services.resources.put("room-1", settings)
@@ -752,12 +756,7 @@ async def test_a_reconnect_during_a_chunk_whose_deletes_fail_still_writes_the_li
     catch-up's own DELETE of what is left. The removal's message is not tried again
     once the resource is connected, so the live booking's event must be written all
     the same (what is left waits for a full round), not left unwritten."""
-    world, settings = await connected_room()
-    booking_id = (await world.services.bookings.create(booking_request(), None)).booking_id
-    await world.push_all()
-    await world.services.resources.disconnect("room-1", remove_events=True)
-    [work] = queued(world)
-    world.queue.sent.clear()
+    world, settings, booking_id, work = await removal_queued()
     update = world.mappings.update
 
     async def reconnect_first(mapping: EventMapping, etag: str) -> Any:
