@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from azure.storage.queue.aio import QueueClient
 
-from bench.report import Row, load_average, load_text, render_table
+from bench.report import Row, print_measured
 from bench.stack import cpu_seconds
 from local.azurite import start_azurite
 
@@ -96,15 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cycles", type=int, default=20, help="pages a depth (20)")
     args = parser.parse_args(argv)
-    load_at_start = load_text(load_average())
-    rows = asyncio.run(  # noqa: TID251 - a command line tool owns its loop
-        measure(args.depth or [50, 1000, 3000, 7000], args.cycles)
+    return print_measured(
+        "Azurite's Queue service by queue depth",
+        measure(args.depth or [50, 1000, 3000, 7000], args.cycles),
     )
-    sys.stdout.write(
-        f"Azurite's Queue service by queue depth, load average {load_at_start} at start, "
-        f"{load_text(load_average())} at end\n{render_table(rows)}\n"
-    )
-    return 0
 
 
 if __name__ == "__main__":

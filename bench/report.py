@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
-from collections.abc import Sequence
+import sys
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -68,6 +70,18 @@ def machine() -> dict[str, Any]:
 def load_text(load: tuple[float, float, float] | None) -> str:
     """The 1-minute load average as the reports print it."""
     return "n/a" if load is None else f"{load[0]:.1f}"
+
+
+def print_measured(title: str, measured: Coroutine[Any, Any, list[Row]]) -> int:
+    """Run `measured` (a command line tool's own event loop) and print its rows under
+    `title` with the load average at start and at end; the exit status."""
+    load_at_start = load_text(load_average())
+    rows = asyncio.run(measured)  # noqa: TID251 - a command line tool owns its loop
+    sys.stdout.write(
+        f"{title}, load average {load_at_start} at start, {load_text(load_average())} at "
+        f"end\n{render_table(rows)}\n"
+    )
+    return 0
 
 
 def load_average() -> tuple[float, float, float] | None:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from azure.data.tables.aio import TableClient
 
-from bench.report import Row, load_average, load_text, render_table
+from bench.report import Row, print_measured
 from bench.stack import cpu_seconds
 from local.azurite import start_azurite
 
@@ -140,15 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-partition", type=int, default=40, help="rows a partition (40)")
     parser.add_argument("--reads", type=int, default=200, help="reads of each kind a size (200)")
     args = parser.parse_args(argv)
-    load_at_start = load_text(load_average())
-    rows = asyncio.run(  # noqa: TID251 - a command line tool owns its loop
-        measure(args.rows or [1000, 10_000, 40_000], args.per_partition, args.reads)
+    return print_measured(
+        "Azurite's Table service by table size",
+        measure(args.rows or [1000, 10_000, 40_000], args.per_partition, args.reads),
     )
-    sys.stdout.write(
-        f"Azurite's Table service by table size, load average {load_at_start} at start, "
-        f"{load_text(load_average())} at end\n{render_table(rows)}\n"
-    )
-    return 0
 
 
 if __name__ == "__main__":

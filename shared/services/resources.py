@@ -381,14 +381,15 @@ class ResourceService:
         event goes only if its booking's mapping still does not hold it and no create
         is on its way: a push may have written the booking's new event meanwhile, which
         the listing then holds too (a create is recorded before it is sent)."""
-        bare = {b for b, m in mapped.items() if _may_have_left(m, self._clock())}
+        now = self._clock()
+        bare = {b for b, m in mapped.items() if _may_have_left(m, now)}
         if not bare:
             return
         mailbox = resource.settings.mailbox
         listed = [e for e in await self._gateway.list_our_events(mailbox) if e.booking_id in bare]
         if not listed:
             return
-        now = self._clock()
+        now = self._clock()  # after the listing: a create may have been sent meanwhile
         fresh = {
             m.value.booking_id: m.value
             for m in await self._mappings.list_for_resource(resource.resource_id)
